@@ -1,0 +1,101 @@
+"""Patient-level, stratified, seeded splits.
+
+All images of one patient land on the same side of every split, so the
+validation figures are not inflated by near-identical studies of a patient
+seen in training. Built on scikit-learn's ``StratifiedGroupKFold``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from .discover import DatasetError, Sample
+
+__all__ = ["patient_kfold", "patient_train_val_split", "train_val_from_samples"]
+
+
+def patient_kfold(
+    targets: Sequence[int], groups: Sequence[str], n_splits: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified, patient-grouped K-fold indices.
+
+    Parameters
+    ----------
+    targets : sequence of int, length N
+        Class index per image.
+    groups : sequence of str, length N
+        Patient (or duplicate-group) identifier per image.
+    n_splits : int
+        Number of folds K (>= 2).
+    seed : int
+        Shuffling seed; the same seed gives the same folds.
+
+    Returns
+    -------
+    list of (train_idx, val_idx)
+        K pairs of ``int64`` index arrays; every group is in exactly one
+        validation fold.
+
+    Raises
+    ------
+    DatasetError
+        Fewer patients than folds.
+    """
+    y = np.asarray(targets)
+    g = np.asarray(groups)
+    if len(np.unique(g)) < n_splits:
+        raise DatasetError(f"only {len(np.unique(g))} patients for {n_splits} folds")
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return [(tr.astype(np.int64), va.astype(np.int64)) for tr, va in cv.split(np.zeros(len(y)), y, g)]
+
+
+def patient_train_val_split(
+    targets: Sequence[int], groups: Sequence[str], val_fraction: float = 0.15, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Carve a patient-level, stratified validation split.
+
+    Uses one fold of a ``round(1 / val_fraction)``-fold stratified group split,
+    so the validation share is close to (not exactly) ``val_fraction``.
+
+    Parameters
+    ----------
+    targets, groups : sequences of length N
+        Class index and patient identifier per image.
+    val_fraction : float in (0, 0.5]
+        Wanted share of images in validation.
+    seed : int
+        Split seed (recorded in model cards).
+
+    Returns
+    -------
+    (train_idx, val_idx) : tuple of int64 arrays
+    """
+    if not 0.0 < val_fraction <= 0.5:
+        raise ValueError(f"val_fraction must be in (0, 0.5], got {val_fraction}")
+    k = max(2, int(round(1.0 / val_fraction)))
+    return patient_kfold(targets, groups, k, seed)[0]
+
+
+def train_val_from_samples(
+    samples: Sequence[Sample], val_fraction: float = 0.15, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
+    """Split a dataset into training and validation samples.
+
+    Rules: images of split ``test`` are never used. If the dataset has a
+    ``val`` split, it is the validation set and ``train`` (or unsplit) images
+    train. Otherwise a patient-level stratified validation split is carved
+    from the training images with :func:`patient_train_val_split`.
+
+    Returns
+    -------
+    (train_samples, val_samples) : tuple of lists
+    """
+    pool = [s for s in samples if s.split != "test"]
+    given_val = [s for s in pool if s.split == "val"]
+    if given_val and len({s.target for s in given_val}) > 1:
+        return [s for s in pool if s.split != "val"], given_val
+    tr, va = patient_train_val_split([s.target for s in pool], [s.patient_id for s in pool], val_fraction, seed)
+    return [pool[i] for i in tr], [pool[i] for i in va]

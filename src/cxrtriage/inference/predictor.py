@@ -1,0 +1,122 @@
+"""In-process inference with a trained model (PyTorch backend)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig
+from ..data.transforms import preprocess
+from ..models.bundle import load_model
+from ..tasks import get_task
+from .decision import decide
+
+__all__ = ["Prediction", "Predictor"]
+
+
+@dataclass
+class Prediction:
+    """The model's output for one image.
+
+    Attributes
+    ----------
+    probabilities : dict str -> float
+        Class probability (0-1) per class, model order.
+    label : str
+        Predicted class (threshold rule for binary tasks, argmax otherwise).
+    label_index : int
+    threshold : float or None
+        Decision threshold applied to ``positive_class`` (binary tasks).
+    positive_class : str
+    triage : str
+        ``no_finding`` when ``label`` is one of the task's normal classes, else ``finding``.
+    """
+
+    probabilities: dict[str, float]
+    label: str
+    label_index: int
+    threshold: float | None
+    positive_class: str
+    triage: str
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable ``dict``."""
+        return {
+            "label": self.label,
+            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+            "threshold": self.threshold,
+            "positive_class": self.positive_class,
+            "triage": self.triage,
+        }
+
+
+class Predictor:
+    """Load a model folder once and classify grayscale images.
+
+    Parameters
+    ----------
+    model_dir : path, optional
+        Model folder (default: the shipped model).
+    threads : int
+        ``torch.set_num_threads`` (2 on the reference machine).
+
+    Attributes
+    ----------
+    model : torch.nn.Module (eval mode)
+    config : ModelConfig
+    """
+
+    def __init__(self, model_dir: str | Path | None = None, threads: int = 2):
+        torch.set_num_threads(threads)
+        self.model, self.config = load_model(model_dir)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.task = get_task(self.config.task)
+        self.model_dir = Path(model_dir) if model_dir else None
+
+    def preprocess(self, img: np.ndarray) -> np.ndarray:
+        """``uint8 (H, W)`` -> ``float32 (1, S, S)`` model input (see :func:`cxrtriage.data.transforms.preprocess`)."""
+        c = self.config
+        return preprocess(img, c.image_size, c.intensity, c.mean, c.std)
+
+    @torch.no_grad()
+    def probabilities(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, ``float64 (N, K)``, for ``uint8 (H, W)`` images of any size."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.stack([self.preprocess(im) for im in images[start : start + batch_size]]))
+            logits = self.model(x.contiguous(memory_format=torch.channels_last)).float()
+            out.append(torch.softmax(logits / self.config.temperature, 1).double().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.config.classes)))
+
+    def to_predictions(self, probs: np.ndarray) -> list[Prediction]:
+        """Wrap probability rows ``(N, K)`` into :class:`Prediction` objects with the saved decision rule."""
+        return predictions_from_probs(probs, self.config)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Classify ``uint8 (H, W)`` grayscale images."""
+        return self.to_predictions(self.probabilities(images))
+
+
+def predictions_from_probs(probs: np.ndarray, config: ModelConfig) -> list[Prediction]:
+    """:class:`Prediction` per row of ``probs`` ``(N, K)`` under ``config``'s decision rule."""
+    task = get_task(config.task)
+    idx = decide(probs, config)
+    preds = []
+    for row, i in zip(probs, idx):
+        label = config.classes[int(i)]
+        preds.append(
+            Prediction(
+                probabilities={c: float(p) for c, p in zip(config.classes, row)},
+                label=label,
+                label_index=int(i),
+                threshold=config.threshold,
+                positive_class=config.positive_class,
+                triage="no_finding" if label in task.normal_classes else "finding",
+            )
+        )
+    return preds

@@ -1,0 +1,377 @@
+"""Training loop: ``cxr train``.
+
+One epoch = one pass over the training split (or, with the weighted sampler,
+as many class-balanced draws). After every epoch the model is scored on the
+validation split, ``history.csv`` and ``checkpoints/last.pt`` are written, and
+the best epoch by validation AUROC is kept. An interrupted run started again
+with ``resume=True`` continues after its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from ..config import ModelConfig, TrainConfig
+from ..data.cache import load_cached
+from ..data.dataset import CachedDataset
+from ..data.discover import Sample, discover
+from ..data.split import train_val_from_samples
+from ..data.transforms import build_eval_transform, build_train_transform
+from ..evaluation.metrics import auroc, binary_metrics, bootstrap_ci, multiclass_metrics
+from ..evaluation.operating_point import choose_threshold
+from ..models.bundle import save_model
+from ..models.registry import create_model, model_entry
+from ..tasks import get_task
+from .plots import plot_history
+
+__all__ = ["train", "predict_probs", "TrainResult", "make_optimizer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes
+    ----------
+    model_dir : Path
+        Folder with ``config.json`` and ``model.pt`` of the best epoch.
+    best_epoch : int
+    val_metrics : dict
+        Validation metrics of the best epoch at the chosen threshold (with ``ci95``).
+    wall_seconds : float
+        Wall time of this invocation (a resumed run counts only its own part;
+        ``train_summary.json`` adds up all parts).
+    skipped : list of (path, reason)
+        Unreadable images that were reported and left out.
+    """
+
+    model_dir: Path
+    best_epoch: int
+    val_metrics: dict
+    wall_seconds: float
+    skipped: list
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Build ``adamw`` / ``adam`` / ``sgd`` (Nesterov, momentum 0.9) / ``adagrad``.
+
+    Raises
+    ------
+    ValueError
+        Unknown optimizer name.
+    """
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose adamw, adam, sgd or adagrad")
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, images: np.ndarray, transform, batch_size: int = 64, channels_last: bool = True, temperature: float = 1.0
+) -> np.ndarray:
+    """Class probabilities for cached images.
+
+    Parameters
+    ----------
+    model : nn.Module
+        In any mode; switched to eval.
+    images : uint8 array ``(N, S, S)``
+    transform : callable
+        PIL image -> tensor ``(1, S, S)`` (the evaluation transform).
+    batch_size : int
+    channels_last : bool
+    temperature : float
+        Logits are divided by it before the softmax.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64`` ``(N, K)`` probabilities, rows sum to 1.
+    """
+    from PIL import Image
+
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.stack([transform(Image.fromarray(np.array(im))) for im in images[start : start + batch_size]])
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        out.append(torch.softmax(model(batch).float() / temperature, dim=1).double().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def _subset(samples: list[Sample], n: int | None, seed: int) -> list[Sample]:
+    if not n or n >= len(samples):
+        return samples
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(
+        list(range(len(samples))), train_size=n, random_state=seed, stratify=[s.target for s in samples]
+    )
+    return [samples[i] for i in sorted(keep)]
+
+
+def _write_history(history: list[dict], path: Path) -> None:
+    if not history:
+        return
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def train(cfg: TrainConfig, progress: bool = True, resume: bool = False) -> TrainResult:
+    """Train a classifier and write it, with its history, to ``cfg.out``.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        All settings (see its attributes).
+    progress : bool
+        Show tqdm progress bars.
+    resume : bool
+        Continue from ``cfg.out/checkpoints/last.pt`` if it exists (the saved
+        run's settings are used; epochs may be raised).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    cxrtriage.data.DatasetError
+        No usable images.
+    ValueError
+        Bad settings (unknown task, architecture, optimizer, rule).
+    """
+    t0 = time.time()
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    last_path = ckpt_dir / "last.pt"
+    state = None
+    if resume and last_path.exists():
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        saved = TrainConfig.from_dict(state["config"])
+        saved.epochs = max(saved.epochs, cfg.epochs)
+        cfg = saved
+        log.info("resuming %s after epoch %d", out, state["epoch"])
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    torch.set_num_threads(cfg.threads)
+    _seed_all(cfg.seed)
+    task = get_task(cfg.task)
+    samples = discover(cfg.data, task)
+    train_s, val_s = train_val_from_samples(samples, cfg.val_fraction, cfg.seed)
+    train_s = _subset(train_s, cfg.max_train_images, cfg.seed)
+    paths = [s.path for s in train_s + val_s]
+    cache = load_cached(paths, cfg.image_size, cfg.cache_dir, progress=progress)
+    n_tr = len(train_s)
+    targets_all = np.array([s.target for s in train_s + val_s])
+    tr_rows = np.nonzero(cache.index < n_tr)[0]
+    va_rows = np.nonzero(cache.index >= n_tr)[0]
+    x_tr, y_tr = cache.images[tr_rows], targets_all[cache.index[tr_rows]]
+    x_va, y_va = cache.images[va_rows], targets_all[cache.index[va_rows]]
+    if len(np.unique(y_tr)) < 2 or len(np.unique(y_va)) < 2:
+        raise ValueError(f"{cfg.data}: training and validation splits each need at least two classes")
+    split_info = {
+        "n_train": int(len(y_tr)),
+        "n_val": int(len(y_va)),
+        "train_counts": {c: int((y_tr == i).sum()) for i, c in enumerate(task.classes)},
+        "val_counts": {c: int((y_va == i).sum()) for i, c in enumerate(task.classes)},
+        "val_patients": len({s.patient_id for s in val_s}),
+        "skipped": [list(f) for f in cache.failures],
+    }
+    (out / "split.json").write_text(
+        json.dumps({**split_info, "val_paths": [s.path for s in val_s], "seed": cfg.seed}, indent=1) + "\n"
+    )
+    for path, reason in cache.failures:
+        print(f"skipped {path}: {reason}")
+
+    train_tf = build_train_transform(cfg.intensity, cfg.hflip)
+    eval_tf = build_eval_transform(cfg.intensity)
+    counts = np.bincount(y_tr, minlength=task.num_classes).astype(np.float64)
+    class_weights = None
+    if cfg.balance == "loss":
+        class_weights = torch.tensor(counts.sum() / (task.num_classes * np.maximum(counts, 1)), dtype=torch.float32)
+    elif cfg.balance not in ("sampler", "none"):
+        raise ValueError(f"unknown balance mode {cfg.balance!r}; choose sampler, loss or none")
+    criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
+
+    model = create_model(cfg.arch, task.num_classes, pretrained=cfg.pretrained and model_entry(cfg.arch).has_pretrained)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(y_tr) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(cfg.epochs * steps_per_epoch, max(1, steps_per_epoch // 3))
+    )
+    history: list[dict] = []
+    best = {"auroc": -1.0, "epoch": 0}
+    start_epoch = 1
+    elapsed_before = 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        elapsed_before = state.get("elapsed", 0.0)
+
+    dataset = CachedDataset(x_tr, y_tr, train_tf)
+    stale = start_epoch - 1 - best["epoch"] if best["epoch"] else 0
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if stale >= cfg.patience:
+            log.info("early stopping: no validation AUROC gain for %d epochs", stale)
+            break
+        _seed_all(cfg.seed * 1000 + epoch)  # per-epoch seed: a resumed run draws the same batches
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        if cfg.balance == "sampler":
+            weights = (1.0 / counts)[y_tr]
+            sampler = WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(y_tr), replacement=True, generator=gen)
+            loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(y_tr) > cfg.batch_size)
+        else:
+            loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=len(y_tr) > cfg.batch_size)
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = loader
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
+        for xb, yb in bar:
+            if cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            logits = model(xb)
+            loss = criterion(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(yb)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(yb)
+            if progress:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        probs = predict_probs(model, x_va, eval_tf, channels_last=cfg.channels_last)
+        val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(y_va)))
+        val_auc = auroc(y_va, probs)
+        row = {
+            "epoch": epoch,
+            "train_loss": round(loss_sum / max(1, seen), 6),
+            "train_accuracy": round(correct / max(1, seen), 6),
+            "val_loss": round(val_loss, 6),
+            "val_accuracy": round(float((probs.argmax(1) == y_va).mean()), 6),
+            "val_auroc": round(val_auc, 6) if val_auc is not None else None,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.time() - t0, 1),
+        }
+        history.append(row)
+        score = val_auc if val_auc is not None else -row["val_loss"]
+        if score > best["auroc"]:
+            best = {"auroc": score, "epoch": epoch}
+            _atomic_save(model.state_dict(), ckpt_dir / "best.pt")
+            stale = 0
+        else:
+            stale += 1
+        _atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "best": best,
+                "config": cfg.to_dict(),
+                "elapsed": elapsed_before + time.time() - t0,
+            },
+            last_path,
+        )
+        _write_history(history, out / "history.csv")
+        print(
+            f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
+            f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} AUROC {row['val_auroc']}",
+            flush=True,
+        )
+
+    model.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True))
+    probs = predict_probs(model, x_va, eval_tf, channels_last=cfg.channels_last)
+    if task.is_binary:
+        pos = task.positive_index
+        threshold = choose_threshold((y_va == pos).astype(int), probs[:, pos], cfg.threshold_rule)
+        metrics = binary_metrics(y_va, probs[:, pos], threshold, positive=pos)
+        y_pred = np.where(probs[:, pos] >= threshold, pos, 1 - pos)
+        rule = f"{cfg.threshold_rule} on the patient-level validation split"
+    else:
+        threshold, rule = None, "argmax"
+        metrics = multiclass_metrics(y_va, probs, task.classes)
+        y_pred = probs.argmax(1)
+    metrics["ci95"] = bootstrap_ci(y_va, probs, y_pred, seed=cfg.seed)
+    wall = elapsed_before + time.time() - t0
+    summary = {
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "wall_seconds": round(wall, 1),
+        "split": {k: v for k, v in split_info.items() if k != "skipped"},
+        "skipped": split_info["skipped"],
+        "val_metrics": metrics,
+    }
+    mcfg = ModelConfig(
+        arch=cfg.arch,
+        task=task.name,
+        classes=list(task.classes),
+        image_size=cfg.image_size,
+        intensity=cfg.intensity,
+        threshold=threshold,
+        threshold_rule=rule,
+        positive_class=task.positive_class,
+        version=f"{task.name}-{cfg.arch}-{cfg.image_size}px-seed{cfg.seed}",
+        extra={"train_summary": {k: v for k, v in summary.items() if k != "skipped"}},
+    )
+    model = model.to(memory_format=torch.contiguous_format)
+    save_model(out, model, mcfg)
+    _write_history(history, out / "history.csv")
+    plot_history(history, out)
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return TrainResult(out, best["epoch"], metrics, wall, cache.failures)
