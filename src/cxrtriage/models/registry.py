@@ -93,7 +93,7 @@ for _entry in [
     ModelEntry(
         "cnn4",
         lambda num_classes, in_chans, drop_rate, pretrained: CNN4(num_classes, in_chans, drop_rate=max(drop_rate, 0.5)),
-        lambda m: m.features[-5:],
+        lambda m: m.features[-2],  # max-pool output of the last conv block (dropout after it is identity in eval)
         gap_linear_head=False,
     ),
 ]:

@@ -162,7 +162,12 @@ def _lr_lambda(total_steps: int, warmup_steps: int):
     return f
 
 
-def train(cfg: TrainConfig, progress: bool = True, resume: bool = False) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    progress: bool = True,
+    resume: bool = False,
+    split: tuple[list[Sample], list[Sample]] | None = None,
+) -> TrainResult:
     """Train a classifier and write it, with its history, to ``cfg.out``.
 
     Parameters
@@ -174,6 +179,9 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool = False) -> Trai
     resume : bool
         Continue from ``cfg.out/checkpoints/last.pt`` if it exists (the saved
         run's settings are used; epochs may be raised).
+    split : (train_samples, val_samples), optional
+        Use these instead of discovering ``cfg.data`` and carving a
+        patient-level validation split (cross-validation folds).
 
     Returns
     -------
@@ -203,8 +211,10 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool = False) -> Trai
     torch.set_num_threads(cfg.threads)
     _seed_all(cfg.seed)
     task = get_task(cfg.task)
-    samples = discover(cfg.data, task)
-    train_s, val_s = train_val_from_samples(samples, cfg.val_fraction, cfg.seed)
+    if split is None:
+        train_s, val_s = train_val_from_samples(discover(cfg.data, task), cfg.val_fraction, cfg.seed)
+    else:
+        train_s, val_s = list(split[0]), list(split[1])
     train_s = _subset(train_s, cfg.max_train_images, cfg.seed)
     paths = [s.path for s in train_s + val_s]
     cache = load_cached(paths, cfg.image_size, cfg.cache_dir, progress=progress)

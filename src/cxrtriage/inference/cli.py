@@ -1,0 +1,47 @@
+"""``cxr predict`` and ``cxr demo``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+__all__ = ["register"]
+
+
+def _cmd_predict(a) -> int:
+    from .run import predict_files
+
+    results, errors = predict_files(a.model, a.images, a.out, gradcam=not a.no_gradcam)
+    for r in results:
+        if a.json:
+            print(json.dumps(r))
+        else:
+            probs = ", ".join(f"{c} {p:.3f}" for c, p in r["probabilities"].items())
+            thr = f"; threshold {r['threshold']:.3f} on {r['positive_class']}" if r["threshold"] is not None else ""
+            print(f"{r['path']}: {r['label']} ({probs}{thr})")
+    for path, reason in errors:
+        print(f"cxr predict: error: {path}: {reason}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _cmd_demo(a) -> int:
+    from ..demo import run_demo
+
+    page = run_demo(a.model, a.out)
+    print(f"demo page written to {page}")
+    return 0
+
+
+def register(sub, commands: dict) -> None:
+    """Add ``predict`` and ``demo`` to the ``cxr`` parser."""
+    p = sub.add_parser("predict", help="classify images; write annotated and Grad-CAM PNGs")
+    p.add_argument("images", nargs="+", help="PNG or JPEG files")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--out", default="predictions", help="folder for <stem>_annotated.png and <stem>_gradcam.png")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    p.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM heatmaps")
+    commands["predict"] = _cmd_predict
+    d = sub.add_parser("demo", help="predict the shipped examples with the shipped model and write an HTML page")
+    d.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    d.add_argument("--out", default="demo_out", help="output folder (index.html and images)")
+    commands["demo"] = _cmd_demo

@@ -1,0 +1,158 @@
+"""Export a model folder to ONNX (``cxr export``).
+
+The exported graph has one input and two outputs:
+
+* ``input``    ``float32 (N, 1, S, S)``: the output of :func:`cxrtriage.data.transforms.preprocess`;
+* ``logits``   ``float32 (N, K)``: class logits (before temperature and softmax);
+* ``features`` ``float32 (N, C, h, w)``: the last feature map (``forward_features``,
+  for EfficientNet-Lite0 the output of ``bn2``, which is also the Grad-CAM
+  target layer). Global average pooling of it gives the pooled features used
+  by the out-of-distribution detector, and with the classifier row it gives the
+  class activation map (:mod:`cxrtriage.explain.cam`).
+
+The file's SHA-256 is recorded in ``config.json`` (``extra.onnx_sha256``) and,
+when present, in ``model_card.json`` (key ``onnx_sha256``) and ``model_card.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ModelConfig
+
+__all__ = ["export_onnx", "file_sha256", "ONNX_NAME", "ONNX_OPSET"]
+
+log = logging.getLogger(__name__)
+
+#: File name of the exported graph inside a model folder.
+ONNX_NAME = "model.onnx"
+#: ONNX opset used for the export (supported by ONNX Runtime >= 1.14).
+ONNX_OPSET = 17
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _wrapper(model):
+    import torch
+
+    class FeaturesAndLogits(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            f = self.m.forward_features(x)
+            return self.m.forward_head(f), f
+
+    return FeaturesAndLogits(model).eval()
+
+
+def _record_checksum(d: Path, cfg: ModelConfig, sha: str) -> None:
+    cfg.extra = dict(cfg.extra or {})
+    cfg.extra["onnx_sha256"] = sha
+    cfg.extra["onnx_file"] = ONNX_NAME
+    cfg.extra["onnx_opset"] = ONNX_OPSET
+    cfg.save(d / "config.json")
+    card_json = d / "model_card.json"
+    if card_json.is_file():
+        card = json.loads(card_json.read_text())
+        card["onnx_sha256"] = sha
+        card_json.write_text(json.dumps(card, indent=2) + "\n")
+    card_md = d / "model_card.md"
+    if card_md.is_file():
+        text = card_md.read_text()
+        line = f"- ONNX export (`{ONNX_NAME}`, opset {ONNX_OPSET}) SHA-256: `{sha}`"
+        pattern = re.compile(r"^- ONNX export .*SHA-256: `[0-9a-f]*`$", re.M)
+        text = pattern.sub(line, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + line + "\n"
+        card_md.write_text(text)
+
+
+def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, verify: bool = True, atol: float = 1e-3) -> Path:
+    """Export a model folder to ONNX and record the file's SHA-256.
+
+    Parameters
+    ----------
+    model_dir : path
+        Model folder (``config.json`` + ``model.pt``).
+    out : path, optional
+        Output file; default ``model_dir/model.onnx``. The checksum is recorded
+        in the model folder only for the default location.
+    verify : bool
+        Run the exported graph with ONNX Runtime on a real-valued test input
+        and compare logits and features with PyTorch.
+    atol : float
+        Largest absolute difference accepted by the verification.
+
+    Returns
+    -------
+    pathlib.Path
+        The written ``.onnx`` file.
+
+    Raises
+    ------
+    cxrtriage.models.ModelLoadError
+        Not a model folder.
+    ValueError
+        The architecture has no ``forward_features``/``forward_head`` split,
+        or the verification fails.
+    """
+    import torch
+
+    from ..models.bundle import load_model
+
+    d = Path(model_dir)
+    model, cfg = load_model(d)
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        raise ValueError(f"{cfg.arch}: ONNX export needs forward_features/forward_head")
+    wrapper = _wrapper(model)
+    dst = Path(out) if out else d / ONNX_NAME
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    s = cfg.image_size
+    x = torch.zeros(1, 1, s, s)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (x,),
+            str(tmp),
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits", "features"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            do_constant_folding=True,
+        )
+    if verify:
+        import onnxruntime as ort
+
+        rng = np.random.default_rng(0)
+        xt = rng.normal(0.0, 1.0, size=(2, 1, s, s)).astype(np.float32)
+        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        lo, fo = sess.run(["logits", "features"], {"input": xt})
+        with torch.no_grad():
+            lt, ft = wrapper(torch.from_numpy(xt))
+        err = max(float(np.abs(lo - lt.numpy()).max()), float(np.abs(fo - ft.numpy()).max()))
+        if not err <= atol:
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"ONNX export of {d} does not match PyTorch (max abs difference {err:.2e} > {atol})")
+        log.info("ONNX export verified: max abs difference %.2e", err)
+    tmp.replace(dst)
+    if out is None or dst.resolve() == (d / ONNX_NAME).resolve():
+        _record_checksum(d, cfg, file_sha256(dst))
+    return dst

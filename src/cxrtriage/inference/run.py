@@ -1,0 +1,69 @@
+"""Predict image files and write the annotated and Grad-CAM pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ..data.io import ImageReadError, read_image
+from ..explain.gradcam import gradcam
+from ..explain.overlay import annotate_probabilities, heatmap_overlay
+from .predictor import Predictor
+
+__all__ = ["predict_files"]
+
+
+def predict_files(
+    model_dir: str | Path | None, paths: Sequence[str | Path], out: str | Path, gradcam: bool = True
+) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Classify image files; write ``<stem>_annotated.png`` and ``<stem>_gradcam.png``.
+
+    Parameters
+    ----------
+    model_dir : path or None
+        Model folder (None: the shipped model).
+    paths : sequence of paths
+        PNG/JPEG files.
+    out : path
+        Output folder for the pictures (created).
+    gradcam : bool
+        Also compute the Grad-CAM heatmap of the predicted class.
+
+    Returns
+    -------
+    (results, errors)
+        ``results``: one dict per readable image (``path``, ``label``,
+        ``probabilities``, ``threshold``, ``positive_class``, ``triage``,
+        ``annotated``, ``gradcam``, ``model``); ``errors``: ``(path, reason)``
+        for unreadable files (never raised, so one bad file costs nothing else).
+    """
+    predictor = Predictor(model_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, errors = [], []
+    images = []
+    for p in paths:
+        try:
+            images.append((str(p), read_image(p)))
+        except ImageReadError as exc:
+            errors.append((exc.path, exc.reason))
+    preds = predictor.predict([im for _, im in images]) if images else []
+    footer = "AI draft - research use only, not a diagnosis"
+    for (path, img), pred in zip(images, preds):
+        stem = Path(path).stem
+        ann = out / f"{stem}_annotated.png"
+        annotate_probabilities(img, pred.probabilities, pred.label, footer).save(ann)
+        r = {"path": path, **pred.to_dict(), "annotated": str(ann), "model": predictor.config.version}
+        if gradcam:
+            heat = gradcam_fn(predictor, img, pred.label_index)
+            cam = out / f"{stem}_gradcam.png"
+            heatmap_overlay(img, heat).save(cam)
+            r["gradcam"] = str(cam)
+        results.append(r)
+    return results, errors
+
+
+def gradcam_fn(predictor: Predictor, img, class_index: int):
+    """Grad-CAM heatmap ``float32 (S, S)`` in [0, 1] of ``class_index`` for a ``uint8 (H, W)`` image."""
+    return gradcam(predictor.model, predictor.config.arch, predictor.preprocess(img), class_index)
+
