@@ -7,7 +7,6 @@ import html
 from pathlib import Path
 
 from . import DISCLAIMER
-from .inference.predictor import Predictor
 from .inference.run import predict_files
 
 __all__ = ["run_demo", "examples_dir"]
@@ -34,8 +33,9 @@ def run_demo(model_dir: str | Path | None = None, out: str | Path = "demo_out") 
     paths = sorted(ex / name for name in truth)
     out = Path(out)
     results, errors = predict_files(model_dir, paths, out / "images")
-    cfg = Predictor(model_dir).config if not results else None
-    version = results[0]["model"] if results else cfg.version
+    if not results:
+        raise ValueError(f"{ex}: none of the example images could be read")
+    version = results[0]["model"]
     cards = []
     for r in results:
         name = Path(r["path"]).name
@@ -54,7 +54,7 @@ def run_demo(model_dir: str | Path | None = None, out: str | Path = "demo_out") 
         )
     for path, reason in errors:
         print(f"skipped {path}: {reason}")
-    thr = results[0]["threshold"] if results else None
+    thr = results[0]["threshold"]
     page = out / "index.html"
     page.write_text(
         f"""<!doctype html><html lang="en"><head><meta charset="utf-8">

@@ -11,7 +11,7 @@ __all__ = ["register"]
 def _cmd_predict(a) -> int:
     from .run import predict_files
 
-    results, errors = predict_files(a.model, a.images, a.out, gradcam=not a.no_gradcam)
+    results, errors = predict_files(a.model, a.images, a.out, with_gradcam=not a.no_gradcam)
     for r in results:
         if a.json:
             print(json.dumps(r))

@@ -14,7 +14,7 @@ __all__ = ["predict_files"]
 
 
 def predict_files(
-    model_dir: str | Path | None, paths: Sequence[str | Path], out: str | Path, gradcam: bool = True
+    model_dir: str | Path | None, paths: Sequence[str | Path], out: str | Path, with_gradcam: bool = True
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Classify image files; write ``<stem>_annotated.png`` and ``<stem>_gradcam.png``.
 
@@ -26,7 +26,7 @@ def predict_files(
         PNG/JPEG files.
     out : path
         Output folder for the pictures (created).
-    gradcam : bool
+    with_gradcam : bool
         Also compute the Grad-CAM heatmap of the predicted class.
 
     Returns
@@ -54,16 +54,11 @@ def predict_files(
         ann = out / f"{stem}_annotated.png"
         annotate_probabilities(img, pred.probabilities, pred.label, footer).save(ann)
         r = {"path": path, **pred.to_dict(), "annotated": str(ann), "model": predictor.config.version}
-        if gradcam:
-            heat = gradcam_fn(predictor, img, pred.label_index)
+        if with_gradcam:
+            heat = gradcam(predictor.model, predictor.config.arch, predictor.preprocess(img), pred.label_index)
             cam = out / f"{stem}_gradcam.png"
             heatmap_overlay(img, heat).save(cam)
             r["gradcam"] = str(cam)
         results.append(r)
     return results, errors
-
-
-def gradcam_fn(predictor: Predictor, img, class_index: int):
-    """Grad-CAM heatmap ``float32 (S, S)`` in [0, 1] of ``class_index`` for a ``uint8 (H, W)`` image."""
-    return gradcam(predictor.model, predictor.config.arch, predictor.preprocess(img), class_index)
 

@@ -54,6 +54,10 @@ def _dataset_info(data: str) -> dict[str, str]:
     return DATASETS.get(name, {"name": data, "license": "unknown (user data)", "citation": "", "population": ""})
 
 
+def _interval(v: Any) -> str:
+    return f"[{v[0]:.4f}, {v[1]:.4f}]" if v else "n/a"
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else "n/a" if v is None else str(v)
 
@@ -175,7 +179,8 @@ def _markdown(card: dict[str, Any]) -> str:
         "|---|---|",
         rows,
         "",
-        f"95 % bootstrap intervals ({ci.get('n_boot', 'n/a')} replicates): accuracy {ci.get('accuracy')}, AUROC {ci.get('auroc')}",
+        f"95 % bootstrap intervals ({ci.get('n_boot', 'n/a')} replicates): accuracy {_interval(ci.get('accuracy'))}, "
+        f"AUROC {_interval(ci.get('auroc'))}",
         "",
     ]
     if card.get("calibration"):
@@ -184,7 +189,8 @@ def _markdown(card: dict[str, Any]) -> str:
         "## Training",
         f"- Command: `{tr['command']}`",
         f"- Wall time on this machine ({tr['machine']}): {tr['wall_seconds'] / 60:.1f} min; "
-        f"{tr['epochs_run']} epochs run, best epoch {tr['best_epoch']} (early stopping on validation AUROC)",
+        f"{tr['epochs_run']} epochs run; the epoch with the best validation AUROC ({tr['best_epoch']}) is kept "
+        f"(early-stopping patience {tr['config']['patience']})",
         f"- Optimiser {tr['config']['optimizer']}, lr {tr['config']['lr']}, batch {tr['config']['batch_size']}, "
         f"class balance `{tr['config']['balance']}`, label smoothing {tr['config']['label_smoothing']}",
         "",

@@ -1,0 +1,51 @@
+"""The shipped default model: size, model card, and the README's first command (``cxr demo``)."""
+
+import json
+import re
+import subprocess
+import sys
+
+from cxrtriage.config import ModelConfig
+from cxrtriage.models import default_model_dir, load_model
+
+
+def test_shipped_model_loads_and_is_small():
+    d = default_model_dir()
+    assert (d / "model.pt").stat().st_size <= 25 * 1024 * 1024
+    model, cfg = load_model()
+    assert cfg.task == "pneumonia" and cfg.classes == ["NORMAL", "PNEUMONIA"]
+    assert cfg.threshold is not None and 0 < cfg.threshold < 1
+    assert cfg.arch == "efficientnet_lite0"
+
+
+def test_model_card_is_complete_and_matches_config():
+    d = default_model_dir()
+    card = json.loads((d / "model_card.json").read_text())
+    cfg = ModelConfig.load(d / "config.json")
+    md = (d / "model_card.md").read_text()
+    assert card["operating_point"]["threshold"] == cfg.threshold
+    assert card["training_data"]["license"] == "CC BY 4.0"
+    assert card["initial_weights"]["license"] == "Apache-2.0"
+    assert card["split"]["seed"] == 0
+    assert card["preprocessing"]["image_size"] == cfg.image_size
+    assert card["training"]["wall_seconds"] > 0 and card["training"]["command"].startswith("cxr train")
+    ci = card["validation_metrics"]["ci95"]
+    assert ci["auroc"][0] <= card["validation_metrics"]["auroc"] <= ci["auroc"][1]
+    for needle in ("Research and second-opinion use only", "Limitations", "pediatric", "Threshold"):
+        assert needle in md
+
+
+def test_demo_writes_page_and_prints_predictions(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "cxrtriage.cli", "demo", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [x for x in proc.stdout.splitlines() if "reference label" in x]
+    assert len(lines) == 8
+    page = (out / "index.html").read_text()
+    assert page.count("<section class=\"card\">") == 8
+    assert "Research and second-opinion use only" in page
+    assert len(list((out / "images").glob("*_gradcam.png"))) == 8
+    # The examples come from the validation split; a working model gets most of them right.
+    correct = sum(bool(re.search(r": (\w+) \(.*reference label \1$", x)) for x in lines)
+    assert correct >= 6, proc.stdout
