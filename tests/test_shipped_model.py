@@ -49,3 +49,23 @@ def test_demo_writes_page_and_prints_predictions(tmp_path):
     # The examples come from the validation split; a working model gets most of them right.
     correct = sum(bool(re.search(r": (\w+) \(.*reference label \1$", x)) for x in lines)
     assert correct >= 6, proc.stdout
+
+
+def test_evaluate_by_subgroup_on_examples(tmp_path, example_paths):
+    """``cxr evaluate --by COLUMN`` reports metrics per value of a manifest column."""
+    import csv
+
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "site"])
+        for i, p in enumerate(example_paths):
+            w.writerow([p, p.name.split("_")[0], "A" if i % 2 else "B"])
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "-m", "cxrtriage.cli", "evaluate", "--data", str(manifest), "--out", str(out),
+                           "--by", "site", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    groups = m["subgroups"]["site"]["groups"]
+    assert set(groups) == {"A", "B"} and sum(g["n"] for g in groups.values()) == m["n"] == 8
+    assert "by site:" in proc.stdout

@@ -19,6 +19,7 @@ from ..inference.predictor import Predictor
 from ..tasks import get_task
 from .metrics import binary_metrics, bootstrap_ci, multiclass_metrics
 from .plots import plot_confusion_matrix, plot_roc
+from .subgroups import subgroup_metrics
 
 __all__ = ["EvaluationResult", "evaluate", "score_samples"]
 
@@ -64,6 +65,7 @@ def evaluate(
     cache_dir: str | None = None,
     progress: bool = False,
     n_boot: int = 1000,
+    by: list[str] | None = None,
 ) -> EvaluationResult:
     """Evaluate a model on every image of a dataset (or one split of it).
 
@@ -84,6 +86,10 @@ def evaluate(
         Decoded-image cache folder.
     n_boot : int
         Bootstrap replicates for the 95 % intervals.
+    by : list of str, optional
+        Manifest columns (or ``age_band``) to report per-subgroup metrics for
+        (``metrics.json`` key ``subgroups``); see
+        :func:`cxrtriage.evaluation.subgroups.subgroup_metrics`.
 
     Returns
     -------
@@ -128,9 +134,11 @@ def evaluate(
         "data": str(data),
         "split": split,
         "skipped": [{"path": p, "reason": r} for p, r in skipped],
-        "seconds": round(time.time() - t0, 2),
         "disclaimer": DISCLAIMER,
     }
+    if by:
+        metrics["subgroups"] = {col: subgroup_metrics(kept, probs, cfg, col, n_boot=n_boot) for col in by}
+    metrics["seconds"] = round(time.time() - t0, 2)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
