@@ -108,6 +108,9 @@ class OnnxBackend(_Base):
     check_sha256 : bool
         Refuse a ``model.onnx`` whose SHA-256 differs from ``config.json``'s
         ``extra.onnx_sha256`` (a stale export).
+    spin : bool
+        Let idle ONNX Runtime threads busy-wait between runs (faster for
+        back-to-back batch scoring, slower when other work shares the cores).
 
     Attributes
     ----------
@@ -127,7 +130,7 @@ class OnnxBackend(_Base):
 
     name = "onnxruntime"
 
-    def __init__(self, model_dir: str | Path, threads: int = 2, check_sha256: bool = True):
+    def __init__(self, model_dir: str | Path, threads: int = 2, check_sha256: bool = True, spin: bool = False):
         import onnxruntime as ort
 
         d = Path(model_dir)
@@ -144,6 +147,10 @@ class OnnxBackend(_Base):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            # Idle worker threads would otherwise busy-wait after each run and take the
+            # cores from the rest of the request (decoding, NumPy, the web server).
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         outs = [o.name for o in self.session.get_outputs()]
         if outs[:2] != ["logits", "features"]:

@@ -1,0 +1,138 @@
+"""Shared helpers of the serving benchmarks: start ``cxr serve`` in a subprocess, real CXR inputs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SHARED = Path(os.environ.get("CXRTRIAGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def free_port() -> int:
+    from cxrtriage.serve.testing import free_port as fp
+
+    return fp()
+
+
+def machine() -> dict:
+    """Where the numbers were measured."""
+    import onnxruntime
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
+        "note": "2 shared cores: other jobs running at the same time inflate the latencies (see load average)",
+    }
+
+
+@contextlib.contextmanager
+def cxr_serve(model_dir: Path, data_dir: Path, *extra: str, token: str = "bench-token", timeout: float = 120.0):
+    """Run ``cxr serve`` (the real CLI) on a free loopback port; yield its base URL; stop it afterwards."""
+    import httpx
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "cxrtriage.cli", "serve", "--model", str(model_dir), "--data-dir", str(data_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--api-token", token, *extra]
+    log = open(data_dir.parent / f"server-{port}.log", "w") if data_dir.parent.exists() else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}; see {getattr(log, 'name', 'log')}")
+            try:
+                if httpx.get(url + "/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not start")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def real_cxr_uploads(n: int, seed: int = 0) -> list[tuple[str, bytes]]:
+    """``n`` distinct real chest X-ray files (bytes).
+
+    From ``../shared/data/kermany-pneumonia`` when present (distinct files);
+    otherwise the 8 shipped examples with +/-2 grey-level noise, re-encoded as
+    PNG so every upload has different bytes.
+    """
+    kermany = SHARED / "kermany-pneumonia"
+    if (kermany / "manifest.csv").is_file():
+        import csv
+
+        with open(kermany / "manifest.csv", newline="") as fh:
+            rows = [r["path"] for r in csv.DictReader(fh)]
+        import hashlib
+
+        rng = np.random.default_rng(seed)
+        out, seen = [], set()
+        for i in rng.permutation(len(rows)):  # distinct bytes only (the dataset has a few exact copies)
+            data = (kermany / rows[i]).read_bytes()
+            h = hashlib.sha256(data).hexdigest()
+            if h not in seen:
+                seen.add(h)
+                out.append((Path(rows[i]).name, data))
+            if len(out) >= n:
+                return out
+    else:
+        out = []
+    from PIL import Image
+
+    from cxrtriage.data.io import read_image
+
+    examples = sorted((REPO / "src" / "cxrtriage" / "examples").glob("*.jpg"))
+    rng = np.random.default_rng(seed)
+    k = 0
+    while len(out) < n:
+        img = read_image(examples[k % len(examples)])
+        noisy = np.clip(img.astype(int) + rng.integers(-2, 3, img.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noisy).save(buf, format="PNG")
+        out.append((f"variant{k}.png", buf.getvalue()))
+        k += 1
+    return out
+
+
+def percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms, dtype=float)
+    return {
+        "n": int(a.size),
+        "mean_ms": round(float(a.mean()), 2),
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p90_ms": round(float(np.percentile(a, 90)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "max_ms": round(float(a.max()), 2),
+    }
+
+
+def write_result(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / name
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    return out

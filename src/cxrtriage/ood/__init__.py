@@ -1,0 +1,14 @@
+"""Out-of-distribution detection: refuse inputs that are not chest radiographs."""
+
+from .colour import COLOURFULNESS_LIMIT, colourfulness, colourfulness_of_bytes
+from .mahalanobis import OOD_JSON, OOD_NPZ, MahalanobisDetector, pooled_features
+
+__all__ = [
+    "COLOURFULNESS_LIMIT",
+    "MahalanobisDetector",
+    "OOD_JSON",
+    "OOD_NPZ",
+    "colourfulness",
+    "colourfulness_of_bytes",
+    "pooled_features",
+]

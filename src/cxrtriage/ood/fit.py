@@ -1,0 +1,266 @@
+"""Fit and evaluate the out-of-distribution detector of a model folder (``cxr fit-ood``).
+
+* Fit: pooled features of the training images (the dataset in
+  ``train_config.json`` minus the validation images of ``split.json``).
+* Threshold: the ``percentile`` of the validation images' scores.
+* False-rejection rate on real chest radiographs: two-fold cross-calibration
+  on the validation split (patients split in halves; the threshold of one
+  half is applied to the other), so the rate is measured on images the
+  threshold has not seen.
+* Rejection rate on natural images: every PNG/JPEG shipped in scikit-image's
+  ``skimage/data`` folder, scikit-learn's ``load_sample_images`` and the
+  ``lfw_subset`` face crops shipped with scikit-image (read from the installed
+  packages, never downloaded), with and without the colour check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..data.io import to_uint8_gray
+from .colour import COLOURFULNESS_LIMIT, colourfulness
+from .mahalanobis import MahalanobisDetector, pooled_features
+
+__all__ = ["natural_images", "extract_pooled", "fit_ood"]
+
+log = logging.getLogger(__name__)
+
+
+def natural_images() -> list[tuple[str, np.ndarray, float]]:
+    """Natural (non-radiograph) test images that ship inside installed PyPI packages.
+
+    Returns
+    -------
+    list of (name, image, colourfulness)
+        ``image`` is ``uint8 (H, W)`` grayscale (as the server would decode it);
+        ``colourfulness`` is the Hasler-Suesstrunk score of the original
+        (0 for grayscale originals). Packages that are not installed are skipped.
+    """
+    out: list[tuple[str, np.ndarray, float]] = []
+    try:
+        import skimage
+
+        folder = Path(skimage.__file__).parent / "data"
+        for p in sorted(folder.iterdir()):
+            if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+                continue
+            try:
+                img = Image.open(p)
+                img.load()
+            except OSError:
+                continue
+            colour = 0.0 if img.mode in ("1", "L", "LA", "I", "I;16", "F") else colourfulness(np.asarray(img.convert("RGB")))
+            if min(img.size) < 16:
+                continue
+            out.append((f"skimage:{p.name}", to_uint8_gray(img), colour))
+        lfw = folder / "lfw_subset.npy"
+        if lfw.is_file():
+            faces = np.load(lfw)
+            for i, f in enumerate(faces):
+                out.append((f"skimage:lfw_subset[{i}]", np.clip(np.asarray(f) * 255.0, 0, 255).astype(np.uint8), 0.0))
+    except ImportError:
+        log.warning("scikit-image not installed: its sample images are not used")
+    try:
+        from sklearn.datasets import load_sample_images
+
+        ds = load_sample_images()
+        for name, arr in zip(ds.filenames, ds.images):
+            out.append((f"sklearn:{Path(name).name}", to_uint8_gray(Image.fromarray(arr)), colourfulness(arr)))
+    except ImportError:
+        pass
+    return out
+
+
+def extract_pooled(backend, images: Sequence[np.ndarray], batch_size: int = 32, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Pooled features ``float32 (N, C)`` of ``uint8 (H, W)`` images with a backend of :mod:`cxrtriage.inference.onnx_backend`."""
+    feats = []
+    for start in range(0, len(images), batch_size):
+        x = np.stack([backend.preprocess(im) for im in images[start : start + batch_size]])
+        _, fmap = backend.run(x)
+        feats.append(pooled_features(fmap))
+        if progress:
+            progress(min(start + batch_size, len(images)))
+    return np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
+
+
+def _load(paths: Sequence[str], size: int) -> tuple[list[np.ndarray], list[int]]:
+    from ..data.cache import load_cached
+
+    cached = load_cached(list(paths), size)
+    return [np.asarray(im) for im in cached.images], [int(i) for i in cached.index]
+
+
+def _resolve_data(data: str, model_dir: Path) -> str:
+    """A dataset path from a training record: as is if it exists, else relative to the repository
+    (a relative path was written from the repository root, e.g. ``../shared/data/...``)."""
+    p = Path(data)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    for base in model_dir.resolve().parents:
+        if (base / p).exists():
+            return str(base / p)
+    return str(p)
+
+
+def _half(patient: str) -> int:
+    return int(hashlib.sha256(patient.encode()).hexdigest(), 16) % 2
+
+
+def fit_ood(
+    model_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    percentile: float = 99.5,
+    max_train: int | None = None,
+    external: Sequence[str | Path] = (),
+    max_external: int = 300,
+    backend=None,
+    seed: int = 0,
+) -> dict:
+    """Fit, calibrate, evaluate and save the Mahalanobis detector of a model folder.
+
+    Parameters
+    ----------
+    model_dir : path
+        Model folder with ``split.json`` (``val_paths``) and ``train_config.json`` (``data``).
+    data : path, optional
+        Dataset to fit on instead of ``train_config.json``'s ``data``.
+    percentile : float
+        Threshold percentile of validation scores (0-100).
+    max_train : int, optional
+        Random subset of the training images (quick runs).
+    external : sequence of path
+        Other chest X-ray datasets (manifest folders) whose rejection rate is
+        reported for information (a shifted population, not used for fitting).
+    max_external : int
+        Images drawn at random from each external dataset.
+    backend : optional
+        A backend with ``preprocess``/``run`` (default: :func:`load_backend`).
+    seed : int
+        Seed of the random subsets.
+
+    Returns
+    -------
+    dict
+        The content written to ``ood.json`` (threshold and measured rates).
+
+    Raises
+    ------
+    ValueError
+        ``split.json`` / ``train_config.json`` missing or no training image left.
+    """
+    from ..config import ModelConfig
+    from ..data.discover import discover
+    from ..inference.onnx_backend import load_backend
+    from ..tasks import get_task
+
+    d = Path(model_dir)
+    cfg = ModelConfig.load(d / "config.json")
+    split_file, tc_file = d / "split.json", d / "train_config.json"
+    if not split_file.is_file():
+        raise ValueError(f"{d}: split.json missing; the OOD detector needs the validation split of training")
+    split = json.loads(split_file.read_text())
+    if data is None:
+        data = split.get("data")
+        if data is None:
+            if not tc_file.is_file():
+                raise ValueError(f"{d}: train_config.json missing; pass the dataset with --data")
+            data = json.loads(tc_file.read_text())["data"]
+        data = _resolve_data(data, d)
+    root = Path(data).resolve()
+    if split.get("val_paths_relative"):
+        val_paths = {str((root / p).resolve()) for p in split["val_paths_relative"]}
+    else:
+        val_paths = {str(Path(p).resolve()) for p in split.get("val_paths", [])}
+    task = get_task(cfg.task)
+    samples = [s for s in discover(data, task) if s.split in (None, "train", "val")]
+    train = [s for s in samples if s.path not in val_paths]
+    val = [s for s in samples if s.path in val_paths]
+    if not val and val_paths:
+        val = [s for s in discover(data, task) if s.path in val_paths]
+    rng = np.random.default_rng(seed)
+    if max_train and len(train) > max_train:
+        train = [train[i] for i in sorted(rng.choice(len(train), max_train, replace=False))]
+    if len(train) < 10 or len(val) < 10:
+        raise ValueError(f"{d}: too few images to fit the OOD detector ({len(train)} training, {len(val)} validation)")
+    backend = backend or load_backend(d)
+    size = cfg.image_size
+
+    imgs, idx = _load([s.path for s in train], size)
+    f_train = extract_pooled(backend, imgs)
+    y_train = np.array([train[i].target for i in idx])
+    det = MahalanobisDetector.fit(f_train, y_train)
+
+    vimgs, vidx = _load([s.path for s in val], size)
+    f_val = extract_pooled(backend, vimgs)
+    halves = np.array([_half(val[i].patient_id) for i in vidx])
+    s_val = det.score(f_val)
+    cross = []
+    for h in (0, 1):
+        thr = float(np.percentile(s_val[halves == h], percentile))
+        cross.append(s_val[halves != h] > thr)
+    frr_cross = float(np.concatenate(cross).mean())
+    det.calibrate(f_val, percentile)
+
+    nat = natural_images()
+    f_nat = extract_pooled(backend, [im for _, im, _ in nat])
+    s_nat = det.score(f_nat)
+    maha_rej = s_nat > det.threshold
+    colour_rej = np.array([c > COLOURFULNESS_LIMIT for _, _, c in nat])
+    groups = {
+        "skimage_and_sklearn_photos": np.array([not n.startswith("skimage:lfw") for n, _, _ in nat]),
+        "skimage_lfw_faces": np.array([n.startswith("skimage:lfw") for n, _, _ in nat]),
+    }
+    natural = {
+        "n": int(len(nat)),
+        "rejection_rate_mahalanobis": float(maha_rej.mean()),
+        "rejection_rate_colour_or_mahalanobis": float((maha_rej | colour_rej).mean()),
+        "by_group": {
+            g: {
+                "n": int(m.sum()),
+                "rejection_rate_mahalanobis": float(maha_rej[m].mean()) if m.any() else None,
+                "rejection_rate_colour_or_mahalanobis": float((maha_rej | colour_rej)[m].mean()) if m.any() else None,
+            }
+            for g, m in groups.items()
+        },
+        "accepted": [n for (n, _, _), r in zip(nat, maha_rej | colour_rej) if not r],
+    }
+    ext = {}
+    for e in external:
+        try:
+            es = discover(e, task)
+        except Exception as exc:  # noqa: BLE001 - optional information only
+            log.warning("external dataset %s skipped: %s", e, exc)
+            try:
+                es = discover(e, get_task("finding"))
+            except Exception:  # noqa: BLE001
+                continue
+        pick = sorted(rng.choice(len(es), min(max_external, len(es)), replace=False))
+        eimgs, _ = _load([es[i].path for i in pick], size)
+        es_scores = det.score(extract_pooled(backend, eimgs))
+        ext[Path(e).name] = {"n": int(len(es_scores)), "rejection_rate": float((es_scores > det.threshold).mean())}
+
+    det.info.update(
+        {
+            "model_version": cfg.version,
+            "data": str(data),
+            "n_train": int(len(f_train)),
+            "n_val": int(len(f_val)),
+            "val_false_rejection_rate_in_sample": float((s_val > det.threshold).mean()),
+            "val_false_rejection_rate_cross_calibrated": frr_cross,
+            "natural_images": natural,
+            "colourfulness_limit": COLOURFULNESS_LIMIT,
+            "external_cxr_rejection": ext,
+            "feature": "global average pool of the last feature map (classifier input)",
+            "backend": getattr(backend, "name", "?"),
+        }
+    )
+    det.save(d)
+    return dict(det.info, threshold=det.threshold)

@@ -1,0 +1,113 @@
+"""Render a draft report (:mod:`cxrtriage.report.draft`) as JSON, HTML or PDF.
+
+HTML: a self-contained page (Jinja2 template ``report/templates/report.html``,
+images embedded as ``data:`` URIs). PDF: drawn with fpdf2 (pure Python, no
+browser), with the annotated image and the heatmap when given.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from functools import lru_cache
+
+__all__ = ["render_json", "render_html", "render_pdf"]
+
+
+def render_json(report: dict) -> bytes:
+    """UTF-8 JSON bytes of the report (indented)."""
+    return (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+@lru_cache(maxsize=1)
+def _env():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(loader=PackageLoader("cxrtriage.report", "templates"), autoescape=select_autoescape(["html"]))
+
+
+def render_html(report: dict, images: list[tuple[str, bytes]] | None = None) -> str:
+    """Self-contained HTML page of the report.
+
+    Parameters
+    ----------
+    report : dict
+    images : list of (caption, png_bytes), optional
+        Embedded as ``data:image/png;base64`` URIs.
+
+    Returns
+    -------
+    str
+        HTML document (text is escaped by Jinja2's autoescaping).
+    """
+    imgs = [(c, "data:image/png;base64," + base64.b64encode(b).decode("ascii")) for c, b in (images or [])]
+    return _env().get_template("report.html").render(r=report, images=imgs)
+
+
+def _latin1(s: str) -> str:
+    s = s.replace("\u2014", "-").replace("\u2013", "-").replace("\u2019", "'").replace("\u2265", ">=").replace("\u2264", "<=")
+    return s.encode("latin-1", "replace").decode("latin-1")
+
+
+def render_pdf(report: dict, images: list[tuple[str, bytes]] | None = None) -> bytes:
+    """PDF (A4) of the report, drawn with fpdf2.
+
+    Parameters
+    ----------
+    report : dict
+    images : list of (caption, png_bytes), optional
+        Placed side by side under the text.
+
+    Returns
+    -------
+    bytes
+        The PDF file (starts with ``%PDF``).
+    """
+    from fpdf import FPDF
+
+    r = report
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(True, margin=15)
+    pdf.add_page()
+    pdf.set_title(_latin1(r["title"]))
+    w = pdf.epw
+
+    def para(text: str, size: float = 10, style: str = "", fill: tuple[int, int, int] | None = None) -> None:
+        pdf.set_font("Helvetica", style, size)
+        if fill:
+            pdf.set_fill_color(*fill)
+        pdf.multi_cell(w, size * 0.5, _latin1(text), fill=bool(fill), new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(1.5)
+
+    para(r["disclaimer"], 8, "B", (255, 244, 214))
+    para(r["title"], 14, "B")
+    status = r["status"].upper() + (f" - signed by {r['signed_by']} at {r['signed_at']}" if r["status"] == "signed" else " - awaiting radiologist review")
+    para(f"Study {r['study_id']}, created {r['created_at']}. Status: {status}", 9)
+    if r.get("flag"):
+        para(r["flag"], 10, "B", (255, 227, 227))
+    findings = r["sections"]["findings"] or f"[{r.get('findings_placeholder') or 'To be completed by the radiologist.'}]"
+    for head, body in (("Technique", r["sections"]["technique"]), ("Findings", findings), ("Impression", r["sections"]["impression"])):
+        para(head, 11, "B")
+        para(body, 10)
+    ai = r["ai_result"]
+    probs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in ai["probabilities"].items())
+    thr = f"{100 * ai['threshold']:.2f}% on {ai['positive_class']}" if ai["threshold"] is not None else "most probable class"
+    para("AI result", 11, "B")
+    para(f"Label: {ai['label']} ({100 * ai['probability']:.1f}%). Probabilities: {probs}. Threshold: {thr}. Triage: {ai['triage']}.", 10)
+    para(f"Model: {r['model']['name']} version {r['model']['version']}", 9)
+    if images:
+        n = len(images)
+        side = min(85.0, (w - 5 * (n - 1)) / n)
+        if pdf.get_y() + side + 10 > pdf.h - 15:
+            pdf.add_page()
+        y = pdf.get_y()
+        for i, (caption, png) in enumerate(images):
+            x = pdf.l_margin + i * (side + 5)
+            pdf.image(io.BytesIO(png), x=x, y=y, w=side, h=side)
+            pdf.set_xy(x, y + side + 1)
+            pdf.set_font("Helvetica", "", 8)
+            pdf.cell(side, 4, _latin1(caption))
+        pdf.set_xy(pdf.l_margin, y + side + 7)
+    para(r["disclaimer"], 8, "I")
+    return bytes(pdf.output())

@@ -1,0 +1,153 @@
+"""The FastAPI application: routers, error handlers, upload size guard, start-up."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import DISCLAIMER, __version__
+from .lan import public_url, qr_svg
+from .routers import pages, predict, studies, system
+from .service import ApiError, StudyService
+from .settings import ServeSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: refuse request bodies above ``limit`` bytes with 413.
+
+    Checks ``Content-Length`` first and also counts streamed (chunked) bodies,
+    so an oversized upload is never spooled to disk in full.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    n = int(v)
+                except ValueError:
+                    n = 0
+                if n > self.limit:
+                    return await _send_json(send, 413, "file_too_large", f"request body {n / 1e6:.1f} MB > limit {self.limit / 1e6:g} MB")
+        seen = 0
+        started = False
+
+        async def counting_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge()
+            return msg
+
+        async def tracking_send(msg):
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _send_json(send, 413, "file_too_large", f"request body > limit {self.limit / 1e6:g} MB")
+
+
+async def _send_json(send, status: int, error: str, reason: str) -> None:
+    import json
+
+    body = json.dumps({"error": error, "reason": reason, "status": status}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _err(status: int, error: str, reason: str) -> JSONResponse:
+    return JSONResponse({"error": error, "reason": reason, "status": status}, status_code=status)
+
+
+def create_app(settings: ServeSettings, service: StudyService | None = None) -> FastAPI:
+    """Build the app.
+
+    Parameters
+    ----------
+    settings : ServeSettings
+    service : StudyService, optional
+        Injected (tests, benchmarks); otherwise created at start-up, which
+        loads the model (exporting ONNX if needed) and opens the database.
+
+    Returns
+    -------
+    fastapi.FastAPI
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if getattr(app.state, "service", None) is None:
+            app.state.service = StudyService(settings)
+        yield
+        app.state.service.store.close()
+
+    app = FastAPI(
+        title="cxrtriage",
+        version=__version__,
+        description=f"Chest X-ray AI: upload, prediction, heatmap and draft report. **{DISCLAIMER}**",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.settings = settings
+    app.state.public_url = public_url(settings.host, settings.port)
+    app.state.qr_svg = qr_svg(app.state.public_url)
+    tdir = resources.files("cxrtriage.serve") / "templates"
+    app.state.templates = Jinja2Templates(directory=str(tdir))
+    app.mount("/static", StaticFiles(directory=str(resources.files("cxrtriage.serve") / "static")), name="static")
+    for r in (pages.router, predict.router, studies.router, system.router):
+        app.include_router(r)
+    # multipart overhead on top of the file itself
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + 64 * 1024)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return _err(exc.status, exc.error, exc.reason)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+            parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+        return _err(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.__cause__, _BodyTooLarge):
+            return _err(413, "file_too_large", f"request body > limit {settings.max_upload_mb:g} MB")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _err(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return _err(500, "internal_error", f"unexpected server error ({exc.__class__.__name__}); the request was not stored")
+
+    return app

@@ -1,0 +1,1 @@
+"""One router per concern: pages, predict, studies (+ reports), system (health, model)."""

@@ -1,0 +1,36 @@
+"""``POST /api/v1/predict``: upload one PNG, JPEG or DICOM and get the study back."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, File, UploadFile
+
+from ..deps import get_service
+from ..schemas import ErrorOut, PredictOut
+from ..service import ApiError, StudyService, study_out
+
+router = APIRouter(prefix="/api/v1", tags=["predict"])
+
+_ERRORS = {c: {"model": ErrorOut} for c in (413, 415, 422)}
+
+
+def read_upload(file: UploadFile, limit: int) -> bytes:
+    """Read at most ``limit`` bytes of an upload; 413 beyond that."""
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "file_too_large", f"upload larger than the {limit / 1e6:g} MB limit")
+    return data
+
+
+@router.post("/predict", response_model=PredictOut, responses=_ERRORS, summary="Analyse one chest radiograph")
+def predict(file: UploadFile = File(..., description="PNG, JPEG or DICOM (format sniffed from the content)"), service: StudyService = Depends(get_service)) -> dict:
+    """Classify the image, build the heatmap and the draft report, store the study.
+
+    Sending the same bytes again returns the stored study with ``duplicate = true``.
+    Runs in the thread pool (a plain ``def``), the model itself under a lock.
+    """
+    data = read_upload(file, service.settings.max_upload_bytes)
+    rec, duplicate, timings = service.predict(data, file.filename)
+    out = study_out(rec)
+    out["duplicate"] = duplicate
+    out["request_timings"] = timings
+    return out

@@ -1,0 +1,151 @@
+"""Typed API responses and requests (pydantic v2); they define the OpenAPI schema at ``/docs``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .. import DISCLAIMER
+
+__all__ = [
+    "ErrorOut",
+    "ModelInfo",
+    "ReportSections",
+    "AIResult",
+    "ReportOut",
+    "Timings",
+    "StudyOut",
+    "PredictOut",
+    "HealthOut",
+    "SignOffIn",
+    "StudyList",
+]
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx answer of the API."""
+
+    error: str = Field(description="machine-readable code, e.g. 'unsupported_media_type', 'not_a_radiograph'")
+    reason: str = Field(description="human-readable explanation")
+    status: int = Field(description="HTTP status code")
+
+
+class ModelInfo(BaseModel):
+    """The model that serves the predictions."""
+
+    name: str = Field(description="architecture / model folder name")
+    version: str
+    task: str
+    classes: list[str]
+    image_size: int = Field(description="input side, pixels")
+    threshold: float | None = Field(description="decision threshold on positive_class (binary tasks)")
+    positive_class: str
+    backend: Literal["onnxruntime", "torch"]
+    onnx_sha256: str | None = None
+    ood_detector: dict | None = Field(None, description="Mahalanobis detector threshold and measured rates, if fitted")
+    disclaimer: str = DISCLAIMER
+
+
+class ReportSections(BaseModel):
+    technique: str
+    findings: str = Field(description="empty in abnormal drafts: left for the radiologist")
+    impression: str
+
+
+class AIResult(BaseModel):
+    label: str
+    probability: float = Field(ge=0, le=1, description="probability of the predicted label")
+    probabilities: dict[str, float]
+    threshold: float | None
+    positive_class: str
+    triage: Literal["no_finding", "finding"]
+
+
+class ReportOut(BaseModel):
+    """Structured draft report (see :mod:`cxrtriage.report.draft`)."""
+
+    study_id: str
+    title: str
+    task: str
+    status: Literal["draft", "signed"]
+    abnormal: bool
+    flag: str | None = Field(description="abnormal-study flag text, None when normal")
+    sections: ReportSections
+    findings_placeholder: str = ""
+    ai_result: AIResult
+    model: dict[str, str]
+    heatmap_url: str | None
+    created_at: str
+    signed_by: str | None
+    signed_at: str | None
+    disclaimer: str
+    text: str = Field(description="plain-text rendering of the report")
+
+
+class Timings(BaseModel):
+    """Server-side time per stage of this request, milliseconds."""
+
+    decode_ms: float = 0.0
+    inference_ms: float = 0.0
+    heatmap_ms: float = 0.0
+    report_ms: float = 0.0
+    store_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class StudyOut(BaseModel):
+    """A stored study."""
+
+    study_id: str
+    received_at: str
+    sha256: str = Field(description="SHA-256 of the uploaded bytes")
+    source_format: Literal["png", "jpeg", "dicom"]
+    width: int
+    height: int
+    label: str
+    probabilities: dict[str, float]
+    threshold: float | None
+    positive_class: str | None
+    triage: Literal["no_finding", "finding"]
+    model: dict[str, str] = Field(description="name, version, backend")
+    heatmap_class: str | None
+    ood_score: float | None = Field(description="squared Mahalanobis distance of the pooled features (lower = more typical)")
+    dicom: dict | None = Field(description="de-identified DICOM attributes (DICOM uploads only)")
+    image_url: str
+    annotated_image_url: str
+    heatmap_url: str | None
+    report: ReportOut
+    report_urls: dict[str, str] = Field(description="json, html and pdf downloads")
+    page_url: str
+    timings: Timings = Field(description="timings of the first analysis")
+    disclaimer: str = DISCLAIMER
+
+
+class PredictOut(StudyOut):
+    """Answer of ``POST /api/v1/predict``."""
+
+    duplicate: bool = Field(description="True when this exact upload was analysed before: the existing study is returned")
+    request_timings: Timings = Field(description="timings of this request")
+
+
+class StudyList(BaseModel):
+    studies: list[StudyOut]
+    total: int
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    model_loaded: bool
+    database: bool
+    backend: str
+    studies: int
+    version: str
+
+
+class SignOffIn(BaseModel):
+    """Radiologist sign-off of a draft report."""
+
+    radiologist: str = Field(min_length=1, max_length=200, description="name of the signing radiologist")
+    findings: str | None = Field(None, max_length=10_000, description="final findings (default: keep the draft's)")
+    impression: str | None = Field(None, max_length=10_000, description="final impression (default: keep the draft's)")

@@ -1,0 +1,400 @@
+"""The work behind the endpoints: decode an upload safely, analyse it, store the study.
+
+Kept free of FastAPI so it can be tested and benchmarked directly.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import DISCLAIMER
+from ..data.dicom import decode_dicom, is_dicom
+from ..data.io import ImageReadError, decode_image
+from ..explain.cam import cam_from_features, normalize_cam, upsample_cam
+from ..inference.onnx_backend import load_backend, softmax
+from ..inference.predictor import predictions_from_probs
+from ..ood.colour import COLOURFULNESS_LIMIT, colourfulness_of_bytes
+from ..ood.mahalanobis import MahalanobisDetector, pooled_features
+from ..report.draft import build_report, sign_off
+from ..report.render import render_html, render_json, render_pdf
+from .settings import ServeSettings
+from .store import StudyRecord, StudyStore, png_bytes
+
+__all__ = ["ApiError", "Engine", "Analysis", "StudyService", "safe_filename", "sniff_format"]
+
+log = logging.getLogger(__name__)
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class ApiError(Exception):
+    """An error answer: HTTP ``status``, machine code ``error`` and a human ``reason``."""
+
+    def __init__(self, status: int, error: str, reason: str):
+        super().__init__(reason)
+        self.status, self.error, self.reason = status, error, reason
+
+
+def safe_filename(name: str | None) -> str:
+    """Last path component of an upload's file name, printable, at most 100 characters.
+
+    ``"../../etc/passwd"`` -> ``"passwd"``; ``"C:\\x\\a.png"`` -> ``"a.png"``; empty -> ``"upload"``.
+    Used only in messages; never as a path and never stored.
+    """
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = re.sub(r"[^\w.\- ]", "_", base).strip(" .")
+    return base[:100] or "upload"
+
+
+def sniff_format(data: bytes) -> str | None:
+    """``"dicom"``, ``"png"``, ``"jpeg"`` from the file content (magic numbers), else None."""
+    if is_dicom(data):
+        return "dicom"
+    if data.startswith(_PNG):
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    return None
+
+
+@dataclass
+class Analysis:
+    """Model output for one image."""
+
+    probabilities: np.ndarray  # float64 (K,)
+    label: str
+    label_index: int
+    triage: str
+    cam: np.ndarray | None  # float32 (h, w) in [0, 1]
+    ood_score: float | None
+    inference_ms: float
+    heatmap_ms: float
+
+
+class Engine:
+    """The model behind the server: backend (ONNX Runtime or torch), decision rule, CAM, OOD detector.
+
+    Parameters
+    ----------
+    settings : ServeSettings
+
+    Notes
+    -----
+    ``analyze`` holds a lock around the forward pass: the backend uses all
+    ``settings.threads`` threads for one image, so requests are served one
+    at a time by the model while decoding and storing run in parallel.
+    """
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.backend = load_backend(settings.model_dir, threads=settings.threads, prefer_onnx=settings.prefer_onnx)
+        self.config = self.backend.config
+        self.detector = MahalanobisDetector.load(settings.model_dir)
+        fitted_for = (self.detector.info.get("model_version") if self.detector is not None else None)
+        if fitted_for and fitted_for != self.config.version:
+            log.warning("OOD detector in %s was fitted for model %s, not %s: ignored (run `cxr fit-ood`)",
+                        settings.model_dir, fitted_for, self.config.version)
+            self.detector = None
+        self._lock = threading.Lock()
+        self.model_name = Path(settings.model_dir).resolve().name
+        if self.detector is None:
+            log.warning("no OOD detector in %s (run `cxr fit-ood`); only the colour check refuses non-radiographs", settings.model_dir)
+        # warm-up: first run allocates buffers
+        self.analyze(np.full((self.config.image_size, self.config.image_size), 128, np.uint8))
+
+    def analyze(self, img: np.ndarray) -> Analysis:
+        """Classify one ``uint8 (H, W)`` image; CAM of the predicted class; OOD score."""
+        c = self.config
+        t0 = time.perf_counter()
+        x = self.backend.preprocess(img)[None]
+        with self._lock:
+            logits, fmap = self.backend.run(x)
+        probs = softmax(logits, c.temperature)
+        pred = predictions_from_probs(probs, c)[0]
+        t1 = time.perf_counter()
+        score = float(self.detector.score(pooled_features(fmap))[0]) if self.detector is not None else None
+        cam = None
+        if self.backend.head is not None:
+            cam = normalize_cam(cam_from_features(fmap[0], self.backend.head[0], pred.label_index))
+        t2 = time.perf_counter()
+        return Analysis(probs[0], pred.label, pred.label_index, pred.triage, cam, score, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+    def info(self) -> dict:
+        """Model description for ``GET /api/v1/model``."""
+        c = self.config
+        det = None
+        if self.detector is not None:
+            i = self.detector.info
+            det = {
+                k: i.get(k)
+                for k in ("threshold", "percentile", "n_train", "n_val", "val_false_rejection_rate_cross_calibrated", "method")
+            }
+            nat = i.get("natural_images") or {}
+            det["natural_image_rejection_rate"] = nat.get("rejection_rate_colour_or_mahalanobis")
+        return {
+            "name": self.model_name,
+            "version": c.version,
+            "task": c.task,
+            "classes": list(c.classes),
+            "image_size": c.image_size,
+            "threshold": c.threshold,
+            "positive_class": c.positive_class,
+            "backend": self.backend.name,
+            "onnx_sha256": getattr(self.backend, "sha256", None),
+            "ood_detector": det,
+        }
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class StudyService:
+    """Upload -> decoded image -> analysis -> stored study; and everything read back from it.
+
+    Parameters
+    ----------
+    settings : ServeSettings
+    engine : Engine, optional
+        Built from ``settings`` when not given.
+    """
+
+    def __init__(self, settings: ServeSettings, engine: Engine | None = None):
+        self.settings = settings
+        self.engine = engine or Engine(settings)
+        self.store = StudyStore(settings.data_dir)
+
+    # -- decoding ---------------------------------------------------------
+    def decode(self, data: bytes, filename: str | None) -> tuple[np.ndarray, str, dict | None]:
+        """Decode an upload; raise :class:`ApiError` (4xx) with a reason for anything unusable.
+
+        Returns
+        -------
+        (image, source_format, dicom_metadata)
+            ``uint8 (H, W)``, ``"png" | "jpeg" | "dicom"``, de-identified attributes or None.
+        """
+        name = safe_filename(filename)
+        if len(data) == 0:
+            raise ApiError(422, "empty_file", f"{name}: empty file (0 bytes)")
+        if len(data) > self.settings.max_upload_bytes:
+            raise ApiError(413, "file_too_large", f"{name}: {len(data) / 1e6:.1f} MB > limit {self.settings.max_upload_mb:g} MB")
+        fmt = sniff_format(data)
+        if fmt is None:
+            raise ApiError(415, "unsupported_media_type", f"{name}: not a PNG, JPEG or DICOM file (content sniffed; extension and Content-Type are ignored)")
+        try:
+            if fmt == "dicom":
+                img, meta = decode_dicom(data, name, max_pixels=self.settings.max_pixels)
+                return img, fmt, meta
+            if self.settings.reject_ood:
+                m = colourfulness_of_bytes(data)
+                if m > COLOURFULNESS_LIMIT:
+                    raise ApiError(
+                        422,
+                        "not_a_radiograph",
+                        f"{name}: colour image (colourfulness {m:.0f} > {COLOURFULNESS_LIMIT:g}); chest radiographs are grayscale",
+                    )
+            # JPEG: MPO files from phone cameras carry extra frames; the first is the picture.
+            img = decode_image(data, name, max_pixels=self.settings.max_pixels, allow_multiframe=(fmt == "jpeg"))
+            return img, fmt, None
+        except ImageReadError as exc:
+            raise ApiError(422, "unreadable_image", exc.reason if exc.path == name else str(exc)) from None
+
+    # -- predict ----------------------------------------------------------
+    def predict(self, data: bytes, filename: str | None = None) -> tuple[StudyRecord, bool, dict]:
+        """Analyse an upload and store the study (or return the stored study of the same bytes).
+
+        Returns
+        -------
+        (record, duplicate, request_timings_ms)
+
+        Raises
+        ------
+        ApiError
+            413/415/422 for unusable uploads and non-radiographs (nothing is stored then).
+        """
+        t0 = time.perf_counter()
+        sha = hashlib.sha256(data).hexdigest()
+        cfg = self.engine.config
+        existing = self.store.find(sha, cfg.version)
+        if existing is not None:
+            return existing, True, {"total_ms": (time.perf_counter() - t0) * 1e3}
+        img, fmt, meta = self.decode(data, filename)
+        t1 = time.perf_counter()
+        a = self.engine.analyze(img)
+        det = self.engine.detector
+        if self.settings.reject_ood and det is not None and a.ood_score is not None and a.ood_score > det.threshold:
+            raise ApiError(
+                422,
+                "out_of_distribution",
+                f"{safe_filename(filename)}: not a chest radiograph, or one unlike the model's training images "
+                f"(out-of-distribution score {a.ood_score:.0f} > threshold {det.threshold:.0f}; Mahalanobis distance "
+                f"on pooled features); the model is not applicable to it",
+            )
+        t2 = time.perf_counter()
+        sid = secrets.token_hex(8)
+        probs = {k: float(v) for k, v in zip(cfg.classes, a.probabilities)}
+        report = build_report(
+            task=cfg.task,
+            label=a.label,
+            probabilities=probs,
+            threshold=cfg.threshold,
+            positive_class=cfg.positive_class,
+            triage=a.triage,
+            model_name=self.engine.model_name,
+            model_version=cfg.version,
+            study_id=sid,
+            heatmap_url=f"/api/v1/studies/{sid}/heatmap.png" if a.cam is not None else None,
+        )
+        t3 = time.perf_counter()
+        rel = self.store.save_image(sha, img)
+        timings = {
+            "decode_ms": (t1 - t0) * 1e3,
+            "inference_ms": a.inference_ms,
+            "heatmap_ms": a.heatmap_ms,
+            "report_ms": (t3 - t2) * 1e3,
+        }
+        rec = StudyRecord(
+            id=sid,
+            received_at=_now(),
+            sha256=sha,
+            source_format=fmt,
+            image_file=rel,
+            width=int(img.shape[1]),
+            height=int(img.shape[0]),
+            label=a.label,
+            probabilities=probs,
+            threshold=cfg.threshold,
+            positive_class=cfg.positive_class,
+            triage=a.triage,
+            model_name=self.engine.model_name,
+            model_version=cfg.version,
+            backend=self.engine.backend.name,
+            heat_class=a.label if a.cam is not None else None,
+            cam=np.round(a.cam, 4).tolist() if a.cam is not None else None,
+            ood_score=a.ood_score,
+            dicom_meta=meta,
+            report=report,
+            report_status="draft",
+            signed_by=None,
+            signed_at=None,
+            timings=timings,
+        )
+        t4 = time.perf_counter()
+        timings["store_ms"] = (t4 - t3) * 1e3
+        timings["total_ms"] = (t4 - t0) * 1e3
+        rec, inserted = self.store.insert(rec)
+        timings["store_ms"] += (time.perf_counter() - t4) * 1e3
+        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
+        return rec, not inserted, timings
+
+    # -- read back --------------------------------------------------------
+    def get(self, study_id: str) -> StudyRecord:
+        """The stored study; :class:`ApiError` 404 when unknown."""
+        if not re.fullmatch(r"[0-9a-f]{16}", study_id or ""):
+            raise ApiError(404, "not_found", f"no study {study_id[:40]!r}")
+        rec = self.store.get(study_id)
+        if rec is None:
+            raise ApiError(404, "not_found", f"no study {study_id!r}")
+        return rec
+
+    def picture(self, rec: StudyRecord, kind: str) -> Path:
+        """PNG file of ``kind`` (``image``, ``annotated``, ``heatmap``), rendered on first request and cached."""
+        from ..explain.overlay import annotate_probabilities, display_image, heatmap_overlay
+
+        if kind == "image":
+            return self.store.root / rec.image_file
+        path = self.store.derived_path(rec.id, kind)
+        if path.is_file():
+            return path
+        img = self.store.load_image(rec.image_file)
+        if kind == "annotated":
+            pil = annotate_probabilities(img, rec.probabilities, rec.label, footer="Research use only. Not a diagnosis.")
+        elif kind == "heatmap":
+            if rec.cam is None:
+                raise ApiError(404, "not_found", f"study {rec.id} has no heatmap (model without a GAP + linear head)")
+            base = display_image(img)
+            heat = upsample_cam(np.asarray(rec.cam, dtype=np.float32), base.size)
+            pil = heatmap_overlay(img, heat)
+        else:
+            raise ApiError(404, "not_found", f"unknown picture {kind!r}")
+        return self.store.write_derived(rec.id, kind, png_bytes(pil))
+
+    def report_file(self, rec: StudyRecord, fmt: str) -> tuple[bytes, str]:
+        """Report as ``json``, ``html`` or ``pdf`` bytes with its media type."""
+        if fmt == "json":
+            return render_json(rec.report), "application/json"
+        images = [("AI annotation", self.picture(rec, "annotated").read_bytes())]
+        if rec.report.get("heatmap_url") and rec.cam is not None:
+            images.append((f"Heatmap (class activation map, {rec.heat_class})", self.picture(rec, "heatmap").read_bytes()))
+        if fmt == "html":
+            return render_html(rec.report, images).encode("utf-8"), "text/html; charset=utf-8"
+        if fmt == "pdf":
+            return render_pdf(rec.report, images), "application/pdf"
+        raise ApiError(404, "not_found", f"unknown report format {fmt!r} (json, html or pdf)")
+
+    def sign(self, study_id: str, radiologist: str, findings: str | None, impression: str | None) -> StudyRecord:
+        """Sign a draft report off (409 when already signed, 422 for an empty name)."""
+        from ..report.draft import ReportError
+
+        rec = self.get(study_id)
+        try:
+            report = sign_off(rec.report, radiologist, findings, impression)
+        except ReportError as exc:
+            code = 409 if rec.report.get("status") == "signed" else 422
+            raise ApiError(code, "conflict" if code == 409 else "invalid_sign_off", str(exc)) from None
+        self.store.update_report(study_id, report)
+        return self.get(study_id)
+
+    def health(self) -> dict:
+        """Liveness data for ``GET /api/v1/health``."""
+        from .. import __version__
+
+        db = self.store.ping()
+        return {
+            "status": "ok" if db else "degraded",
+            "model_loaded": True,
+            "database": db,
+            "backend": self.engine.backend.name,
+            "studies": self.store.count() if db else -1,
+            "version": __version__,
+        }
+
+
+def study_out(rec: StudyRecord) -> dict:
+    """JSON-ready ``dict`` matching :class:`cxrtriage.serve.schemas.StudyOut`."""
+    base = f"/api/v1/studies/{rec.id}"
+    return {
+        "study_id": rec.id,
+        "received_at": rec.received_at,
+        "sha256": rec.sha256,
+        "source_format": rec.source_format,
+        "width": rec.width,
+        "height": rec.height,
+        "label": rec.label,
+        "probabilities": rec.probabilities,
+        "threshold": rec.threshold,
+        "positive_class": rec.positive_class,
+        "triage": rec.triage,
+        "model": {"name": rec.model_name, "version": rec.model_version, "backend": rec.backend},
+        "heatmap_class": rec.heat_class,
+        "ood_score": rec.ood_score,
+        "dicom": rec.dicom_meta,
+        "image_url": f"{base}/image.png",
+        "annotated_image_url": f"{base}/annotated.png",
+        "heatmap_url": f"{base}/heatmap.png" if rec.cam is not None else None,
+        "report": rec.report,
+        "report_urls": {f: f"{base}/report.{f}" for f in ("json", "html", "pdf")},
+        "page_url": f"/studies/{rec.id}",
+        "timings": rec.timings,
+        "disclaimer": DISCLAIMER,
+    }

@@ -1,0 +1,78 @@
+"""Helpers to run a real server in-process (tests, benchmarks): uvicorn on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["free_port", "running_server", "find_model_dir", "copy_model_dir"]
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_model_dir() -> Path | None:
+    """The model to test with: ``$CXRTRIAGE_TEST_MODEL`` or the shipped model; None if neither exists."""
+    from ..models.bundle import default_model_dir
+
+    for cand in (os.environ.get("CXRTRIAGE_TEST_MODEL"), default_model_dir()):
+        if cand and (Path(cand) / "model.pt").is_file() and (Path(cand) / "config.json").is_file():
+            return Path(cand)
+    return None
+
+
+def copy_model_dir(src: str | Path, dst: str | Path, export: bool = True) -> Path:
+    """Copy a model folder (weights, config, ONNX, OOD detector) and export ONNX there if missing."""
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.pt", "model.onnx", "ood.npz", "ood.json", "split.json", "train_config.json", "model_card.json", "model_card.md"):
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+    if export and not (dst / "model.onnx").is_file():
+        from ..inference.export import export_onnx
+
+        export_onnx(dst)
+    return dst
+
+
+@contextlib.contextmanager
+def running_server(settings, service=None, timeout: float = 60.0) -> Iterator[str]:
+    """Run the app with uvicorn in a background thread; yields the base URL ``http://127.0.0.1:PORT``.
+
+    The server listens on ``settings.host``/``settings.port`` (set ``port=0``
+    for a free port). It is shut down (graceful exit) when the block ends.
+    """
+    import uvicorn
+
+    from .app import create_app
+
+    if not settings.port:
+        settings.port = free_port()
+    app = create_app(settings, service)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="cxrtriage-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("server thread died during start-up")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise TimeoutError("server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://{settings.host}:{settings.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,0 +1,112 @@
+"""End to end in headless Chromium: open the upload page, upload a real CXR, read the result page.
+
+Needs the Debian package ``chromium`` (``/usr/bin/chromium``) and the Python
+package ``playwright`` (no browser download: the system Chromium is used).
+Screenshots go to ``test-artifacts/`` and ``docs/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cxrtriage import DISCLAIMER
+from cxrtriage.serve.testing import copy_model_dir, find_model_dir, running_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory):
+    src = find_model_dir()
+    if src is None:
+        pytest.skip("no trained model")
+    from cxrtriage.serve.settings import ServeSettings
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    settings = ServeSettings(model_dir=copy_model_dir(src, tmp / src.name), data_dir=tmp / "data", port=0, api_token="e2e-token")
+    with running_server(settings) as url:
+        yield url
+
+
+def _save(page, name: str, full_page: bool = True) -> Path:
+    out = REPO / "test-artifacts" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out), full_page=full_page)
+    docs = REPO / "docs" / "screenshots"
+    docs.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out, docs / name)
+    return out
+
+
+def test_upload_and_result_page(browser, base_url, example_paths):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(base_url + "/")
+    assert DISCLAIMER in page.inner_text("body")
+    assert page.locator(".qr-img svg").count() == 1
+    _save(page, "upload-page.png", full_page=False)
+
+    img = next(p for p in example_paths if p.name.startswith("PNEUMONIA"))
+    page.set_input_files("#file", str(img))
+    page.wait_for_url("**/studies/*", timeout=30_000)
+    page.wait_for_selector("#probabilities")
+    body = page.inner_text("body")
+    assert DISCLAIMER in body
+    label = page.inner_text("#label")
+    assert label in ("NORMAL", "PNEUMONIA")
+    probs = page.inner_text("#probabilities")
+    assert "NORMAL" in probs and "PNEUMONIA" in probs and "%" in probs
+    assert page.inner_text("#report-status") == "DRAFT"
+    assert "Impression" in page.inner_text("#report")
+    for sel in ("#annotated", "#heatmap"):
+        page.wait_for_function(f"document.querySelector('{sel}').complete && document.querySelector('{sel}').naturalWidth > 0", timeout=30_000)
+        assert page.eval_on_selector(sel, "e => e.naturalWidth") >= 224
+    shot = _save(page, "result-page.png")
+    assert shot.stat().st_size > 50_000
+
+    # sign the report off through the page
+    page.click("summary")
+    page.fill("input[name=radiologist]", "Dr Browser")
+    page.fill("input[name=token]", "e2e-token")
+    page.click("form.signoff button[type=submit]")
+    page.wait_for_url("**signed=1")
+    assert page.inner_text("#report-status") == "SIGNED"
+    assert page.inner_text("#signed-by") == "Dr Browser"
+    page.close()
+
+
+def test_refusal_shown_on_page(browser, base_url, tmp_path):
+    page = browser.new_page(viewport={"width": 390, "height": 844})  # phone-sized
+    page.goto(base_url + "/")
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"plain text, not an image" * 10)
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#status.error", timeout=30_000)
+    assert "415" in page.inner_text("#status")
+    assert page.url.rstrip("/") == base_url
+    _save(page, "upload-page-phone-refusal.png", full_page=False)
+    page.close()

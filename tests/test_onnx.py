@@ -1,0 +1,92 @@
+"""ONNX export and the ONNX Runtime fast path: same outputs as PyTorch, CAM equals Grad-CAM."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cxrtriage.data.io import read_image
+from cxrtriage.explain.cam import cam_from_features, classifier_weights, normalize_cam, upsample_cam
+from cxrtriage.serve.testing import copy_model_dir, find_model_dir
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    src = find_model_dir()
+    if src is None:
+        pytest.skip("no trained model (shipped model missing and $CXRTRIAGE_TEST_MODEL unset)")
+    d = copy_model_dir(src, tmp_path_factory.mktemp("onnx") / "model", export=False)
+    (d / "model.onnx").unlink(missing_ok=True)
+    (d / "model_card.json").write_text(json.dumps({"name": "test"}))
+    (d / "model_card.md").write_text("# Model card\n")
+    from cxrtriage.inference.export import export_onnx
+
+    export_onnx(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def images(example_paths):
+    return [read_image(p) for p in example_paths]
+
+
+def test_export_records_checksum(exported):
+    from cxrtriage.inference.export import file_sha256
+
+    sha = file_sha256(exported / "model.onnx")
+    assert json.loads((exported / "config.json").read_text())["extra"]["onnx_sha256"] == sha
+    assert json.loads((exported / "model_card.json").read_text())["onnx_sha256"] == sha
+    assert sha in (exported / "model_card.md").read_text()
+
+
+def test_onnx_matches_torch(exported, images):
+    from cxrtriage.inference import Predictor
+    from cxrtriage.inference.onnx_backend import OnnxBackend
+
+    onnx_p = OnnxBackend(exported).probabilities(images)
+    torch_p = Predictor(exported).probabilities(images)
+    assert onnx_p.shape == (8, 2)
+    np.testing.assert_allclose(onnx_p, torch_p, atol=1e-4)
+
+
+def test_stale_onnx_is_refused(exported, tmp_path):
+    from cxrtriage.inference.onnx_backend import OnnxBackend, load_backend
+
+    d = copy_model_dir(exported, tmp_path / "m", export=False)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["extra"]["onnx_sha256"] = "0" * 64
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="SHA-256"):
+        OnnxBackend(d)
+    assert load_backend(d, export_if_missing=False).name == "torch"  # stale and no re-export: PyTorch
+    b = load_backend(d)  # writable folder: re-exported on load
+    assert b.name == "onnxruntime"
+    assert json.loads((d / "config.json").read_text())["extra"]["onnx_sha256"] == b.sha256
+
+
+def test_cam_equals_gradcam(exported, images):
+    """CAM from the exported feature map vs pytorch-grad-cam's Grad-CAM on the same layer (Pearson r >= 0.99)."""
+    from cxrtriage.explain import gradcam
+    from cxrtriage.inference.onnx_backend import OnnxBackend
+    from cxrtriage.models import load_model
+
+    backend = OnnxBackend(exported)
+    model, cfg = load_model(exported)
+    w_torch, _ = classifier_weights(model)
+    np.testing.assert_allclose(backend.head[0], w_torch, atol=1e-6)
+    corrs = []
+    for img in images[::2]:  # 2 NORMAL + 2 PNEUMONIA examples, both classes each
+        x = backend.preprocess(img)
+        logits, fmap = backend.run(x[None])
+        for cls in range(len(cfg.classes)):
+            cam = upsample_cam(normalize_cam(cam_from_features(fmap[0], backend.head[0], cls)), cfg.image_size)
+            ref = gradcam(model, cfg.arch, x, cls)
+            if ref.max() == 0 and cam.max() == 0:
+                corrs.append(1.0)
+                continue
+            corrs.append(float(np.corrcoef(cam.ravel(), ref.ravel())[0, 1]))
+    assert min(corrs) >= 0.99, corrs

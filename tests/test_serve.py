@@ -1,0 +1,358 @@
+"""The real server (uvicorn on a free loopback port) with real CXR images and DICOM files made from them."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrtriage import DISCLAIMER
+from cxrtriage.data.dicom import write_dicom
+from cxrtriage.data.io import read_image
+from cxrtriage.serve.testing import copy_model_dir, find_model_dir, running_server
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+TOKEN = "test-token-123"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    src = find_model_dir()
+    if src is None:
+        pytest.skip("no trained model (shipped model missing and $CXRTRIAGE_TEST_MODEL unset)")
+    return copy_model_dir(src, tmp_path_factory.mktemp("served") / src.name)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("serve-data")
+
+
+def _settings(model_dir, data_dir, **kw):
+    from cxrtriage.serve.settings import ServeSettings
+
+    return ServeSettings(model_dir=model_dir, data_dir=data_dir, host="127.0.0.1", port=0, api_token=TOKEN, **kw)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, data_dir):
+    with running_server(_settings(model_dir, data_dir, max_upload_mb=3)) as url:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield client
+
+
+def _post(client, name: str, data: bytes, ctype: str = "application/octet-stream"):
+    return client.post("/api/v1/predict", files={"file": (name, data, ctype)})
+
+
+def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format="PNG") if mode else Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _dicom(img: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    write_dicom(buf, img, **kw)
+    return buf.getvalue()
+
+
+def _check_study(j: dict, classes: list[str]) -> None:
+    assert set(j["probabilities"]) == set(classes)
+    assert abs(sum(j["probabilities"].values()) - 1) < 1e-6
+    assert j["label"] in classes
+    assert j["triage"] in ("no_finding", "finding")
+    assert j["report"]["status"] in ("draft", "signed")
+    assert j["report"]["disclaimer"] == DISCLAIMER
+    assert j["model"]["version"]
+    assert j["request_timings"]["total_ms"] > 0
+
+
+def test_system_endpoints(server):
+    h = server.get("/api/v1/health")
+    assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["database"]
+    m = server.get("/api/v1/model").json()
+    assert m["backend"] == "onnxruntime" and m["onnx_sha256"]
+    assert m["disclaimer"] == DISCLAIMER
+    assert server.get("/docs").status_code == 200
+    spec = server.get("/openapi.json").json()
+    for path in ("/api/v1/predict", "/api/v1/studies/{study_id}", "/api/v1/health", "/api/v1/model", "/api/v1/studies/{study_id}/report/sign-off"):
+        assert path in spec["paths"], path
+    page = server.get("/")
+    assert page.status_code == 200
+    assert DISCLAIMER in page.text and "<svg" in page.text and 'capture="environment"' in page.text
+    qr = server.get("/qr.svg")
+    assert qr.status_code == 200 and qr.headers["content-type"].startswith("image/svg")
+
+
+def test_predict_real_images_and_everything_after(server, example_paths, data_dir):
+    classes = server.get("/api/v1/model").json()["classes"]
+    correct = 0
+    results = {}
+    for p in example_paths:
+        r = _post(server, p.name, p.read_bytes(), "image/jpeg")
+        assert r.status_code == 200, r.text
+        j = r.json()
+        _check_study(j, classes)
+        assert not j["duplicate"] and j["source_format"] == "jpeg"
+        correct += j["label"] == p.name.split("_")[0]
+        results[p.name] = j
+    assert correct >= 6, f"only {correct}/8 example images classified correctly"
+
+    j = results[next(n for n in results if n.startswith("PNEUMONIA"))]
+    sid = j["study_id"]
+    # every URL in the answer works
+    for url in (j["annotated_image_url"], j["heatmap_url"], j["image_url"]):
+        r = server.get(url)
+        assert r.status_code == 200 and r.content.startswith(b"\x89PNG"), url
+    assert Image.open(io.BytesIO(server.get(j["heatmap_url"]).content)).mode == "RGB"
+    got = server.get(f"/api/v1/studies/{sid}").json()
+    assert got["probabilities"] == j["probabilities"] and got["study_id"] == sid
+    pdf = server.get(j["report_urls"]["pdf"])
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and pdf.headers["content-type"] == "application/pdf"
+    html = server.get(j["report_urls"]["html"])
+    assert html.status_code == 200 and DISCLAIMER in html.text and "data:image/png;base64" in html.text
+    rj = server.get(j["report_urls"]["json"]).json()
+    assert rj["status"] == "draft" and rj["study_id"] == sid
+    page = server.get(j["page_url"])
+    assert page.status_code == 200 and DISCLAIMER in page.text and j["label"] in page.text and "heatmap" in page.text
+    if j["triage"] == "finding":
+        assert rj["abnormal"] and rj["flag"] and rj["sections"]["findings"] == "" and rj["heatmap_url"]
+    normal = next(v for k, v in results.items() if v["triage"] == "no_finding")
+    assert "Both lungs clear" in normal["report"]["text"] and "to be confirmed by a radiologist" in normal["report"]["text"]
+    assert normal["report"]["flag"] is None
+
+    # sign-off: token required, then signed once
+    url = f"/api/v1/studies/{sid}/report/sign-off"
+    assert server.post(url, json={"radiologist": "Dr Test"}).status_code == 401
+    assert server.post(url, json={"radiologist": "Dr Test"}, headers={"X-API-Token": "wrong"}).status_code == 401
+    assert server.post(url, json={"radiologist": ""}, headers={"X-API-Token": TOKEN}).status_code == 422
+    r = server.post(url, json={"radiologist": "Dr Test", "findings": "Right lower lobe consolidation."}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200, r.text
+    rep = r.json()["report"]
+    assert rep["status"] == "signed" and rep["signed_by"] == "Dr Test" and rep["signed_at"]
+    assert rep["sections"]["findings"] == "Right lower lobe consolidation."
+    assert server.post(url, json={"radiologist": "Dr B"}, headers={"X-API-Token": TOKEN}).status_code == 409
+    assert "SIGNED" in server.get(j["page_url"]).text
+
+    # page sign-off form
+    other = results[next(n for n in results if n != j and results[n]["study_id"] != sid)]
+    form = {"radiologist": "Dr Form", "token": TOKEN, "findings": "", "impression": "Confirmed."}
+    r = server.post(f"/studies/{other['study_id']}/sign-off", data=form, follow_redirects=False)
+    assert r.status_code == 303
+    assert server.get(f"/api/v1/studies/{other['study_id']}").json()["report"]["signed_by"] == "Dr Form"
+    bad = server.post(f"/studies/{j['study_id']}/sign-off", data=dict(form, token="nope"))
+    assert bad.status_code == 401
+
+    # the same upload again: recognised by hash
+    again = _post(server, "renamed.jpg", example_paths[0].read_bytes())
+    assert again.status_code == 200 and again.json()["duplicate"]
+    assert again.json()["study_id"] == results[example_paths[0].name]["study_id"]
+
+    # list endpoint and the database
+    lst = server.get("/api/v1/studies", params={"limit": 50}).json()
+    assert lst["total"] >= 8
+    con = sqlite3.connect(data_dir / "studies.sqlite3")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    row = con.execute("SELECT sha256, label, report_status, signed_by FROM studies WHERE id = ?", (sid,)).fetchone()
+    con.close()
+    assert row[1] == j["label"] and row[2] == "signed" and row[3] == "Dr Test"
+    import hashlib
+
+    assert row[0] == hashlib.sha256(next(p for p in example_paths if results[p.name]["study_id"] == sid).read_bytes()).hexdigest()
+    assert server.get("/api/v1/studies/0123456789abcdef").status_code == 404
+    assert server.get("/api/v1/studies/../../etc/passwd").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "photometric,bits",
+    [("MONOCHROME2", 8), ("MONOCHROME2", 16), ("MONOCHROME1", 8), ("MONOCHROME1", 16)],
+)
+def test_dicom_uploads(server, example_paths, data_dir, photometric, bits):
+    p = next(x for x in example_paths if x.name.startswith("PNEUMONIA"))
+    cxr = read_image(p)
+    stored = cxr.astype(np.uint16) * (16 if bits == 16 else 1)
+    if photometric == "MONOCHROME1":
+        stored = stored.max() - stored
+    data = _dicom(stored, bits=bits, photometric=photometric, rescale=(1.0, 0.0) if bits == 16 else None,
+                  patient_name="DOE^JANE", patient_id="ID-98765")
+    r = _post(server, "study.dcm", data, "application/dicom")
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["source_format"] == "dicom" and j["dicom"]["PhotometricInterpretation"] == photometric
+    assert "PatientName" not in j["dicom"] and "DOE" not in r.text and "ID-98765" not in r.text
+    # same picture as the JPEG original -> (almost) the same probabilities
+    ref = _post(server, p.name, p.read_bytes()).json()
+    pos = ref["positive_class"] or ref["label"]
+    assert abs(j["probabilities"][pos] - ref["probabilities"][pos]) < 0.05
+    # nothing identifying anywhere in the data folder
+    for f in data_dir.rglob("*"):
+        if f.is_file():
+            blob = f.read_bytes()
+            assert b"DOE^JANE" not in blob and b"ID-98765" not in blob, f
+
+
+def test_dicom_refusals(server, example_paths):
+    cxr = read_image(example_paths[0])
+    r = _post(server, "ct.dcm", _dicom(cxr, bits=8, modality="CT"))
+    assert r.status_code == 422 and "Modality CT" in r.json()["reason"]
+    r = _post(server, "empty.dcm", _dicom(cxr, bits=8, with_pixels=False))
+    assert r.status_code == 422 and "pixel data" in r.json()["reason"]
+
+
+def _bad_inputs(example_paths) -> dict[str, tuple[bytes, int]]:
+    jpg = example_paths[1].read_bytes()
+    cxr = read_image(example_paths[1])
+    frames = [Image.fromarray(cxr), Image.fromarray(255 - cxr)]
+    apng = io.BytesIO()
+    frames[0].save(apng, format="PNG", save_all=True, append_images=frames[1:])
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    bomb = io.BytesIO()
+    Image.new("L", (8000, 7000)).save(bomb, format="PNG")
+    return {
+        "zero.jpg": (b"", 422),
+        "garbage.jpg": (b"this is not an image at all" * 20, 415),
+        "truncated.jpg": (jpg[: len(jpg) // 2], 422),
+        "header-only.png": (b"\x89PNG\r\n\x1a\n" + b"\0" * 10, 422),
+        "animated.png": (apng.getvalue(), 422),
+        "animated.gif": (gif.getvalue(), 415),
+        "bomb.png": (bomb.getvalue(), 422),
+        "huge.jpg": (jpg + b"\0" * 3_100_000, 413),
+        "tiny.png": (_png(np.zeros((4, 4), np.uint8)), 422),
+    }
+
+
+def test_bad_inputs_get_4xx_json(server, example_paths):
+    for name, (data, status) in _bad_inputs(example_paths).items():
+        r = _post(server, name, data, "image/png")
+        assert r.status_code == status, (name, r.status_code, r.text)
+        j = r.json()
+        assert j["status"] == status and j["reason"] and j["error"], name
+    assert server.post("/api/v1/predict").status_code == 422  # no file field
+    assert server.post("/api/v1/predict", content=b"xx", headers={"content-type": "multipart/form-data; boundary=zz"}).status_code in (400, 422)
+    assert server.get("/api/v1/health").json()["status"] == "ok"
+
+
+def test_odd_but_valid_images_are_handled(server, example_paths, tmp_path):
+    p = example_paths[2]
+    cxr = read_image(p)
+    ref = _post(server, p.name, p.read_bytes()).json()
+    pos = ref["positive_class"]
+    rgba = np.dstack([cxr, cxr, cxr, np.full_like(cxr, 255)])
+    cmyk = io.BytesIO()
+    Image.fromarray(np.dstack([cxr] * 3)).convert("CMYK").save(cmyk, format="JPEG", quality=95)
+    variants = {
+        "16bit.png": _png(cxr.astype(np.uint16) * 257),
+        "rgba.png": _png(rgba),
+        "cmyk.jpg": cmyk.getvalue(),
+        "../../../etc/evil name.png": _png(cxr),
+        "C:\\Users\\x\\photo.png": _png(cxr) + b"",
+    }
+    for name, data in variants.items():
+        r = _post(server, name, data, "text/plain")  # Content-Type is ignored
+        assert r.status_code == 200, (name, r.text)
+        j = r.json()
+        assert abs(j["probabilities"][pos] - ref["probabilities"][pos]) < 0.1, name
+        assert "evil" not in r.text and "etc" not in j["image_url"]
+    assert not Path("/etc/evil name.png").exists()
+
+
+def test_non_radiographs_refused(server, model_dir):
+    skimage_data = pytest.importorskip("skimage.data")
+    buf = io.BytesIO()
+    Image.fromarray(skimage_data.astronaut()).save(buf, format="JPEG")
+    r = _post(server, "astronaut.jpg", buf.getvalue())
+    assert r.status_code == 422 and r.json()["error"] == "not_a_radiograph"
+    if not (model_dir / "ood.npz").is_file():
+        pytest.skip("model has no fitted OOD detector")
+    refused = 0
+    for name in ("page", "text", "camera", "coins", "moon", "horse"):
+        img = getattr(skimage_data, name)()
+        img = (img * 255).astype(np.uint8) if img.dtype == bool else img
+        r = _post(server, f"{name}.png", _png(np.asarray(img, dtype=np.uint8)))
+        assert r.status_code in (200, 422), r.text
+        refused += r.status_code == 422
+        if r.status_code == 422:
+            assert "out-of-distribution" in r.json()["reason"]
+    assert refused >= 5, f"only {refused}/6 grayscale non-radiographs refused"
+
+
+def test_concurrent_requests(server, example_paths):
+    rng = np.random.default_rng(1)
+    base = read_image(example_paths[3])
+    payloads = []
+    for k in range(12):  # distinct bytes -> 12 new studies
+        noisy = np.clip(base.astype(int) + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
+        payloads.append(_png(noisy))
+    with ThreadPoolExecutor(4) as pool:
+        rs = list(pool.map(lambda d: _post(server, "c.png", d), payloads + payloads[:4]))
+    assert all(r.status_code == 200 for r in rs), [r.text for r in rs if r.status_code != 200]
+    ids = {r.json()["study_id"] for r in rs}
+    assert len(ids) == 12
+
+
+def test_restart_keeps_studies(model_dir, tmp_path, example_paths):
+    d = tmp_path / "data"
+    with running_server(_settings(model_dir, d)) as url:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            j = _post(c, "a.jpg", example_paths[4].read_bytes()).json()
+            n = c.get("/api/v1/health").json()["studies"]
+    with running_server(_settings(model_dir, d)) as url:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            assert c.get("/api/v1/health").json()["studies"] == n == 1
+            got = c.get(f"/api/v1/studies/{j['study_id']}").json()
+            assert got["probabilities"] == j["probabilities"]
+            assert c.get(j["heatmap_url"]).status_code == 200
+            again = _post(c, "b.jpg", example_paths[4].read_bytes()).json()
+            assert again["duplicate"] and again["study_id"] == j["study_id"]
+
+
+def test_torch_fallback_server(model_dir, tmp_path, example_paths):
+    with running_server(_settings(model_dir, tmp_path / "d", prefer_onnx=False)) as url:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            assert c.get("/api/v1/model").json()["backend"] == "torch"
+            j = _post(c, "a.jpg", example_paths[5].read_bytes()).json()
+            assert j["model"]["backend"] == "torch" and j["heatmap_url"]
+            assert c.get(j["heatmap_url"]).status_code == 200
+
+
+def test_cli_serve_subprocess_prints_qr(model_dir, tmp_path):
+    """``cxr serve`` as users start it: QR code and URL on stdout, health answers, clean stop."""
+    import subprocess
+    import sys
+    import time
+
+    from cxrtriage.serve.testing import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "cxrtriage.cli", "serve", "--model", str(model_dir), "--data-dir", str(tmp_path / "d"),
+           "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**__import__("os").environ, "CXRTRIAGE_API_TOKEN": ""})
+    try:
+        deadline = time.monotonic() + 90
+        ok = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ok = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                break
+            time.sleep(0.3)
+        assert ok, "server did not answer"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/" in out
+    assert "API token for report sign-off" in out  # no token given: a random one is printed
+    assert DISCLAIMER in out
+    assert sum(1 for line in out.splitlines() if "█" in line or "▀" in line or "▄" in line) >= 10  # the QR code
