@@ -2,11 +2,12 @@
 
 Needs the Debian package ``chromium`` (``/usr/bin/chromium``) and the Python
 package ``playwright`` (no browser download: the system Chromium is used).
-Screenshots go to ``test-artifacts/`` and ``docs/screenshots/``.
+Screenshots go to ``test-artifacts/`` (and to ``docs/screenshots/`` with ``CXRTRIAGE_UPDATE_SCREENSHOTS=1``).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -57,9 +58,10 @@ def _save(page, name: str, full_page: bool = True) -> Path:
     out = REPO / "test-artifacts" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out), full_page=full_page)
-    docs = REPO / "docs" / "screenshots"
-    docs.mkdir(parents=True, exist_ok=True)
-    shutil.copy(out, docs / name)
+    if os.environ.get("CXRTRIAGE_UPDATE_SCREENSHOTS") == "1":  # refresh the README's screenshots on request
+        docs = REPO / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, docs / name)
     return out
 
 

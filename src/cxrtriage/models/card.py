@@ -172,7 +172,7 @@ def _markdown(card: dict[str, Any]) -> str:
         "",
         "## Operating point",
         f"- Threshold {_fmt(op['threshold'])} on P({op['positive_class']}), chosen by: {op['rule']}",
-        f"- Softmax temperature: {card['temperature']}",
+        f"- Softmax temperature: {_fmt(card['temperature'])}",
         "",
         "## Validation metrics (patient-level validation split, at the saved threshold)",
         "| metric | value |",
@@ -183,8 +183,20 @@ def _markdown(card: dict[str, Any]) -> str:
         f"AUROC {_interval(ci.get('auroc'))}",
         "",
     ]
-    if card.get("calibration"):
-        lines += ["## Calibration", "```json", json.dumps(card["calibration"], indent=1), "```", ""]
+    cal = card.get("calibration")
+    if cal:
+        lines += [
+            "## Calibration (temperature scaling on the validation split)",
+            "| | before | after |",
+            "|---|---|---|",
+            f"| temperature | 1 | {_fmt(cal.get('temperature'))} |",
+            f"| ECE (15 bins) | {_fmt(cal.get('ece_before'))} | {_fmt(cal.get('ece_after'))} |",
+            f"| Brier score | {_fmt(cal.get('brier_before'))} | {_fmt(cal.get('brier_after'))} |",
+            f"| threshold | {_fmt(cal.get('threshold_uncalibrated'))} | {_fmt(cal.get('threshold'))} |",
+            "",
+            f"Method: {cal.get('method', '')}. {cal.get('note', '')}. Reliability diagram: `reliability.png`.",
+            "",
+        ]
     lines += [
         "## Training",
         f"- Command: `{tr['command']}`",
