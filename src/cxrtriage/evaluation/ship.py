@@ -1,0 +1,222 @@
+"""``cxr ship``: build a shippable model folder with calibration, held-out test and model card.
+
+Steps, all with leak-free groups (patients and duplicate images,
+:func:`cxrtriage.data.dedupe.leak_free_groups`):
+
+1. Held-out test: the dataset's ``test`` split if it has one (images whose
+   group also occurs outside it are dropped and counted), else (or with
+   ``resplit``) a group-wise stratified ``test_fraction`` of the images.
+2. Validation: a group-wise stratified ``val_fraction`` of the rest; the rest trains.
+3. Training (:func:`cxrtriage.training.trainer.train`) with the best epoch
+   chosen on validation.
+4. ``cxr calibrate``: temperature and operating point on validation
+   (:func:`cxrtriage.evaluation.recalibrate.calibrate_model_dir`).
+5. Validation and test metrics with 95 % bootstrap intervals at the saved
+   operating point; optional subgroup tables on test; model card.
+6. The inference files are copied into the model folder (no checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..config import ModelConfig, TrainConfig
+from ..data.cache import load_cached
+from ..data.dedupe import dataset_tag
+from ..data.split import patient_train_val_split
+from ..models.bundle import load_model
+from ..tasks import get_task
+from .calibration import brier_score, expected_calibration_error, softmax
+from .compare import parameter_count
+from .cv import build_cv_dataset
+from .intervals import bootstrap_intervals
+from .logits import model_logits
+from .model_card import DATASETS, LIMITATIONS, WEIGHTS, write_model_card
+from .recalibrate import calibrate_model_dir, validation_logits
+from .subgroups import subgroup_metrics
+from .tables import write_json
+
+__all__ = ["ship_model", "SHIPPED_FILES"]
+
+#: Files copied from the run folder into the shipped model folder.
+SHIPPED_FILES = (
+    "config.json", "model.pt", "calibration.json", "reliability.png", "split.json", "train_config.json",
+    "history.csv", "train_summary.json", "holdout.json", "curve_auroc.png", "curve_loss.png",
+)
+
+
+def _split(ds, test_fraction: float, val_fraction: float, seed: int, resplit: bool = False):
+    y = ds.targets
+    g = np.asarray(ds.groups)
+    is_test = np.array([s.split == "test" and not resplit for s in ds.samples], dtype=bool)
+    dropped = 0
+    if is_test.any():
+        outside = set(g[~is_test])
+        leak = is_test & np.isin(g, list(outside))
+        dropped = int(leak.sum())
+        test = np.nonzero(is_test & ~leak)[0]
+        rest = np.nonzero(~is_test)[0]
+        how = f"the dataset's own test split ({dropped} test images dropped because their patient/duplicate group also occurs in training or validation)"
+    else:
+        rest_pos, test_pos = patient_train_val_split(y, g, test_fraction, seed)
+        test, rest = np.sort(test_pos), np.sort(rest_pos)
+        how = f"a group-wise stratified {test_fraction:.0%} held-out test split" + (
+            " of all images (the dataset's own split was not patient-level and was ignored)" if resplit else "")
+    tr, va = patient_train_val_split(y[rest], g[rest], val_fraction, seed)
+    return rest[tr], rest[va], test, how, dropped
+
+
+def _metrics(task, cfg: ModelConfig, y, logits, n_boot, seed):
+    from ..inference.decision import decide
+
+    p = softmax(logits, cfg.temperature)
+    pred = decide(p, cfg)
+    return bootstrap_intervals(y, p, pred, task.classes, task.positive_index if task.is_binary else None,
+                               n_boot=n_boot, seed=seed), p
+
+
+def ship_model(
+    cfg: TrainConfig,
+    out: str | Path,
+    link: Sequence[str | Path] = (),
+    test_fraction: float = 0.15,
+    by: Sequence[str] = (),
+    n_boot: int = 1000,
+    progress: bool = False,
+    command: str | None = None,
+    resplit: bool = False,
+) -> dict:
+    """Train, calibrate, test and document a model; write it to ``out``.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        ``cfg.out`` is the working run folder (checkpoints, curves);
+        ``cfg.val_fraction`` the validation share; ``cfg.threshold_rule`` the
+        operating-point rule.
+    out : path
+        The shipped model folder (e.g. ``src/cxrtriage/zoo/covid-efficientnet_lite0``).
+    link : sequence of paths
+        Reference datasets for duplicate linking (see :func:`cxrtriage.evaluation.cv.build_cv_dataset`).
+    test_fraction : float
+        Held-out share when the dataset has no ``test`` split.
+    by : sequence of str
+        Subgroup columns reported on the test split.
+    resplit : bool
+        Ignore the dataset's own ``test`` split and carve a group-wise test
+        split from all images (for splits that were not made by patient).
+    n_boot : int
+    progress : bool
+    command : str, optional
+
+    Returns
+    -------
+    dict
+        The model card.
+    """
+    t0 = time.time()
+    task = get_task(cfg.task)
+    ds = build_cv_dataset([cfg.data], task, link=link, include_test=True, cache_dir=cfg.cache_dir, progress=progress)
+    tr, va, te, how, dropped = _split(ds, test_fraction, cfg.val_fraction, cfg.seed, resplit)
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    from ..training.trainer import train
+
+    res = train(cfg, progress=progress, split=([ds.samples[i] for i in tr], [ds.samples[i] for i in va]))
+    cal = calibrate_model_dir(run, cfg.data, cfg.threshold_rule, cache_dir=cfg.cache_dir)
+    model, mcfg = load_model(run)
+    # validation metrics at the saved operating point
+    v_logits, v_y, _ = validation_logits(run, cfg.data, cfg.cache_dir)
+    val_m, _ = _metrics(task, mcfg, v_y, v_logits, n_boot, cfg.seed)
+    # held-out test
+    test_s = [ds.samples[i] for i in te]
+    cache = load_cached([s.path for s in test_s], mcfg.image_size, cfg.cache_dir)
+    test_s = [test_s[i] for i in cache.index]
+    t_y = np.array([s.target for s in test_s])
+    t_logits = model_logits(model, cache.images, mcfg.image_size, mcfg.intensity, mcfg.mean, mcfg.std)
+    test_m, t_p = _metrics(task, mcfg, t_y, t_logits, n_boot, cfg.seed)
+    subgroups = {c: subgroup_metrics(test_s, t_p, mcfg, c, n_boot=n_boot, seed=cfg.seed) for c in by}
+    holdout = {
+        "description": how,
+        "dropped_leaking_test_images": dropped,
+        "test_paths": [s.path for s in test_s],
+        "metrics": test_m,
+        "ece_before": expected_calibration_error(softmax(t_logits), t_y),
+        "ece_after": expected_calibration_error(t_p, t_y),
+        "brier_before": brier_score(softmax(t_logits), t_y),
+        "brier_after": brier_score(t_p, t_y),
+        "subgroups": subgroups,
+    }
+    write_json(holdout, run / "holdout.json")
+    summary = json.loads((run / "train_summary.json").read_text())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED_FILES:
+        if (run / name).is_file():
+            shutil.copy2(run / name, out / name)
+    counts = lambda idx: {c: int((ds.targets[idx] == j).sum()) for j, c in enumerate(task.classes)}  # noqa: E731
+    d = ds.dedupe or {}
+    op = (f"{task.positive_class} when its calibrated probability >= {mcfg.threshold:.4f}; rule {cal['rule']} on the "
+          f"calibrated validation probabilities (validation sensitivity {cal['validation']['sensitivity']:.3f}, "
+          f"specificity {cal['validation']['specificity']:.3f})" if task.is_binary else
+          "most probable class (arg-max of the calibrated probabilities)")
+    tag = dataset_tag(cfg.data)
+    card = {
+        "name": out.name,
+        "task": task.name,
+        "classes": list(task.classes),
+        "architecture": mcfg.arch,
+        "params_M": parameter_count(mcfg.arch, task.num_classes) / 1e6,
+        "size_mb": (out / "model.pt").stat().st_size / 1e6,
+        "weights": WEIGHTS.get(mcfg.arch, "random initialisation") if cfg.pretrained else "random initialisation",
+        "version": mcfg.version,
+        "preprocessing": f"grayscale, resized (squashed) to {mcfg.image_size}x{mcfg.image_size}, intensity "
+        f"'{mcfg.intensity}' (global histogram equalisation), scaled to [0,1], standardised (x - {mcfg.mean}) / {mcfg.std}",
+        "data": [dict(DATASETS.get(tag, {"name": tag, "citation": "see the dataset README", "license": "see the dataset README"}),
+                      folder=tag)] + [dict(DATASETS.get(dataset_tag(r), {"name": dataset_tag(r), "citation": "", "license": ""}),
+                                           folder=dataset_tag(r), role="reference for duplicate linking only") for r in link],
+        "split": {
+            "seed": cfg.seed,
+            "description": f"held-out test = {how}; validation = group-wise stratified {cfg.val_fraction:.0%} of the rest",
+            "n_train": int(len(tr)), "n_val": int(len(va)), "n_test": int(len(test_s)),
+            "train_counts": counts(tr), "val_counts": counts(va), "test_counts": {c: int((t_y == j).sum()) for j, c in enumerate(task.classes)},
+            "leak_control": f"groups = patient ids joined with duplicate images (dHash <= {d.get('max_distance')} bits or equal pixels): "
+            f"{d.get('n_images')} images, {d.get('n_patients')} patient ids → {d.get('n_groups')} groups; "
+            f"{d.get('within_pairs')} duplicate pairs inside the set; copies in reference sets {d.get('reference_pairs')}",
+        },
+        "operating_point": {"rule": cal["rule"], "threshold": mcfg.threshold, "positive_class": task.positive_class,
+                            "description": op},
+        "calibration": {
+            "temperature": cal["temperature"], "ece_before": cal["ece_before"], "ece_after": cal["ece_after"],
+            "brier_before": cal["brier_before"], "brier_after": cal["brier_after"], "n_val": cal["n_val"],
+            "test_ece_before": holdout["ece_before"], "test_ece_after": holdout["ece_after"],
+            "test_brier_before": holdout["brier_before"], "test_brier_after": holdout["brier_after"],
+        },
+        "validation": val_m,
+        "test": test_m,
+        "subgroups": subgroups,
+        "training": {
+            "image_size": cfg.image_size, "epochs": cfg.epochs, "best_epoch": res.best_epoch, "batch_size": cfg.batch_size,
+            "optimizer": cfg.optimizer, "lr": cfg.lr, "balance": cfg.balance, "label_smoothing": cfg.label_smoothing,
+            "max_train_images": cfg.max_train_images, "train_seconds": summary["wall_seconds"],
+            "total_seconds": round(time.time() - t0, 1), "cpu_count": os.cpu_count(), "threads": cfg.threads,
+        },
+        "command": command or " ".join(sys.argv),
+        "intended_use": "Research and education only: benchmarking, method development and second-opinion "
+        "experiments on chest X-rays. Not a medical device, not for diagnosis or triage of real patients; every "
+        "output must be reviewed by a qualified radiologist.",
+        "limitations": LIMITATIONS.get(task.name, []) + [
+            "Validation and test images come from the same source as the training images; performance on other "
+            "hospitals, devices or populations is unknown.",
+        ],
+    }
+    write_model_card(out, card)
+    return card
