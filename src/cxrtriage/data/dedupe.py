@@ -139,7 +139,12 @@ def image_hashes(paths: Sequence[str], cache_dir: str | Path | None = None, prog
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(x).sum(axis=-1)
+    """Set bits summed over the last axis of a ``uint64`` array (NumPy >= 2 fast path, else a byte table)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).sum(axis=-1)
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+    as_bytes = np.ascontiguousarray(x).view(np.uint8)
+    return table[as_bytes].reshape(*x.shape[:-1], -1).sum(axis=-1)
 
 
 def duplicate_pairs(
