@@ -18,32 +18,12 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..data.transforms import preprocess
+from ..evaluation.calibration import softmax
 from .export import ONNX_NAME, file_sha256
 
 __all__ = ["OnnxBackend", "TorchBackend", "softmax", "onnx_head_weights", "load_backend"]
 
 log = logging.getLogger(__name__)
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature``.
-
-    Parameters
-    ----------
-    logits : numpy.ndarray
-        ``float (N, K)``.
-    temperature : float
-        Positive softmax temperature (1.0 = uncalibrated).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``float64 (N, K)``, rows sum to 1.
-    """
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def onnx_head_weights(onnx_path: str | Path, output: str = "logits") -> tuple[np.ndarray, np.ndarray] | None:
