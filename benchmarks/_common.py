@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -116,6 +117,17 @@ def real_cxr_uploads(n: int, seed: int = 0) -> list[tuple[str, bytes]]:
         out.append((f"variant{k}.png", buf.getvalue()))
         k += 1
     return out
+
+
+def run_threads(target, n: int) -> float:
+    """Run ``target(i)`` for ``i`` in ``range(n)`` on ``n`` threads; return the wall time in seconds."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
 
 
 def percentiles(ms: list[float]) -> dict:

@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cxr_serve, machine, percentiles, real_cxr_uploads, write_result  # noqa: E402
+from _common import cxr_serve, machine, percentiles, real_cxr_uploads, run_threads, write_result  # noqa: E402
 
 
 REFUSED: list[str] = []
@@ -69,13 +68,7 @@ def concurrent(url: str, uploads, clients: int) -> dict:
         except Exception as exc:  # noqa: BLE001
             errors.append(repr(exc))
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_threads(run, clients)
     allms = [x for r in results for x in r]
     return {"clients": clients, "requests": len(allms), "errors": errors, "wall_s": round(wall, 2),
             "throughput_rps": round(len(allms) / wall, 1), "latency": percentiles(allms)}

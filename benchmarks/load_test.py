@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cxr_serve, machine, percentiles, real_cxr_uploads, write_result  # noqa: E402
+from _common import cxr_serve, machine, percentiles, real_cxr_uploads, run_threads, write_result  # noqa: E402
 
 
 def _dicom(img, **kw) -> bytes:
@@ -144,13 +144,7 @@ def main(argv=None) -> int:
                         if code == 200 and kind in ("good",):
                             sent.append((name, data))
 
-            threads = [threading.Thread(target=client, args=(c,)) for c in range(a.clients)]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - t0
+            wall = run_threads(client, a.clients)
             health = httpx.get(url + "/api/v1/health", timeout=30).json()
             api_total = httpx.get(url + "/api/v1/studies", params={"limit": 1}, timeout=30).json()["total"]
             missing = [sid for sid in sorted(accepted_ids) if httpx.get(f"{url}/api/v1/studies/{sid}", timeout=30).status_code != 200]

@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -234,8 +235,15 @@ def train(
         "val_patients": len({s.patient_id for s in val_s}),
         "skipped": [list(f) for f in cache.failures],
     }
+    data_root = Path(cfg.data).resolve()
+    data_root = data_root.parent if data_root.is_file() else data_root
+    rel = [os.path.relpath(s.path, data_root) for s in val_s]
     (out / "split.json").write_text(
-        json.dumps({**split_info, "val_paths": [s.path for s in val_s], "seed": cfg.seed}, indent=1) + "\n"
+        json.dumps(
+            {**split_info, "val_paths": [s.path for s in val_s], "data": cfg.data, "val_paths_relative": rel, "seed": cfg.seed},
+            indent=1,
+        )
+        + "\n"
     )
     for path, reason in cache.failures:
         print(f"skipped {path}: {reason}")
