@@ -25,8 +25,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from cxrtriage.data.cache import load_cached
+from cxrtriage.data.split import recorded_validation_paths
 from cxrtriage.evaluation.metrics import binary_metrics
 from cxrtriage.inference import Predictor
+from cxrtriage.models.bundle import resolve_model_dir
 from cxrtriage.tasks import get_task
 
 
@@ -79,14 +81,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "robustness.json"))
     a = ap.parse_args()
     pred = Predictor(a.model)
-    mdir = Path(a.model) if a.model else None
-    if mdir is None:
-        from cxrtriage.models import default_model_dir
-
-        mdir = default_model_dir()
-    split = json.loads((mdir / "split.json").read_text())
+    _, paths = recorded_validation_paths(resolve_model_dir(a.model))
     task = get_task(pred.config.task)
-    paths = split["val_paths"]
     labels = [task.map_label(Path(p).parent.name, p) for p in paths]
     cache = load_cached(paths, pred.config.image_size)
     y = np.array([labels[i] for i in cache.index])

@@ -39,7 +39,7 @@ def test_export_records_checksum(exported):
 
     sha = file_sha256(exported / "model.onnx")
     assert json.loads((exported / "config.json").read_text())["extra"]["onnx_sha256"] == sha
-    assert json.loads((exported / "model_card.json").read_text())["onnx_sha256"] == sha
+    assert json.loads((exported / "model_card.json").read_text())["onnx"]["onnx_sha256"] == sha
     assert sha in (exported / "model_card.md").read_text()
 
 

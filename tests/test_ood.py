@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from cxrtriage.data.io import read_image
 from cxrtriage.ood import COLOURFULNESS_LIMIT, MahalanobisDetector, colourfulness, pooled_features

@@ -24,14 +24,17 @@ def test_model_card_is_complete_and_matches_config():
     cfg = ModelConfig.load(d / "config.json")
     md = (d / "model_card.md").read_text()
     assert card["operating_point"]["threshold"] == cfg.threshold
-    assert card["training_data"]["license"] == "CC BY 4.0"
-    assert card["initial_weights"]["license"] == "Apache-2.0"
-    assert card["split"]["seed"] == 0
-    assert card["preprocessing"]["image_size"] == cfg.image_size
-    assert card["training"]["wall_seconds"] > 0 and card["training"]["command"].startswith("cxr train")
-    ci = card["validation_metrics"]["ci95"]
-    assert ci["auroc"][0] <= card["validation_metrics"]["auroc"] <= ci["auroc"][1]
-    for needle in ("Research and second-opinion use only", "Limitations", "pediatric", "Threshold"):
+    assert card["calibration"]["temperature"] == cfg.temperature
+    assert card["data"][0]["license"].startswith("CC BY 4.0")
+    assert "Apache-2.0" in card["weights"]
+    assert card["split"]["seed"] == 0 and card["split"]["n_val"] > 0
+    assert card["version"] == cfg.version and card["architecture"] == cfg.arch
+    assert card["training"]["image_size"] == cfg.image_size
+    assert card["training"]["train_seconds"] > 0 and card["command"].startswith("cxr train")
+    assert card["onnx"]["onnx_sha256"] == cfg.extra["onnx_sha256"]
+    auc = card["validation"]["auroc"]
+    assert auc["ci95"][0] <= auc["value"] <= auc["ci95"][1]
+    for needle in ("Research and second-opinion use only", "Limitations", "Pediatric", "Operating point", cfg.extra["onnx_sha256"]):
         assert needle in md
 
 
@@ -69,3 +72,27 @@ def test_evaluate_by_subgroup_on_examples(tmp_path, example_paths):
     groups = m["subgroups"]["site"]["groups"]
     assert set(groups) == {"A", "B"} and sum(g["n"] for g in groups.values()) == m["n"] == 8
     assert "by site:" in proc.stdout
+
+
+def test_models_by_name_and_listing(capsys, example_paths):
+    """Shipped models are addressable by name (``--model NAME``) and listed by ``cxr models``."""
+    import pytest
+
+    from cxrtriage.cli import main
+    from cxrtriage.inference.predictor import Predictor
+    from cxrtriage.models import ModelLoadError
+    from cxrtriage.models.bundle import resolve_model_dir, shipped_models, zoo_dir
+
+    names = shipped_models()
+    assert {"pneumonia-efficientnet_lite0", "covid-efficientnet_lite0"} <= set(names)
+    assert resolve_model_dir("covid-efficientnet_lite0") == zoo_dir() / "covid-efficientnet_lite0"
+    with pytest.raises(ModelLoadError, match="not a shipped model.*pneumonia-efficientnet_lite0"):
+        resolve_model_dir("no-such-model")
+    pred = Predictor("covid-efficientnet_lite0")
+    assert pred.config.task == "covid" and pred.config.classes == ["COVID", "Normal", "Viral_Pneumonia"]
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == names
+    for r in rows:
+        assert r["card"].endswith("model_card.md") and "auroc" in r["validation"]
+        assert (zoo_dir() / r["name"] / "model.pt").stat().st_size <= 25 * 1024 * 1024

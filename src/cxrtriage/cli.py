@@ -10,7 +10,6 @@ import importlib
 import importlib.util
 import logging
 import sys
-from pathlib import Path
 
 from . import DISCLAIMER, __version__
 from .config import TrainConfig
@@ -31,7 +30,9 @@ def _add_train(sub) -> None:
     p.add_argument("--optimizer", choices=["adamw", "adam", "sgd", "adagrad"], default=d.optimizer)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--balance", choices=["sampler", "loss", "none"], default=d.balance, help="class-imbalance handling")
-    p.add_argument("--patience", type=int, default=d.patience, help="early stopping patience (epochs) on validation AUROC")
+    p.add_argument("--patience", type=int, default=d.patience, help="early stopping patience (epochs) on --select-metric")
+    p.add_argument("--select-metric", choices=["auroc", "macro_sensitivity"], default=d.select_metric,
+                   help="validation metric that picks the best epoch")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--intensity", choices=["equalize", "minmax", "none"], default=d.intensity)
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (off by default)")
@@ -75,6 +76,7 @@ def _cmd_train(a) -> int:
         max_train_images=a.max_train_images,
         cache_dir=a.cache_dir,
         threshold_rule=a.threshold_rule,
+        select_metric=a.select_metric,
     )
     res = train(cfg, progress=not a.quiet, resume=a.resume)
     m = res.val_metrics
@@ -103,6 +105,7 @@ COMMANDS = {"train": _cmd_train}
 #: Modules that add sub-commands: each has ``register(subparsers, commands)``,
 #: which adds its parsers and maps each command name to ``fn(args) -> int``.
 PLUGINS = [
+    "cxrtriage.models.cli",
     "cxrtriage.evaluation.cli",
     "cxrtriage.inference.cli",
     "cxrtriage.serve.cli",

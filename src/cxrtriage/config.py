@@ -51,7 +51,7 @@ class TrainConfig:
         Class-imbalance handling: ``sampler`` (weighted random sampler),
         ``loss`` (inverse-frequency class weights) or ``none``.
     patience : int
-        Early stopping: epochs without validation AUROC improvement.
+        Early stopping: epochs without improvement of ``select_metric``.
     val_fraction : float
         Validation share for the patient-level split when the data has no ``val`` split.
     seed : int
@@ -75,6 +75,11 @@ class TrainConfig:
     threshold_rule : str
         How the decision threshold is chosen on validation: ``youden`` or
         ``sensitivity:<target>`` (e.g. ``sensitivity:0.95``).
+    select_metric : str
+        Validation metric that picks the best epoch (and drives early stopping):
+        ``auroc`` (macro one-vs-rest AUROC for multi-class tasks) or
+        ``macro_sensitivity`` (mean per-class sensitivity of the arg-max call,
+        i.e. balanced accuracy), for tasks whose target is stated as a sensitivity.
     """
 
     task: str = "pneumonia"
@@ -100,6 +105,7 @@ class TrainConfig:
     max_train_images: int | None = None
     cache_dir: str | None = None
     threshold_rule: str = "youden"
+    select_metric: str = "auroc"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` (JSON-serialisable)."""

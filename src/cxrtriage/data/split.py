@@ -7,6 +7,8 @@ seen in training. Built on scikit-learn's ``StratifiedGroupKFold``.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -14,7 +16,13 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .discover import DatasetError, Sample
 
-__all__ = ["patient_kfold", "patient_train_val_split", "train_val_from_samples"]
+__all__ = [
+    "patient_kfold",
+    "patient_train_val_split",
+    "train_val_from_samples",
+    "resolve_dataset_path",
+    "recorded_validation_paths",
+]
 
 
 def patient_kfold(
@@ -99,3 +107,69 @@ def train_val_from_samples(
         return [s for s in pool if s.split != "val"], given_val
     tr, va = patient_train_val_split([s.target for s in pool], [s.patient_id for s in pool], val_fraction, seed)
     return [pool[i] for i in tr], [pool[i] for i in va]
+
+
+def resolve_dataset_path(data: str | Path, model_dir: str | Path) -> str:
+    """A dataset path from a model folder's training record, made usable from here.
+
+    Returned as is when absolute or existing; else looked up relative to each
+    parent folder of ``model_dir`` (records written from the repository root
+    hold paths such as ``../shared/data/...``).
+    """
+    p = Path(data)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    for base in Path(model_dir).resolve().parents:
+        if (base / p).exists():
+            return str(base / p)
+    return str(p)
+
+
+def recorded_validation_paths(model_dir: str | Path, data: str | Path | None = None) -> tuple[str, list[str]]:
+    """The validation images a model folder was trained with (``split.json``).
+
+    Parameters
+    ----------
+    model_dir : path
+        Folder with ``split.json`` (written by :func:`cxrtriage.training.trainer.train`)
+        and, unless ``split.json`` or ``data`` names it, ``train_config.json``.
+    data : path, optional
+        Where the dataset is now (overrides the recorded location).
+
+    Returns
+    -------
+    (data, paths)
+        The dataset path and the validation image paths, absolute. Paths
+        recorded relative to the dataset (``val_paths_relative``) are joined
+        to ``data``, so a model folder keeps working when the dataset moves;
+        older records with only ``val_paths`` are used as they are.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``split.json`` missing, or no dataset location recorded or given.
+    ValueError
+        ``split.json`` lists no validation images.
+    """
+    d = Path(model_dir)
+    split_file = d / "split.json"
+    if not split_file.is_file():
+        raise FileNotFoundError(f"{d}: split.json missing (needed for the validation images)")
+    split = json.loads(split_file.read_text())
+    if data is None:
+        data = split.get("data")
+        if data is None:
+            tc = d / "train_config.json"
+            if not tc.is_file():
+                raise FileNotFoundError(f"{d}: train_config.json missing; pass the dataset (--data)")
+            data = json.loads(tc.read_text())["data"]
+        data = resolve_dataset_path(data, d)
+    root = Path(data).resolve()
+    root = root.parent if root.is_file() else root
+    if split.get("val_paths_relative"):
+        paths = [str((root / p).resolve()) for p in split["val_paths_relative"]]
+    else:
+        paths = [str(Path(p).resolve()) for p in split.get("val_paths", [])]
+    if not paths:
+        raise ValueError(f"{split_file}: no validation images listed")
+    return str(data), paths

@@ -31,7 +31,7 @@ def _cmd_evaluate(a) -> int:
 def register(sub, commands: dict) -> None:
     """Add ``evaluate`` to the ``cxr`` parser."""
     p = sub.add_parser("evaluate", help="score a labelled dataset and write metrics.json and figures")
-    p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--model", default=None, help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)")
     p.add_argument("--data", required=True, help="dataset folder or manifest")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", default=None, help="only this split (train, val, test...)")

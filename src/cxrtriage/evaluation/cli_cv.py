@@ -50,6 +50,8 @@ def _add_training_args(p, d: TrainConfig, image_size: int, epochs: int) -> None:
     p.add_argument("--intensity", choices=["equalize", "minmax", "none"], default=d.intensity)
     p.add_argument("--threshold-rule", default=d.threshold_rule, help="youden or sensitivity:<target> (binary tasks)")
     p.add_argument("--target-sensitivity", type=float, default=None, help="shortcut for --threshold-rule sensitivity:S")
+    p.add_argument("--select-metric", choices=["auroc", "macro_sensitivity"], default=d.select_metric,
+                   help="validation metric that picks the best epoch")
     p.add_argument("--no-pretrained", action="store_true", help="no ImageNet weights even where available")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=d.threads)
@@ -64,7 +66,7 @@ def _cfg(a, arch: str, data: str) -> TrainConfig:
         task=a.task, data=data, out=a.out, arch=arch, image_size=a.image_size, epochs=a.epochs,
         batch_size=a.batch_size, lr=a.lr, seed=a.seed, intensity=a.intensity, pretrained=not a.no_pretrained,
         threads=a.threads, max_train_images=a.max_train_images, cache_dir=a.cache_dir, threshold_rule=_rule(a),
-        patience=max(d.patience, a.epochs),
+        patience=max(d.patience, a.epochs), select_metric=a.select_metric,
     )
 
 
@@ -153,6 +155,17 @@ def _cmd_ship(a) -> int:
     return 0
 
 
+def _cmd_card(a) -> int:
+    from .ship import document_model
+
+    card = document_model(a.model, a.training_command, n_boot=a.n_boot, cache_dir=a.cache_dir)
+    v = card["validation"]
+    key = "auroc" if "auroc" in v else "macro_auroc"
+    print(f"wrote {a.model}/model_card.md and model_card.json: validation {key} {v[key]['value']:.4f} "
+          f"(95% CI {v[key]['ci95'][0]:.4f}-{v[key]['ci95'][1]:.4f}, n = {card['split']['n_val']})")
+    return 0
+
+
 def _cmd_dedupe(a) -> int:
     import json
 
@@ -169,7 +182,7 @@ def _cmd_dedupe(a) -> int:
 
 
 def register(subparsers, commands: dict) -> None:
-    """Add ``cv``, ``compare``, ``calibrate``, ``ship`` and ``dedupe`` to the ``cxr`` parser."""
+    """Add ``cv``, ``compare``, ``calibrate``, ``ship``, ``card`` and ``dedupe`` to the ``cxr`` parser."""
     d = TrainConfig()
     p = subparsers.add_parser("cv", help="patient- and duplicate-grouped stratified K-fold cross-validation")
     _add_training_args(p, d, image_size=128, epochs=2)
@@ -212,6 +225,13 @@ def register(subparsers, commands: dict) -> None:
                    help="ignore the dataset's own test split (e.g. not patient-level) and carve a group-wise test split")
     p.add_argument("--n-boot", type=int, default=1000)
     commands["ship"] = _cmd_ship
+
+    p = subparsers.add_parser("card", help="write the model card of a model folder trained by `cxr train` (after `cxr calibrate`)")
+    p.add_argument("--model", required=True, help="model folder with split.json, train_config.json, train_summary.json, calibration.json")
+    p.add_argument("--training-command", required=True, help="the exact command that trained the model (recorded in the card)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--cache-dir", default=None)
+    commands["card"] = _cmd_card
 
     p = subparsers.add_parser("dedupe", help="report duplicate images within a dataset and across reference datasets")
     p.add_argument("--data", required=True)

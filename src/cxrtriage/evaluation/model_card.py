@@ -3,17 +3,23 @@
 Structure after M. Mitchell et al., "Model Cards for Model Reporting",
 FAT* 2019: model details, intended use, data, evaluation, calibration,
 training budget, limitations. Every number is copied from the run's own JSON
-outputs by the caller.
+outputs (:func:`build_card`); ``cxr ship`` and ``cxr card`` both write cards
+with this one schema.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Sequence
 
 from .. import DISCLAIMER
+from ..config import ModelConfig, TrainConfig
+from ..data.dedupe import dataset_tag
+from ..tasks import get_task
 from .tables import markdown_table, write_json
 
-__all__ = ["DATASETS", "WEIGHTS", "LIMITATIONS", "write_model_card"]
+__all__ = ["DATASETS", "WEIGHTS", "LIMITATIONS", "build_card", "onnx_card_line", "write_model_card"]
 
 #: Provenance and terms of the datasets this project uses, by folder name
 #: (from the datasets' README files).
@@ -47,6 +53,13 @@ WEIGHTS = {
 
 #: Known limitations by task.
 LIMITATIONS = {
+    "pneumonia": [
+        "Pediatric patients (1-5 years), anterior-posterior CXR from one hospital (Guangzhou Women and Children's "
+        "Medical Center); performance on adults, other sites, devices and projections is unknown and likely lower.",
+        "Validation figures come from a patient-level split of the training data and overstate performance on "
+        "images from other acquisitions (the dataset's own test split differs in acquisition).",
+        "Images were squashed to 224 px by the redistributor (aspect ratio not kept).",
+    ],
     "covid": [
         "Strong shortcut risk: all Viral_Pneumonia images are pediatric Kermany images, the Normal images are adults "
         "and COVID images are adults from many hospitals and publications (some with arrows or text). The model can "
@@ -71,11 +84,126 @@ LIMITATIONS = {
 }
 
 
+def onnx_card_line(file: str, opset: int, sha256: str) -> str:
+    """The model card's Markdown line that records an ONNX export and its SHA-256."""
+    return f"- ONNX export (`{file}`, opset {opset}) SHA-256: `{sha256}`"
+
+
 def _fmt_ci(m: dict | None) -> str:
     if not m or m.get("value") is None:
         return "–"
     ci = m.get("ci95")
     return f"{m['value']:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{m['value']:.3f}"
+
+
+def build_card(
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    mcfg: ModelConfig,
+    cal: dict,
+    validation: dict,
+    split: dict,
+    *,
+    best_epoch: int,
+    train_seconds: float,
+    total_seconds: float | None,
+    command: str,
+    link: Sequence[str | Path] = (),
+    test: dict | None = None,
+    holdout: dict | None = None,
+    subgroups: dict | None = None,
+) -> dict:
+    """Assemble a model card from what a run wrote.
+
+    Parameters
+    ----------
+    out_dir : path
+        The model folder (holds ``model.pt``; its name is the card's name).
+    cfg : TrainConfig
+        The training configuration (``train_config.json``).
+    mcfg : ModelConfig
+        The model's ``config.json`` after calibration.
+    cal : dict
+        ``calibration.json`` (:func:`cxrtriage.evaluation.recalibrate.calibrate_model_dir`).
+    validation, test : dict
+        Metric name -> ``{"value", "ci95"}`` (:func:`cxrtriage.evaluation.intervals.bootstrap_intervals`);
+        ``test`` is ``None`` when the card has no held-out test.
+    split : dict
+        ``seed, description, n_train, n_val, n_test, train_counts, val_counts,
+        test_counts, leak_control`` (``n_test``/``test_counts`` may be ``None``).
+    best_epoch : int
+    train_seconds, total_seconds : float
+        Training wall time; whole build wall time (``None`` when not measured).
+    command : str
+        The exact command that built the model.
+    link : sequence of paths
+        Reference datasets used for duplicate linking only.
+    holdout : dict, optional
+        ``holdout.json`` (test ECE and Brier before/after calibration).
+    subgroups : dict, optional
+        Column -> :func:`cxrtriage.evaluation.subgroups.subgroup_metrics` result.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable card (see :func:`write_model_card`).
+    """
+    from .compare import parameter_count
+
+    out = Path(out_dir)
+    task = get_task(cfg.task)
+    tag = dataset_tag(cfg.data)
+    if task.is_binary:
+        v = cal["validation"]
+        op = (f"{task.positive_class} when its calibrated probability >= {mcfg.threshold:.4f}; rule {cal['rule']} on the "
+              f"calibrated validation probabilities (validation sensitivity {v['sensitivity']:.3f}, "
+              f"specificity {v['specificity']:.3f})")
+    else:
+        op = "most probable class (arg-max of the calibrated probabilities)"
+    calibration = {k: cal[k] for k in ("temperature", "ece_before", "ece_after", "brier_before", "brier_after", "n_val")}
+    if holdout:
+        calibration.update({f"test_{k}": holdout[k] for k in ("ece_before", "ece_after", "brier_before", "brier_after")})
+    unknown = {"citation": "see the dataset README", "license": "see the dataset README"}
+    return {
+        "name": out.name,
+        "task": task.name,
+        "classes": list(task.classes),
+        "architecture": mcfg.arch,
+        "params_M": parameter_count(mcfg.arch, task.num_classes) / 1e6,
+        "size_mb": (out / "model.pt").stat().st_size / 1e6,
+        "weights": WEIGHTS.get(mcfg.arch, "random initialisation") if cfg.pretrained else "random initialisation",
+        "version": mcfg.version,
+        "preprocessing": f"grayscale, resized (squashed) to {mcfg.image_size}x{mcfg.image_size}, intensity "
+        f"'{mcfg.intensity}'{' (global histogram equalisation)' if mcfg.intensity == 'equalize' else ''}, scaled to "
+        f"[0,1], standardised (x - {mcfg.mean}) / {mcfg.std}",
+        "data": [dict(DATASETS.get(tag, {"name": tag, **unknown}), folder=tag)]
+        + [dict(DATASETS.get(dataset_tag(r), {"name": dataset_tag(r), **unknown}), folder=dataset_tag(r),
+                role="reference for duplicate linking only") for r in link],
+        "split": split,
+        "operating_point": {"rule": cal["rule"], "threshold": mcfg.threshold, "positive_class": task.positive_class,
+                            "description": op},
+        "calibration": calibration,
+        "validation": validation,
+        "test": test,
+        "subgroups": subgroups or {},
+        "training": {
+            "image_size": cfg.image_size, "epochs": cfg.epochs, "best_epoch": best_epoch,
+            "select_metric": cfg.select_metric, "batch_size": cfg.batch_size,
+            "optimizer": cfg.optimizer, "lr": cfg.lr, "balance": cfg.balance, "label_smoothing": cfg.label_smoothing,
+            "max_train_images": cfg.max_train_images, "train_seconds": round(train_seconds, 1),
+            "total_seconds": round(total_seconds, 1) if total_seconds is not None else None,
+            "cpu_count": os.cpu_count(), "threads": cfg.threads,
+        },
+        "onnx": {k: mcfg.extra[k] for k in ("onnx_file", "onnx_opset", "onnx_sha256") if k in (mcfg.extra or {})} or None,
+        "command": command,
+        "intended_use": "Research and education only: benchmarking, method development and second-opinion "
+        "experiments on chest X-rays. Not a medical device, not for diagnosis or triage of real patients; every "
+        "output must be reviewed by a qualified radiologist.",
+        "limitations": LIMITATIONS.get(task.name, []) + [
+            f"Validation{' and test' if test else ''} images come from the same source as the training images; "
+            "performance on other hospitals, devices or populations is unknown.",
+        ],
+    }
 
 
 def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
@@ -98,6 +226,7 @@ def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
     out = Path(out_dir)
     jp = write_json(card, out / "model_card.json")
     metric_names = [k for k in (card.get("validation") or {}) if k != "n_boot"]
+    has_test = bool(card.get("test"))
     rows = [{"metric": k.replace("_", " "), "val": _fmt_ci(card["validation"].get(k)),
              "test": _fmt_ci((card.get("test") or {}).get(k))} for k in metric_names]
     op = card["operating_point"]
@@ -122,8 +251,10 @@ def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
         lines.append(f"- {d['name']}. {d['citation']}. Terms: {d['license']}.")
     lines += [
         f"- Split (seed {sp['seed']}): {sp['description']}",
-        f"- Images: {sp['n_train']} training, {sp['n_val']} validation, {sp['n_test']} held-out test "
-        f"(class counts: train {sp['train_counts']}, val {sp['val_counts']}, test {sp['test_counts']})",
+        (f"- Images: {sp['n_train']} training, {sp['n_val']} validation, {sp['n_test']} held-out test "
+         f"(class counts: train {sp['train_counts']}, val {sp['val_counts']}, test {sp['test_counts']})" if has_test else
+         f"- Images: {sp['n_train']} training, {sp['n_val']} validation (class counts: train {sp['train_counts']}, "
+         f"val {sp['val_counts']})"),
         f"- Leak control: {sp['leak_control']}",
         "",
         "## Operating point and calibration",
@@ -139,10 +270,12 @@ def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
         "",
         f"## Performance (95% percentile-bootstrap CIs, {(card.get('validation') or {}).get('n_boot', '?')} replicates)",
         "Validation images chose the epoch, the temperature and the threshold; the held-out test images were used "
-        "for nothing but this table.",
+        "for nothing but this table." if has_test else
+        "Validation images chose the epoch, the temperature and the threshold, so these figures are optimistic; "
+        "this card has no held-out test.",
         "",
-        markdown_table(rows, [("metric", "metric"), ("val", f"validation (n={sp['n_val']})"),
-                              ("test", f"held-out test (n={sp['n_test']})")]),
+        markdown_table(rows, [("metric", "metric"), ("val", f"validation (n={sp['n_val']})")]
+                       + ([("test", f"held-out test (n={sp['n_test']})")] if has_test else [])),
     ]
     for col, sg in (card.get("subgroups") or {}).items():
         srows = []
@@ -157,12 +290,19 @@ def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
                                          ("spec", "specificity")])]
     lines += [
         "## Training",
-        f"- Image size {tr['image_size']} px, {tr['epochs']} epochs max (best epoch {tr['best_epoch']}), batch {tr['batch_size']}, "
+        f"- Image size {tr['image_size']} px, {tr['epochs']} epochs max (best epoch {tr['best_epoch']} by validation "
+        f"{tr.get('select_metric', 'auroc').replace('_', ' ')}), batch {tr['batch_size']}, "
         f"{tr['optimizer']} lr {tr['lr']}, class balance: {tr['balance']}, label smoothing {tr['label_smoothing']}",
-        f"- Wall time: training {tr['train_seconds'] / 60:.1f} min; whole build (dedupe, training, calibration, test) "
-        f"{tr['total_seconds'] / 60:.1f} min on {tr['cpu_count']} CPU cores, no GPU",
+        f"- Wall time: training {tr['train_seconds'] / 60:.1f} min"
+        + (f"; whole build (dedupe, training, calibration, test) {tr['total_seconds'] / 60:.1f} min"
+           if tr.get("total_seconds") is not None else "") + f" on {tr['cpu_count']} CPU cores, no GPU",
         f"- Command: `{card['command']}`",
         "",
+    ]
+    onnx = card.get("onnx")
+    if onnx:
+        lines += ["## ONNX export", onnx_card_line(onnx["onnx_file"], onnx["onnx_opset"], onnx["onnx_sha256"]), ""]
+    lines += [
         "## Intended use",
         card["intended_use"],
         "",

@@ -1,7 +1,7 @@
 """``cxr calibrate``: temperature scaling and operating point of a saved model folder.
 
-Reads the model's validation images from ``split.json`` (``val_paths``, as
-written by the trainer) and their labels from the dataset named in
+Reads the model's validation images from ``split.json`` (as written by the
+trainer; :func:`cxrtriage.data.split.recorded_validation_paths`) and their labels from the dataset named in
 ``train_config.json`` (or ``--data``), fits the temperature on the
 validation logits (Guo et al. 2017), re-chooses the binary threshold on the
 *calibrated* validation probabilities, and writes the result into
@@ -19,6 +19,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..data.cache import load_cached
 from ..data.discover import DatasetError, discover
+from ..data.split import recorded_validation_paths
 from ..models.bundle import ModelLoadError, load_model
 from ..tasks import get_task
 from .calibration import calibration_summary, fit_temperature, softmax
@@ -36,7 +37,7 @@ def validation_logits(model_dir: str | Path, data: str | Path | None = None, cac
     Parameters
     ----------
     model_dir : path
-        Folder with ``config.json``, ``model.pt``, ``split.json`` (``val_paths``)
+        Folder with ``config.json``, ``model.pt``, ``split.json``
         and, unless ``data`` is given, ``train_config.json`` (``data``).
     data : path, optional
         Dataset that holds the validation images (overrides ``train_config.json``).
@@ -57,17 +58,10 @@ def validation_logits(model_dir: str | Path, data: str | Path | None = None, cac
     """
     d = Path(model_dir)
     model, cfg = load_model(d)
-    split_path = d / "split.json"
-    if not split_path.is_file():
-        raise ModelLoadError(f"{d}: split.json missing (needed for the validation images)")
-    val_paths = json.loads(split_path.read_text()).get("val_paths") or []
-    if not val_paths:
-        raise ModelLoadError(f"{split_path}: no val_paths")
-    if data is None:
-        tc = d / "train_config.json"
-        if not tc.is_file():
-            raise ModelLoadError(f"{d}: train_config.json missing; pass --data")
-        data = json.loads(tc.read_text()).get("data")
+    try:
+        data, val_paths = recorded_validation_paths(d, data)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ModelLoadError(str(exc)) from None
     task = get_task(cfg.task)
     label_of = {str(Path(s.path).resolve()): s.target for s in discover(data, task)}
     missing = [p for p in val_paths if str(Path(p).resolve()) not in label_of]

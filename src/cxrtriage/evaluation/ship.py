@@ -30,21 +30,19 @@ import numpy as np
 
 from ..config import ModelConfig, TrainConfig
 from ..data.cache import load_cached
-from ..data.dedupe import dataset_tag
 from ..data.split import patient_train_val_split
 from ..models.bundle import load_model
 from ..tasks import get_task
 from .calibration import brier_score, expected_calibration_error, softmax
-from .compare import parameter_count
 from .cv import build_cv_dataset
 from .intervals import bootstrap_intervals
 from .logits import model_logits
-from .model_card import DATASETS, LIMITATIONS, WEIGHTS, write_model_card
+from .model_card import build_card, write_model_card
 from .recalibrate import calibrate_model_dir, validation_logits
 from .subgroups import subgroup_metrics
 from .tables import write_json
 
-__all__ = ["ship_model", "SHIPPED_FILES"]
+__all__ = ["ship_model", "document_model", "SHIPPED_FILES"]
 
 #: Files copied from the run folder into the shipped model folder.
 SHIPPED_FILES = (
@@ -148,6 +146,8 @@ def ship_model(
         "description": how,
         "dropped_leaking_test_images": dropped,
         "test_paths": [s.path for s in test_s],
+        "data": cfg.data,
+        "test_paths_relative": [os.path.relpath(s.path, Path(cfg.data).resolve()) for s in test_s],
         "metrics": test_m,
         "ece_before": expected_calibration_error(softmax(t_logits), t_y),
         "ece_after": expected_calibration_error(t_p, t_y),
@@ -164,59 +164,76 @@ def ship_model(
             shutil.copy2(run / name, out / name)
     counts = lambda idx: {c: int((ds.targets[idx] == j).sum()) for j, c in enumerate(task.classes)}  # noqa: E731
     d = ds.dedupe or {}
-    op = (f"{task.positive_class} when its calibrated probability >= {mcfg.threshold:.4f}; rule {cal['rule']} on the "
-          f"calibrated validation probabilities (validation sensitivity {cal['validation']['sensitivity']:.3f}, "
-          f"specificity {cal['validation']['specificity']:.3f})" if task.is_binary else
-          "most probable class (arg-max of the calibrated probabilities)")
-    tag = dataset_tag(cfg.data)
-    card = {
-        "name": out.name,
-        "task": task.name,
-        "classes": list(task.classes),
-        "architecture": mcfg.arch,
-        "params_M": parameter_count(mcfg.arch, task.num_classes) / 1e6,
-        "size_mb": (out / "model.pt").stat().st_size / 1e6,
-        "weights": WEIGHTS.get(mcfg.arch, "random initialisation") if cfg.pretrained else "random initialisation",
-        "version": mcfg.version,
-        "preprocessing": f"grayscale, resized (squashed) to {mcfg.image_size}x{mcfg.image_size}, intensity "
-        f"'{mcfg.intensity}' (global histogram equalisation), scaled to [0,1], standardised (x - {mcfg.mean}) / {mcfg.std}",
-        "data": [dict(DATASETS.get(tag, {"name": tag, "citation": "see the dataset README", "license": "see the dataset README"}),
-                      folder=tag)] + [dict(DATASETS.get(dataset_tag(r), {"name": dataset_tag(r), "citation": "", "license": ""}),
-                                           folder=dataset_tag(r), role="reference for duplicate linking only") for r in link],
-        "split": {
-            "seed": cfg.seed,
-            "description": f"held-out test = {how}; validation = group-wise stratified {cfg.val_fraction:.0%} of the rest",
-            "n_train": int(len(tr)), "n_val": int(len(va)), "n_test": int(len(test_s)),
-            "train_counts": counts(tr), "val_counts": counts(va), "test_counts": {c: int((t_y == j).sum()) for j, c in enumerate(task.classes)},
-            "leak_control": f"groups = patient ids joined with duplicate images (dHash <= {d.get('max_distance')} bits or equal pixels): "
-            f"{d.get('n_images')} images, {d.get('n_patients')} patient ids → {d.get('n_groups')} groups; "
-            f"{d.get('within_pairs')} duplicate pairs inside the set; copies in reference sets {d.get('reference_pairs')}",
-        },
-        "operating_point": {"rule": cal["rule"], "threshold": mcfg.threshold, "positive_class": task.positive_class,
-                            "description": op},
-        "calibration": {
-            "temperature": cal["temperature"], "ece_before": cal["ece_before"], "ece_after": cal["ece_after"],
-            "brier_before": cal["brier_before"], "brier_after": cal["brier_after"], "n_val": cal["n_val"],
-            "test_ece_before": holdout["ece_before"], "test_ece_after": holdout["ece_after"],
-            "test_brier_before": holdout["brier_before"], "test_brier_after": holdout["brier_after"],
-        },
-        "validation": val_m,
-        "test": test_m,
-        "subgroups": subgroups,
-        "training": {
-            "image_size": cfg.image_size, "epochs": cfg.epochs, "best_epoch": res.best_epoch, "batch_size": cfg.batch_size,
-            "optimizer": cfg.optimizer, "lr": cfg.lr, "balance": cfg.balance, "label_smoothing": cfg.label_smoothing,
-            "max_train_images": cfg.max_train_images, "train_seconds": summary["wall_seconds"],
-            "total_seconds": round(time.time() - t0, 1), "cpu_count": os.cpu_count(), "threads": cfg.threads,
-        },
-        "command": command or " ".join(sys.argv),
-        "intended_use": "Research and education only: benchmarking, method development and second-opinion "
-        "experiments on chest X-rays. Not a medical device, not for diagnosis or triage of real patients; every "
-        "output must be reviewed by a qualified radiologist.",
-        "limitations": LIMITATIONS.get(task.name, []) + [
-            "Validation and test images come from the same source as the training images; performance on other "
-            "hospitals, devices or populations is unknown.",
-        ],
+    split = {
+        "seed": cfg.seed,
+        "description": f"held-out test = {how}; validation = group-wise stratified {cfg.val_fraction:.0%} of the rest",
+        "n_train": int(len(tr)), "n_val": int(len(va)), "n_test": int(len(test_s)),
+        "train_counts": counts(tr), "val_counts": counts(va),
+        "test_counts": {c: int((t_y == j).sum()) for j, c in enumerate(task.classes)},
+        "leak_control": f"groups = patient ids joined with duplicate images (dHash <= {d.get('max_distance')} bits or equal pixels): "
+        f"{d.get('n_images')} images, {d.get('n_patients')} patient ids → {d.get('n_groups')} groups; "
+        f"{d.get('within_pairs')} duplicate pairs inside the set; copies in reference sets {d.get('reference_pairs')}",
     }
+    card = build_card(out, cfg, mcfg, cal, val_m, split, best_epoch=res.best_epoch, train_seconds=summary["wall_seconds"],
+                      total_seconds=time.time() - t0, command=command or " ".join(sys.argv), link=link,
+                      test=test_m, holdout=holdout, subgroups=subgroups)
     write_model_card(out, card)
+    return card
+
+
+def document_model(model_dir: str | Path, command: str, n_boot: int = 1000, cache_dir: str | None = None) -> dict:
+    """Write the model card of a model folder trained by ``cxr train`` (no held-out test).
+
+    The validation metrics are recomputed from the folder's validation images
+    (``split.json``) with the saved temperature and operating point, so the card
+    states what the shipped files do.
+
+    Parameters
+    ----------
+    model_dir : path
+        Folder with ``config.json``, ``model.pt``, ``split.json``, ``train_config.json``,
+        ``train_summary.json`` and ``calibration.json`` (from ``cxr calibrate``).
+    command : str
+        The exact command that trained the model.
+    n_boot : int
+        Bootstrap replicates for the 95 % intervals.
+    cache_dir : path, optional
+        Decoded-image cache.
+
+    Returns
+    -------
+    dict
+        The model card (also written as ``model_card.json`` and ``model_card.md``).
+
+    Raises
+    ------
+    FileNotFoundError
+        A required file is missing (``calibration.json``: run ``cxr calibrate`` first).
+    """
+    d = Path(model_dir)
+    for name in ("train_config.json", "train_summary.json", "calibration.json"):
+        if not (d / name).is_file():
+            hint = " (run `cxr calibrate --model DIR` first)" if name == "calibration.json" else ""
+            raise FileNotFoundError(f"{d}: {name} missing{hint}")
+    cfg = TrainConfig.from_dict(json.loads((d / "train_config.json").read_text()))
+    summary = json.loads((d / "train_summary.json").read_text())
+    cal = json.loads((d / "calibration.json").read_text())
+    task = get_task(cfg.task)
+    _, mcfg = load_model(d)
+    v_logits, v_y, _ = validation_logits(d, cfg.data, cache_dir)
+    val_m, _ = _metrics(task, mcfg, v_y, v_logits, n_boot, cfg.seed)
+    sp = summary["split"]
+    split = {
+        "seed": cfg.seed,
+        "description": f"validation = patient-level stratified {cfg.val_fraction:.0%} of the training data "
+        "(scikit-learn StratifiedGroupKFold); no held-out test in this card (the dataset's own test split is held "
+        "back for independent evaluation)",
+        "n_train": sp["n_train"], "n_val": sp["n_val"], "n_test": None,
+        "train_counts": sp["train_counts"], "val_counts": sp["val_counts"], "test_counts": None,
+        "leak_control": f"groups = patient ids from the file names ({sp.get('val_patients')} validation patients, "
+        "none of them in training)",
+    }
+    card = build_card(d, cfg, mcfg, cal, val_m, split, best_epoch=summary["best_epoch"],
+                      train_seconds=summary["wall_seconds"], total_seconds=None, command=command)
+    write_model_card(d, card)
     return card

@@ -11,7 +11,7 @@ The exported graph has one input and two outputs:
   class activation map (:mod:`cxrtriage.explain.cam`).
 
 The file's SHA-256 is recorded in ``config.json`` (``extra.onnx_sha256``) and,
-when present, in ``model_card.json`` (key ``onnx_sha256``) and ``model_card.md``.
+when present, in ``model_card.json`` (block ``onnx``) and ``model_card.md``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ModelConfig
+from ..evaluation.model_card import onnx_card_line
 
 __all__ = ["export_onnx", "file_sha256", "ONNX_NAME", "ONNX_OPSET"]
 
@@ -71,14 +72,15 @@ def _record_checksum(d: Path, cfg: ModelConfig, sha: str) -> None:
     card_json = d / "model_card.json"
     if card_json.is_file():
         card = json.loads(card_json.read_text())
-        card["onnx_sha256"] = sha
+        card["onnx"] = {"onnx_file": ONNX_NAME, "onnx_opset": ONNX_OPSET, "onnx_sha256": sha}
         card_json.write_text(json.dumps(card, indent=2) + "\n")
     card_md = d / "model_card.md"
     if card_md.is_file():
         text = card_md.read_text()
-        line = f"- ONNX export (`{ONNX_NAME}`, opset {ONNX_OPSET}) SHA-256: `{sha}`"
+        line = onnx_card_line(ONNX_NAME, ONNX_OPSET, sha)
         pattern = re.compile(r"^- ONNX export .*SHA-256: `[0-9a-f]*`$", re.M)
-        text = pattern.sub(line, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + line + "\n"
+        text = (pattern.sub(line, text) if pattern.search(text)
+                else text.rstrip("\n") + "\n\n## ONNX export\n" + line + "\n")
         card_md.write_text(text)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from ..config import ModelConfig
 from ..data.transforms import preprocess
-from ..models.bundle import load_model
+from ..models.bundle import load_model, resolve_model_dir
 from ..tasks import get_task
 from .decision import decide
 
@@ -76,7 +76,7 @@ class Predictor:
         self.model, self.config = load_model(model_dir)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.task = get_task(self.config.task)
-        self.model_dir = Path(model_dir) if model_dir else None
+        self.model_dir = resolve_model_dir(model_dir) if model_dir else None
 
     def preprocess(self, img: np.ndarray) -> np.ndarray:
         """``uint8 (H, W)`` -> ``float32 (1, S, S)`` model input (see :func:`cxrtriage.data.transforms.preprocess`)."""

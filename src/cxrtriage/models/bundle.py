@@ -19,16 +19,54 @@ from torch import nn
 from ..config import ModelConfig
 from .registry import create_model
 
-__all__ = ["save_model", "load_model", "ModelLoadError", "default_model_dir"]
+__all__ = ["save_model", "load_model", "ModelLoadError", "default_model_dir", "zoo_dir", "shipped_models", "resolve_model_dir"]
 
 
 class ModelLoadError(FileNotFoundError):
     """A model folder is missing or incomplete (message names the folder and the file)."""
 
 
+def zoo_dir() -> Path:
+    """Folder of the shipped models (``cxrtriage/zoo``), one model folder per entry."""
+    return Path(__file__).resolve().parent.parent / "zoo"
+
+
 def default_model_dir() -> Path:
     """The shipped default model: ``cxrtriage/zoo/pneumonia-efficientnet_lite0``."""
-    return Path(__file__).resolve().parent.parent / "zoo" / "pneumonia-efficientnet_lite0"
+    return zoo_dir() / "pneumonia-efficientnet_lite0"
+
+
+def shipped_models() -> list[str]:
+    """Names of the shipped models (sub-folders of :func:`zoo_dir` with a ``config.json``), sorted."""
+    return sorted(p.parent.name for p in zoo_dir().glob("*/config.json"))
+
+
+def resolve_model_dir(value: str | Path | None = None) -> Path:
+    """Model folder named by a path or by a shipped model's name.
+
+    Parameters
+    ----------
+    value : path, str or None
+        ``None``: the shipped default model; an existing folder; or the name of
+        a shipped model (e.g. ``covid-efficientnet_lite0``, see :func:`shipped_models`).
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    ModelLoadError
+        Neither an existing folder nor a shipped model name.
+    """
+    if value is None or value == "":
+        return default_model_dir()
+    d = Path(value)
+    if d.is_dir():
+        return d
+    if d.name == str(value) and (zoo_dir() / d.name / "config.json").is_file():
+        return zoo_dir() / d.name
+    raise ModelLoadError(f"{value}: no such model folder and not a shipped model (shipped: {', '.join(shipped_models())})")
 
 
 def save_model(directory: str | Path, model: nn.Module, config: ModelConfig) -> Path:
@@ -55,7 +93,8 @@ def load_model(directory: str | Path | None = None) -> tuple[nn.Module, ModelCon
     Parameters
     ----------
     directory : path, optional
-        Model folder; default: the shipped model (:func:`default_model_dir`).
+        Model folder or shipped model name (:func:`resolve_model_dir`); default:
+        the shipped default model (:func:`default_model_dir`).
 
     Returns
     -------
@@ -67,7 +106,7 @@ def load_model(directory: str | Path | None = None) -> tuple[nn.Module, ModelCon
     ModelLoadError
         Folder, ``config.json`` or ``model.pt`` missing or unreadable.
     """
-    d = Path(directory) if directory else default_model_dir()
+    d = resolve_model_dir(directory)
     for name in ("config.json", "model.pt"):
         if not (d / name).is_file():
             raise ModelLoadError(f"{d}: not a model folder ({name} missing)")

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import timm
-import torch
 from torch import nn
 
 from .cnn4 import CNN4

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Callable, Sequence
@@ -97,18 +96,6 @@ def _load(paths: Sequence[str], size: int) -> tuple[list[np.ndarray], list[int]]
     return [np.asarray(im) for im in cached.images], [int(i) for i in cached.index]
 
 
-def _resolve_data(data: str, model_dir: Path) -> str:
-    """A dataset path from a training record: as is if it exists, else relative to the repository
-    (a relative path was written from the repository root, e.g. ``../shared/data/...``)."""
-    p = Path(data)
-    if p.is_absolute() or p.exists():
-        return str(p)
-    for base in model_dir.resolve().parents:
-        if (base / p).exists():
-            return str(base / p)
-    return str(p)
-
-
 def _half(patient: str) -> int:
     return int(hashlib.sha256(patient.encode()).hexdigest(), 16) % 2
 
@@ -158,27 +145,17 @@ def fit_ood(
     """
     from ..config import ModelConfig
     from ..data.discover import discover
+    from ..data.split import recorded_validation_paths
     from ..inference.onnx_backend import load_backend
     from ..tasks import get_task
 
     d = Path(model_dir)
     cfg = ModelConfig.load(d / "config.json")
-    split_file, tc_file = d / "split.json", d / "train_config.json"
-    if not split_file.is_file():
-        raise ValueError(f"{d}: split.json missing; the OOD detector needs the validation split of training")
-    split = json.loads(split_file.read_text())
-    if data is None:
-        data = split.get("data")
-        if data is None:
-            if not tc_file.is_file():
-                raise ValueError(f"{d}: train_config.json missing; pass the dataset with --data")
-            data = json.loads(tc_file.read_text())["data"]
-        data = _resolve_data(data, d)
-    root = Path(data).resolve()
-    if split.get("val_paths_relative"):
-        val_paths = {str((root / p).resolve()) for p in split["val_paths_relative"]}
-    else:
-        val_paths = {str(Path(p).resolve()) for p in split.get("val_paths", [])}
+    try:
+        data, paths = recorded_validation_paths(d, data)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ValueError(f"{exc}; the OOD detector needs the validation split of training") from None
+    val_paths = set(paths)
     task = get_task(cfg.task)
     samples = [s for s in discover(data, task) if s.split in (None, "train", "val")]
     train = [s for s in samples if s.path not in val_paths]

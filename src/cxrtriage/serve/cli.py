@@ -12,9 +12,9 @@ __all__ = ["register"]
 
 
 def _model_dir(value: str | None) -> Path:
-    from ..models.bundle import ModelLoadError, default_model_dir
+    from ..models.bundle import ModelLoadError, resolve_model_dir
 
-    d = Path(value) if value else default_model_dir()
+    d = resolve_model_dir(value)
     if not (d / "config.json").is_file():
         raise ModelLoadError(f"{d}: not a model folder (config.json missing)")
     return d
@@ -88,7 +88,7 @@ def _cmd_fit_ood(a) -> int:
 def register(sub, commands: dict) -> None:
     """Add the ``serve``, ``export`` and ``fit-ood`` sub-commands."""
     p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
-    p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--model", default=None, help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)")
     p.add_argument("--host", default="127.0.0.1", help="listen address; 0.0.0.0 to reach it from a phone on the LAN")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--data-dir", default="cxrtriage-data", help="SQLite database and stored images")
@@ -100,12 +100,12 @@ def register(sub, commands: dict) -> None:
     commands["serve"] = _cmd_serve
 
     p = sub.add_parser("export", help="export a model folder to ONNX (model.onnx, checksum in the model card)")
-    p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--model", default=None, help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)")
     p.add_argument("--out", default=None, help="output file (default MODEL/model.onnx)")
     commands["export"] = _cmd_export
 
     p = sub.add_parser("fit-ood", help="fit the out-of-distribution detector (Mahalanobis) of a model folder")
-    p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--model", default=None, help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)")
     p.add_argument("--data", default=None, help="dataset (default: train_config.json's data)")
     p.add_argument("--percentile", type=float, default=99.5, help="threshold percentile of validation scores")
     p.add_argument("--max-train", type=int, default=None, help="random subset of training images")

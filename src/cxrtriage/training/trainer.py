@@ -3,7 +3,8 @@
 One epoch = one pass over the training split (or, with the weighted sampler,
 as many class-balanced draws). After every epoch the model is scored on the
 validation split, ``history.csv`` and ``checkpoints/last.pt`` are written, and
-the best epoch by validation AUROC is kept. An interrupted run started again
+the best epoch by the validation metric ``TrainConfig.select_metric`` (AUROC by
+default) is kept. An interrupted run started again
 with ``resume=True`` continues after its last finished epoch.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
@@ -37,7 +39,7 @@ from ..models.registry import create_model, model_entry
 from ..tasks import get_task
 from .plots import plot_history
 
-__all__ = ["train", "predict_probs", "TrainResult", "make_optimizer"]
+__all__ = ["train", "predict_probs", "TrainResult", "make_optimizer", "SELECT_METRICS"]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,11 @@ def _atomic_save(obj, path: Path) -> None:
     tmp.replace(path)
 
 
+#: Metrics that may choose the best epoch (``TrainConfig.select_metric``);
+#: ``macro_sensitivity`` is scikit-learn's balanced accuracy of the arg-max call.
+SELECT_METRICS = ("auroc", "macro_sensitivity")
+
+
 def _lr_lambda(total_steps: int, warmup_steps: int):
     def f(step: int) -> float:
         if step < warmup_steps:
@@ -266,8 +273,10 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(cfg.epochs * steps_per_epoch, max(1, steps_per_epoch // 3))
     )
+    if cfg.select_metric not in SELECT_METRICS:
+        raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {cfg.select_metric!r}")
     history: list[dict] = []
-    best = {"auroc": -1.0, "epoch": 0}
+    best = {"auroc": -1.0, "epoch": 0}  # "auroc" holds the score of select_metric (key kept for old checkpoints)
     start_epoch = 1
     elapsed_before = 0.0
     if state is not None:
@@ -281,7 +290,7 @@ def train(
     stale = start_epoch - 1 - best["epoch"] if best["epoch"] else 0
     for epoch in range(start_epoch, cfg.epochs + 1):
         if stale >= cfg.patience:
-            log.info("early stopping: no validation AUROC gain for %d epochs", stale)
+            log.info("early stopping: no validation %s gain for %d epochs", cfg.select_metric, stale)
             break
         _seed_all(cfg.seed * 1000 + epoch)  # per-epoch seed: a resumed run draws the same batches
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -322,11 +331,15 @@ def train(
             "val_loss": round(val_loss, 6),
             "val_accuracy": round(float((probs.argmax(1) == y_va).mean()), 6),
             "val_auroc": round(val_auc, 6) if val_auc is not None else None,
+            "val_macro_sensitivity": round(float(balanced_accuracy_score(y_va, probs.argmax(1))), 6),
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": round(time.time() - t0, 1),
         }
         history.append(row)
-        score = val_auc if val_auc is not None else -row["val_loss"]
+        if cfg.select_metric == "macro_sensitivity":
+            score = row["val_macro_sensitivity"]
+        else:
+            score = val_auc if val_auc is not None else -row["val_loss"]
         if score > best["auroc"]:
             best = {"auroc": score, "epoch": epoch}
             _atomic_save(model.state_dict(), ckpt_dir / "best.pt")
@@ -349,7 +362,8 @@ def train(
         _write_history(history, out / "history.csv")
         print(
             f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
-            f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} AUROC {row['val_auroc']}",
+            f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} AUROC {row['val_auroc']} "
+            f"macro sensitivity {row['val_macro_sensitivity']:.3f}",
             flush=True,
         )
 
@@ -369,6 +383,7 @@ def train(
     wall = elapsed_before + time.time() - t0
     summary = {
         "best_epoch": best["epoch"],
+        "select_metric": cfg.select_metric,
         "epochs_run": len(history),
         "wall_seconds": round(wall, 1),
         "split": {k: v for k, v in split_info.items() if k != "skipped"},
