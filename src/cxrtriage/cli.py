@@ -12,7 +12,7 @@ import logging
 import sys
 
 from . import DISCLAIMER, __version__
-from .config import TrainConfig
+from .config import SELECT_METRICS, TrainConfig
 
 __all__ = ["main", "build_parser"]
 
@@ -31,7 +31,7 @@ def _add_train(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--balance", choices=["sampler", "loss", "none"], default=d.balance, help="class-imbalance handling")
     p.add_argument("--patience", type=int, default=d.patience, help="early stopping patience (epochs) on --select-metric")
-    p.add_argument("--select-metric", choices=["auroc", "macro_sensitivity"], default=d.select_metric,
+    p.add_argument("--select-metric", choices=SELECT_METRICS, default=d.select_metric,
                    help="validation metric that picks the best epoch")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--intensity", choices=["equalize", "minmax", "none"], default=d.intensity)

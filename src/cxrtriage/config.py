@@ -13,7 +13,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "ModelConfig"]
+__all__ = ["TrainConfig", "ModelConfig", "SELECT_METRICS"]
+
+#: Validation metrics that may choose the best epoch (``TrainConfig.select_metric``);
+#: ``macro_sensitivity`` is scikit-learn's balanced accuracy of the arg-max call.
+SELECT_METRICS = ("auroc", "macro_sensitivity")
 
 
 def _from_dict(cls, data: dict[str, Any]):

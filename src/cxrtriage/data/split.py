@@ -20,6 +20,7 @@ __all__ = [
     "patient_kfold",
     "patient_train_val_split",
     "train_val_from_samples",
+    "dataset_root",
     "resolve_dataset_path",
     "recorded_validation_paths",
 ]
@@ -109,6 +110,13 @@ def train_val_from_samples(
     return [pool[i] for i in tr], [pool[i] for i in va]
 
 
+def dataset_root(data: str | Path) -> Path:
+    """Absolute folder that image paths of a dataset are recorded relative to:
+    the dataset folder, or the folder of a manifest CSV."""
+    root = Path(data).resolve()
+    return root.parent if root.is_file() else root
+
+
 def resolve_dataset_path(data: str | Path, model_dir: str | Path) -> str:
     """A dataset path from a model folder's training record, made usable from here.
 
@@ -164,8 +172,7 @@ def recorded_validation_paths(model_dir: str | Path, data: str | Path | None = N
                 raise FileNotFoundError(f"{d}: train_config.json missing; pass the dataset (--data)")
             data = json.loads(tc.read_text())["data"]
         data = resolve_dataset_path(data, d)
-    root = Path(data).resolve()
-    root = root.parent if root.is_file() else root
+    root = dataset_root(data)
     if split.get("val_paths_relative"):
         paths = [str((root / p).resolve()) for p in split["val_paths_relative"]]
     else:

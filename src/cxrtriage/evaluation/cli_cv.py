@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from ..config import TrainConfig
+from ..config import SELECT_METRICS, TrainConfig
 
 __all__ = ["register"]
 
@@ -50,7 +50,7 @@ def _add_training_args(p, d: TrainConfig, image_size: int, epochs: int) -> None:
     p.add_argument("--intensity", choices=["equalize", "minmax", "none"], default=d.intensity)
     p.add_argument("--threshold-rule", default=d.threshold_rule, help="youden or sensitivity:<target> (binary tasks)")
     p.add_argument("--target-sensitivity", type=float, default=None, help="shortcut for --threshold-rule sensitivity:S")
-    p.add_argument("--select-metric", choices=["auroc", "macro_sensitivity"], default=d.select_metric,
+    p.add_argument("--select-metric", choices=SELECT_METRICS, default=d.select_metric,
                    help="validation metric that picks the best epoch")
     p.add_argument("--no-pretrained", action="store_true", help="no ImageNet weights even where available")
     p.add_argument("--seed", type=int, default=0)

@@ -19,7 +19,7 @@ from ..data.dedupe import dataset_tag
 from ..tasks import get_task
 from .tables import markdown_table, write_json
 
-__all__ = ["DATASETS", "WEIGHTS", "LIMITATIONS", "build_card", "onnx_card_line", "write_model_card"]
+__all__ = ["DATASETS", "WEIGHTS", "LIMITATIONS", "build_card", "format_ci", "onnx_card_line", "write_model_card"]
 
 #: Provenance and terms of the datasets this project uses, by folder name
 #: (from the datasets' README files).
@@ -89,7 +89,8 @@ def onnx_card_line(file: str, opset: int, sha256: str) -> str:
     return f"- ONNX export (`{file}`, opset {opset}) SHA-256: `{sha256}`"
 
 
-def _fmt_ci(m: dict | None) -> str:
+def format_ci(m: dict | None) -> str:
+    """``{"value", "ci95"}`` as ``0.912 (0.880–0.940)``; ``–`` when missing."""
     if not m or m.get("value") is None:
         return "–"
     ci = m.get("ci95")
@@ -227,8 +228,8 @@ def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
     jp = write_json(card, out / "model_card.json")
     metric_names = [k for k in (card.get("validation") or {}) if k != "n_boot"]
     has_test = bool(card.get("test"))
-    rows = [{"metric": k.replace("_", " "), "val": _fmt_ci(card["validation"].get(k)),
-             "test": _fmt_ci((card.get("test") or {}).get(k))} for k in metric_names]
+    rows = [{"metric": k.replace("_", " "), "val": format_ci(card["validation"].get(k)),
+             "test": format_ci((card.get("test") or {}).get(k))} for k in metric_names]
     op = card["operating_point"]
     cal = card["calibration"]
     tr = card["training"]
@@ -282,9 +283,9 @@ def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
         for v, g in sg["groups"].items():
             ms = g.get("metrics", {})
             key = "auroc" if "auroc" in ms else "macro_auroc"
-            srows.append({"group": v, "n": g["n"], "auc": _fmt_ci(ms.get(key)),
-                          "sens": _fmt_ci(ms.get("sensitivity") or ms.get("macro_sensitivity")),
-                          "spec": _fmt_ci(ms.get("specificity"))})
+            srows.append({"group": v, "n": g["n"], "auc": format_ci(ms.get(key)),
+                          "sens": format_ci(ms.get("sensitivity") or ms.get("macro_sensitivity")),
+                          "spec": format_ci(ms.get("specificity"))})
         lines += [f"Held-out test by `{col}`:", "",
                   markdown_table(srows, [("group", col), ("n", "n"), ("auc", "AUROC"), ("sens", "sensitivity"),
                                          ("spec", "specificity")])]

@@ -64,13 +64,13 @@ def validation_logits(model_dir: str | Path, data: str | Path | None = None, cac
         raise ModelLoadError(str(exc)) from None
     task = get_task(cfg.task)
     label_of = {str(Path(s.path).resolve()): s.target for s in discover(data, task)}
-    missing = [p for p in val_paths if str(Path(p).resolve()) not in label_of]
+    missing = [p for p in val_paths if p not in label_of]
     if missing:
         raise DatasetError(f"{data}: {len(missing)} validation image(s) of {d} not in the dataset, e.g. {missing[0]}")
     cache = load_cached(val_paths, cfg.image_size, cache_dir)
     if len(cache.index) == 0:
         raise DatasetError(f"{d}: no readable validation image")
-    y = np.array([label_of[str(Path(val_paths[i]).resolve())] for i in cache.index], dtype=np.int64)
+    y = np.array([label_of[val_paths[i]] for i in cache.index], dtype=np.int64)
     logits = model_logits(model, cache.images, cfg.image_size, cfg.intensity, cfg.mean, cfg.std)
     return logits, y, [val_paths[i] for i in cache.index]
 

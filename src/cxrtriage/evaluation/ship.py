@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import ModelConfig, TrainConfig
 from ..data.cache import load_cached
-from ..data.split import patient_train_val_split
+from ..data.split import dataset_root, patient_train_val_split
 from ..models.bundle import load_model
 from ..tasks import get_task
 from .calibration import brier_score, expected_calibration_error, softmax
@@ -147,7 +147,7 @@ def ship_model(
         "dropped_leaking_test_images": dropped,
         "test_paths": [s.path for s in test_s],
         "data": cfg.data,
-        "test_paths_relative": [os.path.relpath(s.path, Path(cfg.data).resolve()) for s in test_s],
+        "test_paths_relative": [os.path.relpath(s.path, dataset_root(cfg.data)) for s in test_s],
         "metrics": test_m,
         "ece_before": expected_calibration_error(softmax(t_logits), t_y),
         "ece_after": expected_calibration_error(t_p, t_y),
@@ -219,7 +219,7 @@ def document_model(model_dir: str | Path, command: str, n_boot: int = 1000, cach
     summary = json.loads((d / "train_summary.json").read_text())
     cal = json.loads((d / "calibration.json").read_text())
     task = get_task(cfg.task)
-    _, mcfg = load_model(d)
+    mcfg = ModelConfig.load(d / "config.json")
     v_logits, v_y, _ = validation_logits(d, cfg.data, cache_dir)
     val_m, _ = _metrics(task, mcfg, v_y, v_logits, n_boot, cfg.seed)
     sp = summary["split"]

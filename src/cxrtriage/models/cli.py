@@ -7,14 +7,6 @@ import json
 __all__ = ["register", "shipped_model_rows", "shipped_models_markdown"]
 
 
-def _fmt(block: dict | None, key: str) -> str:
-    m = (block or {}).get(key)
-    if not m or m.get("value") is None:
-        return "–"
-    lo, hi = m["ci95"]
-    return f"{key} {m['value']:.3f} ({lo:.3f}–{hi:.3f})"
-
-
 def shipped_model_rows() -> list[dict]:
     """One row per shipped model, read from its ``config.json`` and ``model_card.json``.
 
@@ -27,7 +19,13 @@ def shipped_model_rows() -> list[dict]:
         bootstrap interval, plus sensitivity (macro sensitivity).
     """
     from ..config import ModelConfig
+    from ..evaluation.model_card import format_ci
+    from ..tasks import get_task
     from .bundle import shipped_models, zoo_dir
+
+    def fmt(block: dict | None, key: str) -> str:
+        m = (block or {}).get(key)
+        return f"{key} {format_ci(m)}" if m and m.get("value") is not None else "–"
 
     rows = []
     for name in shipped_models():
@@ -35,8 +33,7 @@ def shipped_model_rows() -> list[dict]:
         cfg = ModelConfig.load(d / "config.json")
         card_path = d / "model_card.json"
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-        binary = len(cfg.classes) == 2
-        keys = ("auroc", "sensitivity", "specificity") if binary else ("macro_auroc", "macro_sensitivity")
+        keys = ("auroc", "sensitivity", "specificity") if get_task(cfg.task).is_binary else ("macro_auroc", "macro_sensitivity")
         cal = card.get("calibration") or {}
         rows.append({
             "name": name,
@@ -45,8 +42,8 @@ def shipped_model_rows() -> list[dict]:
             "arch": cfg.arch,
             "image_size": f"{cfg.image_size} px",
             "size_mb": f"{(d / 'model.pt').stat().st_size / 1e6:.1f}",
-            "validation": "; ".join(_fmt(card.get("validation"), k) for k in keys),
-            "test": "; ".join(_fmt(card.get("test"), k) for k in keys) if card.get("test") else "– (no held-out test in the card)",
+            "validation": "; ".join(fmt(card.get("validation"), k) for k in keys),
+            "test": "; ".join(fmt(card.get("test"), k) for k in keys) if card.get("test") else "– (no held-out test in the card)",
             "ece": f"{cal['ece_before']:.3f} → {cal['ece_after']:.3f}" if "ece_before" in cal else "–",
             "card": str((d / "model_card.md").relative_to(zoo_dir().parent.parent.parent))
             if (d / "model_card.md").is_file() else "–",

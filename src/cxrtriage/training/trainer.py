@@ -26,11 +26,11 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from ..config import ModelConfig, TrainConfig
+from ..config import SELECT_METRICS, ModelConfig, TrainConfig
 from ..data.cache import load_cached
 from ..data.dataset import CachedDataset
 from ..data.discover import Sample, discover
-from ..data.split import train_val_from_samples
+from ..data.split import dataset_root, train_val_from_samples
 from ..data.transforms import build_eval_transform, build_train_transform
 from ..evaluation.metrics import auroc, binary_metrics, bootstrap_ci, multiclass_metrics
 from ..evaluation.operating_point import choose_threshold
@@ -39,7 +39,7 @@ from ..models.registry import create_model, model_entry
 from ..tasks import get_task
 from .plots import plot_history
 
-__all__ = ["train", "predict_probs", "TrainResult", "make_optimizer", "SELECT_METRICS"]
+__all__ = ["train", "predict_probs", "TrainResult", "make_optimizer"]
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +155,6 @@ def _atomic_save(obj, path: Path) -> None:
     tmp.replace(path)
 
 
-#: Metrics that may choose the best epoch (``TrainConfig.select_metric``);
-#: ``macro_sensitivity`` is scikit-learn's balanced accuracy of the arg-max call.
-SELECT_METRICS = ("auroc", "macro_sensitivity")
-
-
 def _lr_lambda(total_steps: int, warmup_steps: int):
     def f(step: int) -> float:
         if step < warmup_steps:
@@ -242,9 +237,7 @@ def train(
         "val_patients": len({s.patient_id for s in val_s}),
         "skipped": [list(f) for f in cache.failures],
     }
-    data_root = Path(cfg.data).resolve()
-    data_root = data_root.parent if data_root.is_file() else data_root
-    rel = [os.path.relpath(s.path, data_root) for s in val_s]
+    rel = [os.path.relpath(s.path, dataset_root(cfg.data)) for s in val_s]
     (out / "split.json").write_text(
         json.dumps(
             {**split_info, "val_paths": [s.path for s in val_s], "data": cfg.data, "val_paths_relative": rel, "seed": cfg.seed},
