@@ -47,8 +47,23 @@ def cxr_serve(model_dir: Path, data_dir: Path, *extra: str, token: str = "bench-
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, "-m", "cxrtriage.cli", "serve", "--model", str(model_dir), "--data-dir", str(data_dir),
-           "--host", "127.0.0.1", "--port", str(port), "--api-token", token, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cxrtriage.cli",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--api-token",
+        token,
+        *extra,
+    ]
     log = open(data_dir.parent / f"server-{port}.log", "w") if data_dir.parent.exists() else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -30,7 +30,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cxr_serve, machine, percentiles, real_cxr_uploads, run_threads, write_result  # noqa: E402
 
-
 REFUSED: list[str] = []
 
 
@@ -70,8 +69,14 @@ def concurrent(url: str, uploads, clients: int) -> dict:
 
     wall = run_threads(run, clients)
     allms = [x for r in results for x in r]
-    return {"clients": clients, "requests": len(allms), "errors": errors, "wall_s": round(wall, 2),
-            "throughput_rps": round(len(allms) / wall, 1), "latency": percentiles(allms)}
+    return {
+        "clients": clients,
+        "requests": len(allms),
+        "errors": errors,
+        "wall_s": round(wall, 2),
+        "throughput_rps": round(len(allms) / wall, 1),
+        "latency": percentiles(allms),
+    }
 
 
 def batch_scoring(model_dir: Path, images: list[np.ndarray], batch: int = 32, rounds: int = 3) -> dict:
@@ -85,7 +90,7 @@ def batch_scoring(model_dir: Path, images: list[np.ndarray], batch: int = 32, ro
         t0 = time.perf_counter()
         n = 0
         for start in range(0, len(images), batch):
-            xb = x if len(images[start:start + batch]) == batch else x[: len(images[start:start + batch])]
+            xb = x if len(images[start : start + batch]) == batch else x[: len(images[start : start + batch])]
             b.run(xb)
             n += len(xb)
         best_model = max(best_model, n / (time.perf_counter() - t0))
@@ -100,12 +105,17 @@ def batch_scoring(model_dir: Path, images: list[np.ndarray], batch: int = 32, ro
     t0 = time.perf_counter()
     p = b.probabilities(images, batch_size=batch)
     with_pre = len(images) / (time.perf_counter() - t0)
-    return {"batch_size": batch, "images": len(images), "model_only_images_per_s": round(best_model, 1),
-            "one_thread_images_per_cpu_second": round(one_core, 1),
-            "note": "model_only_images_per_s is measured wall-clock with 2 threads, so it drops when other jobs share "
-                    "the 2 cores; one_thread_images_per_cpu_second is the work rate of one core, about half of what "
-                    "2 idle cores deliver",
-            "with_preprocessing_images_per_s": round(with_pre, 1), "probabilities_shape": list(p.shape)}
+    return {
+        "batch_size": batch,
+        "images": len(images),
+        "model_only_images_per_s": round(best_model, 1),
+        "one_thread_images_per_cpu_second": round(one_core, 1),
+        "note": "model_only_images_per_s is measured wall-clock with 2 threads, so it drops when other jobs share "
+        "the 2 cores; one_thread_images_per_cpu_second is the work rate of one core, about half of what "
+        "2 idle cores deliver",
+        "with_preprocessing_images_per_s": round(with_pre, 1),
+        "probabilities_shape": list(p.shape),
+    }
 
 
 def main(argv=None) -> int:
@@ -121,7 +131,12 @@ def main(argv=None) -> int:
 
     n1, nimg, nc = a.requests, 100, 200
     uploads = real_cxr_uploads(20 + n1 + nimg + nc, seed=1)
-    warm, single, withimg, conc = uploads[:20], uploads[20:20 + n1], uploads[20 + n1:20 + n1 + nimg], uploads[20 + n1 + nimg:]
+    warm, single, withimg, conc = (
+        uploads[:20],
+        uploads[20 : 20 + n1],
+        uploads[20 + n1 : 20 + n1 + nimg],
+        uploads[20 + n1 + nimg :],
+    )
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         with cxr_serve(a.model, data_dir) as (url, _):
@@ -157,7 +172,9 @@ def main(argv=None) -> int:
     print(f"wrote {out}")
     print(f"single client: p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms; with PNGs p50 {lat_img['p50_ms']} ms")
     print(f"{a.clients} clients: {conc_res['throughput_rps']} req/s, p50 {conc_res['latency']['p50_ms']} ms")
-    print(f"batch: {batch['model_only_images_per_s']} img/s model only, {batch['with_preprocessing_images_per_s']} with preprocessing")
+    print(
+        f"batch: {batch['model_only_images_per_s']} img/s model only, {batch['with_preprocessing_images_per_s']} with preprocessing"
+    )
     return 0
 
 

@@ -147,7 +147,11 @@ def main(argv=None) -> int:
             wall = run_threads(client, a.clients)
             health = httpx.get(url + "/api/v1/health", timeout=30).json()
             api_total = httpx.get(url + "/api/v1/studies", params={"limit": 1}, timeout=30).json()["total"]
-            missing = [sid for sid in sorted(accepted_ids) if httpx.get(f"{url}/api/v1/studies/{sid}", timeout=30).status_code != 200]
+            missing = [
+                sid
+                for sid in sorted(accepted_ids)
+                if httpx.get(f"{url}/api/v1/studies/{sid}", timeout=30).status_code != 200
+            ]
             alive = proc.poll() is None
         con = sqlite3.connect(data_dir / "studies.sqlite3")
         db_rows = con.execute("SELECT COUNT(*) FROM studies").fetchone()[0]
@@ -176,12 +180,19 @@ def main(argv=None) -> int:
         "studies_not_readable": len(missing),
         "server_alive": alive,
         "health_after": health,
-        "passed": n5xx == 0 and db_rows == len(accepted_ids) == api_total and not missing and alive and health["status"] == "ok" and statuses.get(-1, 0) == 0,
+        "passed": n5xx == 0
+        and db_rows == len(accepted_ids) == api_total
+        and not missing
+        and alive
+        and health["status"] == "ok"
+        and statuses.get(-1, 0) == 0,
     }
     out = write_result(a.out, result)
     print(f"wrote {out}")
-    print(f"{result['requests']} requests in {result['wall_s']} s: statuses {result['status_counts']}; 5xx {n5xx}; "
-          f"accepted {len(accepted_ids)}, DB rows {db_rows}; healthy {health['status']}; passed {result['passed']}")
+    print(
+        f"{result['requests']} requests in {result['wall_s']} s: statuses {result['status_counts']}; 5xx {n5xx}; "
+        f"accepted {len(accepted_ids)}, DB rows {db_rows}; healthy {health['status']}; passed {result['passed']}"
+    )
     return 0 if result["passed"] else 1
 
 

@@ -26,8 +26,8 @@ from PIL import Image, ImageFilter
 
 from cxrtriage.data.cache import load_cached
 from cxrtriage.data.split import recorded_validation_paths
-from cxrtriage.evaluation.metrics import binary_metrics
 from cxrtriage.inference import Predictor
+from cxrtriage.metrics.classification import binary_metrics
 from cxrtriage.models.bundle import resolve_model_dir
 from cxrtriage.tasks import get_task
 
@@ -54,7 +54,9 @@ def _jpeg(q):
 
 
 def _lowres(s):
-    return lambda im: np.asarray(Image.fromarray(im).resize((s, s), Image.Resampling.BILINEAR).resize(im.shape[::-1], Image.Resampling.BILINEAR))
+    return lambda im: np.asarray(
+        Image.fromarray(im).resize((s, s), Image.Resampling.BILINEAR).resize(im.shape[::-1], Image.Resampling.BILINEAR)
+    )
 
 
 def _noise(sigma):

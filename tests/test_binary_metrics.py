@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cxrtriage.evaluation.metrics import binary_metrics, bootstrap_ci
-from cxrtriage.evaluation.operating_point import choose_threshold, parse_rule
+from cxrtriage.metrics.classification import binary_metrics, bootstrap_ci
+from cxrtriage.metrics.operating_point import choose_threshold, parse_rule
 
 
 def test_binary_metrics_hand_case():

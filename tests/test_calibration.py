@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrtriage.evaluation.calibration import (
+from cxrtriage.metrics.calibration import (
     brier_score,
     calibration_summary,
     expected_calibration_error,

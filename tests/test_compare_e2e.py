@@ -11,7 +11,7 @@ import pytest
 from cxrtriage.cli import main
 from cxrtriage.config import ModelConfig
 from cxrtriage.data.discover import discover
-from cxrtriage.evaluation.subgroups import subgroup_metrics
+from cxrtriage.experiments.subgroups import subgroup_metrics
 from cxrtriage.inference.predictor import Predictor
 from cxrtriage.tasks import get_task
 
@@ -19,12 +19,34 @@ from cxrtriage.tasks import get_task
 @pytest.fixture(scope="module")
 def compare_dir(tiny_folder_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "cmp"
-    rc = main([
-        "compare", "--task", "pneumonia", "--data", str(tiny_folder_dataset),
-        "--archs", "cnn4,efficientnet_lite0", "--frozen", "efficientnet_lite0",
-        "--k", "2", "--epochs", "1", "--image-size", "64", "--max-train-images", "32",
-        "--inner-val-fraction", "0.5", "--n-boot", "50", "--quiet", "--out", str(out),
-    ])
+    rc = main(
+        [
+            "compare",
+            "--task",
+            "pneumonia",
+            "--data",
+            str(tiny_folder_dataset),
+            "--archs",
+            "cnn4,efficientnet_lite0",
+            "--frozen",
+            "efficientnet_lite0",
+            "--k",
+            "2",
+            "--epochs",
+            "1",
+            "--image-size",
+            "64",
+            "--max-train-images",
+            "32",
+            "--inner-val-fraction",
+            "0.5",
+            "--n-boot",
+            "50",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out
 
@@ -85,8 +107,14 @@ def test_subgroup_metrics_on_out_of_fold_predictions(compare_dir, tiny_folder_da
         rows = list(csv.DictReader(fh))
     ss = [samples[r["path"]] for r in rows]
     probs = np.array([[float(r["p_NORMAL"]), float(r["p_PNEUMONIA"])] for r in rows])
-    cfg = ModelConfig(arch="cnn4", task="pneumonia", classes=list(task.classes), image_size=64,
-                      threshold=0.5, positive_class="PNEUMONIA")
+    cfg = ModelConfig(
+        arch="cnn4",
+        task="pneumonia",
+        classes=list(task.classes),
+        image_size=64,
+        threshold=0.5,
+        positive_class="PNEUMONIA",
+    )
     res = subgroup_metrics(ss, probs, cfg, "patient_id", n_boot=20)
     assert sum(g["n"] for g in res["groups"].values()) == 40
     assert len(res["groups"]) == 8
@@ -98,11 +126,30 @@ def test_subgroup_metrics_on_out_of_fold_predictions(compare_dir, tiny_folder_da
 
 def test_ship_writes_calibrated_model_with_card(tiny_folder_dataset, tmp_path):
     out = tmp_path / "zoo" / "pneumonia-tiny"
-    rc = main([
-        "ship", "--task", "pneumonia", "--data", str(tiny_folder_dataset), "--image-size", "64", "--epochs", "1",
-        "--test-fraction", "0.5", "--val-fraction", "0.5", "--n-boot", "20", "--quiet",
-        "--run-dir", str(tmp_path / "run"), "--out", str(out),
-    ])
+    rc = main(
+        [
+            "ship",
+            "--task",
+            "pneumonia",
+            "--data",
+            str(tiny_folder_dataset),
+            "--image-size",
+            "64",
+            "--epochs",
+            "1",
+            "--test-fraction",
+            "0.5",
+            "--val-fraction",
+            "0.5",
+            "--n-boot",
+            "20",
+            "--quiet",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     card = json.loads((out / "model_card.json").read_text())
     cfg = ModelConfig.load(out / "config.json")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cxrtriage.data.discover import DatasetError
-from cxrtriage.evaluation.cv import assign_folds, build_cv_dataset, inner_split
+from cxrtriage.experiments.cv import assign_folds, build_cv_dataset, inner_split
 from cxrtriage.tasks import get_task
 
 

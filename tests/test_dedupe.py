@@ -92,7 +92,9 @@ def test_covid_viral_pneumonia_found_in_kermany(shared_data_dir):
     normal = [r for r in rows if r["label"] == "COVID"][:50]
     truth = {}
     for r in viral:
-        truth[str((cov / r["path"]).resolve())] = {str((ker.parent / q).resolve()) for q in r["kermany_duplicate"].split(";") if q}
+        truth[str((cov / r["path"]).resolve())] = {
+            str((ker.parent / q).resolve()) for q in r["kermany_duplicate"].split(";") if q
+        }
     pool = [str((cov / r["path"]).resolve()) for r in viral + normal]
     ref = [p for p, _ in list_images(ker)]
     wanted = set().union(*truth.values())

@@ -38,7 +38,16 @@ def test_monochrome2_8bit_roundtrip(cxr):
     assert meta["Modality"] == "DX" and meta["PhotometricInterpretation"] == "MONOCHROME2"
     assert meta["PatientIdentityRemoved"] == "YES"
     text = repr(meta)
-    for identifier in ("DOE", "P123", "Test Hospital", "19700101", "PatientName", "PatientID", "StudyInstanceUID", "SOPInstanceUID"):
+    for identifier in (
+        "DOE",
+        "P123",
+        "Test Hospital",
+        "19700101",
+        "PatientName",
+        "PatientID",
+        "StudyInstanceUID",
+        "SOPInstanceUID",
+    ):
         assert identifier not in text
 
 

@@ -95,8 +95,15 @@ def test_recorded_validation_paths_follow_the_dataset(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     rel = ["train/NORMAL/IM-0001-0001.jpeg", "train/NORMAL/IM-0002-0001.jpeg"]
-    (model / "split.json").write_text(json.dumps({
-        "val_paths": ["/elsewhere/kermany/" + p for p in rel], "val_paths_relative": rel, "data": "/elsewhere/kermany"}))
+    (model / "split.json").write_text(
+        json.dumps(
+            {
+                "val_paths": ["/elsewhere/kermany/" + p for p in rel],
+                "val_paths_relative": rel,
+                "data": "/elsewhere/kermany",
+            }
+        )
+    )
     got_data, paths = recorded_validation_paths(model, data)
     assert got_data == str(data) and paths == [str((data / p).resolve()) for p in rel]
     # an old record (absolute paths only) is used as it is

@@ -49,7 +49,9 @@ def base_url(tmp_path_factory):
     from cxrtriage.serve.settings import ServeSettings
 
     tmp = tmp_path_factory.mktemp("e2e")
-    settings = ServeSettings(model_dir=copy_model_dir(src, tmp / src.name), data_dir=tmp / "data", port=0, api_token="e2e-token")
+    settings = ServeSettings(
+        model_dir=copy_model_dir(src, tmp / src.name), data_dir=tmp / "data", port=0, api_token="e2e-token"
+    )
     with running_server(settings) as url:
         yield url
 
@@ -85,7 +87,10 @@ def test_upload_and_result_page(browser, base_url, example_paths):
     assert page.inner_text("#report-status") == "DRAFT"
     assert "Impression" in page.inner_text("#report")
     for sel in ("#annotated", "#heatmap"):
-        page.wait_for_function(f"document.querySelector('{sel}').complete && document.querySelector('{sel}').naturalWidth > 0", timeout=30_000)
+        page.wait_for_function(
+            f"document.querySelector('{sel}').complete && document.querySelector('{sel}').naturalWidth > 0",
+            timeout=30_000,
+        )
         assert page.eval_on_selector(sel, "e => e.naturalWidth") >= 224
     shot = _save(page, "result-page.png")
     assert shot.stat().st_size > 50_000

@@ -32,7 +32,11 @@ def test_png_modes_give_the_same_gray(cxr, mode):
     converted = src.convert(mode) if mode != "LA" else Image.merge("LA", [src, Image.new("L", src.size, 128)])
     out = decode_image(_encode(converted, "PNG"), "x.png")
     assert out.shape == cxr.shape
-    assert np.abs(out.astype(int) - cxr.astype(int)).max() <= 2 if mode != "P" else np.corrcoef(out.ravel(), cxr.ravel())[0, 1] > 0.99
+    assert (
+        np.abs(out.astype(int) - cxr.astype(int)).max() <= 2
+        if mode != "P"
+        else np.corrcoef(out.ravel(), cxr.ravel())[0, 1] > 0.99
+    )
 
 
 def test_16bit_png_is_stretched_to_8bit(cxr):

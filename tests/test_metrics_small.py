@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrtriage.evaluation.intervals import bootstrap_intervals, point_metrics
-from cxrtriage.evaluation.metrics import auroc, binary_metrics, multiclass_metrics
+from cxrtriage.metrics.classification import auroc, binary_metrics, multiclass_metrics
+from cxrtriage.metrics.intervals import bootstrap_intervals, point_metrics
 
 
 def test_binary_metrics_hand_computed():

@@ -14,10 +14,26 @@ from cxrtriage.config import ModelConfig
 @pytest.fixture(scope="module")
 def trained(tiny_folder_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("card") / "model"
-    rc = main([
-        "train", "--task", "pneumonia", "--data", str(tiny_folder_dataset), "--image-size", "64", "--epochs", "2",
-        "--val-fraction", "0.4", "--select-metric", "macro_sensitivity", "--quiet", "--out", str(out),
-    ])
+    rc = main(
+        [
+            "train",
+            "--task",
+            "pneumonia",
+            "--data",
+            str(tiny_folder_dataset),
+            "--image-size",
+            "64",
+            "--epochs",
+            "2",
+            "--val-fraction",
+            "0.4",
+            "--select-metric",
+            "macro_sensitivity",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out
 

@@ -91,4 +91,6 @@ def test_fit_ood_end_to_end(backend, kermany_dir, tmp_path):
     assert (d / "ood.npz").is_file() and json.loads((d / "ood.json").read_text())["threshold"] == info["threshold"]
     assert info["n_train"] == 100 and info["n_val"] == 60
     assert 0 <= info["val_false_rejection_rate_cross_calibrated"] <= 0.2
-    assert info["natural_images"]["by_group"]["skimage_and_sklearn_photos"]["rejection_rate_colour_or_mahalanobis"] >= 0.8
+    assert (
+        info["natural_images"]["by_group"]["skimage_and_sklearn_photos"]["rejection_rate_colour_or_mahalanobis"] >= 0.8
+    )

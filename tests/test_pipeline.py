@@ -48,8 +48,25 @@ def kermany_subset(kermany_dir, tmp_path_factory) -> Path:
 
 def _train_args(data, out, epochs, size=64, arch="cnn4"):
     return [
-        "train", "--data", data, "--out", out, "--arch", arch, "--no-pretrained", "--image-size", size,
-        "--epochs", epochs, "--batch-size", 8, "--val-fraction", 0.5, "--patience", 10, "--quiet",
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--arch",
+        arch,
+        "--no-pretrained",
+        "--image-size",
+        size,
+        "--epochs",
+        epochs,
+        "--batch-size",
+        8,
+        "--val-fraction",
+        0.5,
+        "--patience",
+        10,
+        "--quiet",
     ]
 
 
@@ -60,8 +77,13 @@ def _history(out: Path) -> list[dict]:
 
 def kill_and_resume(data, out: Path, epochs: int, env) -> None:
     """Start training, SIGKILL it right after its first checkpoint, resume, and check nothing was lost or redone."""
-    proc = subprocess.Popen([*CXR, *map(str, _train_args(data, out, epochs))], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*CXR, *map(str, _train_args(data, out, epochs))],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ckpt = out / "checkpoints" / "last.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
@@ -100,8 +122,22 @@ def test_train_kill_resume_evaluate_predict(dataset, request, tmp_path, env, exa
     ev = tmp_path / "eval"
     res = run("evaluate", "--model", out, "--data", data, "--out", ev, "--quiet", env=env)
     m = json.loads((ev / "metrics.json").read_text())
-    for key in ["task", "n", "classes", "positive_class", "threshold", "accuracy", "sensitivity", "specificity",
-                "ppv", "npv", "f1", "auroc", "confusion_matrix", "ci95"]:
+    for key in [
+        "task",
+        "n",
+        "classes",
+        "positive_class",
+        "threshold",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "f1",
+        "auroc",
+        "confusion_matrix",
+        "ci95",
+    ]:
         assert key in m, key
     assert m["n"] == sum(map(sum, m["confusion_matrix"]))
     assert m["ci95"]["accuracy"][0] <= m["accuracy"] <= m["ci95"]["accuracy"][1]

@@ -44,4 +44,6 @@ def test_grayscale_stem_equals_rgb_replicated():
     rgb.classifier.load_state_dict(gray.classifier.state_dict())
     x = torch.rand(1, 1, 96, 96) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(gray.forward_features(x), rgb.forward_features(x.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            gray.forward_features(x), rgb.forward_features(x.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-4
+        )

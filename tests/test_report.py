@@ -15,8 +15,16 @@ def _report(task="pneumonia", label="PNEUMONIA", triage="finding", probs=None, t
     classes = TASKS[task].classes
     probs = probs or {c: (0.9 if c == label else 0.1 / (len(classes) - 1)) for c in classes}
     return build_report(
-        task=task, label=label, probabilities=probs, threshold=threshold, positive_class=TASKS[task].positive_class,
-        triage=triage, model_name="m", model_version="v1", study_id="0123456789abcdef", heatmap_url="/h.png",
+        task=task,
+        label=label,
+        probabilities=probs,
+        threshold=threshold,
+        positive_class=TASKS[task].positive_class,
+        triage=triage,
+        model_name="m",
+        model_version="v1",
+        study_id="0123456789abcdef",
+        heatmap_url="/h.png",
     )
 
 
@@ -63,8 +71,9 @@ def test_renderings(example_paths):
     html = render_html(r, [("image", b"\x89PNG fake")])
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     assert DISCLAIMER in html and "data:image/png;base64," in html
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     buf = io.BytesIO()
     Image.open(example_paths[0]).convert("RGB").save(buf, format="PNG")

@@ -83,7 +83,13 @@ def test_system_endpoints(server):
     assert m["disclaimer"] == DISCLAIMER
     assert server.get("/docs").status_code == 200
     spec = server.get("/openapi.json").json()
-    for path in ("/api/v1/predict", "/api/v1/studies/{study_id}", "/api/v1/health", "/api/v1/model", "/api/v1/studies/{study_id}/report/sign-off"):
+    for path in (
+        "/api/v1/predict",
+        "/api/v1/studies/{study_id}",
+        "/api/v1/health",
+        "/api/v1/model",
+        "/api/v1/studies/{study_id}/report/sign-off",
+    ):
         assert path in spec["paths"], path
     page = server.get("/")
     assert page.status_code == 200
@@ -116,7 +122,9 @@ def test_predict_real_images_and_everything_after(server, example_paths, data_di
     got = server.get(f"/api/v1/studies/{sid}").json()
     assert got["probabilities"] == j["probabilities"] and got["study_id"] == sid
     pdf = server.get(j["report_urls"]["pdf"])
-    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and pdf.headers["content-type"] == "application/pdf"
+    assert (
+        pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and pdf.headers["content-type"] == "application/pdf"
+    )
     html = server.get(j["report_urls"]["html"])
     assert html.status_code == 200 and DISCLAIMER in html.text and "data:image/png;base64" in html.text
     rj = server.get(j["report_urls"]["json"]).json()
@@ -126,7 +134,10 @@ def test_predict_real_images_and_everything_after(server, example_paths, data_di
     if j["triage"] == "finding":
         assert rj["abnormal"] and rj["flag"] and rj["sections"]["findings"] == "" and rj["heatmap_url"]
     normal = next(v for k, v in results.items() if v["triage"] == "no_finding")
-    assert "Both lungs clear" in normal["report"]["text"] and "to be confirmed by a radiologist" in normal["report"]["text"]
+    assert (
+        "Both lungs clear" in normal["report"]["text"]
+        and "to be confirmed by a radiologist" in normal["report"]["text"]
+    )
     assert normal["report"]["flag"] is None
 
     # sign-off: token required, then signed once
@@ -134,7 +145,11 @@ def test_predict_real_images_and_everything_after(server, example_paths, data_di
     assert server.post(url, json={"radiologist": "Dr Test"}).status_code == 401
     assert server.post(url, json={"radiologist": "Dr Test"}, headers={"X-API-Token": "wrong"}).status_code == 401
     assert server.post(url, json={"radiologist": ""}, headers={"X-API-Token": TOKEN}).status_code == 422
-    r = server.post(url, json={"radiologist": "Dr Test", "findings": "Right lower lobe consolidation."}, headers={"Authorization": f"Bearer {TOKEN}"})
+    r = server.post(
+        url,
+        json={"radiologist": "Dr Test", "findings": "Right lower lobe consolidation."},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert r.status_code == 200, r.text
     rep = r.json()["report"]
     assert rep["status"] == "signed" and rep["signed_by"] == "Dr Test" and rep["signed_at"]
@@ -166,7 +181,10 @@ def test_predict_real_images_and_everything_after(server, example_paths, data_di
     assert row[1] == j["label"] and row[2] == "signed" and row[3] == "Dr Test"
     import hashlib
 
-    assert row[0] == hashlib.sha256(next(p for p in example_paths if results[p.name]["study_id"] == sid).read_bytes()).hexdigest()
+    assert (
+        row[0]
+        == hashlib.sha256(next(p for p in example_paths if results[p.name]["study_id"] == sid).read_bytes()).hexdigest()
+    )
     assert server.get("/api/v1/studies/0123456789abcdef").status_code == 404
     assert server.get("/api/v1/studies/../../etc/passwd").status_code == 404
 
@@ -181,8 +199,14 @@ def test_dicom_uploads(server, example_paths, data_dir, photometric, bits):
     stored = cxr.astype(np.uint16) * (16 if bits == 16 else 1)
     if photometric == "MONOCHROME1":
         stored = stored.max() - stored
-    data = _dicom(stored, bits=bits, photometric=photometric, rescale=(1.0, 0.0) if bits == 16 else None,
-                  patient_name="DOE^JANE", patient_id="ID-98765")
+    data = _dicom(
+        stored,
+        bits=bits,
+        photometric=photometric,
+        rescale=(1.0, 0.0) if bits == 16 else None,
+        patient_name="DOE^JANE",
+        patient_id="ID-98765",
+    )
     r = _post(server, "study.dcm", data, "application/dicom")
     assert r.status_code == 200, r.text
     j = r.json()
@@ -237,7 +261,9 @@ def test_bad_inputs_get_4xx_json(server, example_paths):
         j = r.json()
         assert j["status"] == status and j["reason"] and j["error"], name
     assert server.post("/api/v1/predict").status_code == 422  # no file field
-    assert server.post("/api/v1/predict", content=b"xx", headers={"content-type": "multipart/form-data; boundary=zz"}).status_code in (400, 422)
+    assert server.post(
+        "/api/v1/predict", content=b"xx", headers={"content-type": "multipart/form-data; boundary=zz"}
+    ).status_code in (400, 422)
     assert server.get("/api/v1/health").json()["status"] == "ok"
 
 
@@ -289,7 +315,7 @@ def test_concurrent_requests(server, example_paths):
     rng = np.random.default_rng(1)
     base = read_image(example_paths[3])
     payloads = []
-    for k in range(12):  # distinct bytes -> 12 new studies
+    for _k in range(12):  # distinct bytes -> 12 new studies
         noisy = np.clip(base.astype(int) + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
         payloads.append(_png(noisy))
     with ThreadPoolExecutor(4) as pool:
@@ -333,9 +359,27 @@ def test_cli_serve_subprocess_prints_qr(model_dir, tmp_path):
     from cxrtriage.serve.testing import free_port
 
     port = free_port()
-    cmd = [sys.executable, "-m", "cxrtriage.cli", "serve", "--model", str(model_dir), "--data-dir", str(tmp_path / "d"),
-           "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**__import__("os").environ, "CXRTRIAGE_API_TOKEN": ""})
+    cmd = [
+        sys.executable,
+        "-m",
+        "cxrtriage.cli",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**__import__("os").environ, "CXRTRIAGE_API_TOKEN": ""},
+    )
     try:
         deadline = time.monotonic() + 90
         ok = False

@@ -34,19 +34,26 @@ def test_model_card_is_complete_and_matches_config():
     assert card["onnx"]["onnx_sha256"] == cfg.extra["onnx_sha256"]
     auc = card["validation"]["auroc"]
     assert auc["ci95"][0] <= auc["value"] <= auc["ci95"][1]
-    for needle in ("Research and second-opinion use only", "Limitations", "Pediatric", "Operating point", cfg.extra["onnx_sha256"]):
+    for needle in (
+        "Research and second-opinion use only",
+        "Limitations",
+        "Pediatric",
+        "Operating point",
+        cfg.extra["onnx_sha256"],
+    ):
         assert needle in md
 
 
 def test_demo_writes_page_and_prints_predictions(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "cxrtriage.cli", "demo", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxrtriage.cli", "demo", "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [x for x in proc.stdout.splitlines() if "reference label" in x]
     assert len(lines) == 8
     page = (out / "index.html").read_text()
-    assert page.count("<section class=\"card\">") == 8
+    assert page.count('<section class="card">') == 8
     assert "Research and second-opinion use only" in page
     assert len(list((out / "images").glob("*_gradcam.png"))) == 8
     # The examples come from the validation split; a working model gets most of them right.
@@ -65,8 +72,24 @@ def test_evaluate_by_subgroup_on_examples(tmp_path, example_paths):
         for i, p in enumerate(example_paths):
             w.writerow([p, p.name.split("_")[0], "A" if i % 2 else "B"])
     out = tmp_path / "eval"
-    proc = subprocess.run([sys.executable, "-m", "cxrtriage.cli", "evaluate", "--data", str(manifest), "--out", str(out),
-                           "--by", "site", "--quiet"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxrtriage.cli",
+            "evaluate",
+            "--data",
+            str(manifest),
+            "--out",
+            str(out),
+            "--by",
+            "site",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     m = json.loads((out / "metrics.json").read_text())
     groups = m["subgroups"]["site"]["groups"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cxrtriage.data.discover import Sample
-from cxrtriage.evaluation.subgroups import subgroup_value
+from cxrtriage.experiments.subgroups import subgroup_value
 from cxrtriage.tasks import UnknownTaskError, get_task
 
 

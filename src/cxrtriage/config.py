@@ -116,7 +116,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a ``dict``; unknown keys are ignored."""
         return _from_dict(cls, data)
 
@@ -173,7 +173,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from a ``dict``; unknown keys are ignored."""
         return _from_dict(cls, data)
 
@@ -182,6 +182,6 @@ class ModelConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelConfig":
+    def load(cls, path: str | Path) -> ModelConfig:
         """Read from JSON written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))

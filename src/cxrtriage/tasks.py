@@ -18,9 +18,9 @@ Sources of the label conventions:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Callable, Mapping
 
 __all__ = ["TaskSpec", "TASKS", "get_task", "UnknownTaskError"]
 

@@ -13,15 +13,15 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from .io import ImageReadError, read_image
+from cxrtriage.data.io import ImageReadError, read_image
 
 __all__ = ["CachedImages", "load_cached", "resize_gray", "default_cache_dir"]
 
@@ -133,7 +133,10 @@ def load_cached(
         except (OSError, ValueError, KeyError):
             log.warning("cache %s unreadable; decoding again", arr_path)
     results: list[np.ndarray | str]
-    iterator = (lambda it: it)
+
+    def iterator(it):
+        return it
+
     if progress:
         from tqdm import tqdm
 

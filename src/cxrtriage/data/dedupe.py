@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from .cache import load_cached
-from .discover import DatasetError, Sample
-from .io import IMAGE_SUFFIXES
-from .patients import patient_id_from_filename
+from cxrtriage.data.cache import load_cached
+from cxrtriage.data.discover import DatasetError, Sample
+from cxrtriage.data.io import IMAGE_SUFFIXES
+from cxrtriage.data.patients import patient_id_from_filename
 
 __all__ = [
     "HASH_SIZE",
@@ -340,7 +340,7 @@ def leak_free_groups(
         own = {s.path for s in samples}
         pairs = [(i, j, d) for i, j, d in pairs if items[j][0] not in own]
         ref_counts[rtag] = len(pairs)
-        for i, j, d in pairs:
+        for i, j, _d in pairs:
             uf.union(("s", i), ("p", "ref:" + rtag, items[j][1]))
             linked.add(i)
         examples += [(samples[i].path, items[j][0], d) for i, j, d in pairs[:10]]

@@ -30,7 +30,7 @@ import warnings
 
 import numpy as np
 
-from .io import DEFAULT_MAX_PIXELS, ImageReadError
+from cxrtriage.data.io import DEFAULT_MAX_PIXELS, ImageReadError
 
 __all__ = [
     "is_dicom",
@@ -84,7 +84,7 @@ def is_dicom(data: bytes) -> bool:
 
 def _json_value(v):
     from pydicom.multival import MultiValue
-    from pydicom.valuerep import DSfloat, IS
+    from pydicom.valuerep import IS, DSfloat
 
     if isinstance(v, (MultiValue, list, tuple)):
         return [_json_value(x) for x in v]
@@ -111,7 +111,9 @@ def deidentified_metadata(ds) -> dict:
     if ts is not None:
         meta["TransferSyntaxUID"] = str(ts)
     meta["PatientIdentityRemoved"] = "YES"
-    meta["DeidentificationMethod"] = "cxrtriage allow-list of technical attributes (stricter than DICOM PS3.15 Annex E Basic Profile)"
+    meta["DeidentificationMethod"] = (
+        "cxrtriage allow-list of technical attributes (stricter than DICOM PS3.15 Annex E Basic Profile)"
+    )
     return meta
 
 
@@ -161,24 +163,40 @@ def decode_dicom(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(io.BytesIO(data), force=False)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError, OSError, AttributeError) as exc:
+    except (
+        InvalidDicomError,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        OverflowError,
+        OSError,
+        AttributeError,
+    ) as exc:
         raise ImageReadError(name, f"unreadable DICOM file ({exc.__class__.__name__}: {exc})") from None
     modality = str(ds.get("Modality", "") or "").upper()
     if modality not in accepted_modalities:
         shown = modality or "missing"
-        raise DicomRefused(name, f"DICOM Modality {shown} is not a chest radiograph; accepted: {', '.join(accepted_modalities)}")
+        raise DicomRefused(
+            name, f"DICOM Modality {shown} is not a chest radiograph; accepted: {', '.join(accepted_modalities)}"
+        )
     if "PixelData" not in ds:
         raise DicomRefused(name, "DICOM file has no pixel data (PixelData missing)")
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
     if spp != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DicomRefused(name, f"PhotometricInterpretation {photometric or 'missing'} with {spp} sample(s) per pixel; MONOCHROME1 or MONOCHROME2 expected")
+        raise DicomRefused(
+            name,
+            f"PhotometricInterpretation {photometric or 'missing'} with {spp} sample(s) per pixel; MONOCHROME1 or MONOCHROME2 expected",
+        )
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DicomRefused(name, f"multi-frame DICOM ({frames} frames); send a single radiograph")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows * cols > max_pixels:
-        raise ImageReadError(name, f"image too large: {cols}x{rows} = {rows * cols / 1e6:.1f} MP > {max_pixels / 1e6:.0f} MP")
+        raise ImageReadError(
+            name, f"image too large: {cols}x{rows} = {rows * cols / 1e6:.1f} MP > {max_pixels / 1e6:.0f} MP"
+        )
     if rows < 16 or cols < 16:
         raise ImageReadError(name, f"image too small: {cols}x{rows} pixels (at least 16x16 needed)")
     try:
@@ -191,7 +209,11 @@ def decode_dicom(
         raise ImageReadError(name, f"cannot decode DICOM pixel data ({exc})") from None
     except (ValueError, RuntimeError, TypeError, KeyError, AttributeError, IndexError, OSError, MemoryError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        reason = "truncated DICOM pixel data" if "length" in msg.lower() or "truncat" in msg.lower() else f"cannot decode DICOM pixel data ({msg})"
+        reason = (
+            "truncated DICOM pixel data"
+            if "length" in msg.lower() or "truncat" in msg.lower()
+            else f"cannot decode DICOM pixel data ({msg})"
+        )
         raise ImageReadError(name, reason) from None
     arr = np.asarray(arr, dtype=np.float64)
     if arr.ndim != 2:

@@ -16,9 +16,9 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..tasks import TaskSpec
-from .io import IMAGE_SUFFIXES
-from .patients import patient_id_from_filename
+from cxrtriage.data.io import IMAGE_SUFFIXES
+from cxrtriage.data.patients import patient_id_from_filename
+from cxrtriage.tasks import TaskSpec
 
 __all__ = ["Sample", "DatasetError", "discover", "SPLIT_NAMES", "normalise_split"]
 
@@ -98,9 +98,7 @@ def _from_manifest(manifest: Path, task: TaskSpec) -> list[Sample]:
             continue
         path = (root / rel).resolve()
         pid = (row.get("patient_id") or "").strip() or patient_id_from_filename(rel)
-        samples.append(
-            Sample(str(path), task.classes[target], target, pid, normalise_split(row.get("split")), extra)
-        )
+        samples.append(Sample(str(path), task.classes[target], target, pid, normalise_split(row.get("split")), extra))
     return samples
 
 
@@ -119,7 +117,9 @@ def _from_folder(root: Path, task: TaskSpec) -> list[Sample]:
             if part.lower() in SPLIT_NAMES:
                 split = SPLIT_NAMES[part.lower()]
                 break
-        samples.append(Sample(str(path.resolve()), task.classes[target], target, patient_id_from_filename(path), split, {}))
+        samples.append(
+            Sample(str(path.resolve()), task.classes[target], target, patient_id_from_filename(path), split, {})
+        )
     return samples
 
 

@@ -129,7 +129,9 @@ def decode_image(
                 raise ImageReadError(name, f"unsupported image format {img.format!r} (PNG or JPEG expected)")
             w, h = img.size
             if w * h > max_pixels:
-                raise ImageReadError(name, f"image too large: {w}x{h} = {w * h / 1e6:.1f} MP > {max_pixels / 1e6:.0f} MP")
+                raise ImageReadError(
+                    name, f"image too large: {w}x{h} = {w * h / 1e6:.1f} MP > {max_pixels / 1e6:.0f} MP"
+                )
             if w < 16 or h < 16:
                 raise ImageReadError(name, f"image too small: {w}x{h} pixels (at least 16x16 needed)")
             n_frames = getattr(img, "n_frames", 1)

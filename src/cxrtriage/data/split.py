@@ -8,13 +8,13 @@ seen in training. Built on scikit-learn's ``StratifiedGroupKFold``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .discover import DatasetError, Sample
+from cxrtriage.data.discover import DatasetError, Sample
 
 __all__ = [
     "patient_kfold",

@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import v2
 
-from .cache import resize_gray
+from cxrtriage.data.cache import resize_gray
 
 __all__ = [
     "INTENSITY_METHODS",

@@ -13,7 +13,7 @@ import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from ..models.registry import cam_target_layer
+from cxrtriage.models.registry import cam_target_layer
 
 __all__ = ["gradcam"]
 

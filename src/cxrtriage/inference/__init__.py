@@ -1,6 +1,6 @@
 """Inference: the decision rule and the in-process predictor."""
 
-from .decision import decide
-from .predictor import Prediction, Predictor, predictions_from_probs
+from cxrtriage.inference.predictor import Prediction, Predictor, predictions_from_probs
+from cxrtriage.metrics.decision import decide
 
 __all__ = ["Prediction", "Predictor", "decide", "predictions_from_probs"]

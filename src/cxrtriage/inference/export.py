@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ModelConfig
-from ..evaluation.model_card import onnx_card_line
+from cxrtriage.cards.model_card import onnx_card_line
+from cxrtriage.config import ModelConfig
 
 __all__ = ["export_onnx", "file_sha256", "ONNX_NAME", "ONNX_OPSET"]
 
@@ -79,12 +79,17 @@ def _record_checksum(d: Path, cfg: ModelConfig, sha: str) -> None:
         text = card_md.read_text()
         line = onnx_card_line(ONNX_NAME, ONNX_OPSET, sha)
         pattern = re.compile(r"^- ONNX export .*SHA-256: `[0-9a-f]*`$", re.M)
-        text = (pattern.sub(line, text) if pattern.search(text)
-                else text.rstrip("\n") + "\n\n## ONNX export\n" + line + "\n")
+        text = (
+            pattern.sub(line, text)
+            if pattern.search(text)
+            else text.rstrip("\n") + "\n\n## ONNX export\n" + line + "\n"
+        )
         card_md.write_text(text)
 
 
-def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, verify: bool = True, atol: float = 1e-3) -> Path:
+def export_onnx(
+    model_dir: str | Path, out: str | Path | None = None, *, verify: bool = True, atol: float = 1e-3
+) -> Path:
     """Export a model folder to ONNX and record the file's SHA-256.
 
     Parameters
@@ -115,7 +120,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, *, verify:
     """
     import torch
 
-    from ..models.bundle import load_model
+    from cxrtriage.models.bundle import load_model
 
     d = Path(model_dir)
     model, cfg = load_model(d)

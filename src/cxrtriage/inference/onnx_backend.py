@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ..config import ModelConfig
-from ..data.transforms import preprocess
-from ..evaluation.calibration import softmax
-from .export import ONNX_NAME, file_sha256
+from cxrtriage.config import ModelConfig
+from cxrtriage.data.transforms import preprocess
+from cxrtriage.inference.export import ONNX_NAME, file_sha256
+from cxrtriage.metrics.calibration import softmax
 
 __all__ = ["OnnxBackend", "TorchBackend", "softmax", "onnx_head_weights", "load_backend"]
 
@@ -48,7 +48,11 @@ def onnx_head_weights(onnx_path: str | Path, output: str = "logits") -> tuple[np
     if "transB" not in attrs or attrs["transB"].i != 1:
         w = w.T
     alpha = attrs["alpha"].f if "alpha" in attrs else 1.0
-    b = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32) if len(node.input) > 2 and node.input[2] in inits else np.zeros(w.shape[0], np.float32)
+    b = (
+        numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+        if len(node.input) > 2 and node.input[2] in inits
+        else np.zeros(w.shape[0], np.float32)
+    )
     beta = attrs["beta"].f if "beta" in attrs else 1.0
     return np.ascontiguousarray(w * alpha), b * beta
 
@@ -121,7 +125,9 @@ class OnnxBackend(_Base):
         self.sha256 = file_sha256(path)
         want = (self.config.extra or {}).get("onnx_sha256")
         if check_sha256 and want and want != self.sha256:
-            raise ValueError(f"{path}: SHA-256 {self.sha256[:12]}... differs from config.json ({want[:12]}...); re-export")
+            raise ValueError(
+                f"{path}: SHA-256 {self.sha256[:12]}... differs from config.json ({want[:12]}...); re-export"
+            )
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -160,9 +166,9 @@ class TorchBackend(_Base):
     def __init__(self, model_dir: str | Path, threads: int = 2):
         import torch
 
-        from ..explain.cam import classifier_weights
-        from ..models.bundle import load_model
-        from ..models.registry import model_entry
+        from cxrtriage.explain.cam import classifier_weights
+        from cxrtriage.models.bundle import load_model
+        from cxrtriage.models.registry import model_entry
 
         torch.set_num_threads(threads)
         self.model, self.config = load_model(model_dir)
@@ -180,7 +186,9 @@ class TorchBackend(_Base):
         return logits.float().numpy(), f.float().numpy()
 
 
-def load_backend(model_dir: str | Path, threads: int = 2, prefer_onnx: bool = True, export_if_missing: bool = True) -> _Base:
+def load_backend(
+    model_dir: str | Path, threads: int = 2, prefer_onnx: bool = True, export_if_missing: bool = True
+) -> _Base:
     """The fastest available backend for a model folder.
 
     ONNX Runtime when ``model.onnx`` exists and matches its recorded checksum;
@@ -199,7 +207,7 @@ def load_backend(model_dir: str | Path, threads: int = 2, prefer_onnx: bool = Tr
             log.warning("ONNX backend unavailable: %s", exc)
             if export_if_missing and _writable(d):
                 try:
-                    from .export import export_onnx
+                    from cxrtriage.inference.export import export_onnx
 
                     export_onnx(d)
                     return OnnxBackend(d, threads)

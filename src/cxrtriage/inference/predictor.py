@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..config import ModelConfig
-from ..data.transforms import preprocess
-from ..models.bundle import load_model, resolve_model_dir
-from ..tasks import get_task
-from .decision import decide
+from cxrtriage.config import ModelConfig
+from cxrtriage.data.transforms import preprocess
+from cxrtriage.metrics.decision import decide
+from cxrtriage.models.bundle import load_model, resolve_model_dir
+from cxrtriage.tasks import get_task
 
 __all__ = ["Prediction", "Predictor"]
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from ..data.io import ImageReadError, read_image
-from ..explain.gradcam import gradcam
-from ..explain.overlay import annotate_probabilities, heatmap_overlay
-from .predictor import Predictor
+from cxrtriage.data.io import ImageReadError, read_image
+from cxrtriage.explain.gradcam import gradcam
+from cxrtriage.explain.overlay import annotate_probabilities, heatmap_overlay
+from cxrtriage.inference.predictor import Predictor
 
 __all__ = ["predict_files"]
 
@@ -61,4 +61,3 @@ def predict_files(
             r["gradcam"] = str(cam)
         results.append(r)
     return results, errors
-

@@ -1,7 +1,14 @@
 """Model registry, offline pretrained weights and model folders."""
 
-from .bundle import ModelLoadError, default_model_dir, load_model, save_model
-from .registry import MODELS, UnknownModelError, cam_target_layer, create_model, list_models, model_entry
+from cxrtriage.models.bundle import ModelLoadError, default_model_dir, load_model, save_model
+from cxrtriage.models.registry import (
+    MODELS,
+    UnknownModelError,
+    cam_target_layer,
+    create_model,
+    list_models,
+    model_entry,
+)
 
 __all__ = [
     "MODELS",

@@ -16,10 +16,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from .registry import create_model
+from cxrtriage.config import ModelConfig
+from cxrtriage.models.registry import create_model
 
-__all__ = ["save_model", "load_model", "ModelLoadError", "default_model_dir", "zoo_dir", "shipped_models", "resolve_model_dir"]
+__all__ = [
+    "save_model",
+    "load_model",
+    "ModelLoadError",
+    "default_model_dir",
+    "zoo_dir",
+    "shipped_models",
+    "resolve_model_dir",
+]
 
 
 class ModelLoadError(FileNotFoundError):
@@ -66,7 +74,9 @@ def resolve_model_dir(value: str | Path | None = None) -> Path:
         return d
     if d.name == str(value) and (zoo_dir() / d.name / "config.json").is_file():
         return zoo_dir() / d.name
-    raise ModelLoadError(f"{value}: no such model folder and not a shipped model (shipped: {', '.join(shipped_models())})")
+    raise ModelLoadError(
+        f"{value}: no such model folder and not a shipped model (shipped: {', '.join(shipped_models())})"
+    )
 
 
 def save_model(directory: str | Path, model: nn.Module, config: ModelConfig) -> Path:

@@ -7,15 +7,25 @@ interface), and names the layer Grad-CAM hooks into.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import timm
 from torch import nn
 
-from .cnn4 import CNN4
+from cxrtriage.models.cnn4 import CNN4
 
-__all__ = ["ModelEntry", "MODELS", "register_model", "create_model", "list_models", "cam_target_layer", "UnknownModelError", "model_entry"]
+__all__ = [
+    "ModelEntry",
+    "MODELS",
+    "register_model",
+    "create_model",
+    "list_models",
+    "cam_target_layer",
+    "UnknownModelError",
+    "model_entry",
+    "parameter_count",
+]
 
 
 class UnknownModelError(KeyError):
@@ -62,17 +72,21 @@ def _timm_builder(timm_name: str) -> Callable[..., nn.Module]:
     def build(num_classes: int, in_chans: int, drop_rate: float, pretrained: bool) -> nn.Module:
         if pretrained:
             raise ValueError(f"no offline ImageNet weights for {timm_name}; use pretrained=False")
-        return timm.create_model(timm_name, pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+        return timm.create_model(
+            timm_name, pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
+        )
 
     return build
 
 
 def _build_lite0(num_classes: int, in_chans: int, drop_rate: float, pretrained: bool) -> nn.Module:
-    model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    model = timm.create_model(
+        "efficientnet_lite0", pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
+    )
     if pretrained:
         from timm.models._manipulate import adapt_input_conv
 
-        from .pretrained import load_lite0_imagenet_state_dict
+        from cxrtriage.models.pretrained import load_lite0_imagenet_state_dict
 
         sd = load_lite0_imagenet_state_dict()
         # Grayscale input: sum the RGB stem filters (exact when the channels are equal and share mean/std).
@@ -111,7 +125,9 @@ def _entry(name: str) -> ModelEntry:
         raise UnknownModelError(f"unknown architecture {name!r}; known: {', '.join(MODELS)}") from None
 
 
-def create_model(name: str, num_classes: int, *, in_chans: int = 1, pretrained: bool = False, drop_rate: float = 0.2) -> nn.Module:
+def create_model(
+    name: str, num_classes: int, *, in_chans: int = 1, pretrained: bool = False, drop_rate: float = 0.2
+) -> nn.Module:
     """Build a registered architecture.
 
     Parameters
@@ -171,3 +187,8 @@ def model_entry(name: str) -> ModelEntry:
     """The :class:`ModelEntry` of ``name`` (raises :class:`UnknownModelError`)."""
     return _entry(name)
 
+
+def parameter_count(arch: str, num_classes: int) -> int:
+    """Trainable parameters of ``arch`` with a ``num_classes`` head (grayscale input)."""
+    m = create_model(arch, num_classes, pretrained=False)
+    return int(sum(p.numel() for p in m.parameters()))

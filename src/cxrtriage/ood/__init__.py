@@ -1,7 +1,7 @@
 """Out-of-distribution detection: refuse inputs that are not chest radiographs."""
 
-from .colour import COLOURFULNESS_LIMIT, colourfulness, colourfulness_of_bytes
-from .mahalanobis import OOD_JSON, OOD_NPZ, MahalanobisDetector, pooled_features
+from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness, colourfulness_of_bytes
+from cxrtriage.ood.mahalanobis import OOD_JSON, OOD_NPZ, MahalanobisDetector, pooled_features
 
 __all__ = [
     "COLOURFULNESS_LIMIT",

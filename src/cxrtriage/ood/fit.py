@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from ..data.io import to_uint8_gray
-from .colour import COLOURFULNESS_LIMIT, colourfulness
-from .mahalanobis import MahalanobisDetector, pooled_features
+from cxrtriage.data.io import to_uint8_gray
+from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness
+from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
 
 __all__ = ["natural_images", "extract_pooled", "fit_ood"]
 
@@ -55,7 +55,9 @@ def natural_images() -> list[tuple[str, np.ndarray, float]]:
                 img.load()
             except OSError:
                 continue
-            colour = 0.0 if img.mode in ("1", "L", "LA", "I", "I;16", "F") else colourfulness(np.asarray(img.convert("RGB")))
+            colour = (
+                0.0 if img.mode in ("1", "L", "LA", "I", "I;16", "F") else colourfulness(np.asarray(img.convert("RGB")))
+            )
             if min(img.size) < 16:
                 continue
             out.append((f"skimage:{p.name}", to_uint8_gray(img), colour))
@@ -77,7 +79,9 @@ def natural_images() -> list[tuple[str, np.ndarray, float]]:
     return out
 
 
-def extract_pooled(backend, images: Sequence[np.ndarray], batch_size: int = 32, progress: Callable[[int], None] | None = None) -> np.ndarray:
+def extract_pooled(
+    backend, images: Sequence[np.ndarray], batch_size: int = 32, progress: Callable[[int], None] | None = None
+) -> np.ndarray:
     """Pooled features ``float32 (N, C)`` of ``uint8 (H, W)`` images with a backend of :mod:`cxrtriage.inference.onnx_backend`."""
     feats = []
     for start in range(0, len(images), batch_size):
@@ -90,7 +94,7 @@ def extract_pooled(backend, images: Sequence[np.ndarray], batch_size: int = 32, 
 
 
 def _load(paths: Sequence[str], size: int) -> tuple[list[np.ndarray], list[int]]:
-    from ..data.cache import load_cached
+    from cxrtriage.data.cache import load_cached
 
     cached = load_cached(list(paths), size)
     return [np.asarray(im) for im in cached.images], [int(i) for i in cached.index]
@@ -143,11 +147,11 @@ def fit_ood(
     ValueError
         ``split.json`` / ``train_config.json`` missing or no training image left.
     """
-    from ..config import ModelConfig
-    from ..data.discover import discover
-    from ..data.split import recorded_validation_paths
-    from ..inference.onnx_backend import load_backend
-    from ..tasks import get_task
+    from cxrtriage.config import ModelConfig
+    from cxrtriage.data.discover import discover
+    from cxrtriage.data.split import recorded_validation_paths
+    from cxrtriage.inference.onnx_backend import load_backend
+    from cxrtriage.tasks import get_task
 
     d = Path(model_dir)
     cfg = ModelConfig.load(d / "config.json")

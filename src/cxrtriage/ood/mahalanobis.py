@@ -66,7 +66,7 @@ class MahalanobisDetector:
     info: dict = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, features: np.ndarray, labels: np.ndarray) -> "MahalanobisDetector":
+    def fit(cls, features: np.ndarray, labels: np.ndarray) -> MahalanobisDetector:
         """Estimate class means and the Ledoit-Wolf shared covariance.
 
         Parameters
@@ -97,7 +97,12 @@ class MahalanobisDetector:
         centred = x - means[np.searchsorted(classes, y)]
         lw = LedoitWolf(assume_centered=True).fit(centred)
         det = cls(means=means, precision=np.asarray(lw.precision_, dtype=np.float64))
-        det.info = {"n_fit": int(len(x)), "dim": int(x.shape[1]), "classes_fit": [int(k) for k in classes], "shrinkage": float(lw.shrinkage_)}
+        det.info = {
+            "n_fit": int(len(x)),
+            "dim": int(x.shape[1]),
+            "classes_fit": [int(k) for k in classes],
+            "shrinkage": float(lw.shrinkage_),
+        }
         return det
 
     def score(self, features: np.ndarray) -> np.ndarray:
@@ -152,12 +157,16 @@ class MahalanobisDetector:
         tmp = d / f".{OOD_NPZ}.tmp.npz"
         np.savez_compressed(tmp, means=self.means.astype(np.float32), precision=self.precision.astype(np.float32))
         tmp.replace(npz)
-        info = dict(self.info, threshold=self.threshold, method="Mahalanobis distance, Lee et al. NeurIPS 2018; Ledoit-Wolf covariance")
+        info = dict(
+            self.info,
+            threshold=self.threshold,
+            method="Mahalanobis distance, Lee et al. NeurIPS 2018; Ledoit-Wolf covariance",
+        )
         js.write_text(json.dumps(info, indent=2) + "\n")
         return npz, js
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> "MahalanobisDetector | None":
+    def load(cls, model_dir: str | Path) -> MahalanobisDetector | None:
         """Load a detector saved by :meth:`save`; ``None`` when the folder has none."""
         d = Path(model_dir)
         if not ((d / OOD_NPZ).is_file() and (d / OOD_JSON).is_file()):

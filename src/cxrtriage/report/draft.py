@@ -14,10 +14,10 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
-from .. import DISCLAIMER
+from cxrtriage import DISCLAIMER
 
 __all__ = ["build_report", "sign_off", "report_text", "load_template", "ReportError"]
 
@@ -26,7 +26,7 @@ class ReportError(ValueError):
     """A report operation is not allowed (e.g. signing an already signed report)."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template_json(task: str) -> str:
     folder = resources.files("cxrtriage.report") / "templates"
     f = folder / f"{task}.json"
@@ -134,10 +134,12 @@ def build_report(
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def sign_off(report: dict, radiologist: str, findings: str | None = None, impression: str | None = None, when: str | None = None) -> dict:
+def sign_off(
+    report: dict, radiologist: str, findings: str | None = None, impression: str | None = None, when: str | None = None
+) -> dict:
     """Return a signed copy of a draft report.
 
     Parameters

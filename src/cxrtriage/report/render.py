@@ -46,7 +46,13 @@ def render_html(report: dict, images: list[tuple[str, bytes]] | None = None) -> 
 
 
 def _latin1(s: str) -> str:
-    s = s.replace("\u2014", "-").replace("\u2013", "-").replace("\u2019", "'").replace("\u2265", ">=").replace("\u2264", "<=")
+    s = (
+        s.replace("\u2014", "-")
+        .replace("\u2013", "-")
+        .replace("\u2019", "'")
+        .replace("\u2265", ">=")
+        .replace("\u2264", "<=")
+    )
     return s.encode("latin-1", "replace").decode("latin-1")
 
 
@@ -82,19 +88,36 @@ def render_pdf(report: dict, images: list[tuple[str, bytes]] | None = None) -> b
 
     para(r["disclaimer"], 8, "B", (255, 244, 214))
     para(r["title"], 14, "B")
-    status = r["status"].upper() + (f" - signed by {r['signed_by']} at {r['signed_at']}" if r["status"] == "signed" else " - awaiting radiologist review")
+    status = r["status"].upper() + (
+        f" - signed by {r['signed_by']} at {r['signed_at']}"
+        if r["status"] == "signed"
+        else " - awaiting radiologist review"
+    )
     para(f"Study {r['study_id']}, created {r['created_at']}. Status: {status}", 9)
     if r.get("flag"):
         para(r["flag"], 10, "B", (255, 227, 227))
-    findings = r["sections"]["findings"] or f"[{r.get('findings_placeholder') or 'To be completed by the radiologist.'}]"
-    for head, body in (("Technique", r["sections"]["technique"]), ("Findings", findings), ("Impression", r["sections"]["impression"])):
+    findings = (
+        r["sections"]["findings"] or f"[{r.get('findings_placeholder') or 'To be completed by the radiologist.'}]"
+    )
+    for head, body in (
+        ("Technique", r["sections"]["technique"]),
+        ("Findings", findings),
+        ("Impression", r["sections"]["impression"]),
+    ):
         para(head, 11, "B")
         para(body, 10)
     ai = r["ai_result"]
     probs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in ai["probabilities"].items())
-    thr = f"{100 * ai['threshold']:.2f}% on {ai['positive_class']}" if ai["threshold"] is not None else "most probable class"
+    thr = (
+        f"{100 * ai['threshold']:.2f}% on {ai['positive_class']}"
+        if ai["threshold"] is not None
+        else "most probable class"
+    )
     para("AI result", 11, "B")
-    para(f"Label: {ai['label']} ({100 * ai['probability']:.1f}%). Probabilities: {probs}. Threshold: {thr}. Triage: {ai['triage']}.", 10)
+    para(
+        f"Label: {ai['label']} ({100 * ai['probability']:.1f}%). Probabilities: {probs}. Threshold: {thr}. Triage: {ai['triage']}.",
+        10,
+    )
     para(f"Model: {r['model']['name']} version {r['model']['version']}", 9)
     if images:
         n = len(images)

@@ -1,6 +1,6 @@
 """Web platform: FastAPI app (upload page, result pages, REST API), persistence and serving.
 
-Start it with ``cxr serve`` (:mod:`cxrtriage.serve.cli`) or build the app with
+Start it with ``cxr serve`` (:mod:`cxrtriage.cli.serve`) or build the app with
 :func:`cxrtriage.serve.app.create_app`.
 """
 
@@ -9,11 +9,11 @@ __all__ = ["create_app", "ServeSettings"]
 
 def __getattr__(name):  # lazy: importing the package must not import FastAPI
     if name == "create_app":
-        from .app import create_app
+        from cxrtriage.serve.app import create_app
 
         return create_app
     if name == "ServeSettings":
-        from .settings import ServeSettings
+        from cxrtriage.serve.settings import ServeSettings
 
         return ServeSettings
     raise AttributeError(name)

@@ -13,11 +13,11 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import DISCLAIMER, __version__
-from .lan import public_url, qr_svg
-from .routers import pages, predict, studies, system
-from .service import ApiError, StudyService
-from .settings import ServeSettings
+from cxrtriage import DISCLAIMER, __version__
+from cxrtriage.serve.lan import public_url, qr_svg
+from cxrtriage.serve.routers import pages, predict, studies, system
+from cxrtriage.serve.service import ApiError, StudyService
+from cxrtriage.serve.settings import ServeSettings
 
 __all__ = ["create_app"]
 
@@ -48,7 +48,9 @@ class BodyLimitMiddleware:
                 except ValueError:
                     n = 0
                 if n > self.limit:
-                    return await _send_json(send, 413, "file_too_large", f"request body {n / 1e6:.1f} MB > limit {self.limit / 1e6:g} MB")
+                    return await _send_json(
+                        send, 413, "file_too_large", f"request body {n / 1e6:.1f} MB > limit {self.limit / 1e6:g} MB"
+                    )
         seen = 0
         started = False
 
@@ -78,7 +80,17 @@ async def _send_json(send, status: int, error: str, reason: str) -> None:
     import json
 
     body = json.dumps({"error": error, "reason": reason, "status": status}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -148,6 +160,8 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s", request.url.path)
-        return _err(500, "internal_error", f"unexpected server error ({exc.__class__.__name__}); the request was not stored")
+        return _err(
+            500, "internal_error", f"unexpected server error ({exc.__class__.__name__}); the request was not stored"
+        )
 
     return app

@@ -6,7 +6,7 @@ import hmac
 
 from fastapi import Header, Request
 
-from .service import ApiError, StudyService
+from cxrtriage.serve.service import ApiError, StudyService
 
 __all__ = ["get_service", "require_token", "token_ok"]
 
@@ -32,4 +32,8 @@ def require_token(
     if not token and authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
     if not token_ok(get_service(request), token):
-        raise ApiError(401, "unauthorized", "write endpoint: send the API token in the X-API-Token header (see cxr serve --api-token)")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "write endpoint: send the API token in the X-API-Token header (see cxr serve --api-token)",
+        )

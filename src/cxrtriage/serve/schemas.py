@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .. import DISCLAIMER
+from cxrtriage import DISCLAIMER
 
 __all__ = [
     "ErrorOut",
@@ -110,7 +110,9 @@ class StudyOut(BaseModel):
     triage: Literal["no_finding", "finding"]
     model: dict[str, str] = Field(description="name, version, backend")
     heatmap_class: str | None
-    ood_score: float | None = Field(description="squared Mahalanobis distance of the pooled features (lower = more typical)")
+    ood_score: float | None = Field(
+        description="squared Mahalanobis distance of the pooled features (lower = more typical)"
+    )
     dicom: dict | None = Field(description="de-identified DICOM attributes (DICOM uploads only)")
     image_url: str
     annotated_image_url: str
@@ -125,7 +127,9 @@ class StudyOut(BaseModel):
 class PredictOut(StudyOut):
     """Answer of ``POST /api/v1/predict``."""
 
-    duplicate: bool = Field(description="True when this exact upload was analysed before: the existing study is returned")
+    duplicate: bool = Field(
+        description="True when this exact upload was analysed before: the existing study is returned"
+    )
     request_timings: Timings = Field(description="timings of this request")
 
 

@@ -17,18 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import DISCLAIMER
-from ..data.dicom import decode_dicom, is_dicom
-from ..data.io import ImageReadError, decode_image
-from ..explain.cam import cam_from_features, normalize_cam, upsample_cam
-from ..inference.onnx_backend import load_backend, softmax
-from ..inference.predictor import predictions_from_probs
-from ..ood.colour import COLOURFULNESS_LIMIT, colourfulness_of_bytes
-from ..ood.mahalanobis import MahalanobisDetector, pooled_features
-from ..report.draft import build_report, sign_off
-from ..report.render import render_html, render_json, render_pdf
-from .settings import ServeSettings
-from .store import StudyRecord, StudyStore, png_bytes
+from cxrtriage import DISCLAIMER
+from cxrtriage.data.dicom import decode_dicom, is_dicom
+from cxrtriage.data.io import ImageReadError, decode_image
+from cxrtriage.explain.cam import cam_from_features, normalize_cam, upsample_cam
+from cxrtriage.inference.onnx_backend import load_backend, softmax
+from cxrtriage.inference.predictor import predictions_from_probs
+from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness_of_bytes
+from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
+from cxrtriage.report.draft import build_report, sign_off
+from cxrtriage.report.render import render_html, render_json, render_pdf
+from cxrtriage.serve.settings import ServeSettings
+from cxrtriage.serve.store import StudyRecord, StudyStore, png_bytes
 
 __all__ = ["ApiError", "Engine", "Analysis", "StudyService", "safe_filename", "sniff_format"]
 
@@ -100,15 +100,22 @@ class Engine:
         self.backend = load_backend(settings.model_dir, threads=settings.threads, prefer_onnx=settings.prefer_onnx)
         self.config = self.backend.config
         self.detector = MahalanobisDetector.load(settings.model_dir)
-        fitted_for = (self.detector.info.get("model_version") if self.detector is not None else None)
+        fitted_for = self.detector.info.get("model_version") if self.detector is not None else None
         if fitted_for and fitted_for != self.config.version:
-            log.warning("OOD detector in %s was fitted for model %s, not %s: ignored (run `cxr fit-ood`)",
-                        settings.model_dir, fitted_for, self.config.version)
+            log.warning(
+                "OOD detector in %s was fitted for model %s, not %s: ignored (run `cxr fit-ood`)",
+                settings.model_dir,
+                fitted_for,
+                self.config.version,
+            )
             self.detector = None
         self._lock = threading.Lock()
         self.model_name = Path(settings.model_dir).resolve().name
         if self.detector is None:
-            log.warning("no OOD detector in %s (run `cxr fit-ood`); only the colour check refuses non-radiographs", settings.model_dir)
+            log.warning(
+                "no OOD detector in %s (run `cxr fit-ood`); only the colour check refuses non-radiographs",
+                settings.model_dir,
+            )
         # warm-up: first run allocates buffers
         self.analyze(np.full((self.config.image_size, self.config.image_size), 128, np.uint8))
 
@@ -127,7 +134,9 @@ class Engine:
         if self.backend.head is not None:
             cam = normalize_cam(cam_from_features(fmap[0], self.backend.head[0], pred.label_index))
         t2 = time.perf_counter()
-        return Analysis(probs[0], pred.label, pred.label_index, pred.triage, cam, score, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        return Analysis(
+            probs[0], pred.label, pred.label_index, pred.triage, cam, score, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        )
 
     def info(self) -> dict:
         """Model description for ``GET /api/v1/model``."""
@@ -137,7 +146,14 @@ class Engine:
             i = self.detector.info
             det = {
                 k: i.get(k)
-                for k in ("threshold", "percentile", "n_train", "n_val", "val_false_rejection_rate_cross_calibrated", "method")
+                for k in (
+                    "threshold",
+                    "percentile",
+                    "n_train",
+                    "n_val",
+                    "val_false_rejection_rate_cross_calibrated",
+                    "method",
+                )
             }
             nat = i.get("natural_images") or {}
             det["natural_image_rejection_rate"] = nat.get("rejection_rate_colour_or_mahalanobis")
@@ -156,7 +172,7 @@ class Engine:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 class StudyService:
@@ -187,10 +203,16 @@ class StudyService:
         if len(data) == 0:
             raise ApiError(422, "empty_file", f"{name}: empty file (0 bytes)")
         if len(data) > self.settings.max_upload_bytes:
-            raise ApiError(413, "file_too_large", f"{name}: {len(data) / 1e6:.1f} MB > limit {self.settings.max_upload_mb:g} MB")
+            raise ApiError(
+                413, "file_too_large", f"{name}: {len(data) / 1e6:.1f} MB > limit {self.settings.max_upload_mb:g} MB"
+            )
         fmt = sniff_format(data)
         if fmt is None:
-            raise ApiError(415, "unsupported_media_type", f"{name}: not a PNG, JPEG or DICOM file (content sniffed; extension and Content-Type are ignored)")
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"{name}: not a PNG, JPEG or DICOM file (content sniffed; extension and Content-Type are ignored)",
+            )
         try:
             if fmt == "dicom":
                 img, meta = decode_dicom(data, name, max_pixels=self.settings.max_pixels)
@@ -309,7 +331,7 @@ class StudyService:
 
     def picture(self, rec: StudyRecord, kind: str) -> Path:
         """PNG file of ``kind`` (``image``, ``annotated``, ``heatmap``), rendered on first request and cached."""
-        from ..explain.overlay import annotate_probabilities, display_image, heatmap_overlay
+        from cxrtriage.explain.overlay import annotate_probabilities, display_image, heatmap_overlay
 
         if kind == "image":
             return self.store.root / rec.image_file
@@ -318,7 +340,9 @@ class StudyService:
             return path
         img = self.store.load_image(rec.image_file)
         if kind == "annotated":
-            pil = annotate_probabilities(img, rec.probabilities, rec.label, footer="Research use only. Not a diagnosis.")
+            pil = annotate_probabilities(
+                img, rec.probabilities, rec.label, footer="Research use only. Not a diagnosis."
+            )
         elif kind == "heatmap":
             if rec.cam is None:
                 raise ApiError(404, "not_found", f"study {rec.id} has no heatmap (model without a GAP + linear head)")
@@ -335,7 +359,9 @@ class StudyService:
             return render_json(rec.report), "application/json"
         images = [("AI annotation", self.picture(rec, "annotated").read_bytes())]
         if rec.report.get("heatmap_url") and rec.cam is not None:
-            images.append((f"Heatmap (class activation map, {rec.heat_class})", self.picture(rec, "heatmap").read_bytes()))
+            images.append(
+                (f"Heatmap (class activation map, {rec.heat_class})", self.picture(rec, "heatmap").read_bytes())
+            )
         if fmt == "html":
             return render_html(rec.report, images).encode("utf-8"), "text/html; charset=utf-8"
         if fmt == "pdf":
@@ -344,7 +370,7 @@ class StudyService:
 
     def sign(self, study_id: str, radiologist: str, findings: str | None, impression: str | None) -> StudyRecord:
         """Sign a draft report off (409 when already signed, 422 for an empty name)."""
-        from ..report.draft import ReportError
+        from cxrtriage.report.draft import ReportError
 
         rec = self.get(study_id)
         try:
@@ -357,7 +383,7 @@ class StudyService:
 
     def health(self) -> dict:
         """Liveness data for ``GET /api/v1/health``."""
-        from .. import __version__
+        from cxrtriage import __version__
 
         db = self.store.ping()
         return {

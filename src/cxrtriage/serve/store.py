@@ -214,7 +214,9 @@ class StudyStore:
     def find(self, sha256: str, model_version: str) -> StudyRecord | None:
         """The study of an upload already analysed by this model version, or None."""
         with self._lock:
-            row = self._db.execute("SELECT * FROM studies WHERE sha256 = ? AND model_version = ?", (sha256, model_version)).fetchone()
+            row = self._db.execute(
+                "SELECT * FROM studies WHERE sha256 = ? AND model_version = ?", (sha256, model_version)
+            ).fetchone()
         return self._record(row)
 
     def insert(self, rec: StudyRecord) -> tuple[StudyRecord, bool]:
@@ -246,7 +248,13 @@ class StudyStore:
         with self._lock:
             self._db.execute(
                 "UPDATE studies SET report = ?, report_status = ?, signed_by = ?, signed_at = ? WHERE id = ?",
-                (json.dumps(report, separators=(",", ":")), report["status"], report.get("signed_by"), report.get("signed_at"), study_id),
+                (
+                    json.dumps(report, separators=(",", ":")),
+                    report["status"],
+                    report.get("signed_by"),
+                    report.get("signed_at"),
+                    study_id,
+                ),
             )
 
     def count(self) -> int:
@@ -257,7 +265,9 @@ class StudyStore:
     def recent(self, limit: int = 20, offset: int = 0) -> list[StudyRecord]:
         """Newest studies first."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM studies ORDER BY received_at DESC, id LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM studies ORDER BY received_at DESC, id LIMIT ? OFFSET ?", (limit, offset)
+            ).fetchall()
         return [self._record(r) for r in rows]
 
     def ping(self) -> bool:

@@ -8,8 +8,8 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["free_port", "running_server", "find_model_dir", "copy_model_dir"]
 
@@ -23,7 +23,7 @@ def free_port() -> int:
 
 def find_model_dir() -> Path | None:
     """The model to test with: ``$CXRTRIAGE_TEST_MODEL`` or the shipped model; None if neither exists."""
-    from ..models.bundle import default_model_dir
+    from cxrtriage.models.bundle import default_model_dir
 
     for cand in (os.environ.get("CXRTRIAGE_TEST_MODEL"), default_model_dir()):
         if cand and (Path(cand) / "model.pt").is_file() and (Path(cand) / "config.json").is_file():
@@ -35,11 +35,21 @@ def copy_model_dir(src: str | Path, dst: str | Path, export: bool = True) -> Pat
     """Copy a model folder (weights, config, ONNX, OOD detector) and export ONNX there if missing."""
     src, dst = Path(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.pt", "model.onnx", "ood.npz", "ood.json", "split.json", "train_config.json", "model_card.json", "model_card.md"):
+    for name in (
+        "config.json",
+        "model.pt",
+        "model.onnx",
+        "ood.npz",
+        "ood.json",
+        "split.json",
+        "train_config.json",
+        "model_card.json",
+        "model_card.md",
+    ):
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
     if export and not (dst / "model.onnx").is_file():
-        from ..inference.export import export_onnx
+        from cxrtriage.inference.export import export_onnx
 
         export_onnx(dst)
     return dst
@@ -54,12 +64,14 @@ def running_server(settings, service=None, timeout: float = 60.0) -> Iterator[st
     """
     import uvicorn
 
-    from .app import create_app
+    from cxrtriage.serve.app import create_app
 
     if not settings.port:
         settings.port = free_port()
     app = create_app(settings, service)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False, lifespan="on"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="cxrtriage-test-server", daemon=True)
     thread.start()

@@ -26,18 +26,18 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from ..config import SELECT_METRICS, ModelConfig, TrainConfig
-from ..data.cache import load_cached
-from ..data.dataset import CachedDataset
-from ..data.discover import Sample, discover
-from ..data.split import dataset_root, train_val_from_samples
-from ..data.transforms import build_eval_transform, build_train_transform
-from ..evaluation.metrics import auroc, binary_metrics, bootstrap_ci, multiclass_metrics
-from ..evaluation.operating_point import choose_threshold
-from ..models.bundle import save_model
-from ..models.registry import create_model, model_entry
-from ..tasks import get_task
-from .plots import plot_history
+from cxrtriage.cards.training_plots import plot_history
+from cxrtriage.config import SELECT_METRICS, ModelConfig, TrainConfig
+from cxrtriage.data.cache import load_cached
+from cxrtriage.data.dataset import CachedDataset
+from cxrtriage.data.discover import Sample, discover
+from cxrtriage.data.split import dataset_root, train_val_from_samples
+from cxrtriage.data.transforms import build_eval_transform, build_train_transform
+from cxrtriage.metrics.classification import auroc, binary_metrics, bootstrap_ci, multiclass_metrics
+from cxrtriage.metrics.operating_point import choose_threshold
+from cxrtriage.models.bundle import save_model
+from cxrtriage.models.registry import create_model, model_entry
+from cxrtriage.tasks import get_task
 
 __all__ = ["train", "predict_probs", "TrainResult", "make_optimizer"]
 
@@ -96,7 +96,12 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
 
 @torch.no_grad()
 def predict_probs(
-    model: nn.Module, images: np.ndarray, transform, batch_size: int = 64, channels_last: bool = True, temperature: float = 1.0
+    model: nn.Module,
+    images: np.ndarray,
+    transform,
+    batch_size: int = 64,
+    channels_last: bool = True,
+    temperature: float = 1.0,
 ) -> np.ndarray:
     """Class probabilities for cached images.
 
@@ -240,7 +245,13 @@ def train(
     rel = [os.path.relpath(s.path, dataset_root(cfg.data)) for s in val_s]
     (out / "split.json").write_text(
         json.dumps(
-            {**split_info, "val_paths": [s.path for s in val_s], "data": cfg.data, "val_paths_relative": rel, "seed": cfg.seed},
+            {
+                **split_info,
+                "val_paths": [s.path for s in val_s],
+                "data": cfg.data,
+                "val_paths_relative": rel,
+                "seed": cfg.seed,
+            },
             indent=1,
         )
         + "\n"
@@ -289,10 +300,16 @@ def train(
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         if cfg.balance == "sampler":
             weights = (1.0 / counts)[y_tr]
-            sampler = WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(y_tr), replacement=True, generator=gen)
-            loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(y_tr) > cfg.batch_size)
+            sampler = WeightedRandomSampler(
+                torch.as_tensor(weights), num_samples=len(y_tr), replacement=True, generator=gen
+            )
+            loader = DataLoader(
+                dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(y_tr) > cfg.batch_size
+            )
         else:
-            loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=len(y_tr) > cfg.batch_size)
+            loader = DataLoader(
+                dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=len(y_tr) > cfg.batch_size
+            )
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = loader
@@ -315,7 +332,9 @@ def train(
             if progress:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         probs = predict_probs(model, x_va, eval_tf, channels_last=cfg.channels_last)
-        val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(y_va)))
+        val_loss = float(
+            nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(y_va))
+        )
         val_auc = auroc(y_va, probs)
         row = {
             "epoch": epoch,

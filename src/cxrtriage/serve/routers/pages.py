@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ... import DISCLAIMER
-from ..deps import get_service, token_ok
-from ..service import ApiError, StudyService, study_out
-from .predict import read_upload
+from cxrtriage import DISCLAIMER
+from cxrtriage.serve.deps import get_service, token_ok
+from cxrtriage.serve.routers.predict import read_upload
+from cxrtriage.serve.service import ApiError, StudyService, study_out
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -49,12 +49,16 @@ def upload_form(request: Request, file: UploadFile = File(...), service: StudySe
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-def study_page(request: Request, study_id: str, duplicate: int = 0, signed: int = 0, service: StudyService = Depends(get_service)):
+def study_page(
+    request: Request, study_id: str, duplicate: int = 0, signed: int = 0, service: StudyService = Depends(get_service)
+):
     try:
         rec = service.get(study_id)
     except ApiError as exc:
         return _render(request, "error.html", exc.status, error=exc)
-    return _render(request, "study.html", s=study_out(rec), duplicate=bool(duplicate), signed=bool(signed), message=None)
+    return _render(
+        request, "study.html", s=study_out(rec), duplicate=bool(duplicate), signed=bool(signed), message=None
+    )
 
 
 @router.post("/studies/{study_id}/sign-off", response_class=HTMLResponse)
@@ -75,5 +79,7 @@ def sign_off_form(
     except ApiError as exc:
         if exc.status == 404:
             return _render(request, "error.html", exc.status, error=exc)
-        return _render(request, "study.html", exc.status, s=study_out(rec), duplicate=False, signed=False, message=exc.reason)
+        return _render(
+            request, "study.html", exc.status, s=study_out(rec), duplicate=False, signed=False, message=exc.reason
+        )
     return RedirectResponse(f"/studies/{study_id}?signed=1", status_code=303)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, File, UploadFile
 
-from ..deps import get_service
-from ..schemas import ErrorOut, PredictOut
-from ..service import ApiError, StudyService, study_out
+from cxrtriage.serve.deps import get_service
+from cxrtriage.serve.schemas import ErrorOut, PredictOut
+from cxrtriage.serve.service import ApiError, StudyService, study_out
 
 router = APIRouter(prefix="/api/v1", tags=["predict"])
 
@@ -22,7 +22,10 @@ def read_upload(file: UploadFile, limit: int) -> bytes:
 
 
 @router.post("/predict", response_model=PredictOut, responses=_ERRORS, summary="Analyse one chest radiograph")
-def predict(file: UploadFile = File(..., description="PNG, JPEG or DICOM (format sniffed from the content)"), service: StudyService = Depends(get_service)) -> dict:
+def predict(
+    file: UploadFile = File(..., description="PNG, JPEG or DICOM (format sniffed from the content)"),
+    service: StudyService = Depends(get_service),
+) -> dict:
     """Classify the image, build the heatmap and the draft report, store the study.
 
     Sending the same bytes again returns the stored study with ``duplicate = true``.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import FileResponse
 
-from ..deps import get_service, require_token
-from ..schemas import ErrorOut, SignOffIn, StudyList, StudyOut
-from ..service import StudyService, study_out
+from cxrtriage.serve.deps import get_service, require_token
+from cxrtriage.serve.schemas import ErrorOut, SignOffIn, StudyList, StudyOut
+from cxrtriage.serve.service import StudyService, study_out
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
@@ -15,7 +15,9 @@ _404 = {404: {"model": ErrorOut}}
 
 
 @router.get("", response_model=StudyList, summary="Recent studies, newest first")
-def list_studies(limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0), service: StudyService = Depends(get_service)) -> dict:
+def list_studies(
+    limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0), service: StudyService = Depends(get_service)
+) -> dict:
     return {"studies": [study_out(r) for r in service.store.recent(limit, offset)], "total": service.store.count()}
 
 
@@ -24,7 +26,12 @@ def get_study(study_id: str, service: StudyService = Depends(get_service)) -> di
     return study_out(service.get(study_id))
 
 
-@router.get("/{study_id}/{kind}.png", responses=_404, response_class=FileResponse, summary="Stored image, annotated image or heatmap overlay (PNG)")
+@router.get(
+    "/{study_id}/{kind}.png",
+    responses=_404,
+    response_class=FileResponse,
+    summary="Stored image, annotated image or heatmap overlay (PNG)",
+)
 def picture(study_id: str, kind: str, service: StudyService = Depends(get_service)):
     path = service.picture(service.get(study_id), kind)
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
@@ -33,7 +40,9 @@ def picture(study_id: str, kind: str, service: StudyService = Depends(get_servic
 @router.get("/{study_id}/report.{fmt}", responses=_404, summary="Report download: json, html or pdf")
 def report(study_id: str, fmt: str, service: StudyService = Depends(get_service)) -> Response:
     data, media = service.report_file(service.get(study_id), fmt)
-    headers = {"Content-Disposition": f'attachment; filename="cxrtriage-report-{study_id}.{fmt}"'} if fmt != "json" else {}
+    headers = (
+        {"Content-Disposition": f'attachment; filename="cxrtriage-report-{study_id}.{fmt}"'} if fmt != "json" else {}
+    )
     return Response(content=data, media_type=media, headers=headers)
 
 

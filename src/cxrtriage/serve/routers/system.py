@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from ..deps import get_service
-from ..schemas import HealthOut, ModelInfo
-from ..service import StudyService
+from cxrtriage.serve.deps import get_service
+from cxrtriage.serve.schemas import HealthOut, ModelInfo
+from cxrtriage.serve.service import StudyService
 
 router = APIRouter(prefix="/api/v1", tags=["system"])
 

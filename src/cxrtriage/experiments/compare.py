@@ -12,26 +12,20 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..models.registry import create_model, model_entry
-from ..tasks import get_task
-from .cv import CVDataset, budget_lines, format_mean_sd, headline_metrics, run_cv
-from .figures import bar_chart, roc_figure
-from .tables import markdown_table, write_csv, write_json
+from cxrtriage.cards.figures import bar_chart, roc_figure
+from cxrtriage.cards.tables import markdown_table, write_csv, write_json
+from cxrtriage.config import TrainConfig
+from cxrtriage.experiments.cv import CVDataset, budget_lines, format_mean_sd, headline_metrics, run_cv
+from cxrtriage.models.registry import model_entry, parameter_count
+from cxrtriage.tasks import get_task
 
-__all__ = ["run_compare", "compare_markdown", "write_compare_report", "parameter_count"]
-
-
-def parameter_count(arch: str, num_classes: int) -> int:
-    """Trainable parameters of ``arch`` with a ``num_classes`` head (grayscale input)."""
-    m = create_model(arch, num_classes, pretrained=False)
-    return int(sum(p.numel() for p in m.parameters()))
+__all__ = ["run_compare", "compare_markdown", "write_compare_report"]
 
 
 def _auc_key(task) -> str:
@@ -64,7 +58,7 @@ def run_compare(
         ``compare.{json,csv,md}``, ``roc.png``, ``auroc_bars.png``,
         ``report.html`` and one sub-folder per entry (its ``cv`` outputs).
     k, seed, inner_val_fraction, n_boot, progress
-        As in :func:`cxrtriage.evaluation.cv.run_cv`.
+        As in :func:`cxrtriage.experiments.cv.run_cv`.
     frozen : sequence of str
         Architectures also run as frozen pretrained backbone + linear head.
     command : str, optional
@@ -93,8 +87,18 @@ def run_compare(
     results = []
     for arch, fz in runs:
         name = f"{arch}-frozen" if fz else arch
-        res = run_cv(ds, replace(cfg, arch=arch), out / name, k=k, seed=seed, inner_val_fraction=inner_val_fraction,
-                     frozen=fz, n_boot=n_boot, progress=progress, command=command)
+        res = run_cv(
+            ds,
+            replace(cfg, arch=arch),
+            out / name,
+            k=k,
+            seed=seed,
+            inner_val_fraction=inner_val_fraction,
+            frozen=fz,
+            n_boot=n_boot,
+            progress=progress,
+            command=command,
+        )
         res["params"] = parameter_count(arch, task.num_classes)
         results.append(res)
     wall = time.time() - t0
@@ -117,7 +121,9 @@ def run_compare(
     for r in results:
         y, s = _oof_scores(out / _dirname(r) / "oof.csv", task, pos)
         curves[r["label"]] = (y, s)
-    roc_figure(curves, out / "roc.png", title=f"{task.name}: {task.positive_class} vs rest, pooled out-of-fold ({k} folds)")
+    roc_figure(
+        curves, out / "roc.png", title=f"{task.name}: {task.positive_class} vs rest, pooled out-of-fold ({k} folds)"
+    )
     key = _auc_key(task)
     bar_chart(
         [r["label"] for r in results],
@@ -133,7 +139,7 @@ def run_compare(
 
 def write_compare_report(summary: dict, out: str | Path) -> None:
     """Write ``compare.md`` and the self-contained ``report.html`` of a comparison (from ``compare.json`` content)."""
-    from .html_report import write_report
+    from cxrtriage.cards.html_report import write_report
 
     out = Path(out)
     md = compare_markdown(summary)
@@ -185,13 +191,21 @@ def compare_markdown(summary: dict) -> str:
     task = get_task(summary["task"])
     key = _auc_key(task)
     metrics = headline_metrics(task)[:4] + (["f1"] if task.is_binary else []) + ["ece", "ece_calibrated"]
-    cols = [("architecture", "architecture"), ("init", "init"), ("params_M", "params (M)"),
-            ("pooled", f"pooled {key.replace('_', ' ')} (95% CI)")]
+    cols = [
+        ("architecture", "architecture"),
+        ("init", "init"),
+        ("params_M", "params (M)"),
+        ("pooled", f"pooled {key.replace('_', ' ')} (95% CI)"),
+    ]
     cols += [(m, m.replace("_", " ") + " (mean ± SD)") for m in metrics] + [("wall_minutes", "wall (min)")]
     table_rows = []
     for r in summary["rows"]:
-        t = {"architecture": r["architecture"], "init": r["init"], "params_M": f"{r['params_M']:.2f}",
-             "wall_minutes": f"{r['wall_minutes']:.1f}"}
+        t = {
+            "architecture": r["architecture"],
+            "init": r["init"],
+            "params_M": f"{r['params_M']:.2f}",
+            "wall_minutes": f"{r['wall_minutes']:.1f}",
+        }
         lo, hi = r.get(f"pooled_{key}_ci_low"), r.get(f"pooled_{key}_ci_high")
         v = r.get(f"pooled_{key}")
         t["pooled"] = f"{v:.3f} ({lo:.3f}–{hi:.3f})" if v is not None and lo is not None else "–"
@@ -205,12 +219,15 @@ def compare_markdown(summary: dict) -> str:
         b = dict(res0["budget"])
         b["command"] = summary.get("command") or b["command"]
         b["wall_seconds"] = summary["wall_seconds"]
-        lines += [*budget_lines(b)[:2],
-                  f"- Image size {b['image_size']} px; epochs {b['epochs']} (fine-tuned rows); batch {b['batch_size']}; "
-                  f"max training images per fold {b['max_train_images']}; initialisation per row (ImageNet only where "
-                  "offline weights exist, else from scratch)",
-                  f"- Total wall time {summary['wall_seconds'] / 60:.1f} min on {b['cpu_count']} CPU cores, no GPU "
-                  "(per-architecture wall time in the table)", ""]
+        lines += [
+            *budget_lines(b)[:2],
+            f"- Image size {b['image_size']} px; epochs {b['epochs']} (fine-tuned rows); batch {b['batch_size']}; "
+            f"max training images per fold {b['max_train_images']}; initialisation per row (ImageNet only where "
+            "offline weights exist, else from scratch)",
+            f"- Total wall time {summary['wall_seconds'] / 60:.1f} min on {b['cpu_count']} CPU cores, no GPU "
+            "(per-architecture wall time in the table)",
+            "",
+        ]
     lines += [markdown_table(table_rows, cols)]
     lines += [
         "Operating point per fold: threshold by "
@@ -228,6 +245,9 @@ def compare_markdown(summary: dict) -> str:
     ]
     if summary.get("dedupe"):
         d = summary["dedupe"]
-        lines += [f"Leak-free groups: {d['n_images']} images → {d['n_groups']} groups ({d['n_patients']} patient ids, "
-                  f"{d['within_pairs']} duplicate pairs in the pool, reference copies {d['reference_pairs']}).", ""]
+        lines += [
+            f"Leak-free groups: {d['n_images']} images → {d['n_groups']} groups ({d['n_patients']} patient ids, "
+            f"{d['within_pairs']} duplicate pairs in the pool, reference copies {d['reference_pairs']}).",
+            "",
+        ]
     return "\n".join(lines)

@@ -10,7 +10,7 @@ Steps, all with leak-free groups (patients and duplicate images,
 3. Training (:func:`cxrtriage.training.trainer.train`) with the best epoch
    chosen on validation.
 4. ``cxr calibrate``: temperature and operating point on validation
-   (:func:`cxrtriage.evaluation.recalibrate.calibrate_model_dir`).
+   (:func:`cxrtriage.experiments.recalibrate.calibrate_model_dir`).
 5. Validation and test metrics with 95 % bootstrap intervals at the saved
    operating point; optional subgroup tables on test; model card.
 6. The inference files are copied into the model folder (no checkpoints).
@@ -23,31 +23,40 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ..config import ModelConfig, TrainConfig
-from ..data.cache import load_cached
-from ..data.split import dataset_root, patient_train_val_split
-from ..models.bundle import load_model
-from ..tasks import get_task
-from .calibration import brier_score, expected_calibration_error, softmax
-from .cv import build_cv_dataset
-from .intervals import bootstrap_intervals
-from .logits import model_logits
-from .model_card import build_card, write_model_card
-from .recalibrate import calibrate_model_dir, validation_logits
-from .subgroups import subgroup_metrics
-from .tables import write_json
+from cxrtriage.cards.model_card import build_card, write_model_card
+from cxrtriage.cards.tables import write_json
+from cxrtriage.config import ModelConfig, TrainConfig
+from cxrtriage.data.cache import load_cached
+from cxrtriage.data.split import dataset_root, patient_train_val_split
+from cxrtriage.experiments.cv import build_cv_dataset
+from cxrtriage.experiments.recalibrate import calibrate_model_dir, validation_logits
+from cxrtriage.experiments.subgroups import subgroup_metrics
+from cxrtriage.inference.backend import model_logits
+from cxrtriage.metrics.calibration import brier_score, expected_calibration_error, softmax
+from cxrtriage.metrics.intervals import bootstrap_intervals
+from cxrtriage.models.bundle import load_model
+from cxrtriage.tasks import get_task
 
 __all__ = ["ship_model", "document_model", "SHIPPED_FILES"]
 
 #: Files copied from the run folder into the shipped model folder.
 SHIPPED_FILES = (
-    "config.json", "model.pt", "calibration.json", "reliability.png", "split.json", "train_config.json",
-    "history.csv", "train_summary.json", "holdout.json", "curve_auroc.png", "curve_loss.png",
+    "config.json",
+    "model.pt",
+    "calibration.json",
+    "reliability.png",
+    "split.json",
+    "train_config.json",
+    "history.csv",
+    "train_summary.json",
+    "holdout.json",
+    "curve_auroc.png",
+    "curve_loss.png",
 )
 
 
@@ -67,18 +76,20 @@ def _split(ds, test_fraction: float, val_fraction: float, seed: int, resplit: bo
         rest_pos, test_pos = patient_train_val_split(y, g, test_fraction, seed)
         test, rest = np.sort(test_pos), np.sort(rest_pos)
         how = f"a group-wise stratified {test_fraction:.0%} held-out test split" + (
-            " of all images (the dataset's own split was not patient-level and was ignored)" if resplit else "")
+            " of all images (the dataset's own split was not patient-level and was ignored)" if resplit else ""
+        )
     tr, va = patient_train_val_split(y[rest], g[rest], val_fraction, seed)
     return rest[tr], rest[va], test, how, dropped
 
 
 def _metrics(task, cfg: ModelConfig, y, logits, n_boot, seed):
-    from ..inference.decision import decide
+    from cxrtriage.metrics.decision import decide
 
     p = softmax(logits, cfg.temperature)
     pred = decide(p, cfg)
-    return bootstrap_intervals(y, p, pred, task.classes, task.positive_index if task.is_binary else None,
-                               n_boot=n_boot, seed=seed), p
+    return bootstrap_intervals(
+        y, p, pred, task.classes, task.positive_index if task.is_binary else None, n_boot=n_boot, seed=seed
+    ), p
 
 
 def ship_model(
@@ -103,7 +114,7 @@ def ship_model(
     out : path
         The shipped model folder (e.g. ``src/cxrtriage/zoo/covid-efficientnet_lite0``).
     link : sequence of paths
-        Reference datasets for duplicate linking (see :func:`cxrtriage.evaluation.cv.build_cv_dataset`).
+        Reference datasets for duplicate linking (see :func:`cxrtriage.experiments.cv.build_cv_dataset`).
     test_fraction : float
         Held-out share when the dataset has no ``test`` split.
     by : sequence of str
@@ -126,7 +137,7 @@ def ship_model(
     tr, va, te, how, dropped = _split(ds, test_fraction, cfg.val_fraction, cfg.seed, resplit)
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
-    from ..training.trainer import train
+    from cxrtriage.training.trainer import train
 
     res = train(cfg, progress=progress, split=([ds.samples[i] for i in tr], [ds.samples[i] for i in va]))
     cal = calibrate_model_dir(run, cfg.data, cfg.threshold_rule, cache_dir=cfg.cache_dir)
@@ -167,16 +178,32 @@ def ship_model(
     split = {
         "seed": cfg.seed,
         "description": f"held-out test = {how}; validation = group-wise stratified {cfg.val_fraction:.0%} of the rest",
-        "n_train": int(len(tr)), "n_val": int(len(va)), "n_test": int(len(test_s)),
-        "train_counts": counts(tr), "val_counts": counts(va),
+        "n_train": int(len(tr)),
+        "n_val": int(len(va)),
+        "n_test": int(len(test_s)),
+        "train_counts": counts(tr),
+        "val_counts": counts(va),
         "test_counts": {c: int((t_y == j).sum()) for j, c in enumerate(task.classes)},
         "leak_control": f"groups = patient ids joined with duplicate images (dHash <= {d.get('max_distance')} bits or equal pixels): "
         f"{d.get('n_images')} images, {d.get('n_patients')} patient ids → {d.get('n_groups')} groups; "
         f"{d.get('within_pairs')} duplicate pairs inside the set; copies in reference sets {d.get('reference_pairs')}",
     }
-    card = build_card(out, cfg, mcfg, cal, val_m, split, best_epoch=res.best_epoch, train_seconds=summary["wall_seconds"],
-                      total_seconds=time.time() - t0, command=command or " ".join(sys.argv), link=link,
-                      test=test_m, holdout=holdout, subgroups=subgroups)
+    card = build_card(
+        out,
+        cfg,
+        mcfg,
+        cal,
+        val_m,
+        split,
+        best_epoch=res.best_epoch,
+        train_seconds=summary["wall_seconds"],
+        total_seconds=time.time() - t0,
+        command=command or " ".join(sys.argv),
+        link=link,
+        test=test_m,
+        holdout=holdout,
+        subgroups=subgroups,
+    )
     write_model_card(out, card)
     return card
 
@@ -228,12 +255,26 @@ def document_model(model_dir: str | Path, command: str, n_boot: int = 1000, cach
         "description": f"validation = patient-level stratified {cfg.val_fraction:.0%} of the training data "
         "(scikit-learn StratifiedGroupKFold); no held-out test in this card (the dataset's own test split is held "
         "back for independent evaluation)",
-        "n_train": sp["n_train"], "n_val": sp["n_val"], "n_test": None,
-        "train_counts": sp["train_counts"], "val_counts": sp["val_counts"], "test_counts": None,
+        "n_train": sp["n_train"],
+        "n_val": sp["n_val"],
+        "n_test": None,
+        "train_counts": sp["train_counts"],
+        "val_counts": sp["val_counts"],
+        "test_counts": None,
         "leak_control": f"groups = patient ids from the file names ({sp.get('val_patients')} validation patients, "
         "none of them in training)",
     }
-    card = build_card(d, cfg, mcfg, cal, val_m, split, best_epoch=summary["best_epoch"],
-                      train_seconds=summary["wall_seconds"], total_seconds=None, command=command)
+    card = build_card(
+        d,
+        cfg,
+        mcfg,
+        cal,
+        val_m,
+        split,
+        best_epoch=summary["best_epoch"],
+        train_seconds=summary["wall_seconds"],
+        total_seconds=None,
+        command=command,
+    )
     write_model_card(d, card)
     return card

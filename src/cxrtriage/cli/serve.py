@@ -6,13 +6,13 @@ import json
 import sys
 from pathlib import Path
 
-from .. import DISCLAIMER
+from cxrtriage import DISCLAIMER
 
 __all__ = ["register"]
 
 
 def _model_dir(value: str | None) -> Path:
-    from ..models.bundle import ModelLoadError, resolve_model_dir
+    from cxrtriage.models.bundle import ModelLoadError, resolve_model_dir
 
     d = resolve_model_dir(value)
     if not (d / "config.json").is_file():
@@ -23,10 +23,10 @@ def _model_dir(value: str | None) -> Path:
 def _cmd_serve(a) -> int:
     import uvicorn
 
-    from .app import create_app
-    from .lan import qr_terminal
-    from .service import StudyService
-    from .settings import ServeSettings
+    from cxrtriage.serve.app import create_app
+    from cxrtriage.serve.lan import qr_terminal
+    from cxrtriage.serve.service import StudyService
+    from cxrtriage.serve.settings import ServeSettings
 
     settings = ServeSettings(
         model_dir=_model_dir(a.model),
@@ -47,20 +47,30 @@ def _cmd_serve(a) -> int:
         pass
     service = StudyService(settings)  # load the model before listening
     app = create_app(settings, service)
-    print(f"cxrtriage server: model {service.engine.model_name} ({service.engine.config.version}) on {service.engine.backend.name}; data in {settings.data_dir}")
+    print(
+        f"cxrtriage server: model {service.engine.model_name} ({service.engine.config.version}) on {service.engine.backend.name}; data in {settings.data_dir}"
+    )
     print(DISCLAIMER)
     if settings.token_generated:
-        print(f"API token for report sign-off (set --api-token or $CXRTRIAGE_API_TOKEN to choose one): {settings.api_token}")
+        print(
+            f"API token for report sign-off (set --api-token or $CXRTRIAGE_API_TOKEN to choose one): {settings.api_token}"
+        )
     if settings.host in ("127.0.0.1", "localhost"):
         print("Listening on loopback only; use --host 0.0.0.0 to open the page from a phone on the same network.")
     qr_terminal(app.state.public_url)
     sys.stdout.flush()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning" if not a.verbose else "info", access_log=a.verbose)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning" if not a.verbose else "info",
+        access_log=a.verbose,
+    )
     return 0
 
 
 def _cmd_export(a) -> int:
-    from ..inference.export import export_onnx, file_sha256
+    from cxrtriage.inference.export import export_onnx, file_sha256
 
     d = _model_dir(a.model)
     out = export_onnx(d, a.out)
@@ -69,15 +79,19 @@ def _cmd_export(a) -> int:
 
 
 def _cmd_fit_ood(a) -> int:
-    from ..ood.fit import fit_ood
+    from cxrtriage.ood.fit import fit_ood
 
     d = _model_dir(a.model)
     info = fit_ood(d, data=a.data, percentile=a.percentile, max_train=a.max_train, external=a.external or ())
     nat = info["natural_images"]
     print(f"OOD detector written to {d / 'ood.npz'} and {d / 'ood.json'}")
     print(f"threshold (p{a.percentile:g} of {info['n_val']} validation scores): {info['threshold']:.1f}")
-    print(f"false rejection of validation CXRs (cross-calibrated): {100 * info['val_false_rejection_rate_cross_calibrated']:.2f}%")
-    print(f"rejection of {nat['n']} natural images: Mahalanobis {100 * nat['rejection_rate_mahalanobis']:.1f}%, with colour check {100 * nat['rejection_rate_colour_or_mahalanobis']:.1f}%")
+    print(
+        f"false rejection of validation CXRs (cross-calibrated): {100 * info['val_false_rejection_rate_cross_calibrated']:.2f}%"
+    )
+    print(
+        f"rejection of {nat['n']} natural images: Mahalanobis {100 * nat['rejection_rate_mahalanobis']:.1f}%, with colour check {100 * nat['rejection_rate_colour_or_mahalanobis']:.1f}%"
+    )
     for k, v in info.get("external_cxr_rejection", {}).items():
         print(f"rejection of {v['n']} CXRs from {k} (another population): {100 * v['rejection_rate']:.1f}%")
     if a.json:
@@ -88,24 +102,40 @@ def _cmd_fit_ood(a) -> int:
 def register(sub, commands: dict) -> None:
     """Add the ``serve``, ``export`` and ``fit-ood`` sub-commands."""
     p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
-    p.add_argument("--model", default=None, help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="listen address; 0.0.0.0 to reach it from a phone on the LAN")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--data-dir", default="cxrtriage-data", help="SQLite database and stored images")
     p.add_argument("--max-upload-mb", type=float, default=20.0)
-    p.add_argument("--api-token", default=None, help="token for write endpoints (default $CXRTRIAGE_API_TOKEN, else random, printed)")
+    p.add_argument(
+        "--api-token",
+        default=None,
+        help="token for write endpoints (default $CXRTRIAGE_API_TOKEN, else random, printed)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torch", action="store_true", help="serve with PyTorch even if model.onnx exists")
     p.add_argument("--no-ood", action="store_true", help="do not refuse non-radiographs (not recommended)")
     commands["serve"] = _cmd_serve
 
     p = sub.add_parser("export", help="export a model folder to ONNX (model.onnx, checksum in the model card)")
-    p.add_argument("--model", default=None, help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
+    )
     p.add_argument("--out", default=None, help="output file (default MODEL/model.onnx)")
     commands["export"] = _cmd_export
 
     p = sub.add_parser("fit-ood", help="fit the out-of-distribution detector (Mahalanobis) of a model folder")
-    p.add_argument("--model", default=None, help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
+    )
     p.add_argument("--data", default=None, help="dataset (default: train_config.json's data)")
     p.add_argument("--percentile", type=float, default=99.5, help="threshold percentile of validation scores")
     p.add_argument("--max-train", type=int, default=None, help="random subset of training images")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import re
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
 
-from .. import DISCLAIMER, __version__
+from cxrtriage import DISCLAIMER, __version__
 
 __all__ = ["markdown_to_html", "write_report"]
 
@@ -120,8 +120,10 @@ def write_report(
                 f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts.append(f"<hr><p style='font-size:0.8em;color:#777'>cxrtriage {__version__}, generated {stamp}</p></body></html>")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts.append(
+        f"<hr><p style='font-size:0.8em;color:#777'>cxrtriage {__version__}, generated {stamp}</p></body></html>"
+    )
     path = Path(path)
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["fmt", "markdown_table", "write_csv", "write_json"]
 

@@ -5,8 +5,8 @@ All functions write one PNG (matplotlib, Agg backend) and return its path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -110,7 +110,7 @@ def reliability_diagram(summary: dict, path: str | Path, title: str = "Reliabili
     Parameters
     ----------
     summary : dict
-        Output of :func:`cxrtriage.evaluation.calibration.calibration_summary`.
+        Output of :func:`cxrtriage.metrics.calibration.calibration_summary`.
     path : path
     title : str
 
@@ -129,8 +129,15 @@ def reliability_diagram(summary: dict, path: str | Path, title: str = "Reliabili
         conf = np.array([c if c is not None else np.nan for c in bins["confidence"]])
         full = ~np.isnan(acc)
         ax.bar(centres[full], acc[full], width=width * 0.95, color="#4C78A8", edgecolor="k", lw=0.4, label="accuracy")
-        ax.bar(centres[full], conf[full], width=width * 0.95, fill=False, edgecolor="#E45756", lw=1.2,
-               label="mean confidence")
+        ax.bar(
+            centres[full],
+            conf[full],
+            width=width * 0.95,
+            fill=False,
+            edgecolor="#E45756",
+            lw=1.2,
+            label="mean confidence",
+        )
         ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
         t = summary["temperature"] if key == "after" else 1.0
         t = f"{t:.3f}" if isinstance(t, (int, float)) else str(t)

@@ -9,7 +9,7 @@ __all__ = ["register"]
 
 
 def _cmd_predict(a) -> int:
-    from .run import predict_files
+    from cxrtriage.inference.run import predict_files
 
     results, errors = predict_files(a.model, a.images, a.out, with_gradcam=not a.no_gradcam)
     for r in results:
@@ -25,7 +25,7 @@ def _cmd_predict(a) -> int:
 
 
 def _cmd_demo(a) -> int:
-    from ..demo import run_demo
+    from cxrtriage.experiments.demo import run_demo
 
     page = run_demo(a.model, a.out)
     print(f"demo page written to {page}")
@@ -36,12 +36,20 @@ def register(sub, commands: dict) -> None:
     """Add ``predict`` and ``demo`` to the ``cxr`` parser."""
     p = sub.add_parser("predict", help="classify images; write annotated and Grad-CAM PNGs")
     p.add_argument("images", nargs="+", help="PNG or JPEG files")
-    p.add_argument("--model", default=None, help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
+    )
     p.add_argument("--out", default="predictions", help="folder for <stem>_annotated.png and <stem>_gradcam.png")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM heatmaps")
     commands["predict"] = _cmd_predict
     d = sub.add_parser("demo", help="predict the shipped examples with the shipped model and write an HTML page")
-    d.add_argument("--model", default=None, help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)")
+    d.add_argument(
+        "--model",
+        default=None,
+        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
+    )
     d.add_argument("--out", default="demo_out", help="output folder (index.html and images)")
     commands["demo"] = _cmd_demo

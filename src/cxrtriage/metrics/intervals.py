@@ -8,19 +8,21 @@ no positive image) are left out for that metric.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["point_metrics", "bootstrap_intervals"]
+__all__ = ["point_metrics", "bootstrap_intervals", "format_ci"]
 
 
 def _auc(truth: np.ndarray, score: np.ndarray) -> float | None:
     return float(roc_auc_score(truth, score)) if 0 < truth.sum() < len(truth) else None
 
 
-def point_metrics(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes: Sequence[str], positive: int | None) -> dict:
+def point_metrics(
+    y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes: Sequence[str], positive: int | None
+) -> dict:
     """Flat ``dict`` of headline metrics.
 
     Parameters
@@ -63,8 +65,16 @@ def point_metrics(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes: S
     out["accuracy"] = float((y == pred).mean()) if len(y) else None
     if positive is not None and k == 2:
         m = per[positive]
-        out.update({"auroc": m["auroc"], "sensitivity": m["sensitivity"], "specificity": m["specificity"],
-                    "ppv": m["ppv"], "npv": m["npv"], "f1": m["f1"]})
+        out.update(
+            {
+                "auroc": m["auroc"],
+                "sensitivity": m["sensitivity"],
+                "specificity": m["specificity"],
+                "ppv": m["ppv"],
+                "npv": m["npv"],
+                "f1": m["f1"],
+            }
+        )
         return out
 
     def mean(key, weighted=False):
@@ -76,13 +86,15 @@ def point_metrics(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, classes: S
             return float(sum(v * s for v, s in vals) / w) if w else None
         return float(np.mean([v for v, _ in vals]))
 
-    out.update({
-        "macro_auroc": mean("auroc"),
-        "macro_sensitivity": mean("sensitivity"),
-        "macro_ppv": mean("ppv"),
-        "macro_f1": mean("f1"),
-        "weighted_f1": mean("f1", weighted=True),
-    })
+    out.update(
+        {
+            "macro_auroc": mean("auroc"),
+            "macro_sensitivity": mean("sensitivity"),
+            "macro_ppv": mean("ppv"),
+            "macro_f1": mean("f1"),
+            "weighted_f1": mean("f1", weighted=True),
+        }
+    )
     for c, name in enumerate(classes):
         for key in ("sensitivity", "specificity", "ppv", "f1", "auroc"):
             out[f"{key}_{name}"] = per[c][key]
@@ -136,3 +148,11 @@ def bootstrap_intervals(
     }
     out["n_boot"] = n_boot
     return out
+
+
+def format_ci(m: dict | None) -> str:
+    """``{"value", "ci95"}`` as ``0.912 (0.880–0.940)``; ``–`` when missing."""
+    if not m or m.get("value") is None:
+        return "–"
+    ci = m.get("ci95")
+    return f"{m['value']:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{m['value']:.3f}"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -15,7 +15,9 @@ from sklearn.metrics import ConfusionMatrixDisplay, roc_auc_score, roc_curve  # 
 __all__ = ["plot_confusion_matrix", "plot_roc"]
 
 
-def plot_confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str = "") -> Path:
+def plot_confusion_matrix(
+    cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path, title: str = ""
+) -> Path:
     """Write a confusion-matrix PNG (rows = true class, columns = predicted).
 
     Parameters
@@ -26,7 +28,9 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], p
     title : str
     """
     fig, ax = plt.subplots(figsize=(1.6 * len(classes) + 2.5, 1.4 * len(classes) + 2), dpi=110)
-    ConfusionMatrixDisplay(np.asarray(cm), display_labels=list(classes)).plot(ax=ax, cmap="Blues", colorbar=False, values_format="d")
+    ConfusionMatrixDisplay(np.asarray(cm), display_labels=list(classes)).plot(
+        ax=ax, cmap="Blues", colorbar=False, values_format="d"
+    )
     ax.set_title(title or "Confusion matrix")
     fig.tight_layout()
     fig.savefig(path)

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import classification_report
 
-from .. import DISCLAIMER
-from ..data.cache import load_cached
-from ..data.discover import Sample, discover
-from ..inference.decision import decide
-from ..inference.predictor import Predictor
-from ..tasks import get_task
-from .metrics import binary_metrics, bootstrap_ci, multiclass_metrics
-from .plots import plot_confusion_matrix, plot_roc
-from .subgroups import subgroup_metrics
+from cxrtriage import DISCLAIMER
+from cxrtriage.cards.plots import plot_confusion_matrix, plot_roc
+from cxrtriage.data.cache import load_cached
+from cxrtriage.data.discover import Sample, discover
+from cxrtriage.experiments.subgroups import subgroup_metrics
+from cxrtriage.inference.predictor import Predictor
+from cxrtriage.metrics.classification import binary_metrics, bootstrap_ci, multiclass_metrics
+from cxrtriage.metrics.decision import decide
+from cxrtriage.tasks import get_task
 
 __all__ = ["EvaluationResult", "evaluate", "score_samples"]
 
@@ -89,7 +89,7 @@ def evaluate(
     by : list of str, optional
         Manifest columns (or ``age_band``) to report per-subgroup metrics for
         (``metrics.json`` key ``subgroups``); see
-        :func:`cxrtriage.evaluation.subgroups.subgroup_metrics`.
+        :func:`cxrtriage.experiments.subgroups.subgroup_metrics`.
 
     Returns
     -------
@@ -107,7 +107,7 @@ def evaluate(
     samples = discover(data, task, split)
     kept, probs, skipped = score_samples(predictor, samples, cache_dir, progress)
     if not kept:
-        from ..data.discover import DatasetError
+        from cxrtriage.data.discover import DatasetError
 
         raise DatasetError(f"{data}: none of the {len(samples)} images could be read")
     y = np.array([s.target for s in kept])
@@ -148,7 +148,9 @@ def evaluate(
     if task.is_binary and metrics["specificity"] is not None and metrics["sensitivity"] is not None:
         op = (1 - metrics["specificity"], metrics["sensitivity"])
     plot_roc(y, probs, classes, out / "roc_curve.png", task.positive_index if task.is_binary else None, op, title)
-    report = classification_report(y, y_pred, labels=list(range(len(classes))), target_names=classes, digits=4, zero_division=0)
+    report = classification_report(
+        y, y_pred, labels=list(range(len(classes))), target_names=classes, digits=4, zero_division=0
+    )
     (out / "classification_report.txt").write_text(
         f"cxrtriage evaluation: {title}\nmodel: {metrics['model']['dir']}\ndata: {data} (split: {split or 'all'})\n"
         f"threshold: {cfg.threshold} ({cfg.threshold_rule})\n\n{report}\n"

@@ -23,10 +23,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..data.cache import default_cache_dir
-from ..data.transforms import preprocess
-from ..models.registry import create_model, model_entry
-from .metrics import auroc
+from cxrtriage.data.cache import default_cache_dir
+from cxrtriage.data.transforms import preprocess
+from cxrtriage.metrics.classification import auroc
+from cxrtriage.models.registry import create_model, model_entry
 
 __all__ = ["FrozenBackboneError", "pooled_features", "fit_linear_head", "head_logits"]
 

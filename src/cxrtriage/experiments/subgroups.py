@@ -9,21 +9,21 @@ derived column:
 * ``label`` / ``split`` / ``patient_id``: the sample's own fields.
 
 Within each group the metrics are computed at the model's saved operating
-point (the same rule as :func:`cxrtriage.inference.decision.decide`). Small
+point (the same rule as :func:`cxrtriage.metrics.decision.decide`). Small
 groups give wide intervals; groups holding one class only report the
 metrics that exist for it (e.g. sensitivity but no AUROC).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ..config import ModelConfig
-from ..data.discover import Sample
-from ..inference.decision import decide
-from .intervals import bootstrap_intervals
+from cxrtriage.config import ModelConfig
+from cxrtriage.data.discover import Sample
+from cxrtriage.metrics.decision import decide
+from cxrtriage.metrics.intervals import bootstrap_intervals
 
 __all__ = ["AGE_BANDS", "subgroup_value", "subgroup_metrics"]
 
@@ -102,7 +102,7 @@ def subgroup_metrics(
     dict
         ``{"column": str, "n": N, "operating_point": str, "groups": {value:
         {"n": int, "counts": {class: int}, "metrics": {name: {"value", "ci95"}}}}}``.
-        Metric names as :func:`cxrtriage.evaluation.intervals.point_metrics`
+        Metric names as :func:`cxrtriage.metrics.intervals.point_metrics`
         (binary: ``auroc, sensitivity, specificity, ppv, npv, f1, accuracy``;
         multi-class: macro and per-class values). Undefined metrics are
         ``None``. Groups are ordered by value (age bands in age order).
@@ -129,11 +129,17 @@ def subgroup_metrics(
         idx = np.array([i for i, x in enumerate(values) if x == v], dtype=np.int64)
         entry = {"n": int(len(idx)), "counts": {c: int((y[idx] == j).sum()) for j, c in enumerate(classes)}}
         if len(idx) >= min_size:
-            entry["metrics"] = bootstrap_intervals(y[idx], probs[idx], pred[idx], classes, positive,
-                                                   n_boot=max(1, n_boot), seed=seed)
+            entry["metrics"] = bootstrap_intervals(
+                y[idx], probs[idx], pred[idx], classes, positive, n_boot=max(1, n_boot), seed=seed
+            )
             if n_boot == 0:
-                entry["metrics"] = {k: {"value": m["value"], "ci95": None} for k, m in entry["metrics"].items() if k != "n_boot"}
+                entry["metrics"] = {
+                    k: {"value": m["value"], "ci95": None} for k, m in entry["metrics"].items() if k != "n_boot"
+                }
         groups[v] = entry
-    rule = (f"{config.positive_class} if p >= {config.threshold:.4f} ({config.threshold_rule})"
-            if positive is not None and config.threshold is not None else "argmax")
+    rule = (
+        f"{config.positive_class} if p >= {config.threshold:.4f} ({config.threshold_rule})"
+        if positive is not None and config.threshold is not None
+        else "argmax"
+    )
     return {"column": column, "n": int(len(samples)), "operating_point": rule, "groups": groups}

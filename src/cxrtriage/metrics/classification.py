@@ -7,7 +7,7 @@ TN / (TN + FP), PPV = TP / (TP + FP), NPV = TN / (TN + FN).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import (
@@ -103,7 +103,9 @@ def binary_metrics(y_true: Sequence[int], p_pos: Sequence[float], threshold: flo
     }
 
 
-def multiclass_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str], y_pred: Sequence[int] | None = None) -> dict:
+def multiclass_metrics(
+    y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str], y_pred: Sequence[int] | None = None
+) -> dict:
     """Per-class and averaged metrics of a K-class classifier.
 
     Parameters

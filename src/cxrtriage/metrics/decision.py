@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import ModelConfig
+from cxrtriage.config import ModelConfig
 
 __all__ = ["decide"]
 

@@ -152,9 +152,7 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: in
         raise ValueError("ECE of an empty set is undefined")
     r = reliability_bins(probs, y_true, n_bins)
     n = float(sum(r["count"]))
-    return float(
-        sum(c / n * abs(a - f) for c, a, f in zip(r["count"], r["accuracy"], r["confidence"]) if c)
-    )
+    return float(sum(c / n * abs(a - f) for c, a, f in zip(r["count"], r["accuracy"], r["confidence"]) if c))
 
 
 def brier_score(probs: np.ndarray, y_true: np.ndarray) -> float:
@@ -210,7 +208,10 @@ def summary_from_probs(
     """
     y = np.asarray(y_true).astype(int)
     out = {"temperature": temperature, "n": int(len(y)), "n_bins": n_bins}
-    for name, p in (("before", np.asarray(probs_before, dtype=np.float64)), ("after", np.asarray(probs_after, dtype=np.float64))):
+    for name, p in (
+        ("before", np.asarray(probs_before, dtype=np.float64)),
+        ("after", np.asarray(probs_after, dtype=np.float64)),
+    ):
         out[name] = {
             "ece": expected_calibration_error(p, y, n_bins),
             "brier": brier_score(p, y),

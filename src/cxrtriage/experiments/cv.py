@@ -28,23 +28,29 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..data.cache import load_cached
-from ..data.dedupe import DEFAULT_MAX_DISTANCE, dataset_tag, leak_free_groups, list_images
-from ..data.discover import DatasetError, Sample, discover
-from ..data.split import patient_kfold
-from ..models.registry import model_entry
-from ..tasks import TaskSpec, get_task
-from .calibration import brier_score, expected_calibration_error, fit_temperature, softmax, summary_from_probs
-from .intervals import bootstrap_intervals, point_metrics
-from .operating_point import choose_threshold
-from .tables import fmt, markdown_table, write_csv, write_json
+from cxrtriage.cards.tables import fmt, markdown_table, write_csv, write_json
+from cxrtriage.config import TrainConfig
+from cxrtriage.data.cache import load_cached
+from cxrtriage.data.dedupe import DEFAULT_MAX_DISTANCE, dataset_tag, leak_free_groups, list_images
+from cxrtriage.data.discover import DatasetError, Sample, discover
+from cxrtriage.data.split import patient_kfold
+from cxrtriage.metrics.calibration import (
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+    summary_from_probs,
+)
+from cxrtriage.metrics.intervals import bootstrap_intervals, point_metrics
+from cxrtriage.metrics.operating_point import choose_threshold
+from cxrtriage.models.registry import model_entry
+from cxrtriage.tasks import TaskSpec, get_task
 
 __all__ = [
     "CVDataset",
@@ -198,7 +204,7 @@ def inner_split(
 
 
 def headline_metrics(task: TaskSpec) -> list[str]:
-    """Metric names shown in tables for ``task`` (keys of :func:`cxrtriage.evaluation.intervals.point_metrics`)."""
+    """Metric names shown in tables for ``task`` (keys of :func:`cxrtriage.metrics.intervals.point_metrics`)."""
     if task.is_binary:
         return ["auroc", "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy"]
     return ["macro_auroc", "macro_sensitivity", "macro_ppv", "macro_f1", "weighted_f1", "accuracy"] + [
@@ -231,9 +237,9 @@ def _subset_idx(idx: np.ndarray, targets: np.ndarray, n: int | None, seed: int) 
 
 
 def _fold_finetune(cfg: TrainConfig, fold_dir: Path, ds: CVDataset, tr, iv, pool_images, row_of, progress) -> dict:
-    from ..models.bundle import load_model
-    from ..training.trainer import train
-    from .logits import model_logits
+    from cxrtriage.inference.backend import model_logits
+    from cxrtriage.models.bundle import load_model
+    from cxrtriage.training.trainer import train
 
     fcfg = replace(cfg, out=str(fold_dir))
     res = train(fcfg, progress=progress, split=([ds.samples[i] for i in tr], [ds.samples[i] for i in iv]))
@@ -311,9 +317,11 @@ def run_cv(
     task = get_task(cfg.task)
     label = label or (f"{cfg.arch} (frozen)" if frozen else cfg.arch)
     if frozen and not model_entry(cfg.arch).has_pretrained:
-        from .frozen import FrozenBackboneError
+        from cxrtriage.experiments.frozen import FrozenBackboneError
 
-        raise FrozenBackboneError(f"{cfg.arch}: frozen backbone needs pretrained weights; a random frozen backbone is meaningless")
+        raise FrozenBackboneError(
+            f"{cfg.arch}: frozen backbone needs pretrained weights; a random frozen backbone is meaningless"
+        )
     pool = load_cached([s.path for s in ds.samples], cfg.image_size, cfg.cache_dir, progress=progress)
     for path, reason in pool.failures:
         print(f"skipped {path}: {reason}")
@@ -325,15 +333,17 @@ def run_cv(
     fold_of = np.full(len(ds.samples), -1, dtype=np.int64)
     fold_of[keep] = assign_folds(y_all[keep], groups[keep], k, seed)
     write_csv(
-        [{"path": s.path, "label": s.label, "dataset": t, "group": g, "fold": int(f)}
-         for s, t, g, f in zip(ds.samples, ds.tags, ds.groups, fold_of)],
+        [
+            {"path": s.path, "label": s.label, "dataset": t, "group": g, "fold": int(f)}
+            for s, t, g, f in zip(ds.samples, ds.tags, ds.groups, fold_of)
+        ],
         out / "folds.csv",
     )
     feats = None
     if frozen:
-        from .frozen import pooled_features
-
         import hashlib
+
+        from cxrtriage.experiments.frozen import pooled_features
 
         key = hashlib.sha1("|".join(ds.samples[i].path for i in keep).encode()).hexdigest()
         tf = time.time()
@@ -360,7 +370,7 @@ def run_cv(
             info = json.loads((fold_dir / "fold_info.json").read_text())
         else:
             if frozen:
-                from .frozen import fit_linear_head, head_logits
+                from cxrtriage.experiments.frozen import fit_linear_head, head_logits
 
                 trs = _subset_idx(tr, y_all, cfg.max_train_images, cfg.seed)
                 clf, c = fit_linear_head(feats[row_of[trs]], y_all[trs], feats[row_of[iv]], y_all[iv], seed=cfg.seed)
@@ -369,15 +379,23 @@ def run_cv(
                 threshold = None
                 if task.is_binary:
                     pos = task.positive_index
-                    threshold = choose_threshold((y_all[iv] == pos).astype(int), softmax(iv_logits)[:, pos], cfg.threshold_rule)
+                    threshold = choose_threshold(
+                        (y_all[iv] == pos).astype(int), softmax(iv_logits)[:, pos], cfg.threshold_rule
+                    )
                 info = {"n_train": int(len(trs)), "best_epoch": None, "head_C": c}
             else:
                 res = _fold_finetune(cfg, fold_dir, ds, tr, iv, pool.images, row_of, progress)
                 iv_logits, outer_logits, threshold = res["logits"](iv), res["logits"](outer), res["threshold"]
                 info = {"n_train": res["n_train"], "best_epoch": res["best_epoch"]}
             info["seconds"] = round(time.time() - tf, 1)
-            np.savez(cached, inner_logits=iv_logits, outer_logits=outer_logits,
-                     threshold=np.nan if threshold is None else threshold, outer=outer, inner_val=iv)
+            np.savez(
+                cached,
+                inner_logits=iv_logits,
+                outer_logits=outer_logits,
+                threshold=np.nan if threshold is None else threshold,
+                outer=outer,
+                inner_val=iv,
+            )
             (fold_dir / "fold_info.json").write_text(json.dumps(info) + "\n")
         t_fold = fit_temperature(iv_logits, y_all[iv])
         p_raw, p_cal = softmax(outer_logits), softmax(outer_logits, t_fold)
@@ -402,16 +420,31 @@ def run_cv(
         }
         rows.append(row)
         oof_logits[outer], oof_cal[outer], oof_pred[outer] = outer_logits, p_cal, pred
-        print(f"[{label}] fold {f + 1}/{k}: " + ", ".join(f"{key} {fmt(row[key])}" for key in headline_metrics(task)[:3])
-              + f" ({row['seconds']:.0f} s)", flush=True)
+        print(
+            f"[{label}] fold {f + 1}/{k}: "
+            + ", ".join(f"{key} {fmt(row[key])}" for key in headline_metrics(task)[:3])
+            + f" ({row['seconds']:.0f} s)",
+            flush=True,
+        )
 
     done = fold_of >= 0
     p_oof = softmax(oof_logits[done])
     y_oof = y_all[done]
-    pooled = bootstrap_intervals(y_oof, p_oof, oof_pred[done], task.classes,
-                                 task.positive_index if task.is_binary else None, n_boot=n_boot, seed=seed)
+    pooled = bootstrap_intervals(
+        y_oof,
+        p_oof,
+        oof_pred[done],
+        task.classes,
+        task.positive_index if task.is_binary else None,
+        n_boot=n_boot,
+        seed=seed,
+    )
     cal = summary_from_probs(p_oof, oof_cal[done], y_oof, "per fold (inner validation)")
-    metric_keys = [key for key in rows[0] if key not in ("fold", "n_train", "n_inner_val", "n_val", "val_groups", "best_epoch", "seconds")]
+    metric_keys = [
+        key
+        for key in rows[0]
+        if key not in ("fold", "n_train", "n_inner_val", "n_val", "val_groups", "best_epoch", "seconds")
+    ]
     summary = {}
     for key in metric_keys:
         vals = [r[key] for r in rows if r[key] is not None]
@@ -474,36 +507,56 @@ def run_cv(
 
 
 def _write_outputs(result, ds, done, oof_logits, oof_cal, oof_pred, fold_of, out: Path, cal) -> None:
-    from .figures import reliability_diagram, roc_figure
+    from cxrtriage.cards.figures import reliability_diagram, roc_figure
 
     task = get_task(result["task"])
     write_json(result, out / "cv.json")
     write_csv(result["folds"], out / "cv_folds.csv")
-    write_csv([{"metric": k, "mean": v["mean"], "sd": v["sd"], "n_folds": v["n_folds"],
+    write_csv(
+        [
+            {
+                "metric": k,
+                "mean": v["mean"],
+                "sd": v["sd"],
+                "n_folds": v["n_folds"],
                 "pooled": (result["pooled"].get(k) or {}).get("value"),
                 "pooled_ci_low": ((result["pooled"].get(k) or {}).get("ci95") or [None, None])[0],
-                "pooled_ci_high": ((result["pooled"].get(k) or {}).get("ci95") or [None, None])[1]}
-               for k, v in result["summary"].items()], out / "cv_summary.csv")
+                "pooled_ci_high": ((result["pooled"].get(k) or {}).get("ci95") or [None, None])[1],
+            }
+            for k, v in result["summary"].items()
+        ],
+        out / "cv_summary.csv",
+    )
     p = softmax(np.nan_to_num(oof_logits))
     oof_rows = []
     for i in np.nonzero(done)[0]:
-        r = {"path": ds.samples[i].path, "target": ds.samples[i].label, "fold": int(fold_of[i]),
-             "pred": task.classes[int(oof_pred[i])]}
+        r = {
+            "path": ds.samples[i].path,
+            "target": ds.samples[i].label,
+            "fold": int(fold_of[i]),
+            "pred": task.classes[int(oof_pred[i])],
+        }
         r.update({f"p_{c}": round(float(p[i, j]), 6) for j, c in enumerate(task.classes)})
         r.update({f"p_cal_{c}": round(float(oof_cal[i, j]), 6) for j, c in enumerate(task.classes)})
         oof_rows.append(r)
     write_csv(oof_rows, out / "oof.csv")
     pos = task.positive_index
     y = ds.targets[done]
-    roc_figure({result["label"]: ((y == pos).astype(int), p[done][:, pos])}, out / "roc.png",
-               title=f"{task.name}: {task.positive_class} vs rest, pooled out-of-fold")
+    roc_figure(
+        {result["label"]: ((y == pos).astype(int), p[done][:, pos])},
+        out / "roc.png",
+        title=f"{task.name}: {task.positive_class} vs rest, pooled out-of-fold",
+    )
     reliability_diagram(cal, out / "reliability.png", title=f"{result['label']} out-of-fold")
     (out / "cv.md").write_text(cv_markdown(result))
-    from .html_report import write_report
+    from cxrtriage.cards.html_report import write_report
 
-    write_report(out / "report.html", f"Cross-validation: {result['label']} on {task.name}",
-                 [("Results", cv_markdown(result))],
-                 [("ROC (pooled out-of-fold)", out / "roc.png"), ("Reliability (out-of-fold)", out / "reliability.png")])
+    write_report(
+        out / "report.html",
+        f"Cross-validation: {result['label']} on {task.name}",
+        [("Results", cv_markdown(result))],
+        [("ROC (pooled out-of-fold)", out / "roc.png"), ("Reliability (out-of-fold)", out / "reliability.png")],
+    )
 
 
 def budget_lines(b: dict) -> list[str]:
@@ -525,8 +578,17 @@ def cv_markdown(result: dict) -> str:
     keys = headline_metrics(task) + ["ece", "ece_calibrated", "brier"]
     cols = [("fold", "fold"), ("n_val", "n val")] + [(k, k.replace("_", " ")) for k in keys]
     rows = [dict(r) for r in result["folds"]]
-    rows.append({"fold": "mean ± SD", "n_val": "", **{k: format_mean_sd(result["summary"][k]["mean"], result["summary"][k]["sd"])
-                                                    for k in keys if k in result["summary"]}})
+    rows.append(
+        {
+            "fold": "mean ± SD",
+            "n_val": "",
+            **{
+                k: format_mean_sd(result["summary"][k]["mean"], result["summary"][k]["sd"])
+                for k in keys
+                if k in result["summary"]
+            },
+        }
+    )
     pooled = {"fold": "pooled (95% CI)", "n_val": result["budget"]["pool_images"]}
     for k in headline_metrics(task):
         v = result["pooled"].get(k)

@@ -16,22 +16,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ModelConfig
-from ..data.cache import load_cached
-from ..data.discover import DatasetError, discover
-from ..data.split import recorded_validation_paths
-from ..models.bundle import ModelLoadError, load_model
-from ..tasks import get_task
-from .calibration import calibration_summary, fit_temperature, softmax
-from .figures import reliability_diagram
-from .logits import model_logits
-from .metrics import binary_metrics, multiclass_metrics
-from .operating_point import choose_threshold, parse_rule
+from cxrtriage.cards.figures import reliability_diagram
+from cxrtriage.config import ModelConfig
+from cxrtriage.data.cache import load_cached
+from cxrtriage.data.discover import DatasetError, discover
+from cxrtriage.data.split import recorded_validation_paths
+from cxrtriage.inference.backend import model_logits
+from cxrtriage.metrics.calibration import calibration_summary, fit_temperature, softmax
+from cxrtriage.metrics.classification import binary_metrics, multiclass_metrics
+from cxrtriage.metrics.operating_point import choose_threshold, parse_rule
+from cxrtriage.models.bundle import ModelLoadError, load_model
+from cxrtriage.tasks import get_task
 
 __all__ = ["validation_logits", "calibrate_model_dir", "operating_point"]
 
 
-def validation_logits(model_dir: str | Path, data: str | Path | None = None, cache_dir=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def validation_logits(
+    model_dir: str | Path, data: str | Path | None = None, cache_dir=None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Logits and labels of a model folder's validation images.
 
     Parameters
@@ -75,7 +77,9 @@ def validation_logits(model_dir: str | Path, data: str | Path | None = None, cac
     return logits, y, [val_paths[i] for i in cache.index]
 
 
-def operating_point(y: np.ndarray, probs: np.ndarray, classes, positive_class: str, rule: str) -> tuple[float | None, dict]:
+def operating_point(
+    y: np.ndarray, probs: np.ndarray, classes, positive_class: str, rule: str
+) -> tuple[float | None, dict]:
     """Threshold chosen on (calibrated) validation probabilities, and its metrics there.
 
     Parameters
@@ -156,9 +160,8 @@ def calibrate_model_dir(
         "brier_after": summary["after"]["brier"],
         "nll_before": summary["before"]["nll"],
         "nll_after": summary["after"]["nll"],
-        "validation": {k: v for k, v in val.items() if k != "per_class"} | (
-            {"per_class": val["per_class"]} if "per_class" in val else {}
-        ),
+        "validation": {k: v for k, v in val.items() if k != "per_class"}
+        | ({"per_class": val["per_class"]} if "per_class" in val else {}),
         "method": "temperature scaling, L-BFGS on validation NLL (Guo et al., ICML 2017); "
         f"ECE with {n_bins} equal-width bins (Naeini et al., AAAI 2015); Brier (1950)",
         "note": "ECE after is measured on the same validation images the temperature was fitted on",
@@ -170,9 +173,20 @@ def calibrate_model_dir(
         if thr is not None:
             cfg.threshold_rule = f"{rule} on the calibrated validation probabilities (T = {t:.4f})"
         cfg.extra = dict(cfg.extra)
-        cfg.extra["calibration"] = {k: result[k] for k in (
-            "temperature", "rule", "threshold", "threshold_uncalibrated", "n_val",
-            "ece_before", "ece_after", "brier_before", "brier_after")}
+        cfg.extra["calibration"] = {
+            k: result[k]
+            for k in (
+                "temperature",
+                "rule",
+                "threshold",
+                "threshold_uncalibrated",
+                "n_val",
+                "ece_before",
+                "ece_after",
+                "brier_before",
+                "brier_after",
+            )
+        }
         if thr is not None:
             cfg.extra["calibration"]["val_sensitivity"] = val["sensitivity"]
             cfg.extra["calibration"]["val_specificity"] = val["specificity"]

@@ -6,14 +6,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.transforms import preprocess
+from cxrtriage.data.transforms import preprocess
 
 __all__ = ["model_logits"]
 
 
 @torch.no_grad()
 def model_logits(
-    model: nn.Module, images: np.ndarray, image_size: int, intensity: str, mean: float = 0.5, std: float = 0.5, batch_size: int = 64
+    model: nn.Module,
+    images: np.ndarray,
+    image_size: int,
+    intensity: str,
+    mean: float = 0.5,
+    std: float = 0.5,
+    batch_size: int = 64,
 ) -> np.ndarray:
     """Logits of ``model`` for grayscale images, preprocessed as at inference.
 
@@ -41,7 +47,9 @@ def model_logits(
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = np.stack([preprocess(np.asarray(im), image_size, intensity, mean, std) for im in images[start : start + batch_size]])
+        x = np.stack(
+            [preprocess(np.asarray(im), image_size, intensity, mean, std) for im in images[start : start + batch_size]]
+        )
         xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
         out.append(model(xt).float().double().numpy())
     if not out:

@@ -18,10 +18,10 @@ def shipped_model_rows() -> list[dict]:
         headline is AUROC (macro AUROC for multi-class tasks) with its 95 %
         bootstrap interval, plus sensitivity (macro sensitivity).
     """
-    from ..config import ModelConfig
-    from ..evaluation.model_card import format_ci
-    from ..tasks import get_task
-    from .bundle import shipped_models, zoo_dir
+    from cxrtriage.config import ModelConfig
+    from cxrtriage.metrics.intervals import format_ci
+    from cxrtriage.models.bundle import shipped_models, zoo_dir
+    from cxrtriage.tasks import get_task
 
     def fmt(block: dict | None, key: str) -> str:
         m = (block or {}).get(key)
@@ -33,33 +33,52 @@ def shipped_model_rows() -> list[dict]:
         cfg = ModelConfig.load(d / "config.json")
         card_path = d / "model_card.json"
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-        keys = ("auroc", "sensitivity", "specificity") if get_task(cfg.task).is_binary else ("macro_auroc", "macro_sensitivity")
+        keys = (
+            ("auroc", "sensitivity", "specificity")
+            if get_task(cfg.task).is_binary
+            else ("macro_auroc", "macro_sensitivity")
+        )
         cal = card.get("calibration") or {}
-        rows.append({
-            "name": name,
-            "task": cfg.task,
-            "classes": ", ".join(cfg.classes),
-            "arch": cfg.arch,
-            "image_size": f"{cfg.image_size} px",
-            "size_mb": f"{(d / 'model.pt').stat().st_size / 1e6:.1f}",
-            "validation": "; ".join(fmt(card.get("validation"), k) for k in keys),
-            "test": "; ".join(fmt(card.get("test"), k) for k in keys) if card.get("test") else "– (no held-out test in the card)",
-            "ece": f"{cal['ece_before']:.3f} → {cal['ece_after']:.3f}" if "ece_before" in cal else "–",
-            "card": str((d / "model_card.md").relative_to(zoo_dir().parent.parent.parent))
-            if (d / "model_card.md").is_file() else "–",
-        })
+        rows.append(
+            {
+                "name": name,
+                "task": cfg.task,
+                "classes": ", ".join(cfg.classes),
+                "arch": cfg.arch,
+                "image_size": f"{cfg.image_size} px",
+                "size_mb": f"{(d / 'model.pt').stat().st_size / 1e6:.1f}",
+                "validation": "; ".join(fmt(card.get("validation"), k) for k in keys),
+                "test": "; ".join(fmt(card.get("test"), k) for k in keys)
+                if card.get("test")
+                else "– (no held-out test in the card)",
+                "ece": f"{cal['ece_before']:.3f} → {cal['ece_after']:.3f}" if "ece_before" in cal else "–",
+                "card": str((d / "model_card.md").relative_to(zoo_dir().parent.parent.parent))
+                if (d / "model_card.md").is_file()
+                else "–",
+            }
+        )
     return rows
 
 
 def shipped_models_markdown(link_prefix: str = "") -> str:
     """Markdown table of :func:`shipped_model_rows`; card links are ``link_prefix + card``."""
-    head = ["model", "task", "input", "weights (MB)", "validation (95% CI)", "held-out test (95% CI)",
-            "ECE val before → after", "card"]
+    head = [
+        "model",
+        "task",
+        "input",
+        "weights (MB)",
+        "validation (95% CI)",
+        "held-out test (95% CI)",
+        "ECE val before → after",
+        "card",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in shipped_model_rows():
         card = f"[card]({link_prefix}{r['card']})" if r["card"] != "–" else "–"
-        lines.append(f"| {r['name']} | {r['task']} | {r['image_size']} | {r['size_mb']} | {r['validation']} | "
-                     f"{r['test']} | {r['ece']} | {card} |")
+        lines.append(
+            f"| {r['name']} | {r['task']} | {r['image_size']} | {r['size_mb']} | {r['validation']} | "
+            f"{r['test']} | {r['ece']} | {card} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -6,15 +6,15 @@ import csv
 import html
 from pathlib import Path
 
-from . import DISCLAIMER
-from .inference.run import predict_files
+from cxrtriage import DISCLAIMER
+from cxrtriage.inference.run import predict_files
 
 __all__ = ["run_demo", "examples_dir"]
 
 
 def examples_dir() -> Path:
     """Folder of the shipped example images (Kermany et al. 2018, CC BY 4.0)."""
-    return Path(__file__).resolve().parent / "examples"
+    return Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_demo(model_dir: str | Path | None = None, out: str | Path = "demo_out") -> Path:
@@ -44,13 +44,15 @@ def run_demo(model_dir: str | Path | None = None, out: str | Path = "demo_out") 
             for c, p in r["probabilities"].items()
         )
         ok = "correct" if r["label"].lower() == truth[name].lower() else "wrong"
-        print(f"{name}: {r['label']} ({', '.join(f'{c} {p:.3f}' for c, p in r['probabilities'].items())}) - reference label {truth[name]}")
+        print(
+            f"{name}: {r['label']} ({', '.join(f'{c} {p:.3f}' for c, p in r['probabilities'].items())}) - reference label {truth[name]}"
+        )
         cards.append(
             f"""<section class="card"><h2>{html.escape(name)}</h2>
-<div class="imgs"><img src="images/{Path(r['annotated']).name}" alt="annotated {html.escape(name)}">
-<img src="images/{Path(r['gradcam']).name}" alt="Grad-CAM {html.escape(name)}"></div>
-<p>AI label: <b>{html.escape(r['label'])}</b> &middot; reference label: {html.escape(truth[name])} <span class="{ok}">({ok})</span>
-&middot; triage: {html.escape(r['triage'])}</p><table>{probs}</table></section>"""
+<div class="imgs"><img src="images/{Path(r["annotated"]).name}" alt="annotated {html.escape(name)}">
+<img src="images/{Path(r["gradcam"]).name}" alt="Grad-CAM {html.escape(name)}"></div>
+<p>AI label: <b>{html.escape(r["label"])}</b> &middot; reference label: {html.escape(truth[name])} <span class="{ok}">({ok})</span>
+&middot; triage: {html.escape(r["triage"])}</p><table>{probs}</table></section>"""
         )
     for path, reason in errors:
         print(f"skipped {path}: {reason}")
@@ -63,10 +65,10 @@ def run_demo(model_dir: str | Path | None = None, out: str | Path = "demo_out") 
 .imgs img{{width:48%;max-width:420px;margin-right:1%}}.correct{{color:#070}}.wrong{{color:#b00}}.disclaimer{{background:#fff3cd;padding:.6rem;border-radius:6px}}
 meter{{width:160px}}</style></head><body>
 <h1>cxrtriage demo</h1><p class="disclaimer"><b>{html.escape(DISCLAIMER)}</b></p>
-<p>Model <code>{html.escape(version)}</code>; decision threshold {thr if thr is None else f'{thr:.4f}'} on the pneumonia probability.
+<p>Model <code>{html.escape(version)}</code>; decision threshold {thr if thr is None else f"{thr:.4f}"} on the pneumonia probability.
 Left: the image with the class probabilities; right: Grad-CAM heatmap of the predicted class (Selvaraju et al., ICCV 2017).
 Images: Kermany et al., Cell 2018, CC BY 4.0, from the validation split the model did not train on.</p>
-{''.join(cards)}
+{"".join(cards)}
 <p class="disclaimer">{html.escape(DISCLAIMER)}</p></body></html>
 """
     )

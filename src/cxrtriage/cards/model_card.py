@@ -10,16 +10,17 @@ with this one schema.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from .. import DISCLAIMER
-from ..config import ModelConfig, TrainConfig
-from ..data.dedupe import dataset_tag
-from ..tasks import get_task
-from .tables import markdown_table, write_json
+from cxrtriage import DISCLAIMER
+from cxrtriage.cards.tables import markdown_table, write_json
+from cxrtriage.config import ModelConfig, TrainConfig
+from cxrtriage.data.dedupe import dataset_tag
+from cxrtriage.metrics.intervals import format_ci
+from cxrtriage.tasks import get_task
 
-__all__ = ["DATASETS", "WEIGHTS", "LIMITATIONS", "build_card", "format_ci", "onnx_card_line", "write_model_card"]
+__all__ = ["DATASETS", "WEIGHTS", "LIMITATIONS", "build_card", "onnx_card_line", "write_model_card"]
 
 #: Provenance and terms of the datasets this project uses, by folder name
 #: (from the datasets' README files).
@@ -89,14 +90,6 @@ def onnx_card_line(file: str, opset: int, sha256: str) -> str:
     return f"- ONNX export (`{file}`, opset {opset}) SHA-256: `{sha256}`"
 
 
-def format_ci(m: dict | None) -> str:
-    """``{"value", "ci95"}`` as ``0.912 (0.880–0.940)``; ``–`` when missing."""
-    if not m or m.get("value") is None:
-        return "–"
-    ci = m.get("ci95")
-    return f"{m['value']:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{m['value']:.3f}"
-
-
 def build_card(
     out_dir: str | Path,
     cfg: TrainConfig,
@@ -125,9 +118,9 @@ def build_card(
     mcfg : ModelConfig
         The model's ``config.json`` after calibration.
     cal : dict
-        ``calibration.json`` (:func:`cxrtriage.evaluation.recalibrate.calibrate_model_dir`).
+        ``calibration.json`` (:func:`cxrtriage.experiments.recalibrate.calibrate_model_dir`).
     validation, test : dict
-        Metric name -> ``{"value", "ci95"}`` (:func:`cxrtriage.evaluation.intervals.bootstrap_intervals`);
+        Metric name -> ``{"value", "ci95"}`` (:func:`cxrtriage.metrics.intervals.bootstrap_intervals`);
         ``test`` is ``None`` when the card has no held-out test.
     split : dict
         ``seed, description, n_train, n_val, n_test, train_counts, val_counts,
@@ -142,28 +135,34 @@ def build_card(
     holdout : dict, optional
         ``holdout.json`` (test ECE and Brier before/after calibration).
     subgroups : dict, optional
-        Column -> :func:`cxrtriage.evaluation.subgroups.subgroup_metrics` result.
+        Column -> :func:`cxrtriage.experiments.subgroups.subgroup_metrics` result.
 
     Returns
     -------
     dict
         JSON-serialisable card (see :func:`write_model_card`).
     """
-    from .compare import parameter_count
+    from cxrtriage.models.registry import parameter_count
 
     out = Path(out_dir)
     task = get_task(cfg.task)
     tag = dataset_tag(cfg.data)
     if task.is_binary:
         v = cal["validation"]
-        op = (f"{task.positive_class} when its calibrated probability >= {mcfg.threshold:.4f}; rule {cal['rule']} on the "
-              f"calibrated validation probabilities (validation sensitivity {v['sensitivity']:.3f}, "
-              f"specificity {v['specificity']:.3f})")
+        op = (
+            f"{task.positive_class} when its calibrated probability >= {mcfg.threshold:.4f}; rule {cal['rule']} on the "
+            f"calibrated validation probabilities (validation sensitivity {v['sensitivity']:.3f}, "
+            f"specificity {v['specificity']:.3f})"
+        )
     else:
         op = "most probable class (arg-max of the calibrated probabilities)"
-    calibration = {k: cal[k] for k in ("temperature", "ece_before", "ece_after", "brier_before", "brier_after", "n_val")}
+    calibration = {
+        k: cal[k] for k in ("temperature", "ece_before", "ece_after", "brier_before", "brier_after", "n_val")
+    }
     if holdout:
-        calibration.update({f"test_{k}": holdout[k] for k in ("ece_before", "ece_after", "brier_before", "brier_after")})
+        calibration.update(
+            {f"test_{k}": holdout[k] for k in ("ece_before", "ece_after", "brier_before", "brier_after")}
+        )
     unknown = {"citation": "see the dataset README", "license": "see the dataset README"}
     return {
         "name": out.name,
@@ -178,29 +177,49 @@ def build_card(
         f"'{mcfg.intensity}'{' (global histogram equalisation)' if mcfg.intensity == 'equalize' else ''}, scaled to "
         f"[0,1], standardised (x - {mcfg.mean}) / {mcfg.std}",
         "data": [dict(DATASETS.get(tag, {"name": tag, **unknown}), folder=tag)]
-        + [dict(DATASETS.get(dataset_tag(r), {"name": dataset_tag(r), **unknown}), folder=dataset_tag(r),
-                role="reference for duplicate linking only") for r in link],
+        + [
+            dict(
+                DATASETS.get(dataset_tag(r), {"name": dataset_tag(r), **unknown}),
+                folder=dataset_tag(r),
+                role="reference for duplicate linking only",
+            )
+            for r in link
+        ],
         "split": split,
-        "operating_point": {"rule": cal["rule"], "threshold": mcfg.threshold, "positive_class": task.positive_class,
-                            "description": op},
+        "operating_point": {
+            "rule": cal["rule"],
+            "threshold": mcfg.threshold,
+            "positive_class": task.positive_class,
+            "description": op,
+        },
         "calibration": calibration,
         "validation": validation,
         "test": test,
         "subgroups": subgroups or {},
         "training": {
-            "image_size": cfg.image_size, "epochs": cfg.epochs, "best_epoch": best_epoch,
-            "select_metric": cfg.select_metric, "batch_size": cfg.batch_size,
-            "optimizer": cfg.optimizer, "lr": cfg.lr, "balance": cfg.balance, "label_smoothing": cfg.label_smoothing,
-            "max_train_images": cfg.max_train_images, "train_seconds": round(train_seconds, 1),
+            "image_size": cfg.image_size,
+            "epochs": cfg.epochs,
+            "best_epoch": best_epoch,
+            "select_metric": cfg.select_metric,
+            "batch_size": cfg.batch_size,
+            "optimizer": cfg.optimizer,
+            "lr": cfg.lr,
+            "balance": cfg.balance,
+            "label_smoothing": cfg.label_smoothing,
+            "max_train_images": cfg.max_train_images,
+            "train_seconds": round(train_seconds, 1),
             "total_seconds": round(total_seconds, 1) if total_seconds is not None else None,
-            "cpu_count": os.cpu_count(), "threads": cfg.threads,
+            "cpu_count": os.cpu_count(),
+            "threads": cfg.threads,
         },
-        "onnx": {k: mcfg.extra[k] for k in ("onnx_file", "onnx_opset", "onnx_sha256") if k in (mcfg.extra or {})} or None,
+        "onnx": {k: mcfg.extra[k] for k in ("onnx_file", "onnx_opset", "onnx_sha256") if k in (mcfg.extra or {})}
+        or None,
         "command": command,
         "intended_use": "Research and education only: benchmarking, method development and second-opinion "
         "experiments on chest X-rays. Not a medical device, not for diagnosis or triage of real patients; every "
         "output must be reviewed by a qualified radiologist.",
-        "limitations": LIMITATIONS.get(task.name, []) + [
+        "limitations": LIMITATIONS.get(task.name, [])
+        + [
             f"Validation{' and test' if test else ''} images come from the same source as the training images; "
             "performance on other hospitals, devices or populations is unknown.",
         ],
@@ -228,8 +247,14 @@ def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
     jp = write_json(card, out / "model_card.json")
     metric_names = [k for k in (card.get("validation") or {}) if k != "n_boot"]
     has_test = bool(card.get("test"))
-    rows = [{"metric": k.replace("_", " "), "val": format_ci(card["validation"].get(k)),
-             "test": format_ci((card.get("test") or {}).get(k))} for k in metric_names]
+    rows = [
+        {
+            "metric": k.replace("_", " "),
+            "val": format_ci(card["validation"].get(k)),
+            "test": format_ci((card.get("test") or {}).get(k)),
+        }
+        for k in metric_names
+    ]
     op = card["operating_point"]
     cal = card["calibration"]
     tr = card["training"]
@@ -252,10 +277,13 @@ def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
         lines.append(f"- {d['name']}. {d['citation']}. Terms: {d['license']}.")
     lines += [
         f"- Split (seed {sp['seed']}): {sp['description']}",
-        (f"- Images: {sp['n_train']} training, {sp['n_val']} validation, {sp['n_test']} held-out test "
-         f"(class counts: train {sp['train_counts']}, val {sp['val_counts']}, test {sp['test_counts']})" if has_test else
-         f"- Images: {sp['n_train']} training, {sp['n_val']} validation (class counts: train {sp['train_counts']}, "
-         f"val {sp['val_counts']})"),
+        (
+            f"- Images: {sp['n_train']} training, {sp['n_val']} validation, {sp['n_test']} held-out test "
+            f"(class counts: train {sp['train_counts']}, val {sp['val_counts']}, test {sp['test_counts']})"
+            if has_test
+            else f"- Images: {sp['n_train']} training, {sp['n_val']} validation (class counts: train {sp['train_counts']}, "
+            f"val {sp['val_counts']})"
+        ),
         f"- Leak control: {sp['leak_control']}",
         "",
         "## Operating point and calibration",
@@ -265,38 +293,58 @@ def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
         f"Brier {cal['brier_before']:.4f} → {cal['brier_after']:.4f} (before → after; same images as the fit)",
     ]
     if cal.get("test_ece_before") is not None:
-        lines.append(f"- Held-out test ECE {cal['test_ece_before']:.4f} → {cal['test_ece_after']:.4f}; "
-                     f"Brier {cal['test_brier_before']:.4f} → {cal['test_brier_after']:.4f}")
+        lines.append(
+            f"- Held-out test ECE {cal['test_ece_before']:.4f} → {cal['test_ece_after']:.4f}; "
+            f"Brier {cal['test_brier_before']:.4f} → {cal['test_brier_after']:.4f}"
+        )
     lines += [
         "",
         f"## Performance (95% percentile-bootstrap CIs, {(card.get('validation') or {}).get('n_boot', '?')} replicates)",
         "Validation images chose the epoch, the temperature and the threshold; the held-out test images were used "
-        "for nothing but this table." if has_test else
-        "Validation images chose the epoch, the temperature and the threshold, so these figures are optimistic; "
+        "for nothing but this table."
+        if has_test
+        else "Validation images chose the epoch, the temperature and the threshold, so these figures are optimistic; "
         "this card has no held-out test.",
         "",
-        markdown_table(rows, [("metric", "metric"), ("val", f"validation (n={sp['n_val']})")]
-                       + ([("test", f"held-out test (n={sp['n_test']})")] if has_test else [])),
+        markdown_table(
+            rows,
+            [("metric", "metric"), ("val", f"validation (n={sp['n_val']})")]
+            + ([("test", f"held-out test (n={sp['n_test']})")] if has_test else []),
+        ),
     ]
     for col, sg in (card.get("subgroups") or {}).items():
         srows = []
         for v, g in sg["groups"].items():
             ms = g.get("metrics", {})
             key = "auroc" if "auroc" in ms else "macro_auroc"
-            srows.append({"group": v, "n": g["n"], "auc": format_ci(ms.get(key)),
-                          "sens": format_ci(ms.get("sensitivity") or ms.get("macro_sensitivity")),
-                          "spec": format_ci(ms.get("specificity"))})
-        lines += [f"Held-out test by `{col}`:", "",
-                  markdown_table(srows, [("group", col), ("n", "n"), ("auc", "AUROC"), ("sens", "sensitivity"),
-                                         ("spec", "specificity")])]
+            srows.append(
+                {
+                    "group": v,
+                    "n": g["n"],
+                    "auc": format_ci(ms.get(key)),
+                    "sens": format_ci(ms.get("sensitivity") or ms.get("macro_sensitivity")),
+                    "spec": format_ci(ms.get("specificity")),
+                }
+            )
+        lines += [
+            f"Held-out test by `{col}`:",
+            "",
+            markdown_table(
+                srows, [("group", col), ("n", "n"), ("auc", "AUROC"), ("sens", "sensitivity"), ("spec", "specificity")]
+            ),
+        ]
     lines += [
         "## Training",
         f"- Image size {tr['image_size']} px, {tr['epochs']} epochs max (best epoch {tr['best_epoch']} by validation "
         f"{tr.get('select_metric', 'auroc').replace('_', ' ')}), batch {tr['batch_size']}, "
         f"{tr['optimizer']} lr {tr['lr']}, class balance: {tr['balance']}, label smoothing {tr['label_smoothing']}",
         f"- Wall time: training {tr['train_seconds'] / 60:.1f} min"
-        + (f"; whole build (dedupe, training, calibration, test) {tr['total_seconds'] / 60:.1f} min"
-           if tr.get("total_seconds") is not None else "") + f" on {tr['cpu_count']} CPU cores, no GPU",
+        + (
+            f"; whole build (dedupe, training, calibration, test) {tr['total_seconds'] / 60:.1f} min"
+            if tr.get("total_seconds") is not None
+            else ""
+        )
+        + f" on {tr['cpu_count']} CPU cores, no GPU",
         f"- Command: `{card['command']}`",
         "",
     ]

@@ -6,13 +6,16 @@ Every sub-command prints a one-line reason and exits non-zero on bad input.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import logging
 import sys
 
-from . import DISCLAIMER, __version__
-from .config import SELECT_METRICS, TrainConfig
+from cxrtriage import DISCLAIMER, __version__
+from cxrtriage.cli import evaluate as evaluate_cli
+from cxrtriage.cli import experiments as experiments_cli
+from cxrtriage.cli import models as models_cli
+from cxrtriage.cli import predict as predict_cli
+from cxrtriage.cli import serve as serve_cli
+from cxrtriage.config import SELECT_METRICS, TrainConfig
 
 __all__ = ["main", "build_parser"]
 
@@ -21,7 +24,9 @@ def _add_train(sub) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train a classifier on a dataset folder or manifest")
     p.add_argument("--task", default=d.task)
-    p.add_argument("--data", required=True, help="dataset folder (ImageFolder layout or with manifest.csv) or a manifest CSV")
+    p.add_argument(
+        "--data", required=True, help="dataset folder (ImageFolder layout or with manifest.csv) or a manifest CSV"
+    )
     p.add_argument("--arch", default=d.arch)
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -30,9 +35,15 @@ def _add_train(sub) -> None:
     p.add_argument("--optimizer", choices=["adamw", "adam", "sgd", "adagrad"], default=d.optimizer)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--balance", choices=["sampler", "loss", "none"], default=d.balance, help="class-imbalance handling")
-    p.add_argument("--patience", type=int, default=d.patience, help="early stopping patience (epochs) on --select-metric")
-    p.add_argument("--select-metric", choices=SELECT_METRICS, default=d.select_metric,
-                   help="validation metric that picks the best epoch")
+    p.add_argument(
+        "--patience", type=int, default=d.patience, help="early stopping patience (epochs) on --select-metric"
+    )
+    p.add_argument(
+        "--select-metric",
+        choices=SELECT_METRICS,
+        default=d.select_metric,
+        help="validation metric that picks the best epoch",
+    )
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--intensity", choices=["equalize", "minmax", "none"], default=d.intensity)
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (off by default)")
@@ -50,7 +61,7 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(a) -> int:
-    from .training.trainer import train
+    from cxrtriage.training.trainer import train
 
     cfg = TrainConfig(
         task=a.task,
@@ -81,7 +92,9 @@ def _cmd_train(a) -> int:
     res = train(cfg, progress=not a.quiet, resume=a.resume)
     m = res.val_metrics
     auc = m.get("auroc", m.get("macro_auroc"))
-    print(f"model written to {res.model_dir} (best epoch {res.best_epoch}, validation AUROC {auc}, {res.wall_seconds:.0f} s)")
+    print(
+        f"model written to {res.model_dir} (best epoch {res.best_epoch}, validation AUROC {auc}, {res.wall_seconds:.0f} s)"
+    )
     if res.skipped:
         print(f"{len(res.skipped)} unreadable image(s) skipped (listed above)")
     return 0
@@ -94,9 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
-    for name in PLUGINS:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).register(sub, COMMANDS)
+    for module in COMMAND_GROUPS:
+        module.register(sub, COMMANDS)
     return parser
 
 
@@ -104,20 +116,14 @@ COMMANDS = {"train": _cmd_train}
 
 #: Modules that add sub-commands: each has ``register(subparsers, commands)``,
 #: which adds its parsers and maps each command name to ``fn(args) -> int``.
-PLUGINS = [
-    "cxrtriage.models.cli",
-    "cxrtriage.evaluation.cli",
-    "cxrtriage.inference.cli",
-    "cxrtriage.serve.cli",
-    "cxrtriage.evaluation.cli_cv",
-]
+COMMAND_GROUPS = [models_cli, evaluate_cli, predict_cli, serve_cli, experiments_cli]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cxr``; returns the process exit code."""
-    from .data.discover import DatasetError
-    from .data.io import ImageReadError
-    from .models.bundle import ModelLoadError
+    from cxrtriage.data.discover import DatasetError
+    from cxrtriage.data.io import ImageReadError
+    from cxrtriage.models.bundle import ModelLoadError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

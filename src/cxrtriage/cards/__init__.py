@@ -1,0 +1,1 @@
+"""Documents: model cards, HTML reports, tables and figures, rendered from results."""
