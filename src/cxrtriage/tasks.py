@@ -114,11 +114,11 @@ class TaskSpec:
             of this task (such samples are skipped, not errors).
         """
         key = label.strip().lower()
-        canon = self.aliases.get(key, key)
-        if self.refine is not None:
+        canon: str | None = self.aliases.get(key, key)
+        if self.refine is not None and canon is not None:
             canon = self.refine(canon, path, extra or {})
-            if canon is None:
-                return None
+        if canon is None:
+            return None
         lowered = [c.lower() for c in self.classes]
         return lowered.index(canon.lower()) if canon.lower() in lowered else None
 

@@ -13,10 +13,11 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -134,7 +135,7 @@ def load_cached(
             log.warning("cache %s unreadable; decoding again", arr_path)
     results: list[np.ndarray | str]
 
-    def iterator(it):
+    def iterator(it: Iterable[Any]) -> Iterable[Any]:
         return it
 
     if progress:

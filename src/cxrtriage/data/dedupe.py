@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,7 +175,7 @@ def duplicate_pairs(
         block = a.bits[start : start + chunk]
         dist = _popcount(block[:, None, :] ^ b.bits[None, :, :])
         ii, jj = np.nonzero(dist <= max_distance)
-        for i, j in zip(ii + start, jj):
+        for i, j in zip((ii + start).tolist(), jj.tolist(), strict=True):
             if same and j <= i:
                 continue
             out[(int(a.index[i]), int(b.index[j]))] = int(dist[i - start, j])
@@ -228,17 +228,17 @@ def list_images(data: str | Path) -> list[tuple[str, str]]:
 
 
 class _UnionFind:
-    def __init__(self):
-        self.parent: dict = {}
+    def __init__(self) -> None:
+        self.parent: dict[Hashable, Hashable] = {}
 
-    def find(self, x):
+    def find(self, x: Hashable) -> Hashable:
         self.parent.setdefault(x, x)
         while self.parent[x] != x:
             self.parent[x] = self.parent[self.parent[x]]
             x = self.parent[x]
         return x
 
-    def union(self, x, y):
+    def union(self, x: Hashable, y: Hashable) -> None:
         rx, ry = self.find(x), self.find(y)
         if rx != ry:
             self.parent[max(rx, ry, key=str)] = min(rx, ry, key=str)

@@ -27,10 +27,15 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cxrtriage.data.io import DEFAULT_MAX_PIXELS, ImageReadError
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 __all__ = [
     "is_dicom",
@@ -82,7 +87,7 @@ def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def _json_value(v):
+def _json_value(v: Any) -> Any:
     from pydicom.multival import MultiValue
     from pydicom.valuerep import IS, DSfloat
 
@@ -95,7 +100,7 @@ def _json_value(v):
     return str(v)
 
 
-def deidentified_metadata(ds) -> dict:
+def deidentified_metadata(ds: Dataset) -> dict[str, Any]:
     """The allow-listed attributes of a dataset as a JSON-ready ``dict`` (keyword -> value).
 
     Adds ``PatientIdentityRemoved = "YES"`` and ``DeidentificationMethod``
@@ -228,7 +233,7 @@ def decode_dicom(
 
 
 def write_dicom(
-    path,
+    path: str | Path,
     image: np.ndarray,
     *,
     photometric: str = "MONOCHROME2",
@@ -272,11 +277,11 @@ def write_dicom(
     import datetime
 
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     sop_class = "1.2.840.10008.5.1.4.1.1.1.1" if modality == "DX" else "1.2.840.10008.5.1.4.1.1.1"
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(path if isinstance(path, str) else "mem", {}, file_meta=meta, preamble=b"\0" * 128)

@@ -15,8 +15,13 @@ the server gets the heatmap from one forward pass and no backward pass.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["cam_from_features", "normalize_cam", "upsample_cam", "classifier_weights"]
 
@@ -94,7 +99,7 @@ def upsample_cam(cam: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32), 0.0, 1.0)
 
 
-def classifier_weights(model) -> tuple[np.ndarray, np.ndarray]:
+def classifier_weights(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
     """Weights and bias of a GAP + linear classifier head.
 
     Parameters
@@ -114,7 +119,8 @@ def classifier_weights(model) -> tuple[np.ndarray, np.ndarray]:
     """
     import torch
 
-    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "classifier", None)
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else getattr(model, "classifier", None)
     if not isinstance(head, torch.nn.Linear):
         raise ValueError(f"CAM needs a linear classifier head, found {type(head).__name__}")
     w = head.weight.detach().float().cpu().numpy()

@@ -44,7 +44,7 @@ def heatmap_overlay(img: np.ndarray, heat: np.ndarray, alpha: float = 0.4, min_s
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 
 
-def _font(size: int):
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1

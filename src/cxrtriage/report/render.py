@@ -11,6 +11,10 @@ import base64
 import io
 import json
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 __all__ = ["render_json", "render_html", "render_pdf"]
 
@@ -21,7 +25,7 @@ def render_json(report: dict) -> bytes:
 
 
 @lru_cache(maxsize=1)
-def _env():
+def _env() -> Environment:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     return Environment(loader=PackageLoader("cxrtriage.report", "templates"), autoescape=select_autoescape(["html"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 import sys
+from typing import TextIO
 
 __all__ = ["lan_ip", "public_url", "qr_svg", "qr_terminal"]
 
@@ -46,7 +47,7 @@ def qr_svg(url: str) -> str:
     return buf.getvalue().decode("utf-8")
 
 
-def qr_terminal(url: str, out=None) -> None:
+def qr_terminal(url: str, out: TextIO | None = None) -> None:
     """Print ``url`` and its QR code as text blocks to ``out`` (default stdout)."""
     import qrcode
 
