@@ -120,15 +120,12 @@ def study_links(study_id: str, has_heatmap: bool) -> dict[str, Any]:
     }
 
 
+# StudyOut is built from the stored cxrtriage.store.models.Study with StudyOut.model_validate(study):
+# fields named like a column take its value, three fields read a differently named column
+# (study_id <- id, heatmap_class <- heat_class, dicom <- dicom_meta), and only ``model`` and the
+# URLs are computed (_from_study). (The class docstring is the OpenAPI description: kept short.)
 class StudyOut(BaseModel):
-    """A stored study.
-
-    Built from the stored :class:`cxrtriage.store.models.Study` with
-    ``StudyOut.model_validate(study)``: fields named like a column take its
-    value, three fields read a differently named column (``study_id`` <- ``id``,
-    ``heatmap_class`` <- ``heat_class``, ``dicom`` <- ``dicom_meta``), and only
-    ``model`` and the URLs are computed (:meth:`_from_study`).
-    """
+    """A stored study."""
 
     study_id: str = Field(validation_alias=AliasChoices("study_id", "id"))
     received_at: str

@@ -1,0 +1,493 @@
+"""The study store on SQLite (always) and on a real PostgreSQL server (when its binaries are installed).
+
+PostgreSQL: a throw-away cluster (initdb + pg_ctl in a temporary folder, a free
+loopback port) started once per session, run as an unprivileged user when the
+tests run as root (PostgreSQL refuses root); one fresh database per test.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("alembic")
+
+from sqlalchemy import inspect, text  # noqa: E402
+
+import cxrtriage  # noqa: E402
+from cxrtriage.store import DB_NAME, DatabaseURLError, StoreUnavailableError, Study, StudyStore, resolve_database_url  # noqa: E402
+from cxrtriage.store.models import Base  # noqa: E402
+
+# ---------------------------------------------------------------------------
+# PostgreSQL server fixture
+
+
+def _pg_bindir() -> Path | None:
+    """Folder with initdb, pg_ctl and postgres: on PATH, else Debian's /usr/lib/postgresql/<ver>/bin."""
+    cands: list[Path] = []
+    found = shutil.which("pg_ctl")
+    if found:
+        cands.append(Path(found).resolve().parent)
+    cands += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0, reverse=True)]
+    for d in cands:
+        if all((d / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
+            return d
+    return None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PgServer:
+    """A running throw-away PostgreSQL cluster (superuser ``cxr``, trust authentication, loopback only)."""
+
+    def __init__(self, bindir: Path, root: Path, port: int, run_as: list[str]):
+        self.bindir, self.root, self.port, self.run_as = bindir, root, port, run_as
+        self.data = root / "data"
+
+    def _run(self, *args: str, timeout: float = 120) -> None:
+        res = subprocess.run([*self.run_as, *args], cwd=self.root, capture_output=True, text=True, timeout=timeout)
+        if res.returncode != 0:
+            log = (self.root / "log").read_text() if (self.root / "log").is_file() else ""
+            raise RuntimeError(f"{args[0]} failed ({res.returncode}): {res.stdout}{res.stderr}{log}")
+
+    def start(self) -> None:
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "cxr", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+        # fsync off: the tests kill clients, never the database server, so durability on disk is not what they check
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", opts, "-w", "-t", "60", "start")
+
+    def stop(self) -> None:
+        subprocess.run([*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+                       cwd=self.root, capture_output=True, timeout=60)
+
+    def create_database(self) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="cxr", dbname="postgres", autocommit=True) as con:
+            con.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://cxr@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server for the session, or skip (no binaries, no psycopg, no unprivileged user)."""
+    pytest.importorskip("psycopg", reason="psycopg (PostgreSQL driver) not installed")
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl, postgres) not found on PATH or in /usr/lib/postgresql/*/bin")
+    root = Path(tempfile.mkdtemp(prefix="cxrtriage-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        user = next((u for u in ("postgres", "nobody") if _user_exists(u)), None)
+        if user is None or shutil.which("runuser") is None:
+            shutil.rmtree(root, ignore_errors=True)
+            pytest.skip("running as root without a 'postgres'/'nobody' user or runuser: cannot start PostgreSQL")
+        pw = pwd.getpwnam(user)
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        run_as = ["runuser", "-u", user, "--"]
+    server = PgServer(bindir, root, _free_port(), run_as)
+    try:
+        server.start()
+    except Exception:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# per-test stores on both backends
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend, request) -> str | None:
+    """None (the SQLite file in the data folder) or the URL of a fresh PostgreSQL database."""
+    if backend == "sqlite":
+        return None
+    return request.getfixturevalue("pg_server").create_database()
+
+
+@pytest.fixture
+def store(tmp_path, db_url) -> Iterator[StudyStore]:
+    s = StudyStore(tmp_path / "data", db_url)
+    yield s
+    s.close()
+
+
+def make_study(i: int = 0, **kw: Any) -> Study:
+    """A complete study as the server stores it (values shaped like real ones)."""
+    sid = kw.pop("id", f"{i:016x}")
+    report = {
+        "study_id": sid,
+        "title": "Chest radiograph: AI draft report (pneumonia triage)",
+        "status": "draft",
+        "sections": {"technique": "Single frontal chest radiograph.", "findings": "", "impression": "Consolidation — suggestive."},
+        "ai_result": {"label": "PNEUMONIA", "probability": 0.93, "probabilities": {"PNEUMONIA": 0.93, "NORMAL": 0.07}},
+        "signed_by": None,
+        "signed_at": None,
+    }
+    values: dict[str, Any] = dict(
+        id=sid,
+        received_at=f"2026-11-28T06:{i // 60 % 60:02d}:{i % 60:02d}.000+00:00",
+        sha256=f"{i:064x}",
+        source_format="png",
+        image_file=f"images/00/{i:064x}.png",
+        width=224,
+        height=224,
+        label="PNEUMONIA",
+        probabilities={"PNEUMONIA": 0.93, "NORMAL": 0.07},
+        threshold=0.367,
+        positive_class="PNEUMONIA",
+        triage="finding",
+        model_name="efficientnet_lite0",
+        model_version="pneumonia-v1",
+        backend="onnxruntime",
+        heat_class="PNEUMONIA",
+        cam=[[0.0, 0.5], [1.0, 0.25]],
+        ood_score=12.5,
+        dicom_meta=None,
+        report=report,
+        report_status="draft",
+        signed_by=None,
+        signed_at=None,
+        timings={"decode_ms": 1.5, "inference_ms": 9.25},
+    )
+    values.update(kw)
+    return Study(**values)
+
+
+# ---------------------------------------------------------------------------
+# rows
+
+
+def test_insert_get_find(store):
+    st = make_study(1)
+    rec, inserted = store.insert(st)
+    assert inserted and rec.id == st.id
+    got = store.get(st.id)
+    assert got is not None and got.to_dict() == make_study(1).to_dict()
+    assert store.find(st.sha256, "pneumonia-v1").id == st.id
+    assert store.find(st.sha256, "another-version") is None
+    assert store.get("0123456789abcdef") is None
+    assert store.ping()
+
+
+def test_duplicate_insert_returns_existing(store):
+    first, inserted = store.insert(make_study(2, id="aaaaaaaaaaaaaaaa"))
+    assert inserted
+    again, inserted = store.insert(make_study(2, id="bbbbbbbbbbbbbbbb", label="NORMAL"))
+    assert not inserted and again.id == "aaaaaaaaaaaaaaaa" and again.label == "PNEUMONIA"
+    assert store.count() == 1 and store.get("bbbbbbbbbbbbbbbb") is None
+    # same upload, other model version: a new study
+    _, inserted = store.insert(make_study(2, id="cccccccccccccccc", model_version="pneumonia-v2"))
+    assert inserted and store.count() == 2
+
+
+def test_duplicate_insert_race_between_threads(store):
+    """Eight threads store the same upload at once: one insert wins, all get the winner."""
+    barrier = threading.Barrier(8)
+    results: list[tuple[str, bool]] = []
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        st = make_study(3, id=f"{k:016x}")
+        barrier.wait()
+        rec, inserted = store.insert(st)
+        with lock:
+            results.append((rec.id, inserted))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 8
+    assert sum(ins for _, ins in results) == 1
+    assert len({sid for sid, _ in results}) == 1
+    assert store.count() == 1
+
+
+def test_update_report(store):
+    st = make_study(4)
+    store.insert(st)
+    report = dict(st.report, status="signed", signed_by="Dr Test", signed_at="2026-11-28T07:00:00.000+00:00")
+    report["sections"] = dict(report["sections"], findings="Right lower lobe consolidation.")
+    store.update_report(st.id, report)
+    got = store.get(st.id)
+    assert got.report == report and got.report_status == "signed"
+    assert got.signed_by == "Dr Test" and got.signed_at == "2026-11-28T07:00:00.000+00:00"
+    with pytest.raises(KeyError):
+        store.update_report("ffffffffffffffff", report)
+
+
+def test_recent_order_and_count(store):
+    assert store.count() == 0 and store.recent() == []
+    for i in (5, 1, 9, 3, 7):
+        store.insert(make_study(i))
+    assert store.count() == 5
+    assert [r.id for r in store.recent(3)] == [f"{i:016x}" for i in (9, 7, 5)]
+    assert [r.id for r in store.recent(3, offset=3)] == [f"{i:016x}" for i in (3, 1)]
+    # same received_at: ties broken by id
+    store.insert(make_study(20, id="ffffffffffffff00", received_at="2030-01-01T00:00:00.000+00:00"))
+    store.insert(make_study(21, id="0000000000000f00", received_at="2030-01-01T00:00:00.000+00:00"))
+    assert [r.id for r in store.recent(2)] == ["0000000000000f00", "ffffffffffffff00"]
+
+
+def test_json_round_trip(store):
+    probs = {"PNEUMONIA": 0.1 + 0.2, "NORMAL": 1 - (0.1 + 0.2), "COVID": 1e-300}  # key order not alphabetical
+    cam = np.round(np.random.default_rng(0).random((7, 7)), 4).tolist()
+    dicom = {"Modality": "DX", "PhotometricInterpretation": "MONOCHROME1", "Rows": 2048, "PixelSpacing": [0.139, 0.139]}
+    st = make_study(6, probabilities=probs, cam=cam, dicom_meta=dicom, ood_score=None, threshold=None,
+                    report=dict(make_study(6).report, text="Impression — «café» ✓\nline two", nested={"a": [1, None, True]}))
+    store.insert(st)
+    got = store.get(st.id)
+    assert got.probabilities == probs and list(got.probabilities) == list(probs)
+    assert got.cam == cam and got.dicom_meta == dicom
+    assert got.report["text"] == "Impression — «café» ✓\nline two" and got.report["nested"] == {"a": [1, None, True]}
+    assert got.ood_score is None and got.threshold is None
+    plain = make_study(7)  # no CAM, no DICOM: SQL NULL, not JSON 'null'
+    plain.cam = None
+    store.insert(plain)
+    with store.engine.connect() as conn:
+        row = conn.execute(text("SELECT cam IS NULL, dicom_meta IS NULL FROM studies WHERE id = :id"), {"id": plain.id}).one()
+    assert tuple(bool(v) for v in row) == (True, True)
+    assert store.get(plain.id).cam is None
+
+
+# ---------------------------------------------------------------------------
+# schema and migrations
+
+
+def test_migrations_create_schema_and_are_idempotent(tmp_path, db_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from cxrtriage.store.store import MIGRATIONS_DIR
+
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+
+    s = StudyStore(tmp_path / "d", db_url)
+    assert s.revision == head
+    with s.engine.connect() as conn:
+        insp = inspect(conn)
+        assert {"studies", "alembic_version"} <= set(insp.get_table_names())
+        assert "studies_received" in {ix["name"] for ix in insp.get_indexes("studies")}
+        # the migrations make exactly the schema the mapped class declares
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    s.insert(make_study(8))
+    s.close()
+    # restart: upgrade again is a no-op and keeps the data
+    s2 = StudyStore(tmp_path / "d", db_url)
+    assert s2.revision == head and s2.count() == 1 and s2.get(f"{8:016x}") is not None
+    with s2.engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM alembic_version")).scalar() == 1
+    s2.close()
+
+
+_LEGACY_DDL = """
+CREATE TABLE IF NOT EXISTS studies (
+    id TEXT PRIMARY KEY, received_at TEXT NOT NULL, sha256 TEXT NOT NULL, source_format TEXT NOT NULL,
+    image_file TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, label TEXT NOT NULL,
+    probabilities TEXT NOT NULL, threshold REAL, positive_class TEXT, triage TEXT NOT NULL,
+    model_name TEXT NOT NULL, model_version TEXT NOT NULL, backend TEXT NOT NULL, heat_class TEXT,
+    cam TEXT, ood_score REAL, dicom_meta TEXT, report TEXT NOT NULL, report_status TEXT NOT NULL,
+    signed_by TEXT, signed_at TEXT, timings TEXT NOT NULL, UNIQUE (sha256, model_version)
+);
+CREATE INDEX IF NOT EXISTS studies_received ON studies (received_at);
+"""
+
+
+def test_legacy_sqlite_database_is_adopted(tmp_path):
+    """A data folder written by the hand-written sqlite3 store (before migrations) opens with its studies."""
+    d = tmp_path / "old"
+    d.mkdir()
+    con = sqlite3.connect(d / DB_NAME)
+    con.executescript(_LEGACY_DDL)
+    con.execute(
+        "INSERT INTO studies VALUES ('00000000000000aa','2026-01-01T00:00:00.000+00:00','ab','png','images/ab/ab.png',"
+        "10,20,'NORMAL','{\"NORMAL\":0.9,\"PNEUMONIA\":0.1}',0.5,'PNEUMONIA','no_finding','m','v1','torch',NULL,NULL,NULL,NULL,"
+        "'{\"status\":\"draft\"}','draft',NULL,NULL,'{\"total_ms\":3.0}')"
+    )
+    con.commit()
+    con.close()
+    s = StudyStore(d)
+    assert s.revision
+    got = s.get("00000000000000aa")
+    assert got.probabilities == {"NORMAL": 0.9, "PNEUMONIA": 0.1} and got.cam is None and got.report == {"status": "draft"}
+    rec, inserted = s.insert(make_study(9, sha256="ab", model_version="v1"))
+    assert not inserted and rec.id == "00000000000000aa"
+    s.close()
+
+
+def test_sqlite_pragmas(tmp_path):
+    s = StudyStore(tmp_path / "d")
+    with s.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    assert s.db_path == tmp_path / "d" / DB_NAME and s.backend == "sqlite"
+    s.close()
+
+
+def test_images_on_disk(tmp_path):
+    s = StudyStore(tmp_path / "d")
+    img = np.random.default_rng(1).integers(0, 256, (30, 40), dtype=np.uint8)
+    rel = s.save_image("ab" * 32, img)
+    assert rel == f"images/ab/{'ab' * 32}.png" and (tmp_path / "d" / rel).is_file()
+    assert np.array_equal(s.load_image(rel), img)
+    assert s.save_image("ab" * 32, img) == rel  # stored once
+    p = s.write_derived("00000000000000aa", "heatmap", b"\x89PNG fake")
+    assert p == s.derived_path("00000000000000aa", "heatmap") and p.read_bytes() == b"\x89PNG fake"
+    s.close()
+
+
+# ---------------------------------------------------------------------------
+# URLs
+
+
+@pytest.mark.parametrize(
+    "url,message",
+    [
+        ("not a url", "is not a URL"),
+        ("mysql://user@host/db", "unsupported database 'mysql'"),
+        ("sqlite://", "in-memory SQLite"),
+        ("sqlite:///:memory:", "in-memory SQLite"),
+        ("postgresql://user:secret@host:5432", "names no database"),
+        ("postgresql+nosuchdriver://user@host/db", "driver"),
+    ],
+)
+def test_bad_database_urls(tmp_path, url, message):
+    with pytest.raises(DatabaseURLError, match=message) as exc:
+        StudyStore(tmp_path / "d", url)
+    assert "secret" not in str(exc.value)
+
+
+def test_url_defaults(tmp_path):
+    assert resolve_database_url(None, tmp_path).database == str(tmp_path / DB_NAME)
+    assert resolve_database_url("", tmp_path).get_backend_name() == "sqlite"
+    assert resolve_database_url("postgresql://u@h:5/db", tmp_path).drivername == "postgresql+psycopg"
+    assert resolve_database_url(f"sqlite:///{tmp_path}/x.db", tmp_path).database == f"{tmp_path}/x.db"
+
+
+def test_unreachable_postgresql_is_a_clear_error(tmp_path):
+    pytest.importorskip("psycopg")
+    url = f"postgresql+psycopg://cxr@127.0.0.1:{_free_port()}/nothing?connect_timeout=3"
+    with pytest.raises(StoreUnavailableError, match="cannot open or migrate"):
+        StudyStore(tmp_path / "d", url)
+
+
+def test_cli_rejects_bad_database_url(tmp_path, capsys):
+    pytest.importorskip("uvicorn")
+    from cxrtriage.cli import main
+
+    assert main(["serve", "--data-dir", str(tmp_path), "--database-url", "mysql://u@h/db"]) == 2
+    assert "unsupported database 'mysql'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# no lost study after SIGKILL
+
+_CHILD = r"""
+import sys
+from cxrtriage.store import Study, StudyStore
+
+store = StudyStore(sys.argv[1], sys.argv[2] or None)
+print("ready", flush=True)
+i = 0
+while True:
+    sid = f"{i:016x}"
+    rec, inserted = store.insert(Study(
+        id=sid, received_at=f"2026-11-28T00:00:00.{i:06d}+00:00", sha256=f"{i:064x}", source_format="png",
+        image_file="images/x.png", width=1, height=1, label="NORMAL", probabilities={"NORMAL": 1.0},
+        threshold=None, positive_class=None, triage="no_finding", model_name="m", model_version="v",
+        backend="torch", heat_class=None, cam=[[float(i)]], ood_score=None, dicom_meta=None,
+        report={"status": "draft", "n": i}, report_status="draft", signed_by=None, signed_at=None,
+        timings={"total_ms": 1.0},
+    ))
+    assert inserted
+    print(sid, flush=True)  # reported as committed only after insert() returned
+    i += 1
+"""
+
+
+def test_no_lost_study_after_sigkill(tmp_path, db_url):
+    """A writer killed mid-run (SIGKILL) loses none of the studies it reported as stored."""
+    data = tmp_path / "data"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(cxrtriage.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(data), db_url or ""], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    reported: list[str] = []
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.strip() == "ready", proc.stderr.read() if proc.stderr else ""
+        while len(reported) < 150:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            reported.append(line.strip())
+        os.kill(proc.pid, signal.SIGKILL)  # while it keeps inserting
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, err
+    reported += [ln for ln in out.split("\n")[:-1] if ln]  # complete lines only
+    assert len(reported) >= 150
+    s = StudyStore(data, db_url)
+    try:
+        missing = [sid for sid in reported if s.get(sid) is None]
+        assert missing == []
+        assert s.count() >= len(reported)
+        got = s.get(reported[-1])
+        assert got.report["n"] == int(reported[-1], 16) and got.cam == [[float(int(reported[-1], 16))]]
+        _, inserted = s.insert(make_study(10**6))  # still writable after the kill
+        assert inserted
+    finally:
+        s.close()
