@@ -1,23 +1,18 @@
 """The study store on SQLite (always) and on a real PostgreSQL server (when its binaries are installed).
 
-PostgreSQL: a throw-away cluster (initdb + pg_ctl in a temporary folder, a free
-loopback port) started once per session, run as an unprivileged user when the
-tests run as root (PostgreSQL refuses root); one fresh database per test.
+PostgreSQL: the session's throw-away cluster of ``conftest.pg_server``; one fresh
+database per test.
 """
 
 from __future__ import annotations
 
-import glob
 import os
-import pwd
-import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,107 +23,24 @@ import pytest
 pytest.importorskip("sqlalchemy")
 pytest.importorskip("alembic")
 
-from sqlalchemy import inspect, text  # noqa: E402
+from sqlalchemy import inspect, text
 
-import cxrtriage  # noqa: E402
-from cxrtriage.store import DB_NAME, DatabaseURLError, StoreUnavailableError, Study, StudyStore, resolve_database_url  # noqa: E402
-from cxrtriage.store.models import Base  # noqa: E402
-
-# ---------------------------------------------------------------------------
-# PostgreSQL server fixture
-
-
-def _pg_bindir() -> Path | None:
-    """Folder with initdb, pg_ctl and postgres: on PATH, else Debian's /usr/lib/postgresql/<ver>/bin."""
-    cands: list[Path] = []
-    found = shutil.which("pg_ctl")
-    if found:
-        cands.append(Path(found).resolve().parent)
-    cands += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0, reverse=True)]
-    for d in cands:
-        if all((d / exe).is_file() for exe in ("initdb", "pg_ctl", "postgres")):
-            return d
-    return None
+import cxrtriage
+from cxrtriage.store import (
+    DB_NAME,
+    DatabaseURLError,
+    StoreUnavailableError,
+    Study,
+    StudyStore,
+    resolve_database_url,
+)
+from cxrtriage.store.models import Base
 
 
 def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PgServer:
-    """A running throw-away PostgreSQL cluster (superuser ``cxr``, trust authentication, loopback only)."""
-
-    def __init__(self, bindir: Path, root: Path, port: int, run_as: list[str]):
-        self.bindir, self.root, self.port, self.run_as = bindir, root, port, run_as
-        self.data = root / "data"
-
-    def _run(self, *args: str, timeout: float = 120) -> None:
-        res = subprocess.run([*self.run_as, *args], cwd=self.root, capture_output=True, text=True, timeout=timeout)
-        if res.returncode != 0:
-            log = (self.root / "log").read_text() if (self.root / "log").is_file() else ""
-            raise RuntimeError(f"{args[0]} failed ({res.returncode}): {res.stdout}{res.stderr}{log}")
-
-    def start(self) -> None:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "cxr", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-        # fsync off: the tests kill clients, never the database server, so durability on disk is not what they check
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", opts, "-w", "-t", "60", "start")
-
-    def stop(self) -> None:
-        subprocess.run([*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
-                       cwd=self.root, capture_output=True, timeout=60)
-
-    def create_database(self) -> str:
-        """A new empty database; returns its SQLAlchemy URL."""
-        import psycopg
-
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(host="127.0.0.1", port=self.port, user="cxr", dbname="postgres", autocommit=True) as con:
-            con.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://cxr@127.0.0.1:{self.port}/{name}"
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """A PostgreSQL server for the session, or skip (no binaries, no psycopg, no unprivileged user)."""
-    pytest.importorskip("psycopg", reason="psycopg (PostgreSQL driver) not installed")
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl, postgres) not found on PATH or in /usr/lib/postgresql/*/bin")
-    root = Path(tempfile.mkdtemp(prefix="cxrtriage-pg-"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        user = next((u for u in ("postgres", "nobody") if _user_exists(u)), None)
-        if user is None or shutil.which("runuser") is None:
-            shutil.rmtree(root, ignore_errors=True)
-            pytest.skip("running as root without a 'postgres'/'nobody' user or runuser: cannot start PostgreSQL")
-        pw = pwd.getpwnam(user)
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-        run_as = ["runuser", "-u", user, "--"]
-    server = PgServer(bindir, root, _free_port(), run_as)
-    try:
-        server.start()
-    except Exception:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-        raise
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------
@@ -214,7 +126,7 @@ def test_insert_get_find(store):
 
 
 def test_duplicate_insert_returns_existing(store):
-    first, inserted = store.insert(make_study(2, id="aaaaaaaaaaaaaaaa"))
+    _, inserted = store.insert(make_study(2, id="aaaaaaaaaaaaaaaa"))
     assert inserted
     again, inserted = store.insert(make_study(2, id="bbbbbbbbbbbbbbbb", label="NORMAL"))
     assert not inserted and again.id == "aaaaaaaaaaaaaaaa" and again.label == "PNEUMONIA"
@@ -301,12 +213,11 @@ def test_json_round_trip(store):
 
 def test_migrations_create_schema_and_are_idempotent(tmp_path, db_url):
     from alembic.autogenerate import compare_metadata
+    from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     from cxrtriage.store.store import MIGRATIONS_DIR
-
-    from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

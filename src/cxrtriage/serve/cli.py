@@ -23,12 +23,11 @@ def _model_dir(value: str | None) -> Path:
 def _cmd_serve(a) -> int:
     import uvicorn
 
+    from ..store import DatabaseURLError, StoreUnavailableError, resolve_database_url
     from .app import create_app
     from .lan import qr_terminal
     from .service import StudyService
     from .settings import ServeSettings
-
-    from ..store import DatabaseURLError, StoreUnavailableError, resolve_database_url
 
     try:  # a bad URL is reported before the model loads
         resolve_database_url(a.database_url, a.data_dir)

@@ -18,12 +18,12 @@ from .store import (
 )
 
 __all__ = [
-    "Base",
-    "Study",
-    "StudyStore",
     "DB_NAME",
+    "Base",
     "DatabaseURLError",
     "StoreUnavailableError",
+    "Study",
+    "StudyStore",
     "make_engine",
     "png_bytes",
     "resolve_database_url",

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Double, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Study", "JSONValue"]
+__all__ = ["Base", "JSONValue", "Study"]
 
 #: JSON column type: Python ``None`` is stored as SQL NULL (not the JSON text ``null``).
 #: Plain ``json`` on PostgreSQL (not ``jsonb``), so the key order of the stored

@@ -29,9 +29,25 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import URL, Connection, Engine, create_engine, event, func, inspect, select, text, update
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Study
@@ -42,10 +58,10 @@ __all__ = [
     "DatabaseURLError",
     "StoreUnavailableError",
     "StudyStore",
-    "resolve_database_url",
     "make_engine",
-    "upgrade_database",
     "png_bytes",
+    "resolve_database_url",
+    "upgrade_database",
 ]
 
 log = logging.getLogger(__name__)
