@@ -75,6 +75,35 @@ def _check_study(j: dict, classes: list[str]) -> None:
     assert j["request_timings"]["total_ms"] > 0
 
 
+def test_study_out_is_built_from_the_stored_study():
+    """StudyOut reads the Study's columns (three renamed) and computes only ``model`` and the URLs."""
+    from cxrtriage.serve.schemas import StudyOut
+    from cxrtriage.serve.service import study_out
+    from cxrtriage.store import Study
+
+    report = {
+        "study_id": "00000000000000ab", "title": "t", "task": "pneumonia", "status": "draft", "abnormal": False, "flag": None,
+        "sections": {"technique": "a", "findings": "b", "impression": "c"},
+        "ai_result": {"label": "NORMAL", "probability": 0.9, "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1},
+                      "threshold": 0.4, "positive_class": "PNEUMONIA", "triage": "no_finding"},
+        "model": {"name": "m", "version": "v"}, "heatmap_url": None, "created_at": "x", "signed_by": None, "signed_at": None,
+        "disclaimer": DISCLAIMER, "text": "t",
+    }
+    st = Study(id="00000000000000ab", received_at="2026-01-01T00:00:00.000+00:00", sha256="ab" * 32, source_format="dicom",
+               image_file="images/ab/x.png", width=3, height=2, label="NORMAL", probabilities={"NORMAL": 0.9, "PNEUMONIA": 0.1},
+               threshold=0.4, positive_class="PNEUMONIA", triage="no_finding", model_name="m", model_version="v",
+               backend="torch", heat_class=None, cam=None, ood_score=None, dicom_meta={"Modality": "DX"}, report=report,
+               report_status="draft", signed_by=None, signed_at=None, timings={"total_ms": 2.0})
+    out = StudyOut.model_validate(st)
+    assert out.study_id == st.id and out.dicom == {"Modality": "DX"} and out.heatmap_class is None and out.heatmap_url is None
+    assert out.model == {"name": "m", "version": "v", "backend": "torch"}
+    assert out.report_urls["pdf"] == "/api/v1/studies/00000000000000ab/report.pdf" and out.page_url == "/studies/00000000000000ab"
+    d = study_out(st)
+    assert StudyOut.model_validate(d).model_dump() == d  # the API dict validates against its own schema unchanged
+    st.cam, st.heat_class = [[0.5]], "NORMAL"
+    assert study_out(st)["heatmap_url"] == "/api/v1/studies/00000000000000ab/heatmap.png"
+
+
 def test_system_endpoints(server):
     h = server.get("/api/v1/health")
     assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["database"]

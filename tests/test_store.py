@@ -241,6 +241,39 @@ def test_migrations_create_schema_and_are_idempotent(tmp_path, db_url):
     s2.close()
 
 
+def test_replicas_starting_together_migrate_once(tmp_path, db_url):
+    """Four stores opening a fresh database at the same moment: one migrates, all end at head."""
+    barrier = threading.Barrier(4)
+    stores: list[StudyStore] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            s = StudyStore(tmp_path / "d", db_url)
+        except BaseException as exc:  # collected, asserted below
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            stores.append(s)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == [] and len(stores) == 4
+        assert len({s.revision for s in stores}) == 1
+        stores[0].insert(make_study(11))
+        assert all(s.count() == 1 for s in stores)
+    finally:
+        for s in stores:
+            s.close()
+
+
 _LEGACY_DDL = """
 CREATE TABLE IF NOT EXISTS studies (
     id TEXT PRIMARY KEY, received_at TEXT NOT NULL, sha256 TEXT NOT NULL, source_format TEXT NOT NULL,
