@@ -75,6 +75,80 @@ def _check_study(j: dict, classes: list[str]) -> None:
     assert j["request_timings"]["total_ms"] > 0
 
 
+def test_study_out_is_built_from_the_stored_study():
+    """StudyOut reads the Study's columns (three renamed) and computes only ``model`` and the URLs."""
+    from cxrtriage.serve.schemas import StudyOut
+    from cxrtriage.serve.service import study_out
+    from cxrtriage.store import Study
+
+    report = {
+        "study_id": "00000000000000ab",
+        "title": "t",
+        "task": "pneumonia",
+        "status": "draft",
+        "abnormal": False,
+        "flag": None,
+        "sections": {"technique": "a", "findings": "b", "impression": "c"},
+        "ai_result": {
+            "label": "NORMAL",
+            "probability": 0.9,
+            "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1},
+            "threshold": 0.4,
+            "positive_class": "PNEUMONIA",
+            "triage": "no_finding",
+        },
+        "model": {"name": "m", "version": "v"},
+        "heatmap_url": None,
+        "created_at": "x",
+        "signed_by": None,
+        "signed_at": None,
+        "disclaimer": DISCLAIMER,
+        "text": "t",
+    }
+    st = Study(
+        id="00000000000000ab",
+        received_at="2026-01-01T00:00:00.000+00:00",
+        sha256="ab" * 32,
+        source_format="dicom",
+        image_file="images/ab/x.png",
+        width=3,
+        height=2,
+        label="NORMAL",
+        probabilities={"NORMAL": 0.9, "PNEUMONIA": 0.1},
+        threshold=0.4,
+        positive_class="PNEUMONIA",
+        triage="no_finding",
+        model_name="m",
+        model_version="v",
+        backend="torch",
+        heat_class=None,
+        cam=None,
+        ood_score=None,
+        dicom_meta={"Modality": "DX"},
+        report=report,
+        report_status="draft",
+        signed_by=None,
+        signed_at=None,
+        timings={"total_ms": 2.0},
+    )
+    out = StudyOut.model_validate(st)
+    assert (
+        out.study_id == st.id
+        and out.dicom == {"Modality": "DX"}
+        and out.heatmap_class is None
+        and out.heatmap_url is None
+    )
+    assert out.model == {"name": "m", "version": "v", "backend": "torch"}
+    assert (
+        out.report_urls["pdf"] == "/api/v1/studies/00000000000000ab/report.pdf"
+        and out.page_url == "/studies/00000000000000ab"
+    )
+    d = study_out(st)
+    assert StudyOut.model_validate(d).model_dump() == d  # the API dict validates against its own schema unchanged
+    st.cam, st.heat_class = [[0.5]], "NORMAL"
+    assert study_out(st)["heatmap_url"] == "/api/v1/studies/00000000000000ab/heatmap.png"
+
+
 def test_system_endpoints(server):
     h = server.get("/api/v1/health")
     assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["database"]
@@ -399,3 +473,113 @@ def test_cli_serve_subprocess_prints_qr(model_dir, tmp_path):
     assert "API token for report sign-off" in out  # no token given: a random one is printed
     assert DISCLAIMER in out
     assert sum(1 for line in out.splitlines() if "█" in line or "▀" in line or "▄" in line) >= 10  # the QR code
+
+
+def test_server_on_postgresql(model_dir, tmp_path, example_paths, pg_server):
+    """The same server with ``database_url`` on a real PostgreSQL: predict, read back, sign off, restart."""
+    url = pg_server.create_database()
+    d = tmp_path / "pg-data"
+    with running_server(_settings(model_dir, d, database_url=url)) as base:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            h = c.get("/api/v1/health").json()
+            assert h["status"] == "ok" and h["database"] and h["studies"] == 0
+            j = _post(c, "a.jpg", example_paths[6].read_bytes()).json()
+            assert not j["duplicate"]
+            assert c.get(f"/api/v1/studies/{j['study_id']}").json()["probabilities"] == j["probabilities"]
+            r = c.post(
+                f"/api/v1/studies/{j['study_id']}/report/sign-off",
+                json={"radiologist": "Dr PG"},
+                headers={"X-API-Token": TOKEN},
+            )
+            assert r.status_code == 200 and r.json()["report"]["signed_by"] == "Dr PG"
+    assert not (d / "studies.sqlite3").exists()  # images on disk, rows in PostgreSQL
+    assert list((d / "images").rglob("*.png"))
+    with running_server(_settings(model_dir, d, database_url=url)) as base:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            assert c.get("/api/v1/health").json()["studies"] == 1
+            again = _post(c, "b.jpg", example_paths[6].read_bytes()).json()
+            assert again["duplicate"] and again["study_id"] == j["study_id"] and again["report"]["status"] == "signed"
+            assert c.get("/api/v1/studies").json()["studies"][0]["study_id"] == j["study_id"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigkilled_server_loses_no_accepted_study(model_dir, tmp_path, example_paths, backend, request):
+    """``cxr serve`` killed (SIGKILL) while two clients upload: every study answered 200 is stored."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from cxrtriage.serve.testing import free_port
+    from cxrtriage.store import StudyStore
+
+    db_url = request.getfixturevalue("pg_server").create_database() if backend == "postgresql" else None
+    data = tmp_path / "d"
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "cxrtriage.cli",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--data-dir",
+        str(data),
+        "--port",
+        str(port),
+    ]
+    if db_url:
+        cmd += ["--database-url", db_url]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "CXRTRIAGE_API_TOKEN": TOKEN}
+    )
+    accepted: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    base = read_image(example_paths[7])
+
+    def client(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            while not stop.is_set():
+                noisy = np.clip(base.astype(int) + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
+                try:
+                    r = _post(c, "k.png", _png(noisy))
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 200:
+                    with lock:
+                        accepted.append(r.json()["study_id"])
+
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        threads = [threading.Thread(target=client, args=(s,)) for s in range(2)]
+        for t in threads:
+            t.start()
+        while len(accepted) < 15 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # requests in flight
+        proc.wait(timeout=30)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert len(accepted) >= 15, proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    store = StudyStore(data, db_url)
+    try:
+        assert [sid for sid in accepted if store.get(sid) is None] == []
+        assert store.count() >= len(accepted)
+    finally:
+        store.close()

@@ -27,10 +27,17 @@ def _cmd_serve(a) -> int:
     from cxrtriage.serve.lan import qr_terminal
     from cxrtriage.serve.service import StudyService
     from cxrtriage.serve.settings import ServeSettings
+    from cxrtriage.store import DatabaseURLError, StoreUnavailableError, resolve_database_url
 
+    try:  # a bad URL is reported before the model loads
+        resolve_database_url(a.database_url, a.data_dir)
+    except DatabaseURLError as exc:
+        print(f"cxr serve: --database-url: {exc}", file=sys.stderr)
+        return 2
     settings = ServeSettings(
         model_dir=_model_dir(a.model),
         data_dir=Path(a.data_dir),
+        database_url=a.database_url,
         host=a.host,
         port=a.port,
         max_upload_mb=a.max_upload_mb,
@@ -45,10 +52,14 @@ def _cmd_serve(a) -> int:
         threadpool_limits(1, user_api="blas")
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         pass
-    service = StudyService(settings)  # load the model before listening
+    try:
+        service = StudyService(settings)  # load the model and open the database before listening
+    except (DatabaseURLError, StoreUnavailableError) as exc:
+        print(f"cxr serve: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings, service)
     print(
-        f"cxrtriage server: model {service.engine.model_name} ({service.engine.config.version}) on {service.engine.backend.name}; data in {settings.data_dir}"
+        f"cxrtriage server: model {service.engine.model_name} ({service.engine.config.version}) on {service.engine.backend.name}; data in {settings.data_dir}, database {service.store.url.render_as_string(hide_password=True)}"
     )
     print(DISCLAIMER)
     if settings.token_generated:
@@ -109,7 +120,17 @@ def register(sub, commands: dict) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="listen address; 0.0.0.0 to reach it from a phone on the LAN")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--data-dir", default="cxrtriage-data", help="SQLite database and stored images")
+    p.add_argument(
+        "--data-dir",
+        default="cxrtriage-data",
+        help="stored images, and the SQLite database unless --database-url is given",
+    )
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="SQLAlchemy URL of the studies database, e.g. postgresql+psycopg://user:password@host:5432/cxrtriage "
+        "(default: SQLite file DATA_DIR/studies.sqlite3; schema migrated with Alembic at start-up)",
+    )
     p.add_argument("--max-upload-mb", type=float, default=20.0)
     p.add_argument(
         "--api-token",

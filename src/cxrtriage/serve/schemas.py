@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 
 from cxrtriage import DISCLAIMER
+from cxrtriage.store.models import Study
 
 __all__ = [
     "ErrorOut",
@@ -16,6 +17,7 @@ __all__ = [
     "ReportOut",
     "Timings",
     "StudyOut",
+    "study_links",
     "PredictOut",
     "HealthOut",
     "SignOffIn",
@@ -94,10 +96,38 @@ class Timings(BaseModel):
     total_ms: float = 0.0
 
 
+def study_links(study_id: str, has_heatmap: bool) -> dict[str, Any]:
+    """API addresses of a study's pictures, reports and page.
+
+    Parameters
+    ----------
+    study_id : str
+    has_heatmap : bool
+        Whether a class activation map is stored (else ``heatmap_url`` is None).
+
+    Returns
+    -------
+    dict
+        ``image_url``, ``annotated_image_url``, ``heatmap_url``, ``report_urls``, ``page_url``.
+    """
+    base = f"/api/v1/studies/{study_id}"
+    return {
+        "image_url": f"{base}/image.png",
+        "annotated_image_url": f"{base}/annotated.png",
+        "heatmap_url": f"{base}/heatmap.png" if has_heatmap else None,
+        "report_urls": {f: f"{base}/report.{f}" for f in ("json", "html", "pdf")},
+        "page_url": f"/studies/{study_id}",
+    }
+
+
+# StudyOut is built from the stored cxrtriage.store.models.Study with StudyOut.model_validate(study):
+# fields named like a column take its value, three fields read a differently named column
+# (study_id <- id, heatmap_class <- heat_class, dicom <- dicom_meta), and only ``model`` and the
+# URLs are computed (_from_study). (The class docstring is the OpenAPI description: kept short.)
 class StudyOut(BaseModel):
     """A stored study."""
 
-    study_id: str
+    study_id: str = Field(validation_alias=AliasChoices("study_id", "id"))
     received_at: str
     sha256: str = Field(description="SHA-256 of the uploaded bytes")
     source_format: Literal["png", "jpeg", "dicom"]
@@ -109,11 +139,14 @@ class StudyOut(BaseModel):
     positive_class: str | None
     triage: Literal["no_finding", "finding"]
     model: dict[str, str] = Field(description="name, version, backend")
-    heatmap_class: str | None
+    heatmap_class: str | None = Field(validation_alias=AliasChoices("heatmap_class", "heat_class"))
     ood_score: float | None = Field(
         description="squared Mahalanobis distance of the pooled features (lower = more typical)"
     )
-    dicom: dict | None = Field(description="de-identified DICOM attributes (DICOM uploads only)")
+    dicom: dict | None = Field(
+        validation_alias=AliasChoices("dicom", "dicom_meta"),
+        description="de-identified DICOM attributes (DICOM uploads only)",
+    )
     image_url: str
     annotated_image_url: str
     heatmap_url: str | None
@@ -122,6 +155,18 @@ class StudyOut(BaseModel):
     page_url: str
     timings: Timings = Field(description="timings of the first analysis")
     disclaimer: str = DISCLAIMER
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_study(cls, data: Any) -> Any:
+        """A :class:`Study` becomes its columns plus the computed ``model`` and URLs; anything else passes."""
+        if not isinstance(data, Study):
+            return data
+        return {
+            **data.to_dict(),
+            "model": {"name": data.model_name, "version": data.model_version, "backend": data.backend},
+            **study_links(data.id, data.cam is not None),
+        }
 
 
 class PredictOut(StudyOut):

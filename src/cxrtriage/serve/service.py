@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrtriage import DISCLAIMER
 from cxrtriage.data.dicom import decode_dicom, is_dicom
 from cxrtriage.data.io import ImageReadError, decode_image
 from cxrtriage.explain.cam import cam_from_features, normalize_cam, upsample_cam
@@ -27,8 +26,9 @@ from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness_of_bytes
 from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
 from cxrtriage.report.draft import build_report, sign_off
 from cxrtriage.report.render import render_html, render_json, render_pdf
+from cxrtriage.serve.schemas import StudyOut
 from cxrtriage.serve.settings import ServeSettings
-from cxrtriage.serve.store import StudyRecord, StudyStore, png_bytes
+from cxrtriage.store import Study, StudyStore, png_bytes
 
 __all__ = ["ApiError", "Engine", "Analysis", "StudyService", "safe_filename", "sniff_format"]
 
@@ -188,7 +188,7 @@ class StudyService:
     def __init__(self, settings: ServeSettings, engine: Engine | None = None):
         self.settings = settings
         self.engine = engine or Engine(settings)
-        self.store = StudyStore(settings.data_dir)
+        self.store = StudyStore(settings.data_dir, settings.database_url)
 
     # -- decoding ---------------------------------------------------------
     def decode(self, data: bytes, filename: str | None) -> tuple[np.ndarray, str, dict | None]:
@@ -232,7 +232,7 @@ class StudyService:
             raise ApiError(422, "unreadable_image", exc.reason if exc.path == name else str(exc)) from None
 
     # -- predict ----------------------------------------------------------
-    def predict(self, data: bytes, filename: str | None = None) -> tuple[StudyRecord, bool, dict]:
+    def predict(self, data: bytes, filename: str | None = None) -> tuple[Study, bool, dict]:
         """Analyse an upload and store the study (or return the stored study of the same bytes).
 
         Returns
@@ -285,7 +285,7 @@ class StudyService:
             "heatmap_ms": a.heatmap_ms,
             "report_ms": (t3 - t2) * 1e3,
         }
-        rec = StudyRecord(
+        rec = Study(
             id=sid,
             received_at=_now(),
             sha256=sha,
@@ -320,7 +320,7 @@ class StudyService:
         return rec, not inserted, timings
 
     # -- read back --------------------------------------------------------
-    def get(self, study_id: str) -> StudyRecord:
+    def get(self, study_id: str) -> Study:
         """The stored study; :class:`ApiError` 404 when unknown."""
         if not re.fullmatch(r"[0-9a-f]{16}", study_id or ""):
             raise ApiError(404, "not_found", f"no study {study_id[:40]!r}")
@@ -329,7 +329,7 @@ class StudyService:
             raise ApiError(404, "not_found", f"no study {study_id!r}")
         return rec
 
-    def picture(self, rec: StudyRecord, kind: str) -> Path:
+    def picture(self, rec: Study, kind: str) -> Path:
         """PNG file of ``kind`` (``image``, ``annotated``, ``heatmap``), rendered on first request and cached."""
         from cxrtriage.explain.overlay import annotate_probabilities, display_image, heatmap_overlay
 
@@ -353,7 +353,7 @@ class StudyService:
             raise ApiError(404, "not_found", f"unknown picture {kind!r}")
         return self.store.write_derived(rec.id, kind, png_bytes(pil))
 
-    def report_file(self, rec: StudyRecord, fmt: str) -> tuple[bytes, str]:
+    def report_file(self, rec: Study, fmt: str) -> tuple[bytes, str]:
         """Report as ``json``, ``html`` or ``pdf`` bytes with its media type."""
         if fmt == "json":
             return render_json(rec.report), "application/json"
@@ -368,7 +368,7 @@ class StudyService:
             return render_pdf(rec.report, images), "application/pdf"
         raise ApiError(404, "not_found", f"unknown report format {fmt!r} (json, html or pdf)")
 
-    def sign(self, study_id: str, radiologist: str, findings: str | None, impression: str | None) -> StudyRecord:
+    def sign(self, study_id: str, radiologist: str, findings: str | None, impression: str | None) -> Study:
         """Sign a draft report off (409 when already signed, 422 for an empty name)."""
         from cxrtriage.report.draft import ReportError
 
@@ -396,31 +396,16 @@ class StudyService:
         }
 
 
-def study_out(rec: StudyRecord) -> dict:
-    """JSON-ready ``dict`` matching :class:`cxrtriage.serve.schemas.StudyOut`."""
-    base = f"/api/v1/studies/{rec.id}"
-    return {
-        "study_id": rec.id,
-        "received_at": rec.received_at,
-        "sha256": rec.sha256,
-        "source_format": rec.source_format,
-        "width": rec.width,
-        "height": rec.height,
-        "label": rec.label,
-        "probabilities": rec.probabilities,
-        "threshold": rec.threshold,
-        "positive_class": rec.positive_class,
-        "triage": rec.triage,
-        "model": {"name": rec.model_name, "version": rec.model_version, "backend": rec.backend},
-        "heatmap_class": rec.heat_class,
-        "ood_score": rec.ood_score,
-        "dicom": rec.dicom_meta,
-        "image_url": f"{base}/image.png",
-        "annotated_image_url": f"{base}/annotated.png",
-        "heatmap_url": f"{base}/heatmap.png" if rec.cam is not None else None,
-        "report": rec.report,
-        "report_urls": {f: f"{base}/report.{f}" for f in ("json", "html", "pdf")},
-        "page_url": f"/studies/{rec.id}",
-        "timings": rec.timings,
-        "disclaimer": DISCLAIMER,
-    }
+def study_out(rec: Study) -> dict:
+    """JSON-ready ``dict`` of :class:`cxrtriage.serve.schemas.StudyOut` for a stored study.
+
+    Parameters
+    ----------
+    rec : cxrtriage.store.Study
+
+    Returns
+    -------
+    dict
+        ``StudyOut.model_validate(rec).model_dump()``: the API answer (and the page's data).
+    """
+    return StudyOut.model_validate(rec).model_dump()

@@ -22,7 +22,13 @@ class ServeSettings:
     model_dir : pathlib.Path
         Model folder (``config.json`` + ``model.pt``, optionally ``model.onnx``, ``ood.npz``/``ood.json``).
     data_dir : pathlib.Path
-        Where the SQLite database (``studies.sqlite3``) and the images live.
+        Where the images live, and the SQLite database ``studies.sqlite3``
+        unless ``database_url`` is given.
+    database_url : str or None
+        SQLAlchemy URL of the studies database, e.g.
+        ``postgresql+psycopg://user:password@host:5432/cxrtriage`` (several
+        replicas may share one); None: SQLite file ``studies.sqlite3`` in
+        ``data_dir``. Migrated (Alembic) at start-up.
     host, port : str, int
         Listening address (also used for the QR code URL).
     max_upload_mb : float
@@ -43,6 +49,7 @@ class ServeSettings:
 
     model_dir: Path
     data_dir: Path
+    database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_mb: float = 20.0

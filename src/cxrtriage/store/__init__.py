@@ -1,0 +1,31 @@
+"""The study store: studies in SQLite or PostgreSQL (SQLAlchemy 2, Alembic migrations), images on disk.
+
+Layer 3: imports :mod:`cxrtriage.config`, :mod:`cxrtriage.tasks`,
+:mod:`cxrtriage.data` and :mod:`cxrtriage.report` at most, never
+:mod:`cxrtriage.serve` (which uses it).
+"""
+
+from cxrtriage.store.models import Base, Study
+from cxrtriage.store.store import (
+    DB_NAME,
+    DatabaseURLError,
+    StoreUnavailableError,
+    StudyStore,
+    make_engine,
+    png_bytes,
+    resolve_database_url,
+    upgrade_database,
+)
+
+__all__ = [
+    "DB_NAME",
+    "Base",
+    "DatabaseURLError",
+    "StoreUnavailableError",
+    "Study",
+    "StudyStore",
+    "make_engine",
+    "png_bytes",
+    "resolve_database_url",
+    "upgrade_database",
+]
