@@ -124,7 +124,8 @@ class TrainConfig:
     )
     device: str = _opt("auto", "accelerator for Lightning Fabric (auto: CUDA when available, else CPU)", DEVICES)
     precision: str = _opt(
-        "32-true", "Lightning Fabric precision, e.g. 32-true, bf16-mixed, 16-mixed (16-mixed needs CUDA)"
+        "32-true",
+        "Lightning Fabric precision, e.g. 32-true, bf16-mixed, 16-mixed (on CPU, Fabric runs 16-mixed as bf16-mixed)",
     )
     devices: int = _opt(1, "number of devices (processes) for Lightning Fabric; more than 1 means data-parallel")
     strategy: str = _opt("auto", "Lightning Fabric strategy, e.g. auto, ddp (launch with torchrun for several nodes)")
