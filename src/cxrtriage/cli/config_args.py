@@ -133,8 +133,10 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any
     Raises
     ------
     TypeError
-        ``overrides`` names a field ``cls`` does not have.
+        ``cls`` is not a dataclass, or ``overrides`` names a field it does not have.
     """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     values.update(overrides)
     return cls(**values)

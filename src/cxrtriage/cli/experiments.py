@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cxrtriage.cli.config_args import add_dataclass_arguments, dataclass_from_args
 from cxrtriage.config import TrainConfig
+
+if TYPE_CHECKING:
+    from cxrtriage.experiments.cv import CVDataset
 
 __all__ = ["register"]
 
@@ -37,7 +42,7 @@ def _command_line(a: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def _rule(a) -> str:
+def _rule(a: argparse.Namespace) -> str:
     if getattr(a, "target_sensitivity", None) is not None:
         if not 0 < a.target_sensitivity <= 1:
             raise ValueError("--target-sensitivity must be in (0, 1]")
@@ -114,7 +119,7 @@ def _no_early_stop(a: argparse.Namespace) -> int:
     return max(TrainConfig().patience, a.epochs)
 
 
-def _dataset(a):
+def _dataset(a: argparse.Namespace) -> CVDataset:
     from cxrtriage.data.dedupe import DEFAULT_MAX_DISTANCE
     from cxrtriage.experiments.cv import build_cv_dataset
     from cxrtriage.tasks import get_task
@@ -130,7 +135,7 @@ def _dataset(a):
     )
 
 
-def _cmd_cv(a) -> int:
+def _cmd_cv(a: argparse.Namespace) -> int:
     import torch
 
     from cxrtriage.experiments.cv import run_cv
@@ -158,7 +163,7 @@ def _cmd_cv(a) -> int:
     return 0
 
 
-def _cmd_compare(a) -> int:
+def _cmd_compare(a: argparse.Namespace) -> int:
     import torch
 
     from cxrtriage.experiments.compare import run_compare
@@ -188,7 +193,7 @@ def _cmd_compare(a) -> int:
     return 0
 
 
-def _cmd_calibrate(a) -> int:
+def _cmd_calibrate(a: argparse.Namespace) -> int:
     from cxrtriage.experiments.recalibrate import calibrate_model_dir
 
     rule = None
@@ -212,7 +217,7 @@ def _cmd_calibrate(a) -> int:
     return 0
 
 
-def _cmd_ship(a) -> int:
+def _cmd_ship(a: argparse.Namespace) -> int:
     import torch
 
     from cxrtriage.experiments.ship import ship_model
@@ -240,7 +245,7 @@ def _cmd_ship(a) -> int:
     return 0
 
 
-def _cmd_card(a) -> int:
+def _cmd_card(a: argparse.Namespace) -> int:
     from cxrtriage.experiments.ship import document_model
 
     card = document_model(a.model, a.training_command, n_boot=a.n_boot, cache_dir=a.cache_dir)
@@ -253,7 +258,7 @@ def _cmd_card(a) -> int:
     return 0
 
 
-def _cmd_dedupe(a) -> int:
+def _cmd_dedupe(a: argparse.Namespace) -> int:
     import json
 
     from cxrtriage.data.dedupe import DEFAULT_MAX_DISTANCE, dataset_tag, leak_free_groups, list_images
@@ -272,7 +277,7 @@ def _cmd_dedupe(a) -> int:
     return 0
 
 
-def register(subparsers, commands: dict) -> None:
+def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``cv``, ``compare``, ``calibrate``, ``ship``, ``card`` and ``dedupe`` to the ``cxr`` parser."""
     p = subparsers.add_parser("cv", help="patient- and duplicate-grouped stratified K-fold cross-validation")
     _add_training_args(p, ("arch", *_TRAIN_FIELDS), CV_DEFAULTS)

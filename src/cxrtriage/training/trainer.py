@@ -22,6 +22,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -81,11 +82,11 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_states() -> dict[str, object]:
+def _rng_states() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
 
-def _set_rng_states(states: dict[str, object]) -> None:
+def _set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
@@ -103,7 +104,9 @@ def make_fabric(cfg: TrainConfig) -> Fabric:
         Fabric rejects the combination (e.g. ``16-mixed`` on CPU, ``cuda`` without a GPU).
     """
     try:
-        fabric = Fabric(accelerator=cfg.device, precision=cfg.precision, devices=cfg.devices, strategy=cfg.strategy)
+        fabric = Fabric(
+            accelerator=cfg.device, precision=cast(Any, cfg.precision), devices=cfg.devices, strategy=cfg.strategy
+        )
         fabric.launch()
     except (ValueError, RuntimeError, TypeError, MisconfigurationException) as exc:
         raise ValueError(
@@ -174,7 +177,7 @@ def _write_history(history: list[dict], path: Path) -> None:
         writer.writerows(history)
 
 
-def _save(fabric: Fabric, state: dict, path: Path) -> None:
+def _save(fabric: Fabric, state: dict[str, Any], path: Path) -> None:
     """``fabric.save`` to a temporary file, then rename: a kill mid-write leaves the previous file intact."""
     tmp = path.with_suffix(".tmp")
     fabric.save(tmp, state)
@@ -333,10 +336,10 @@ def train(
             loader = DataLoader(
                 dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=len(y_tr) > cfg.batch_size
             )
-        loader = fabric.setup_dataloaders(loader)
+        loader = cast(DataLoader, fabric.setup_dataloaders(loader))
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = loader
+        bar: Any = loader
         if progress:
             from tqdm import tqdm
 
@@ -455,4 +458,4 @@ def train(
     _write_history(history, out / "history.csv")
     plot_history(history, out)
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return TrainResult(out, best["epoch"], metrics, wall, cache.failures)
+    return TrainResult(out, int(best["epoch"]), metrics, wall, cache.failures)
