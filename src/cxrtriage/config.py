@@ -13,11 +13,36 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "ModelConfig", "SELECT_METRICS"]
+__all__ = [
+    "TrainConfig",
+    "ModelConfig",
+    "SELECT_METRICS",
+    "OPTIMIZERS",
+    "BALANCE_MODES",
+    "INTENSITY_METHODS",
+    "DEVICES",
+    "RUNTIME_FIELDS",
+]
 
 #: Validation metrics that may choose the best epoch (``TrainConfig.select_metric``);
 #: ``macro_sensitivity`` is scikit-learn's balanced accuracy of the arg-max call.
 SELECT_METRICS = ("auroc", "macro_sensitivity")
+
+#: Optimiser names (``TrainConfig.optimizer``), as understood by ``timm.optim.create_optimizer_v2``.
+OPTIMIZERS = ("adamw", "adam", "sgd", "adagrad")
+
+#: Class-imbalance handling (``TrainConfig.balance``).
+BALANCE_MODES = ("sampler", "loss", "none")
+
+#: Intensity normalisation methods (``TrainConfig.intensity``; see :func:`cxrtriage.data.transforms.normalize_intensity`).
+INTENSITY_METHODS = ("equalize", "minmax", "none")
+
+#: Accelerators (``TrainConfig.device``), passed to Lightning Fabric; ``auto`` picks CUDA when available, else CPU.
+DEVICES = ("auto", "cpu", "cuda")
+
+#: ``TrainConfig`` fields that say where a run executes, not what it computes: a resumed run takes them
+#: from the new invocation, every other field from the checkpoint.
+RUNTIME_FIELDS = ("device", "devices", "strategy", "threads")
 
 
 def _from_dict(cls, data: dict[str, Any]):
@@ -25,91 +50,85 @@ def _from_dict(cls, data: dict[str, Any]):
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field whose help text and choices live with it (read by ``cxrtriage.cli.config_args``)."""
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
+
+
+def _document_fields(cls: type) -> type:
+    """Append a NumPy-style ``Attributes`` section built from the fields' ``help`` metadata to ``cls.__doc__``."""
+    lines = ["", "    Attributes", "    ----------"]
+    for f in fields(cls):
+        lines.append(f"    {f.name} : {f.type}")
+        text = f.metadata.get("help", "").rstrip(".") + "."
+        if "choices" in f.metadata:
+            text += " One of " + ", ".join(f"``{c}``" for c in f.metadata["choices"]) + "."
+        lines.append(f"        {text} Default ``{f.default!r}``.")
+    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
+    return cls
+
+
+@_document_fields
 @dataclass
 class TrainConfig:
     """Settings of one training run (``cxr train``).
 
-    Attributes
-    ----------
-    task : str
-        Task name from :data:`cxrtriage.tasks.TASKS`.
-    data : str
-        Dataset folder or manifest.
-    out : str
-        Output folder (checkpoints, history, curves, the trained model).
-    arch : str
-        Model name from the registry (:func:`cxrtriage.models.list_models`).
-    image_size : int
-        Square input side in pixels (64-512).
-    epochs : int
-        Maximum number of epochs.
-    batch_size : int
-        Images per optimisation step.
-    lr : float
-        Peak learning rate (cosine decay after a one-epoch-fraction warm-up).
-    optimizer : str
-        ``adamw``, ``adam``, ``sgd`` (Nesterov momentum 0.9) or ``adagrad``.
-    weight_decay : float
-        Decoupled (AdamW) or L2 weight decay.
-    balance : str
-        Class-imbalance handling: ``sampler`` (weighted random sampler),
-        ``loss`` (inverse-frequency class weights) or ``none``.
-    patience : int
-        Early stopping: epochs without improvement of ``select_metric``.
-    val_fraction : float
-        Validation share for the patient-level split when the data has no ``val`` split.
-    seed : int
-        Seed for the split, initialisation and augmentation.
-    intensity : str
-        Intensity normalisation (:data:`cxrtriage.data.transforms.INTENSITY_METHODS`).
-    hflip : bool
-        Random horizontal flips (off by default: flips put the heart on the right).
-    label_smoothing : float
-        Cross-entropy label smoothing (0 = none).
-    pretrained : bool
-        Start from ImageNet weights where a packaged source exists.
-    threads : int
-        ``torch.set_num_threads``.
-    channels_last : bool
-        Use the channels-last memory format (faster convolutions on CPU).
-    max_train_images : int or None
-        Cap on training images (stratified random subset) for quick runs.
-    cache_dir : str or None
-        Decoded-image cache folder (default ``~/.cache/cxrtriage``).
-    threshold_rule : str
-        How the decision threshold is chosen on validation: ``youden`` or
-        ``sensitivity:<target>`` (e.g. ``sensitivity:0.95``).
-    select_metric : str
-        Validation metric that picks the best epoch (and drives early stopping):
-        ``auroc`` (macro one-vs-rest AUROC for multi-class tasks) or
-        ``macro_sensitivity`` (mean per-class sensitivity of the arg-max call,
-        i.e. balanced accuracy), for tasks whose target is stated as a sensitivity.
+    Each field carries its help text (and choices) in its ``metadata``: the one place the CLI
+    (``cxrtriage.cli.config_args``) and this docstring read them from. ``cxr train --help`` lists them with
+    their defaults.
     """
 
-    task: str = "pneumonia"
-    data: str = ""
-    out: str = "runs/model"
-    arch: str = "efficientnet_lite0"
-    image_size: int = 224
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 1e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-4
-    balance: str = "sampler"
-    patience: int = 3
-    val_fraction: float = 0.15
-    seed: int = 0
-    intensity: str = "equalize"
-    hflip: bool = False
-    label_smoothing: float = 0.1
-    pretrained: bool = True
-    threads: int = 2
-    channels_last: bool = True
-    max_train_images: int | None = None
-    cache_dir: str | None = None
-    threshold_rule: str = "youden"
-    select_metric: str = "auroc"
+    task: str = _opt("pneumonia", "task name from cxrtriage.tasks.TASKS")
+    data: str = _opt("", "dataset folder (ImageFolder layout or with manifest.csv) or a manifest CSV")
+    out: str = _opt("runs/model", "output folder: the trained model, checkpoints, history and curves")
+    arch: str = _opt("efficientnet_lite0", "model name from the registry (cxr models --list / list_models())")
+    image_size: int = _opt(224, "square input side in pixels (64-512)")
+    epochs: int = _opt(5, "maximum number of epochs")
+    batch_size: int = _opt(32, "images per optimisation step")
+    lr: float = _opt(
+        1e-3,
+        "peak learning rate: linear warm-up over the first third of an epoch, then cosine decay per "
+        "iteration to 2% of it (timm CosineLRScheduler)",
+    )
+    optimizer: str = _opt(
+        "adamw", "optimiser from timm.optim.create_optimizer_v2 (sgd: Nesterov momentum 0.9)", OPTIMIZERS
+    )
+    weight_decay: float = _opt(1e-4, "decoupled (AdamW) or L2 weight decay, on all parameters")
+    balance: str = _opt(
+        "sampler",
+        "class-imbalance handling: weighted random sampler, inverse-frequency class weights in the loss, or none",
+        BALANCE_MODES,
+    )
+    patience: int = _opt(3, "early stopping patience (epochs without improvement of the selection metric)")
+    val_fraction: float = _opt(0.15, "validation share of the patient-level split when the data has no val split")
+    seed: int = _opt(0, "seed for the split, initialisation, batch order and augmentation")
+    intensity: str = _opt("equalize", "intensity normalisation", INTENSITY_METHODS)
+    hflip: bool = _opt(False, "random horizontal flips (off by default: a flip puts the heart on the right)")
+    label_smoothing: float = _opt(0.1, "cross-entropy label smoothing (0 = none)")
+    pretrained: bool = _opt(True, "start from ImageNet weights where a packaged source exists")
+    threads: int = _opt(2, "torch CPU threads (torch.set_num_threads)")
+    channels_last: bool = _opt(True, "channels-last memory format (faster convolutions on CPU)")
+    max_train_images: int | None = _opt(None, "cap on training images (stratified random subset) for quick runs")
+    cache_dir: str | None = _opt(None, "decoded-image cache folder (default $CXRTRIAGE_CACHE or ~/.cache/cxrtriage)")
+    threshold_rule: str = _opt(
+        "youden", "how the binary decision threshold is chosen on validation: youden or sensitivity:<target>"
+    )
+    select_metric: str = _opt(
+        "auroc",
+        "validation metric that picks the best epoch and drives early stopping: auroc (macro one-vs-rest for "
+        "multi-class tasks) or macro_sensitivity (balanced accuracy of the arg-max call)",
+        SELECT_METRICS,
+    )
+    device: str = _opt("auto", "accelerator for Lightning Fabric (auto: CUDA when available, else CPU)", DEVICES)
+    precision: str = _opt(
+        "32-true",
+        "Lightning Fabric precision, e.g. 32-true, bf16-mixed, 16-mixed (on CPU, Fabric runs 16-mixed as bf16-mixed)",
+    )
+    devices: int = _opt(1, "number of devices (processes) for Lightning Fabric; more than 1 means data-parallel")
+    strategy: str = _opt("auto", "Lightning Fabric strategy, e.g. auto, ddp (launch with torchrun for several nodes)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` (JSON-serialisable)."""

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import shlex
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from cxrtriage.config import SELECT_METRICS, TrainConfig
+from cxrtriage.cli.config_args import add_dataclass_arguments, dataclass_from_args
+from cxrtriage.config import TrainConfig
+
+if TYPE_CHECKING:
+    from cxrtriage.experiments.cv import CVDataset
 
 __all__ = ["register"]
 
 
-def _command_line(a) -> str:
+#: Switches spelled ``--no-X`` (TrainConfig booleans that default to True).
+_NEGATED = {f.name for f in dataclasses.fields(TrainConfig) if f.default is True}
+
+
+def _command_line(a: argparse.Namespace) -> str:
     """The full equivalent command line of parsed arguments ``a`` (defaults spelled out)."""
     parts = ["cxr", a.command]
     for key, value in vars(a).items():
+        if key in _NEGATED:
+            if value is False:
+                parts.append("--no-" + key.replace("_", "-"))
+            continue
         if key in ("command", "verbose", "quiet") or value is None or value is False or value == [] or value == "":
             continue
         flag = "--" + key.replace("_", "-")
@@ -26,7 +42,7 @@ def _command_line(a) -> str:
     return " ".join(parts)
 
 
-def _rule(a) -> str:
+def _rule(a: argparse.Namespace) -> str:
     if getattr(a, "target_sensitivity", None) is not None:
         if not 0 < a.target_sensitivity <= 1:
             raise ValueError("--target-sensitivity must be in (0, 1]")
@@ -34,8 +50,47 @@ def _rule(a) -> str:
     return a.threshold_rule
 
 
-def _add_training_args(p, d: TrainConfig, image_size: int, epochs: int) -> None:
-    p.add_argument("--task", default=d.task)
+#: TrainConfig fields offered as options by ``cv``, ``compare`` and ``ship`` (``data`` and ``out`` have
+#: command-specific meanings and are added by hand; ``arch`` by ``cv`` and ``ship`` only).
+_TRAIN_FIELDS = (
+    "task",
+    "image_size",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "weight_decay",
+    "balance",
+    "intensity",
+    "hflip",
+    "label_smoothing",
+    "pretrained",
+    "max_train_images",
+    "threshold_rule",
+    "select_metric",
+    "seed",
+    "threads",
+    "channels_last",
+    "cache_dir",
+    "device",
+    "precision",
+    "devices",
+    "strategy",
+)
+
+#: Command-specific defaults that differ from ``TrainConfig``'s (smaller, faster runs for repeated training).
+CV_DEFAULTS: dict[str, object] = {"image_size": 128, "epochs": 2}
+SHIP_DEFAULTS: dict[str, object] = {"image_size": 128, "epochs": 5}
+
+
+def _add_training_args(p: argparse.ArgumentParser, fields: tuple[str, ...], defaults: dict[str, object]) -> None:
+    add_dataclass_arguments(
+        p,
+        TrainConfig,
+        include=fields,
+        defaults=defaults,
+        help={"max_train_images": "cap on training images per fold"} if "max_train_images" in fields else None,
+    )
     p.add_argument(
         "--data", action="append", required=True, help="dataset folder or manifest (repeat to pool several datasets)"
     )
@@ -49,52 +104,22 @@ def _add_training_args(p, d: TrainConfig, image_size: int, epochs: int) -> None:
     p.add_argument(
         "--max-distance", type=int, default=None, help="dHash Hamming threshold for duplicates (of 256 bits)"
     )
-    p.add_argument("--image-size", type=int, default=image_size)
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--max-train-images", type=int, default=None, help="cap on training images per fold")
-    p.add_argument("--intensity", choices=["equalize", "minmax", "none"], default=d.intensity)
-    p.add_argument("--threshold-rule", default=d.threshold_rule, help="youden or sensitivity:<target> (binary tasks)")
     p.add_argument("--target-sensitivity", type=float, default=None, help="shortcut for --threshold-rule sensitivity:S")
-    p.add_argument(
-        "--select-metric",
-        choices=SELECT_METRICS,
-        default=d.select_metric,
-        help="validation metric that picks the best epoch",
-    )
-    p.add_argument("--no-pretrained", action="store_true", help="no ImageNet weights even where available")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--cache-dir", default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _cfg(a, arch: str, data: str) -> TrainConfig:
-    d = TrainConfig()
-    return TrainConfig(
-        task=a.task,
-        data=data,
-        out=a.out,
-        arch=arch,
-        image_size=a.image_size,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        seed=a.seed,
-        intensity=a.intensity,
-        pretrained=not a.no_pretrained,
-        threads=a.threads,
-        max_train_images=a.max_train_images,
-        cache_dir=a.cache_dir,
-        threshold_rule=_rule(a),
-        patience=max(d.patience, a.epochs),
-        select_metric=a.select_metric,
-    )
+def _cfg(a: argparse.Namespace, arch: str, data: str, **overrides: object) -> TrainConfig:
+    """The TrainConfig of ``cv`` / ``compare`` / ``ship`` options ``a`` (first dataset, rule from the shortcut)."""
+    return dataclass_from_args(TrainConfig, a, data=data, out=a.out, arch=arch, threshold_rule=_rule(a), **overrides)
 
 
-def _dataset(a):
+def _no_early_stop(a: argparse.Namespace) -> int:
+    """``cv`` and ``compare``: patience that never stops a run within its epoch budget."""
+    return max(TrainConfig().patience, a.epochs)
+
+
+def _dataset(a: argparse.Namespace) -> CVDataset:
     from cxrtriage.data.dedupe import DEFAULT_MAX_DISTANCE
     from cxrtriage.experiments.cv import build_cv_dataset
     from cxrtriage.tasks import get_task
@@ -110,7 +135,7 @@ def _dataset(a):
     )
 
 
-def _cmd_cv(a) -> int:
+def _cmd_cv(a: argparse.Namespace) -> int:
     import torch
 
     from cxrtriage.experiments.cv import run_cv
@@ -119,7 +144,7 @@ def _cmd_cv(a) -> int:
     ds = _dataset(a)
     res = run_cv(
         ds,
-        _cfg(a, a.arch, a.data[0]),
+        _cfg(a, a.arch, a.data[0], patience=_no_early_stop(a)),
         a.out,
         k=a.k,
         seed=a.seed,
@@ -138,7 +163,7 @@ def _cmd_cv(a) -> int:
     return 0
 
 
-def _cmd_compare(a) -> int:
+def _cmd_compare(a: argparse.Namespace) -> int:
     import torch
 
     from cxrtriage.experiments.compare import run_compare
@@ -149,7 +174,7 @@ def _cmd_compare(a) -> int:
     ds = _dataset(a)
     res = run_compare(
         ds,
-        _cfg(a, archs[0] if archs else "efficientnet_lite0", a.data[0]),
+        _cfg(a, archs[0] if archs else TrainConfig().arch, a.data[0], patience=_no_early_stop(a)),
         archs,
         a.out,
         k=a.k,
@@ -168,7 +193,7 @@ def _cmd_compare(a) -> int:
     return 0
 
 
-def _cmd_calibrate(a) -> int:
+def _cmd_calibrate(a: argparse.Namespace) -> int:
     from cxrtriage.experiments.recalibrate import calibrate_model_dir
 
     rule = None
@@ -192,16 +217,14 @@ def _cmd_calibrate(a) -> int:
     return 0
 
 
-def _cmd_ship(a) -> int:
+def _cmd_ship(a: argparse.Namespace) -> int:
     import torch
 
     from cxrtriage.experiments.ship import ship_model
 
     torch.set_num_threads(a.threads)
     cfg = _cfg(a, a.arch, a.data[0])
-    cfg.out = a.run_dir
-    cfg.val_fraction = a.val_fraction
-    cfg.patience = a.patience
+    cfg.out = a.run_dir  # the working folder; --out is the model folder
     card = ship_model(
         cfg,
         a.out,
@@ -222,7 +245,7 @@ def _cmd_ship(a) -> int:
     return 0
 
 
-def _cmd_card(a) -> int:
+def _cmd_card(a: argparse.Namespace) -> int:
     from cxrtriage.experiments.ship import document_model
 
     card = document_model(a.model, a.training_command, n_boot=a.n_boot, cache_dir=a.cache_dir)
@@ -235,7 +258,7 @@ def _cmd_card(a) -> int:
     return 0
 
 
-def _cmd_dedupe(a) -> int:
+def _cmd_dedupe(a: argparse.Namespace) -> int:
     import json
 
     from cxrtriage.data.dedupe import DEFAULT_MAX_DISTANCE, dataset_tag, leak_free_groups, list_images
@@ -254,12 +277,10 @@ def _cmd_dedupe(a) -> int:
     return 0
 
 
-def register(subparsers, commands: dict) -> None:
+def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``cv``, ``compare``, ``calibrate``, ``ship``, ``card`` and ``dedupe`` to the ``cxr`` parser."""
-    d = TrainConfig()
     p = subparsers.add_parser("cv", help="patient- and duplicate-grouped stratified K-fold cross-validation")
-    _add_training_args(p, d, image_size=128, epochs=2)
-    p.add_argument("--arch", default="efficientnet_lite0")
+    _add_training_args(p, ("arch", *_TRAIN_FIELDS), CV_DEFAULTS)
     p.add_argument("--k", type=int, default=4, help="number of folds")
     p.add_argument("--inner-val-fraction", type=float, default=0.15)
     p.add_argument("--frozen", action="store_true", help="frozen pretrained backbone, logistic-regression head")
@@ -267,7 +288,7 @@ def register(subparsers, commands: dict) -> None:
     commands["cv"] = _cmd_cv
 
     p = subparsers.add_parser("compare", help="compare architectures on the same folds and budget")
-    _add_training_args(p, d, image_size=128, epochs=2)
+    _add_training_args(p, _TRAIN_FIELDS, CV_DEFAULTS)
     p.add_argument(
         "--archs",
         default="cnn4,resnet18,mobilenetv2_100,densenet121,efficientnet_lite0",
@@ -299,12 +320,9 @@ def register(subparsers, commands: dict) -> None:
     commands["calibrate"] = _cmd_calibrate
 
     p = subparsers.add_parser("ship", help="train + calibrate + held-out test + model card into a model folder")
-    _add_training_args(p, d, image_size=128, epochs=5)
-    p.add_argument("--arch", default="efficientnet_lite0")
+    _add_training_args(p, ("arch", *_TRAIN_FIELDS, "val_fraction", "patience"), SHIP_DEFAULTS)
     p.add_argument("--run-dir", required=True, help="working folder (checkpoints, curves)")
-    p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--test-fraction", type=float, default=0.15)
-    p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--by", action="append", default=[], help="subgroup column reported on the test split (repeatable)")
     p.add_argument(
         "--resplit",

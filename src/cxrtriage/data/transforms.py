@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import v2
 
+from cxrtriage.config import INTENSITY_METHODS
 from cxrtriage.data.cache import resize_gray
 
 __all__ = [
@@ -35,9 +36,6 @@ __all__ = [
     "build_train_transform",
     "build_eval_transform",
 ]
-
-#: Intensity normalisation methods understood by :func:`normalize_intensity`.
-INTENSITY_METHODS = ("equalize", "minmax", "none")
 
 
 def normalize_intensity(img: np.ndarray, method: str) -> np.ndarray:

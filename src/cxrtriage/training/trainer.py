@@ -6,6 +6,10 @@ validation split, ``history.csv`` and ``checkpoints/last.pt`` are written, and
 the best epoch by the validation metric ``TrainConfig.select_metric`` (AUROC by
 default) is kept. An interrupted run started again
 with ``resume=True`` continues after its last finished epoch.
+
+Device, precision and data-parallel training go through Lightning Fabric
+(``TrainConfig.device``, ``precision``, ``devices``, ``strategy``); the optimiser
+and the per-step cosine schedule come from timm (:mod:`cxrtriage.training.optim`).
 """
 
 from __future__ import annotations
@@ -13,21 +17,23 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
+from lightning.fabric import Fabric
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from cxrtriage.cards.training_plots import plot_history
-from cxrtriage.config import SELECT_METRICS, ModelConfig, TrainConfig
+from cxrtriage.config import BALANCE_MODES, RUNTIME_FIELDS, SELECT_METRICS, ModelConfig, TrainConfig
 from cxrtriage.data.cache import load_cached
 from cxrtriage.data.dataset import CachedDataset
 from cxrtriage.data.discover import Sample, discover
@@ -38,8 +44,9 @@ from cxrtriage.metrics.operating_point import choose_threshold
 from cxrtriage.models.bundle import save_model
 from cxrtriage.models.registry import create_model, model_entry
 from cxrtriage.tasks import get_task
+from cxrtriage.training.optim import build_optimizer, build_scheduler
 
-__all__ = ["train", "predict_probs", "TrainResult", "make_optimizer"]
+__all__ = ["train", "predict_probs", "TrainResult", "make_fabric"]
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +82,39 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Build ``adamw`` / ``adam`` / ``sgd`` (Nesterov, momentum 0.9) / ``adagrad``.
+def _rng_states() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+
+
+def make_fabric(cfg: TrainConfig) -> Fabric:
+    """A launched Lightning Fabric for ``cfg.device``, ``cfg.precision``, ``cfg.devices`` and ``cfg.strategy``.
+
+    ``torch.set_num_threads(cfg.threads)`` is applied after the launch (Fabric's launchers would otherwise
+    divide the CPU cores between processes).
 
     Raises
     ------
     ValueError
-        Unknown optimizer name.
+        Fabric rejects the combination (e.g. ``16-mixed`` on CPU, ``cuda`` without a GPU).
     """
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; choose adamw, adam, sgd or adagrad")
+    try:
+        fabric = Fabric(
+            accelerator=cfg.device, precision=cast(Any, cfg.precision), devices=cfg.devices, strategy=cfg.strategy
+        )
+        fabric.launch()
+    except (ValueError, RuntimeError, TypeError, MisconfigurationException) as exc:
+        raise ValueError(
+            f"cannot run on device={cfg.device!r}, precision={cfg.precision!r}, devices={cfg.devices}, "
+            f"strategy={cfg.strategy!r}: {exc}"
+        ) from exc
+    torch.set_num_threads(cfg.threads)
+    return fabric
 
 
 @torch.no_grad()
@@ -154,20 +177,13 @@ def _write_history(history: list[dict], path: Path) -> None:
         writer.writerows(history)
 
 
-def _atomic_save(obj, path: Path) -> None:
+def _save(fabric: Fabric, state: dict[str, Any], path: Path) -> None:
+    """``fabric.save`` to a temporary file, then rename: a kill mid-write leaves the previous file intact."""
     tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def _lr_lambda(total_steps: int, warmup_steps: int):
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
+    fabric.save(tmp, state)
+    if fabric.is_global_zero:
+        tmp.replace(path)
+    fabric.barrier()
 
 
 def train(
@@ -186,7 +202,8 @@ def train(
         Show tqdm progress bars.
     resume : bool
         Continue from ``cfg.out/checkpoints/last.pt`` if it exists (the saved
-        run's settings are used; epochs may be raised).
+        run's settings are used; epochs may be raised; where it runs --
+        :data:`cxrtriage.config.RUNTIME_FIELDS` -- comes from ``cfg``).
     split : (train_samples, val_samples), optional
         Use these instead of discovering ``cfg.data`` and carving a
         patient-level validation split (cross-validation folds).
@@ -200,23 +217,26 @@ def train(
     cxrtriage.data.DatasetError
         No usable images.
     ValueError
-        Bad settings (unknown task, architecture, optimizer, rule).
+        Bad settings (unknown task, architecture, optimizer, rule, device or precision).
     """
     t0 = time.time()
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last_path = ckpt_dir / "last.pt"
-    state = None
-    if resume and last_path.exists():
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
-        saved = TrainConfig.from_dict(state["config"])
+    resuming = resume and last_path.exists()
+    if resuming:
+        # the settings first (memory-mapped, tensors not read); the state is restored by fabric.load below
+        saved = TrainConfig.from_dict(
+            torch.load(last_path, map_location="cpu", weights_only=False, mmap=True)["config"]
+        )
         saved.epochs = max(saved.epochs, cfg.epochs)
+        for name in RUNTIME_FIELDS:
+            setattr(saved, name, getattr(cfg, name))
         cfg = saved
-        log.info("resuming %s after epoch %d", out, state["epoch"])
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
-    torch.set_num_threads(cfg.threads)
+    fabric = make_fabric(cfg)
     _seed_all(cfg.seed)
     task = get_task(cfg.task)
     if split is None:
@@ -265,30 +285,36 @@ def train(
     class_weights = None
     if cfg.balance == "loss":
         class_weights = torch.tensor(counts.sum() / (task.num_classes * np.maximum(counts, 1)), dtype=torch.float32)
-    elif cfg.balance not in ("sampler", "none"):
-        raise ValueError(f"unknown balance mode {cfg.balance!r}; choose sampler, loss or none")
+    elif cfg.balance not in BALANCE_MODES:
+        raise ValueError(f"unknown balance mode {cfg.balance!r}; choose from {', '.join(BALANCE_MODES)}")
     criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
 
     model = create_model(cfg.arch, task.num_classes, pretrained=cfg.pretrained and model_entry(cfg.arch).has_pretrained)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(y_tr) / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(cfg.epochs * steps_per_epoch, max(1, steps_per_epoch // 3))
-    )
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, len(y_tr), cfg)
+    t_initial = scheduler.t_initial  # of this invocation: raised epochs stretch the rest of a resumed schedule
+    model, optimizer = fabric.setup(model, optimizer)
+    criterion = criterion.to(fabric.device)
     if cfg.select_metric not in SELECT_METRICS:
         raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {cfg.select_metric!r}")
     history: list[dict] = []
     best = {"auroc": -1.0, "epoch": 0}  # "auroc" holds the score of select_metric (key kept for old checkpoints)
     start_epoch = 1
     elapsed_before = 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
-        elapsed_before = state.get("elapsed", 0.0)
+    num_updates = 0
+    if resuming:
+        state = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+        rest = fabric.load(last_path, state, strict=False, weights_only=False)
+        history, best, start_epoch = rest["history"], rest["best"], rest["epoch"] + 1
+        elapsed_before = rest.get("elapsed", 0.0)
+        num_updates = rest.get("num_updates", 0)
+        if "rng" in rest:
+            _set_rng_states(rest["rng"])
+        scheduler.t_initial = t_initial
+        scheduler.step_update(num_updates=num_updates)
+        log.info("resuming %s after epoch %d", out, rest["epoch"])
 
     dataset = CachedDataset(x_tr, y_tr, train_tf)
     stale = start_epoch - 1 - best["epoch"] if best["epoch"] else 0
@@ -310,9 +336,10 @@ def train(
             loader = DataLoader(
                 dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=len(y_tr) > cfg.batch_size
             )
+        loader = cast(DataLoader, fabric.setup_dataloaders(loader))
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = loader
+        bar: Any = loader
         if progress:
             from tqdm import tqdm
 
@@ -323,9 +350,10 @@ def train(
             logits = model(xb)
             loss = criterion(logits, yb)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            fabric.backward(loss)
             optimizer.step()
-            scheduler.step()
+            num_updates += 1
+            scheduler.step_update(num_updates=num_updates)
             loss_sum += float(loss.detach()) * len(yb)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(yb)
@@ -354,18 +382,21 @@ def train(
             score = val_auc if val_auc is not None else -row["val_loss"]
         if score > best["auroc"]:
             best = {"auroc": score, "epoch": epoch}
-            _atomic_save(model.state_dict(), ckpt_dir / "best.pt")
+            _save(fabric, {"model": model}, ckpt_dir / "best.pt")
             stale = 0
         else:
             stale += 1
-        _atomic_save(
+        _save(
+            fabric,
             {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
+                "model": model,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
                 "epoch": epoch,
+                "num_updates": num_updates,
                 "history": history,
                 "best": best,
+                "rng": _rng_states(),
                 "config": cfg.to_dict(),
                 "elapsed": elapsed_before + time.time() - t0,
             },
@@ -379,7 +410,7 @@ def train(
             flush=True,
         )
 
-    model.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True))
+    fabric.load(ckpt_dir / "best.pt", {"model": model})
     probs = predict_probs(model, x_va, eval_tf, channels_last=cfg.channels_last)
     if task.is_binary:
         pos = task.positive_index
@@ -401,6 +432,14 @@ def train(
         "split": {k: v for k, v in split_info.items() if k != "skipped"},
         "skipped": split_info["skipped"],
         "val_metrics": metrics,
+        "runtime": {
+            "device": str(fabric.device),
+            "precision": cfg.precision,
+            "world_size": fabric.world_size,
+            "strategy": type(fabric.strategy).__name__,
+            "threads": torch.get_num_threads(),
+            "channels_last": cfg.channels_last,
+        },
     }
     mcfg = ModelConfig(
         arch=cfg.arch,
@@ -412,11 +451,11 @@ def train(
         threshold_rule=rule,
         positive_class=task.positive_class,
         version=f"{task.name}-{cfg.arch}-{cfg.image_size}px-seed{cfg.seed}",
-        extra={"train_summary": {k: v for k, v in summary.items() if k != "skipped"}},
+        extra={"train_summary": {k: v for k, v in summary.items() if k not in ("skipped", "runtime")}},
     )
-    model = model.to(memory_format=torch.contiguous_format)
-    save_model(out, model, mcfg)
+    net = model.module.cpu().to(memory_format=torch.contiguous_format)
+    save_model(out, net, mcfg)
     _write_history(history, out / "history.csv")
     plot_history(history, out)
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return TrainResult(out, best["epoch"], metrics, wall, cache.failures)
+    return TrainResult(out, int(best["epoch"]), metrics, wall, cache.failures)

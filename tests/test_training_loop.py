@@ -1,0 +1,89 @@
+"""The training loop on timm + Lightning Fabric: optimiser names, schedule, CPU runtime, determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from cxrtriage.config import OPTIMIZERS, TrainConfig
+from cxrtriage.models.registry import create_model
+from cxrtriage.training.optim import LR_MIN_FRACTION, build_optimizer, build_scheduler, schedule_lengths
+from cxrtriage.training.trainer import train
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizer_names(name: str) -> None:
+    model = create_model("cnn4", 2, pretrained=False)
+    opt = build_optimizer(model, replace(TrainConfig(), optimizer=name, lr=0.01, weight_decay=0.001))
+    expected = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    assert isinstance(opt, expected.get(name, torch.optim.Adagrad))
+    group = opt.param_groups[0]
+    assert group["lr"] == 0.01 and group["weight_decay"] == 0.001
+    if name == "sgd":
+        assert group["nesterov"] and group["momentum"] == 0.9
+    n_params = sum(len(g["params"]) for g in opt.param_groups)
+    assert n_params == len(list(model.parameters()))
+
+
+def test_unknown_optimizer() -> None:
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        build_optimizer(create_model("cnn4", 2, pretrained=False), replace(TrainConfig(), optimizer="lamb"))
+
+
+def test_schedule_warmup_then_cosine() -> None:
+    cfg = replace(TrainConfig(), lr=0.1, epochs=3, batch_size=10)
+    opt = build_optimizer(create_model("cnn4", 2, pretrained=False), cfg)
+    sched = build_scheduler(opt, 95, cfg)  # 10 steps per epoch
+    total, warmup = schedule_lengths(95, cfg)
+    assert (total, warmup) == (30, 3)
+    lrs = [opt.param_groups[0]["lr"]]
+    for k in range(1, total + 1):
+        sched.step_update(num_updates=k)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(0.1 / 3)
+    assert lrs[0] < lrs[1] < lrs[2] < lrs[3] == pytest.approx(0.1)  # linear warm-up over a third of an epoch
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))  # then monotone cosine decay
+    assert lrs[total] == pytest.approx(LR_MIN_FRACTION * 0.1)
+
+
+def _history(out: Path) -> list[dict]:
+    with (out / "history.csv").open() as fh:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+
+
+def test_fixed_seed_is_deterministic_on_cpu(tiny_folder_dataset: Path, tmp_path: Path) -> None:
+    """Two runs with the same seed give the same history and weights; defaults run on CPU with 2 threads."""
+    runs = []
+    for name in ("a", "b"):
+        cfg = TrainConfig(
+            data=str(tiny_folder_dataset),
+            out=str(tmp_path / name),
+            arch="cnn4",
+            pretrained=False,
+            image_size=64,
+            epochs=2,
+            batch_size=8,
+            val_fraction=0.5,
+            cache_dir=str(tmp_path / "cache"),
+        )
+        train(cfg, progress=False)
+        runs.append(tmp_path / name)
+    a, b = runs
+    assert _history(a) == _history(b) and len(_history(a)) == 2
+    wa = torch.load(a / "checkpoints" / "last.pt", weights_only=False)["model"]
+    wb = torch.load(b / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    runtime = json.loads((a / "train_summary.json").read_text())["runtime"]
+    assert runtime["device"] == "cpu" and runtime["threads"] == 2 and runtime["world_size"] == 1
+    assert runtime["channels_last"] is True and runtime["precision"] == "32-true"
+
+
+def test_bad_precision_is_a_value_error(tiny_folder_dataset: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(data=str(tiny_folder_dataset), out=str(tmp_path / "m"), arch="cnn4", precision="17-odd")
+    with pytest.raises(ValueError, match="precision"):
+        train(cfg, progress=False)
