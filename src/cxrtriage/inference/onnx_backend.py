@@ -92,7 +92,7 @@ class OnnxBackend(_Base):
         ONNX Runtime intra-op threads (2 on the reference machine); inter-op is 1.
     check_sha256 : bool
         Refuse a ``model.onnx`` whose SHA-256 differs from ``config.json``'s
-        ``extra.onnx_sha256`` (a stale export).
+        the ``onnx`` section of ``bundle.json`` (a stale export).
     spin : bool
         Let idle ONNX Runtime threads busy-wait between runs (faster for
         back-to-back batch scoring, slower when other work shares the cores).

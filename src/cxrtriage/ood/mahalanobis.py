@@ -58,7 +58,7 @@ class MahalanobisDetector:
         Inputs with :meth:`score` above this are out of distribution
         (squared Mahalanobis distance, dimensionless).
     info : dict
-        Fit details and measured rates (saved to ``ood.json``).
+        Fit details and measured rates (saved in the bundle's ``ood`` section).
     """
 
     means: np.ndarray
