@@ -91,7 +91,7 @@ class OnnxBackend(_Base):
     threads : int
         ONNX Runtime intra-op threads (2 on the reference machine); inter-op is 1.
     check_sha256 : bool
-        Refuse a ``model.onnx`` whose SHA-256 differs from ``config.json``'s
+        Refuse a ``model.onnx`` whose SHA-256 differs from the one recorded in
         the ``onnx`` section of ``bundle.json`` (a stale export).
     spin : bool
         Let idle ONNX Runtime threads busy-wait between runs (faster for
