@@ -56,15 +56,15 @@ def test_stale_onnx_is_refused(exported, tmp_path):
     from cxrtriage.inference.onnx_backend import OnnxBackend, load_backend
 
     d = copy_model_dir(exported, tmp_path / "m", export=False)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["extra"]["onnx_sha256"] = "0" * 64
-    (d / "config.json").write_text(json.dumps(cfg))
+    sections = json.loads((d / "bundle.json").read_text())
+    sections["onnx"]["sha256"] = "0" * 64
+    (d / "bundle.json").write_text(json.dumps(sections))
     with pytest.raises(ValueError, match="SHA-256"):
         OnnxBackend(d)
     assert load_backend(d, export_if_missing=False).name == "torch"  # stale and no re-export: PyTorch
     b = load_backend(d)  # writable folder: re-exported on load
     assert b.name == "onnxruntime"
-    assert json.loads((d / "config.json").read_text())["extra"]["onnx_sha256"] == b.sha256
+    assert json.loads((d / "bundle.json").read_text())["onnx"]["sha256"] == b.sha256
 
 
 def test_cam_equals_gradcam(exported, images):
