@@ -286,7 +286,8 @@ def register(subparsers, commands: dict) -> None:
     commands["compare"] = _cmd_compare
 
     p = subparsers.add_parser(
-        "calibrate", help="temperature scaling + operating point of a model folder (validation images from its bundle.json split section)"
+        "calibrate",
+        help="temperature scaling + operating point of a model folder (validation images from its bundle.json split section)",
     )
     p.add_argument(
         "--model", required=True, help="model folder (config.json, model.safetensors, bundle.json with a split section)"
