@@ -28,7 +28,7 @@ from cxrtriage.data.cache import load_cached
 from cxrtriage.data.split import recorded_validation_paths
 from cxrtriage.inference import Predictor
 from cxrtriage.metrics.classification import binary_metrics
-from cxrtriage.models.bundle import resolve_model_dir
+from cxrtriage.models.bundle import ModelBundle, resolve_model_dir
 from cxrtriage.tasks import get_task
 
 
@@ -83,7 +83,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "robustness.json"))
     a = ap.parse_args()
     pred = Predictor(a.model)
-    _, paths = recorded_validation_paths(resolve_model_dir(a.model))
+    d = resolve_model_dir(a.model)
+    sp = ModelBundle.load(d).split
+    _, paths = recorded_validation_paths(d, sp.data if sp else None, sp.val_paths_relative if sp else None)
     task = get_task(pred.config.task)
     labels = [task.map_label(Path(p).parent.name, p) for p in paths]
     cache = load_cached(paths, pred.config.image_size)
@@ -99,7 +101,7 @@ def main() -> None:
         print(name, {k: round(v, 4) for k, v in results[name].items()}, flush=True)
     out = {
         "model": pred.config.version,
-        "data": "patient-level validation split of the model (split.json)",
+        "data": "patient-level validation split of the model (bundle.json split section)",
         "n": int(len(y)),
         "threshold": pred.config.threshold,
         "shifts": results,

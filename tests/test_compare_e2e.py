@@ -13,6 +13,7 @@ from cxrtriage.config import ModelConfig
 from cxrtriage.data.discover import discover
 from cxrtriage.experiments.subgroups import subgroup_metrics
 from cxrtriage.inference.predictor import Predictor
+from cxrtriage.models.bundle import ModelBundle
 from cxrtriage.tasks import get_task
 
 
@@ -89,15 +90,15 @@ def test_calibrate_updates_model_config(compare_dir, tiny_folder_dataset):
     rc = main(["calibrate", "--model", str(model_dir), "--target-sensitivity", "0.9"])
     assert rc == 0
     cfg = ModelConfig.load(model_dir / "config.json")
-    cal = json.loads((model_dir / "calibration.json").read_text())
-    assert cfg.temperature == pytest.approx(cal["temperature"]) and cfg.temperature > 0
-    assert cfg.threshold == pytest.approx(cal["threshold"])
+    cal = ModelBundle.load(model_dir).calibration
+    assert cfg.temperature == pytest.approx(cal.temperature) and cfg.temperature > 0
+    assert cfg.threshold == pytest.approx(cal.threshold)
     assert "calibrated" in cfg.threshold_rule and "sensitivity:0.9" in cfg.threshold_rule
-    assert cal["validation"]["sensitivity"] >= 0.9
+    assert cal.val_sensitivity >= 0.9
     assert (model_dir / "reliability.png").is_file()
     # The predictor applies the saved temperature.
     pred = Predictor(model_dir, threads=1)
-    assert pred.config.temperature == pytest.approx(cal["temperature"])
+    assert pred.config.temperature == pytest.approx(cal.temperature)
 
 
 def test_subgroup_metrics_on_out_of_fold_predictions(compare_dir, tiny_folder_dataset):
@@ -151,13 +152,13 @@ def test_ship_writes_calibrated_model_with_card(tiny_folder_dataset, tmp_path):
         ]
     )
     assert rc == 0
-    card = json.loads((out / "model_card.json").read_text())
+    bundle = ModelBundle.load(out)
     cfg = ModelConfig.load(out / "config.json")
-    assert cfg.temperature == pytest.approx(card["calibration"]["temperature"])
-    assert cfg.threshold == pytest.approx(card["operating_point"]["threshold"])
-    test_paths = set(json.loads((out / "holdout.json").read_text())["test_paths"])
-    val_paths = set(json.loads((out / "split.json").read_text())["val_paths"])
+    assert cfg.temperature == pytest.approx(bundle.calibration.temperature)
+    assert cfg.threshold == pytest.approx(bundle.calibration.threshold)
+    test_paths = set(bundle.split.test_paths_relative)
+    val_paths = set(bundle.split.val_paths_relative)
     assert test_paths and not test_paths & val_paths
-    assert card["split"]["n_train"] + card["split"]["n_val"] + card["split"]["n_test"] == 40
-    assert "Research" in (out / "model_card.md").read_text()
+    assert bundle.split.n_train + bundle.split.n_val + bundle.split.n_test == 40
+    assert "Research" in (out / "README.md").read_text()
     assert not (out / "checkpoints").exists()

@@ -85,9 +85,7 @@ def test_train_val_split_excludes_test_and_respects_patients(kermany_dir):
 
 
 def test_recorded_validation_paths_follow_the_dataset(tmp_path):
-    """A model folder's split.json stays usable when the dataset moves (paths relative to the dataset)."""
-    import json
-
+    """A model folder's recorded split stays usable when the dataset moves (paths relative to the dataset)."""
     from cxrtriage.data.split import recorded_validation_paths
 
     data = tmp_path / "moved" / "kermany"
@@ -95,23 +93,11 @@ def test_recorded_validation_paths_follow_the_dataset(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     rel = ["train/NORMAL/IM-0001-0001.jpeg", "train/NORMAL/IM-0002-0001.jpeg"]
-    (model / "split.json").write_text(
-        json.dumps(
-            {
-                "val_paths": ["/elsewhere/kermany/" + p for p in rel],
-                "val_paths_relative": rel,
-                "data": "/elsewhere/kermany",
-            }
-        )
-    )
-    got_data, paths = recorded_validation_paths(model, data)
+    got_data, paths = recorded_validation_paths(model, "/elsewhere/kermany", rel, data)
     assert got_data == str(data) and paths == [str((data / p).resolve()) for p in rel]
-    # an old record (absolute paths only) is used as it is
-    (model / "split.json").write_text(json.dumps({"val_paths": [str(data / rel[0])], "data": str(data)}))
-    assert recorded_validation_paths(model)[1] == [str((data / rel[0]).resolve())]
-    (model / "split.json").write_text(json.dumps({"val_paths": [], "data": str(data)}))
+    # the recorded dataset location is used when none is given
+    assert recorded_validation_paths(model, str(data), rel[:1])[1] == [str((data / rel[0]).resolve())]
     with pytest.raises(ValueError, match="no validation images"):
-        recorded_validation_paths(model)
-    (model / "split.json").unlink()
-    with pytest.raises(FileNotFoundError, match="split.json missing"):
-        recorded_validation_paths(model)
+        recorded_validation_paths(model, str(data), [])
+    with pytest.raises(FileNotFoundError, match="no validation split recorded"):
+        recorded_validation_paths(model, str(data), None)

@@ -9,6 +9,7 @@ import pytest
 
 from cxrtriage.cli import main
 from cxrtriage.config import ModelConfig
+from cxrtriage.models.bundle import ModelBundle
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,10 @@ def test_best_epoch_follows_the_selection_metric(trained):
     assert len(rows) == 2
     scores = [float(r["val_macro_sensitivity"]) for r in rows]
     assert all(0.0 <= s <= 1.0 for s in scores)
-    summary = json.loads((trained / "train_summary.json").read_text())
-    assert summary["select_metric"] == "macro_sensitivity"
+    summary = ModelBundle.load(trained).training
+    assert summary.select_metric == "macro_sensitivity"
     # ties keep the earlier epoch
-    assert summary["best_epoch"] == scores.index(max(scores)) + 1
+    assert summary.best_epoch == scores.index(max(scores)) + 1
 
 
 def test_card_needs_calibration_first(trained, tmp_path):
@@ -55,8 +56,10 @@ def test_card_needs_calibration_first(trained, tmp_path):
 
     d = tmp_path / "uncalibrated"
     shutil.copytree(trained, d)
-    (d / "calibration.json").unlink(missing_ok=True)
-    with pytest.raises(FileNotFoundError, match="calibration.json"):
+    raw = json.loads((d / "bundle.json").read_text())
+    raw.pop("calibration", None)
+    (d / "bundle.json").write_text(json.dumps(raw))
+    with pytest.raises(FileNotFoundError, match="calibration"):
         main(["card", "--model", str(d), "--training-command", "cxr train ...", "--n-boot", "20"])
 
 
@@ -64,18 +67,20 @@ def test_card_of_a_trained_model(trained, capsys):
     assert main(["calibrate", "--model", str(trained)]) == 0
     command = "cxr train --task pneumonia --data tiny --image-size 64 --epochs 2"
     assert main(["card", "--model", str(trained), "--training-command", command, "--n-boot", "50"]) == 0
-    card = json.loads((trained / "model_card.json").read_text())
+    bundle = ModelBundle.load(trained)
     cfg = ModelConfig.load(trained / "config.json")
-    cal = json.loads((trained / "calibration.json").read_text())
-    assert card["command"] == command
-    assert card["test"] is None and card["split"]["n_test"] is None
-    assert card["training"]["select_metric"] == "macro_sensitivity"
-    assert card["operating_point"]["threshold"] == pytest.approx(cfg.threshold)
-    assert card["calibration"]["temperature"] == pytest.approx(cfg.temperature)
+    cal = bundle.calibration
+    ev = bundle.evaluation
+    assert ev.command == command
+    assert ev.test is None and bundle.split.n_test is None
+    assert bundle.training.select_metric == "macro_sensitivity"
+    assert cal.threshold == pytest.approx(cfg.threshold)
+    assert cal.temperature == pytest.approx(cfg.temperature)
     # the card's validation figures are recomputed at the saved operating point: they match calibrate's
-    assert card["validation"]["sensitivity"]["value"] == pytest.approx(cal["validation"]["sensitivity"])
-    assert card["validation"]["specificity"]["value"] == pytest.approx(cal["validation"]["specificity"])
-    md = (trained / "model_card.md").read_text()
+    assert ev.validation.value("sensitivity") == pytest.approx(cal.val_sensitivity)
+    assert ev.validation.value("specificity") == pytest.approx(cal.val_specificity)
+    md = (trained / "README.md").read_text()
+    assert f"{cfg.threshold:.4f}" in md and f"T = {cfg.temperature:.4f}" in md
     assert "this card has no held-out test" in md and "held-out test (n=" not in md
     assert "by validation macro sensitivity" in md
     assert "validation auroc" in capsys.readouterr().out

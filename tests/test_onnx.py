@@ -21,8 +21,7 @@ def exported(tmp_path_factory):
         pytest.skip("no trained model (shipped model missing and $CXRTRIAGE_TEST_MODEL unset)")
     d = copy_model_dir(src, tmp_path_factory.mktemp("onnx") / "model", export=False)
     (d / "model.onnx").unlink(missing_ok=True)
-    (d / "model_card.json").write_text(json.dumps({"name": "test"}))
-    (d / "model_card.md").write_text("# Model card\n")
+    (d / "README.md").write_text("# stale card\n")
     from cxrtriage.inference.export import export_onnx
 
     export_onnx(d)
@@ -38,9 +37,9 @@ def test_export_records_checksum(exported):
     from cxrtriage.inference.export import file_sha256
 
     sha = file_sha256(exported / "model.onnx")
-    assert json.loads((exported / "config.json").read_text())["extra"]["onnx_sha256"] == sha
-    assert json.loads((exported / "model_card.json").read_text())["onnx"]["onnx_sha256"] == sha
-    assert sha in (exported / "model_card.md").read_text()
+    assert json.loads((exported / "bundle.json").read_text())["onnx"]["sha256"] == sha
+    card = (exported / "README.md").read_text()
+    assert sha in card and card.startswith("---\n"), "the card is re-rendered from the bundle"
 
 
 def test_onnx_matches_torch(exported, images):
@@ -57,15 +56,15 @@ def test_stale_onnx_is_refused(exported, tmp_path):
     from cxrtriage.inference.onnx_backend import OnnxBackend, load_backend
 
     d = copy_model_dir(exported, tmp_path / "m", export=False)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["extra"]["onnx_sha256"] = "0" * 64
-    (d / "config.json").write_text(json.dumps(cfg))
+    sections = json.loads((d / "bundle.json").read_text())
+    sections["onnx"]["sha256"] = "0" * 64
+    (d / "bundle.json").write_text(json.dumps(sections))
     with pytest.raises(ValueError, match="SHA-256"):
         OnnxBackend(d)
     assert load_backend(d, export_if_missing=False).name == "torch"  # stale and no re-export: PyTorch
     b = load_backend(d)  # writable folder: re-exported on load
     assert b.name == "onnxruntime"
-    assert json.loads((d / "config.json").read_text())["extra"]["onnx_sha256"] == b.sha256
+    assert json.loads((d / "bundle.json").read_text())["onnx"]["sha256"] == b.sha256
 
 
 def test_cam_equals_gradcam(exported, images):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import os
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cxrtriage.data.io import read_image
+from cxrtriage.data.split import dataset_root
+from cxrtriage.models.bundle import ModelBundle
 from cxrtriage.ood import COLOURFULNESS_LIMIT, MahalanobisDetector, colourfulness, pooled_features
 from cxrtriage.serve.testing import copy_model_dir, find_model_dir
 
@@ -61,8 +65,9 @@ def test_detector_on_real_features(backend, tiny_folder_dataset, example_paths, 
     s_nat = det.score(extract_pooled(backend, nat))
     assert np.median(s_nat) > det.threshold
     assert (s_nat > det.threshold).mean() >= 0.8
-    det.save(tmp_path)
-    back = MahalanobisDetector.load(tmp_path)
+    d = copy_model_dir(backend.path.parent, tmp_path / "m", export=False)
+    det.save(d)
+    back = MahalanobisDetector.load(d)
     np.testing.assert_allclose(back.score(f[:3]), det.score(f[:3]), rtol=1e-3)
     assert MahalanobisDetector.load(tmp_path / "nothing") is None
 
@@ -85,10 +90,15 @@ def test_fit_ood_end_to_end(backend, kermany_dir, tmp_path):
     rng = np.random.default_rng(0)
     pick = rng.choice(len(samples), 160, replace=False)
     val = [samples[i].path for i in pick[:60]]
-    (d / "split.json").write_text(json.dumps({"val_paths": val}))
-    (d / "train_config.json").write_text(json.dumps({"data": str(kermany_dir)}))
+    bundle = ModelBundle.load(d)
+    bundle.split = replace(
+        bundle.split,
+        data=str(kermany_dir),
+        val_paths_relative=[os.path.relpath(Path(p).resolve(), dataset_root(kermany_dir)) for p in val],
+    )
+    bundle.save(d)
     info = fit_ood(d, max_train=100, percentile=99.5, backend=backend)
-    assert (d / "ood.npz").is_file() and json.loads((d / "ood.json").read_text())["threshold"] == info["threshold"]
+    assert (d / "ood.npz").is_file() and ModelBundle.load(d).ood.threshold == info["threshold"]
     assert info["n_train"] == 100 and info["n_val"] == 60
     assert 0 <= info["val_false_rejection_rate_cross_calibrated"] <= 0.2
     assert (

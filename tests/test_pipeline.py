@@ -101,7 +101,7 @@ def kill_and_resume(data, out: Path, epochs: int, env) -> None:
     assert [int(r["epoch"]) for r in after] == list(range(1, epochs + 1))
     assert after[:done] == before  # finished epochs were not trained again
     assert "model written to" in res.stdout
-    assert (out / "config.json").exists() and (out / "model.pt").exists()
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
     for name in ("curve_loss.png", "curve_accuracy.png", "curve_auroc.png"):
         assert (out / name).stat().st_size > 1000
 

@@ -5,13 +5,12 @@ import re
 import subprocess
 import sys
 
-from cxrtriage.config import ModelConfig
-from cxrtriage.models import default_model_dir, load_model
+from cxrtriage.models import ModelBundle, default_model_dir, load_model
 
 
 def test_shipped_model_loads_and_is_small():
     d = default_model_dir()
-    assert (d / "model.pt").stat().st_size <= 25 * 1024 * 1024
+    assert (d / "model.safetensors").stat().st_size <= 25 * 1024 * 1024
     model, cfg = load_model()
     assert cfg.task == "pneumonia" and cfg.classes == ["NORMAL", "PNEUMONIA"]
     assert cfg.threshold is not None and 0 < cfg.threshold < 1
@@ -20,26 +19,26 @@ def test_shipped_model_loads_and_is_small():
 
 def test_model_card_is_complete_and_matches_config():
     d = default_model_dir()
-    card = json.loads((d / "model_card.json").read_text())
-    cfg = ModelConfig.load(d / "config.json")
-    md = (d / "model_card.md").read_text()
-    assert card["operating_point"]["threshold"] == cfg.threshold
-    assert card["calibration"]["temperature"] == cfg.temperature
-    assert card["data"][0]["license"].startswith("CC BY 4.0")
-    assert "Apache-2.0" in card["weights"]
-    assert card["split"]["seed"] == 0 and card["split"]["n_val"] > 0
-    assert card["version"] == cfg.version and card["architecture"] == cfg.arch
-    assert card["training"]["image_size"] == cfg.image_size
-    assert card["training"]["train_seconds"] > 0 and card["command"].startswith("cxr train")
-    assert card["onnx"]["onnx_sha256"] == cfg.extra["onnx_sha256"]
-    auc = card["validation"]["auroc"]
-    assert auc["ci95"][0] <= auc["value"] <= auc["ci95"][1]
+    bundle = ModelBundle.load(d)
+    cfg = bundle.config
+    md = (d / "README.md").read_text()
+    assert bundle.calibration.threshold == cfg.threshold and f"{cfg.threshold:.4f}" in md
+    assert bundle.calibration.temperature == cfg.temperature
+    assert "Terms: CC BY 4.0" in md
+    assert "Apache-2.0" in md
+    assert bundle.split.seed == 0 and bundle.split.n_val > 0
+    assert f"Version: `{cfg.version}`" in md and f"Architecture: {cfg.arch}" in md
+    assert bundle.train_config.image_size == cfg.image_size
+    assert bundle.training.wall_seconds > 0 and bundle.evaluation.command.startswith("cxr train")
+    assert bundle.onnx.sha256
+    auc = bundle.evaluation.validation.metrics["auroc"]
+    assert auc.ci95[0] <= auc.value <= auc.ci95[1]
     for needle in (
         "Research and second-opinion use only",
         "Limitations",
         "Pediatric",
         "Operating point",
-        cfg.extra["onnx_sha256"],
+        bundle.onnx.sha256,
     ):
         assert needle in md
 
@@ -117,5 +116,5 @@ def test_models_by_name_and_listing(capsys, example_paths):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == names
     for r in rows:
-        assert r["card"].endswith("model_card.md") and "auroc" in r["validation"]
-        assert (zoo_dir() / r["name"] / "model.pt").stat().st_size <= 25 * 1024 * 1024
+        assert r["card"].endswith("README.md") and "auroc" in r["validation"]
+        assert (zoo_dir() / r["name"] / "model.safetensors").stat().st_size <= 25 * 1024 * 1024

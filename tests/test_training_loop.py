@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 from cxrtriage.config import OPTIMIZERS, TrainConfig
+from cxrtriage.models.bundle import ModelBundle
 from cxrtriage.models.registry import create_model
 from cxrtriage.training.optim import LR_MIN_FRACTION, build_optimizer, build_scheduler, schedule_lengths
 from cxrtriage.training.trainer import train
@@ -78,7 +78,7 @@ def test_fixed_seed_is_deterministic_on_cpu(tiny_folder_dataset: Path, tmp_path:
     wa = torch.load(a / "checkpoints" / "last.pt", weights_only=False)["model"]
     wb = torch.load(b / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    runtime = json.loads((a / "train_summary.json").read_text())["runtime"]
+    runtime = ModelBundle.load(a).training.runtime
     assert runtime["device"] == "cpu" and runtime["threads"] == 2 and runtime["world_size"] == 1
     assert runtime["channels_last"] is True and runtime["precision"] == "32-true"
 

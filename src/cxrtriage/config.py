@@ -9,13 +9,15 @@ training did.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "TrainConfig",
     "ModelConfig",
+    "ConfigKeyError",
+    "strict_from_dict",
     "SELECT_METRICS",
     "OPTIMIZERS",
     "BALANCE_MODES",
@@ -45,9 +47,33 @@ DEVICES = ("auto", "cpu", "cuda")
 RUNTIME_FIELDS = ("device", "devices", "strategy", "threads")
 
 
-def _from_dict(cls, data: dict[str, Any]):
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+_T = TypeVar("_T")
+
+
+class ConfigKeyError(ValueError):
+    """A configuration mapping has an unknown key or lacks a required one (the message names the key and source)."""
+
+
+def strict_from_dict(cls: type[_T], data: dict[str, Any], source: str = "") -> _T:
+    """Strictly build dataclass ``cls`` from ``data``.
+
+    Raises
+    ------
+    ConfigKeyError
+        ``data`` has a key that is not a field of ``cls``, or lacks a field without default;
+        the message names the key(s) and ``source`` (e.g. the file read).
+    """
+    where = f"{source}: " if source else ""
+    flds = fields(cls)  # type: ignore[arg-type]
+    names = {f.name for f in flds}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigKeyError(f"{where}unknown key(s) {', '.join(map(repr, unknown))} for {cls.__name__}")
+    required = [f.name for f in flds if f.default is MISSING and f.default_factory is MISSING]
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ConfigKeyError(f"{where}missing required key(s) {', '.join(map(repr, missing))} for {cls.__name__}")
+    return cls(**data)
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -135,9 +161,22 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a ``dict``; unknown keys are ignored."""
-        return _from_dict(cls, data)
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> TrainConfig:
+        """Build from a ``dict`` (strict).
+
+        Parameters
+        ----------
+        data : dict
+            Field name -> value; every key must be a field.
+        source : str
+            Where ``data`` came from (named in errors), e.g. a file path.
+
+        Raises
+        ------
+        ConfigKeyError
+            Unknown key (message names it and ``source``).
+        """
+        return strict_from_dict(cls, data, source)
 
 
 @dataclass
@@ -169,8 +208,9 @@ class ModelConfig:
         Softmax temperature (1.0 = uncalibrated; set by temperature scaling).
     version : str
         Model version string shown in reports and the API.
-    extra : dict
-        Anything else worth keeping (training summary, ONNX checksum...).
+
+    Training summary, calibration details and the ONNX checksum live in the
+    model bundle's sections (:class:`cxrtriage.models.bundle.ModelBundle`), not here.
     """
 
     arch: str
@@ -185,16 +225,28 @@ class ModelConfig:
     positive_class: str = ""
     temperature: float = 1.0
     version: str = "0"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` (JSON-serialisable)."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Build from a ``dict``; unknown keys are ignored."""
-        return _from_dict(cls, data)
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> ModelConfig:
+        """Build from a ``dict`` (strict).
+
+        Parameters
+        ----------
+        data : dict
+            Field name -> value; ``arch``, ``task``, ``classes`` and ``image_size`` are required.
+        source : str
+            Where ``data`` came from (named in errors), e.g. ``DIR/config.json``.
+
+        Raises
+        ------
+        ConfigKeyError
+            Unknown or missing key (message names it and ``source``).
+        """
+        return strict_from_dict(cls, data, source)
 
     def save(self, path: str | Path) -> None:
         """Write as indented JSON."""
@@ -202,5 +254,5 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
-        """Read from JSON written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read from JSON written by :meth:`save` (strict: see :meth:`from_dict`)."""
+        return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))

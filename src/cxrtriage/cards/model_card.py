@@ -1,26 +1,33 @@
-"""Model cards (Markdown + JSON) for shipped models.
+"""Model cards rendered from a model bundle: ``README.md`` with Hugging Face Hub YAML front matter.
 
 Structure after M. Mitchell et al., "Model Cards for Model Reporting",
 FAT* 2019: model details, intended use, data, evaluation, calibration,
-training budget, limitations. Every number is copied from the run's own JSON
-outputs (:func:`build_card`); ``cxr ship`` and ``cxr card`` both write cards
-with this one schema.
+training budget, limitations. Every number comes from the
+:class:`cxrtriage.models.bundle.ModelBundle` (its sections and
+:class:`cxrtriage.metrics.report.MetricReport` s); the card is re-rendered
+whenever the bundle changes (``cxr ship``, ``cxr card``, ``cxr export``),
+never patched. Front matter follows the Hub's model card metadata
+(``license``, ``library_name``, ``tags``, ``datasets``, ``pipeline_tag``,
+``model-index``: https://huggingface.co/docs/hub/model-cards).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from cxrtriage import DISCLAIMER
-from cxrtriage.cards.tables import markdown_table, write_json
-from cxrtriage.config import ModelConfig, TrainConfig
+from cxrtriage.cards.tables import markdown_table
 from cxrtriage.data.dedupe import dataset_tag
-from cxrtriage.metrics.intervals import format_ci
+from cxrtriage.metrics.report import Estimate, format_estimate
+from cxrtriage.models.bundle import README_FILE, ModelBundle
+from cxrtriage.models.registry import parameter_count
 from cxrtriage.tasks import get_task
 
-__all__ = ["DATASETS", "WEIGHTS", "LIMITATIONS", "build_card", "onnx_card_line", "write_model_card"]
+__all__ = ["DATASETS", "WEIGHTS", "LIMITATIONS", "DATASET_LICENSES", "front_matter", "render_card", "write_card"]
 
 #: Provenance and terms of the datasets this project uses, by folder name
 #: (from the datasets' README files).
@@ -85,221 +92,232 @@ LIMITATIONS = {
 }
 
 
-def onnx_card_line(file: str, opset: int, sha256: str) -> str:
-    """The model card's Markdown line that records an ONNX export and its SHA-256."""
-    return f"- ONNX export (`{file}`, opset {opset}) SHA-256: `{sha256}`"
+#: Hub license identifiers of the datasets (``other`` where the terms are not a standard license).
+DATASET_LICENSES = {"kermany-pneumonia": "cc-by-4.0"}
+
+INTENDED_USE = (
+    "Research and education only: benchmarking, method development and second-opinion "
+    "experiments on chest X-rays. Not a medical device, not for diagnosis or triage of real patients; every "
+    "output must be reviewed by a qualified radiologist."
+)
 
 
-def build_card(
-    out_dir: str | Path,
-    cfg: TrainConfig,
-    mcfg: ModelConfig,
-    cal: dict,
-    validation: dict,
-    split: dict,
-    *,
-    best_epoch: int,
-    train_seconds: float,
-    total_seconds: float | None,
-    command: str,
-    link: Sequence[str | Path] = (),
-    test: dict | None = None,
-    holdout: dict | None = None,
-    subgroups: dict | None = None,
-) -> dict:
-    """Assemble a model card from what a run wrote.
+def _require(bundle: ModelBundle) -> None:
+    missing = [
+        k for k in ("train_config", "training", "split", "calibration", "evaluation") if getattr(bundle, k) is None
+    ]
+    if missing:
+        raise ValueError(f"{bundle.directory}: bundle lacks section(s) {', '.join(missing)} needed for the model card")
 
-    Parameters
-    ----------
-    out_dir : path
-        The model folder (holds ``model.pt``; its name is the card's name).
-    cfg : TrainConfig
-        The training configuration (``train_config.json``).
-    mcfg : ModelConfig
-        The model's ``config.json`` after calibration.
-    cal : dict
-        ``calibration.json`` (:func:`cxrtriage.experiments.recalibrate.calibrate_model_dir`).
-    validation, test : dict
-        Metric name -> ``{"value", "ci95"}`` (:func:`cxrtriage.metrics.intervals.bootstrap_intervals`);
-        ``test`` is ``None`` when the card has no held-out test.
-    split : dict
-        ``seed, description, n_train, n_val, n_test, train_counts, val_counts,
-        test_counts, leak_control`` (``n_test``/``test_counts`` may be ``None``).
-    best_epoch : int
-    train_seconds, total_seconds : float
-        Training wall time; whole build wall time (``None`` when not measured).
-    command : str
-        The exact command that built the model.
-    link : sequence of paths
-        Reference datasets used for duplicate linking only.
-    holdout : dict, optional
-        ``holdout.json`` (test ECE and Brier before/after calibration).
-    subgroups : dict, optional
-        Column -> :func:`cxrtriage.experiments.subgroups.subgroup_metrics` result.
+
+def _metric_label(name: str, multiclass: bool) -> str:
+    if multiclass and name in ("auroc", "sensitivity", "specificity", "ppv", "npv", "f1"):
+        return f"macro {name}"
+    return name.replace("_", " ")
+
+
+def front_matter(bundle: ModelBundle) -> dict[str, Any]:
+    """Hub model-card metadata of a bundle (the README's YAML front matter).
 
     Returns
     -------
     dict
-        JSON-serialisable card (see :func:`write_model_card`).
+        ``license``, ``library_name: cxrtriage``, ``tags``, ``datasets``,
+        ``pipeline_tag: image-classification`` and ``model-index`` with one result per
+        evaluated split (validation, held-out test): ``task``, ``dataset`` and
+        ``metrics`` (``type``, ``value``, ``name``) of every headline metric with a value.
+
+    Raises
+    ------
+    ValueError
+        The bundle has no ``train_config`` or ``evaluation`` section.
     """
-    from cxrtriage.models.registry import parameter_count
-
-    out = Path(out_dir)
-    task = get_task(cfg.task)
-    tag = dataset_tag(cfg.data)
-    if task.is_binary:
-        v = cal["validation"]
-        op = (
-            f"{task.positive_class} when its calibrated probability >= {mcfg.threshold:.4f}; rule {cal['rule']} on the "
-            f"calibrated validation probabilities (validation sensitivity {v['sensitivity']:.3f}, "
-            f"specificity {v['specificity']:.3f})"
+    _require(bundle)
+    tc, ev = bundle.train_config, bundle.evaluation
+    assert tc is not None and ev is not None
+    tag = dataset_tag(tc.data)
+    results = []
+    for split_name, rep in (("validation", ev.validation), ("test", ev.test)):
+        if rep is None:
+            continue
+        results.append(
+            {
+                "task": {"type": "image-classification", "name": f"chest X-ray {tc.task} classification"},
+                "dataset": {"type": tag, "name": DATASETS.get(tag, {"name": tag})["name"], "split": split_name},
+                "metrics": [
+                    {"type": k, "value": round(float(e.value), 6), "name": f"{split_name} {k.replace('_', ' ')}"}
+                    for k, e in rep.metrics.items()
+                    if e.value is not None
+                ],
+            }
         )
-    else:
-        op = "most probable class (arg-max of the calibrated probabilities)"
-    calibration = {
-        k: cal[k] for k in ("temperature", "ece_before", "ece_after", "brier_before", "brier_after", "n_val")
-    }
-    if holdout:
-        calibration.update(
-            {f"test_{k}": holdout[k] for k in ("ece_before", "ece_after", "brier_before", "brier_after")}
-        )
-    unknown = {"citation": "see the dataset README", "license": "see the dataset README"}
     return {
-        "name": out.name,
-        "task": task.name,
-        "classes": list(task.classes),
-        "architecture": mcfg.arch,
-        "params_M": parameter_count(mcfg.arch, task.num_classes) / 1e6,
-        "size_mb": (out / "model.pt").stat().st_size / 1e6,
-        "weights": WEIGHTS.get(mcfg.arch, "random initialisation") if cfg.pretrained else "random initialisation",
-        "version": mcfg.version,
-        "preprocessing": f"grayscale, resized (squashed) to {mcfg.image_size}x{mcfg.image_size}, intensity "
-        f"'{mcfg.intensity}'{' (global histogram equalisation)' if mcfg.intensity == 'equalize' else ''}, scaled to "
-        f"[0,1], standardised (x - {mcfg.mean}) / {mcfg.std}",
-        "data": [dict(DATASETS.get(tag, {"name": tag, **unknown}), folder=tag)]
-        + [
-            dict(
-                DATASETS.get(dataset_tag(r), {"name": dataset_tag(r), **unknown}),
-                folder=dataset_tag(r),
-                role="reference for duplicate linking only",
-            )
-            for r in link
+        "license": DATASET_LICENSES.get(tag, "other"),
+        "library_name": "cxrtriage",
+        "tags": [
+            "chest-x-ray",
+            "medical-imaging",
+            "image-classification",
+            tc.task,
+            bundle.config.arch,
+            "research-only",
         ],
-        "split": split,
-        "operating_point": {
-            "rule": cal["rule"],
-            "threshold": mcfg.threshold,
-            "positive_class": task.positive_class,
-            "description": op,
-        },
-        "calibration": calibration,
-        "validation": validation,
-        "test": test,
-        "subgroups": subgroups or {},
-        "training": {
-            "image_size": cfg.image_size,
-            "epochs": cfg.epochs,
-            "best_epoch": best_epoch,
-            "select_metric": cfg.select_metric,
-            "batch_size": cfg.batch_size,
-            "optimizer": cfg.optimizer,
-            "lr": cfg.lr,
-            "balance": cfg.balance,
-            "label_smoothing": cfg.label_smoothing,
-            "max_train_images": cfg.max_train_images,
-            "train_seconds": round(train_seconds, 1),
-            "total_seconds": round(total_seconds, 1) if total_seconds is not None else None,
-            "cpu_count": os.cpu_count(),
-            "threads": cfg.threads,
-        },
-        "onnx": {k: mcfg.extra[k] for k in ("onnx_file", "onnx_opset", "onnx_sha256") if k in (mcfg.extra or {})}
-        or None,
-        "command": command,
-        "intended_use": "Research and education only: benchmarking, method development and second-opinion "
-        "experiments on chest X-rays. Not a medical device, not for diagnosis or triage of real patients; every "
-        "output must be reviewed by a qualified radiologist.",
-        "limitations": LIMITATIONS.get(task.name, [])
-        + [
-            f"Validation{' and test' if test else ''} images come from the same source as the training images; "
-            "performance on other hospitals, devices or populations is unknown.",
-        ],
+        "datasets": [tag] + [dataset_tag(r) for r in ev.link],
+        "pipeline_tag": "image-classification",
+        "model-index": [{"name": bundle.name, "results": results}],
     }
 
 
-def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
-    """Write ``model_card.json`` and ``model_card.md``.
+def _pick(ms: dict[str, Any], *keys: str) -> Estimate | None:
+    """First of ``keys`` present in a metric dict, as an :class:`Estimate` (old-style names accepted)."""
+    return next((Estimate.from_dict(ms[k]) for k in keys if ms.get(k)), None)
+
+
+def _subgroup_rows(sg: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for v, g in (sg.get("groups") or {}).items():
+        ms = g.get("metrics", {})
+        pick = lambda *keys, ms=ms: _pick(ms, *keys)  # noqa: E731
+        rows.append(
+            {
+                "group": v,
+                "n": g["n"],
+                "auc": format_estimate(pick("auroc", "macro_auroc")),
+                "sens": format_estimate(pick("sensitivity", "macro_sensitivity")),
+                "spec": format_estimate(pick("specificity")),
+            }
+        )
+    return rows
+
+
+def render_card(bundle: ModelBundle) -> str:
+    """The model card of a bundle as Markdown with YAML front matter (``README.md``).
 
     Parameters
     ----------
-    out_dir : path
-        The model folder.
-    card : dict
-        Keys: ``name, task, classes, architecture, weights, data (list of dataset
-        dicts), split, preprocessing, operating_point, calibration,
-        validation, test, subgroups, training, command, intended_use,
-        limitations``. Metric blocks map metric name -> ``{"value", "ci95"}``.
+    bundle : ModelBundle
+        Saved bundle (its folder holds the weights) with the sections ``train_config``,
+        ``training``, ``split``, ``calibration`` and ``evaluation``; ``onnx`` and ``ood`` optional.
 
     Returns
     -------
-    (json_path, md_path)
+    str
+        ``---\\n<YAML>---\\n`` followed by the card: model, data, operating point and calibration,
+        validation and held-out test tables with 95 % bootstrap CIs, subgroup tables, training,
+        ONNX export, intended use (with :data:`cxrtriage.DISCLAIMER`) and limitations.
+
+    Raises
+    ------
+    ValueError
+        A required section is missing.
     """
-    out = Path(out_dir)
-    jp = write_json(card, out / "model_card.json")
-    metric_names = [k for k in (card.get("validation") or {}) if k != "n_boot"]
-    has_test = bool(card.get("test"))
-    rows = [
-        {
-            "metric": k.replace("_", " "),
-            "val": format_ci(card["validation"].get(k)),
-            "test": format_ci((card.get("test") or {}).get(k)),
-        }
-        for k in metric_names
+    _require(bundle)
+    tc, tr, sp, cal, ev, mcfg = (
+        bundle.train_config,
+        bundle.training,
+        bundle.split,
+        bundle.calibration,
+        bundle.evaluation,
+        bundle.config,
+    )
+    assert tc is not None and tr is not None and sp is not None and cal is not None and ev is not None
+    task = get_task(mcfg.task)
+    tag = dataset_tag(tc.data)
+    unknown = {"citation": "see the dataset README", "license": "see the dataset README"}
+    data = [DATASETS.get(tag, {"name": tag, **unknown})] + [
+        DATASETS.get(dataset_tag(r), {"name": dataset_tag(r), **unknown}) for r in ev.link
     ]
-    op = card["operating_point"]
-    cal = card["calibration"]
-    tr = card["training"]
-    sp = card["split"]
+    if task.is_binary and mcfg.threshold is not None:
+        op = (
+            f"{task.positive_class} when its calibrated probability >= {mcfg.threshold:.4f}; rule {cal.rule} on the "
+            f"calibrated validation probabilities (validation sensitivity {cal.val_sensitivity:.3f}, "
+            f"specificity {cal.val_specificity:.3f})"
+        )
+    else:
+        op = "most probable class (arg-max of the calibrated probabilities)"
+    weights = WEIGHTS.get(mcfg.arch, "random initialisation") if tc.pretrained else "random initialisation"
+    preprocessing = (
+        f"grayscale, resized (squashed) to {mcfg.image_size}x{mcfg.image_size}, intensity '{mcfg.intensity}'"
+        f"{' (global histogram equalisation)' if mcfg.intensity == 'equalize' else ''}, scaled to [0,1], "
+        f"standardised (x - {mcfg.mean}) / {mcfg.std}"
+    )
+    val, test = ev.validation, ev.test
+    multiclass = not task.is_binary
+    rows: list[dict[str, Any]] = [
+        {
+            "metric": _metric_label(k, multiclass),
+            "val": format_estimate(e),
+            "test": format_estimate(test.metrics.get(k) if test else None),
+        }
+        for k, e in val.metrics.items()
+    ]
+    for c, ms in val.per_class.items():
+        for k, e in ms.items():
+            other = (test.per_class.get(c) or {}).get(k) if test else None
+            rows.append(
+                {"metric": f"{k} {c.replace('_', ' ')}", "val": format_estimate(e), "test": format_estimate(other)}
+            )
+    has_test = test is not None
     lines = [
-        f"# Model card: {card['name']}",
+        "---",
+        yaml.safe_dump(front_matter(bundle), sort_keys=False, allow_unicode=True).rstrip(),
+        "---",
+        "",
+        f"# Model card: {bundle.name}",
         "",
         f"**{DISCLAIMER}**",
         "",
         "## Model",
-        f"- Task: `{card['task']}` — classes {', '.join(card['classes'])}",
-        f"- Architecture: {card['architecture']} ({card['params_M']:.2f} M parameters, {card['size_mb']:.1f} MB weights)",
-        f"- Initial weights: {card['weights']}",
-        f"- Preprocessing: {card['preprocessing']}",
-        f"- Version: `{card['version']}`",
+        f"- Task: `{task.name}` — classes {', '.join(mcfg.classes)}",
+        f"- Architecture: {mcfg.arch} ({parameter_count(mcfg.arch, len(mcfg.classes)) / 1e6:.2f} M parameters, "
+        f"{bundle.weights_mb():.1f} MB weights)",
+        f"- Initial weights: {weights}",
+        f"- Preprocessing: {preprocessing}",
+        f"- Version: `{mcfg.version}`",
         "",
         "## Data",
     ]
-    for d in card["data"]:
-        lines.append(f"- {d['name']}. {d['citation']}. Terms: {d['license']}.")
+    for i, d in enumerate(data):
+        role = " Used only as a reference for duplicate linking." if i > 0 else ""
+        lines.append(f"- {d['name']}. {d['citation']}. Terms: {d['license']}.{role}")
     lines += [
-        f"- Split (seed {sp['seed']}): {sp['description']}",
+        f"- Split (seed {sp.seed}): {sp.description}",
         (
-            f"- Images: {sp['n_train']} training, {sp['n_val']} validation, {sp['n_test']} held-out test "
-            f"(class counts: train {sp['train_counts']}, val {sp['val_counts']}, test {sp['test_counts']})"
+            f"- Images: {sp.n_train} training, {sp.n_val} validation, {sp.n_test} held-out test "
+            f"(class counts: train {sp.train_counts}, val {sp.val_counts}, test {sp.test_counts})"
             if has_test
-            else f"- Images: {sp['n_train']} training, {sp['n_val']} validation (class counts: train {sp['train_counts']}, "
-            f"val {sp['val_counts']})"
+            else f"- Images: {sp.n_train} training, {sp.n_val} validation (class counts: train {sp.train_counts}, "
+            f"val {sp.val_counts})"
         ),
-        f"- Leak control: {sp['leak_control']}",
+        f"- Leak control: {sp.leak_control}",
         "",
         "## Operating point and calibration",
-        f"- Decision: {op['description']}",
-        f"- Temperature T = {cal['temperature']:.4f} (temperature scaling, Guo et al. 2017, fitted on the validation split)",
-        f"- Validation ECE (15 bins) {cal['ece_before']:.4f} → {cal['ece_after']:.4f}; "
-        f"Brier {cal['brier_before']:.4f} → {cal['brier_after']:.4f} (before → after; same images as the fit)",
-    ]
-    if cal.get("test_ece_before") is not None:
-        lines.append(
-            f"- Held-out test ECE {cal['test_ece_before']:.4f} → {cal['test_ece_after']:.4f}; "
-            f"Brier {cal['test_brier_before']:.4f} → {cal['test_brier_after']:.4f}"
-        )
-    lines += [
+        f"- Decision: {op}",
+        f"- Temperature T = {cal.temperature:.4f} (temperature scaling, Guo et al. 2017, fitted on the validation split)",
         "",
-        f"## Performance (95% percentile-bootstrap CIs, {(card.get('validation') or {}).get('n_boot', '?')} replicates)",
+        markdown_table(
+            [
+                {
+                    "set": f"validation (n={cal.n_val}, same images as the fit)",
+                    "ece": f"{cal.ece_before:.4f} → {cal.ece_after:.4f}",
+                    "brier": f"{cal.brier_before:.4f} → {cal.brier_after:.4f}",
+                }
+            ]
+            + (
+                [
+                    {
+                        "set": f"held-out test (n={sp.n_test})",
+                        "ece": f"{cal.test_ece_before:.4f} → {cal.test_ece_after:.4f}",
+                        "brier": f"{cal.test_brier_before:.4f} → {cal.test_brier_after:.4f}",
+                    }
+                ]
+                if cal.test_ece_before is not None
+                else []
+            ),
+            [("set", "images"), ("ece", "ECE (15 bins) before → after"), ("brier", "Brier before → after")],
+        ),
+        "",
+        f"## Performance (95% percentile-bootstrap CIs, {val.n_boot or '?'} replicates)",
         "Validation images chose the epoch, the temperature and the threshold; the held-out test images were used "
         "for nothing but this table."
         if has_test
@@ -308,57 +326,67 @@ def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
         "",
         markdown_table(
             rows,
-            [("metric", "metric"), ("val", f"validation (n={sp['n_val']})")]
-            + ([("test", f"held-out test (n={sp['n_test']})")] if has_test else []),
+            [("metric", "metric"), ("val", f"validation (n={val.n})")]
+            + ([("test", f"held-out test (n={test.n})")] if test is not None else []),
         ),
     ]
-    for col, sg in (card.get("subgroups") or {}).items():
-        srows = []
-        for v, g in sg["groups"].items():
-            ms = g.get("metrics", {})
-            key = "auroc" if "auroc" in ms else "macro_auroc"
-            srows.append(
-                {
-                    "group": v,
-                    "n": g["n"],
-                    "auc": format_ci(ms.get(key)),
-                    "sens": format_ci(ms.get("sensitivity") or ms.get("macro_sensitivity")),
-                    "spec": format_ci(ms.get("specificity")),
-                }
-            )
+    for col, sg in ev.subgroups.items():
         lines += [
             f"Held-out test by `{col}`:",
             "",
             markdown_table(
-                srows, [("group", col), ("n", "n"), ("auc", "AUROC"), ("sens", "sensitivity"), ("spec", "specificity")]
+                _subgroup_rows(sg),
+                [("group", col), ("n", "n"), ("auc", "AUROC"), ("sens", "sensitivity"), ("spec", "specificity")],
             ),
         ]
     lines += [
         "## Training",
-        f"- Image size {tr['image_size']} px, {tr['epochs']} epochs max (best epoch {tr['best_epoch']} by validation "
-        f"{tr.get('select_metric', 'auroc').replace('_', ' ')}), batch {tr['batch_size']}, "
-        f"{tr['optimizer']} lr {tr['lr']}, class balance: {tr['balance']}, label smoothing {tr['label_smoothing']}",
-        f"- Wall time: training {tr['train_seconds'] / 60:.1f} min"
+        f"- Image size {tc.image_size} px, {tc.epochs} epochs max (best epoch {tr.best_epoch} by validation "
+        f"{tr.select_metric.replace('_', ' ')}), batch {tc.batch_size}, {tc.optimizer} lr {tc.lr}, class balance: "
+        f"{tc.balance}, label smoothing {tc.label_smoothing}",
+        f"- Wall time: training {tr.wall_seconds / 60:.1f} min"
         + (
-            f"; whole build (dedupe, training, calibration, test) {tr['total_seconds'] / 60:.1f} min"
-            if tr.get("total_seconds") is not None
+            f"; whole build (dedupe, training, calibration, test) {tr.total_seconds / 60:.1f} min"
+            if tr.total_seconds is not None
             else ""
         )
-        + f" on {tr['cpu_count']} CPU cores, no GPU",
-        f"- Command: `{card['command']}`",
+        + f" on {tr.cpu_count or os.cpu_count()} CPU cores, no GPU",
+        f"- Command: `{ev.command}`",
         "",
     ]
-    onnx = card.get("onnx")
-    if onnx:
-        lines += ["## ONNX export", onnx_card_line(onnx["onnx_file"], onnx["onnx_opset"], onnx["onnx_sha256"]), ""]
-    lines += [
-        "## Intended use",
-        card["intended_use"],
-        "",
-        "## Limitations",
-        *[f"- {x}" for x in card["limitations"]],
-        "",
+    if bundle.onnx is not None:
+        o = bundle.onnx
+        lines += ["## ONNX export", f"- ONNX export (`{o.file}`, opset {o.opset}) SHA-256: `{o.sha256}`", ""]
+    if bundle.ood is not None:
+        lines += [
+            "## Out-of-distribution gate",
+            f"- Mahalanobis distance on pooled features (Lee et al., NeurIPS 2018), statistics in `{bundle.ood.file}`, "
+            f"threshold {bundle.ood.threshold:.1f} (validation percentile {bundle.ood.stats.get('percentile', '?')})",
+            "",
+        ]
+    limitations = LIMITATIONS.get(task.name, []) + [
+        f"Validation{' and test' if has_test else ''} images come from the same source as the training images; "
+        "performance on other hospitals, devices or populations is unknown."
     ]
-    mp = out / "model_card.md"
-    mp.write_text("\n".join(lines))
-    return jp, mp
+    lines += ["## Intended use", INTENDED_USE, "", "## Limitations", *[f"- {x}" for x in limitations], ""]
+    return "\n".join(lines)
+
+
+def write_card(bundle: ModelBundle) -> Path:
+    """Render the bundle's card (:func:`render_card`) to ``README.md`` in its folder.
+
+    Returns
+    -------
+    pathlib.Path
+        The README path.
+
+    Raises
+    ------
+    ValueError
+        The bundle was never saved or lacks a required section.
+    """
+    if bundle.directory is None:
+        raise ValueError("save the bundle before writing its card")
+    path = bundle.directory / README_FILE
+    path.write_text(render_card(bundle))
+    return path

@@ -213,7 +213,7 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
             f"sensitivity {v['sensitivity']:.3f}, specificity {v['specificity']:.3f}"
         )
     print(msg)
-    print(f"updated {a.model}/config.json; wrote calibration.json and reliability.png")
+    print(f"updated {a.model}/config.json and the calibration section of bundle.json; wrote reliability.png")
     return 0
 
 
@@ -221,11 +221,12 @@ def _cmd_ship(a: argparse.Namespace) -> int:
     import torch
 
     from cxrtriage.experiments.ship import ship_model
+    from cxrtriage.metrics.report import format_estimate
 
     torch.set_num_threads(a.threads)
     cfg = _cfg(a, a.arch, a.data[0])
     cfg.out = a.run_dir  # the working folder; --out is the model folder
-    card = ship_model(
+    bundle = ship_model(
         cfg,
         a.out,
         link=a.link,
@@ -236,24 +237,24 @@ def _cmd_ship(a: argparse.Namespace) -> int:
         command=_command_line(a),
         resplit=a.resplit,
     )
-    t = card["test"]
-    key = "auroc" if "auroc" in t else "macro_auroc"
+    ev, tr = bundle.evaluation, bundle.training
+    assert ev is not None and ev.test is not None and tr is not None and tr.total_seconds is not None
     print(
-        f"model written to {a.out}: test {key} {t[key]['value']:.4f} (95% CI {t[key]['ci95'][0]:.4f}-{t[key]['ci95'][1]:.4f}); "
-        f"{card['training']['total_seconds'] / 60:.1f} min"
+        f"model written to {a.out}: test auroc {format_estimate(ev.test.metrics.get('auroc'), 4)}; {tr.total_seconds / 60:.1f} min"
     )
     return 0
 
 
 def _cmd_card(a: argparse.Namespace) -> int:
     from cxrtriage.experiments.ship import document_model
+    from cxrtriage.metrics.report import format_estimate
 
-    card = document_model(a.model, a.training_command, n_boot=a.n_boot, cache_dir=a.cache_dir)
-    v = card["validation"]
-    key = "auroc" if "auroc" in v else "macro_auroc"
+    bundle = document_model(a.model, a.training_command, n_boot=a.n_boot, cache_dir=a.cache_dir)
+    assert bundle.evaluation is not None
+    v = bundle.evaluation.validation
     print(
-        f"wrote {a.model}/model_card.md and model_card.json: validation {key} {v[key]['value']:.4f} "
-        f"(95% CI {v[key]['ci95'][0]:.4f}-{v[key]['ci95'][1]:.4f}, n = {card['split']['n_val']})"
+        f"wrote {a.model}/README.md (model card) and bundle.json: validation auroc "
+        f"{format_estimate(v.metrics.get('auroc'), 4)} (95% CI, n = {v.n})"
     )
     return 0
 
@@ -306,13 +307,14 @@ def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callabl
     commands["compare"] = _cmd_compare
 
     p = subparsers.add_parser(
-        "calibrate", help="temperature scaling + operating point of a model folder (from its split.json)"
+        "calibrate",
+        help="temperature scaling + operating point of a model folder (validation images from its bundle.json split section)",
     )
     p.add_argument(
-        "--model", required=True, help="model folder with config.json, model.pt, split.json, train_config.json"
+        "--model", required=True, help="model folder (config.json, model.safetensors, bundle.json with a split section)"
     )
     p.add_argument(
-        "--data", default=None, help="dataset holding the validation images (default: from train_config.json)"
+        "--data", default=None, help="dataset holding the validation images (default: recorded in bundle.json)"
     )
     p.add_argument("--target-sensitivity", type=float, default=None, help="threshold for this validation sensitivity")
     p.add_argument("--threshold-rule", default=None, help="youden or sensitivity:<s> (default: the training rule)")
@@ -338,7 +340,7 @@ def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callabl
     p.add_argument(
         "--model",
         required=True,
-        help="model folder with split.json, train_config.json, train_summary.json, calibration.json",
+        help="model folder whose bundle.json has train_config, training, split and calibration sections",
     )
     p.add_argument(
         "--training-command", required=True, help="the exact command that trained the model (recorded in the card)"

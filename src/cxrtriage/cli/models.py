@@ -7,38 +7,33 @@ import json
 __all__ = ["register", "shipped_model_rows", "shipped_models_markdown"]
 
 
-def shipped_model_rows() -> list[dict]:
-    """One row per shipped model, read from its ``config.json`` and ``model_card.json``.
+def shipped_model_rows() -> list[dict[str, str]]:
+    """One row per shipped model, read from its bundle (:class:`cxrtriage.models.bundle.ModelBundle`).
 
     Returns
     -------
     list of dict
         Keys ``name, task, classes, arch, image_size, size_mb, validation, test,
-        ece, card`` (strings; ``–`` where the card has no such figure). The
-        headline is AUROC (macro AUROC for multi-class tasks) with its 95 %
-        bootstrap interval, plus sensitivity (macro sensitivity).
+        ece, card`` (strings; ``–`` where the bundle has no such figure). The
+        headline is AUROC (macro one-vs-rest AUROC for multi-class tasks) with its 95 %
+        bootstrap interval, plus sensitivity and specificity (binary) or macro sensitivity.
     """
-    from cxrtriage.config import ModelConfig
-    from cxrtriage.metrics.intervals import format_ci
-    from cxrtriage.models.bundle import shipped_models, zoo_dir
+    from cxrtriage.metrics.report import MetricReport, format_estimate
+    from cxrtriage.models.bundle import README_FILE, ModelBundle, shipped_models, zoo_dir
     from cxrtriage.tasks import get_task
 
-    def fmt(block: dict | None, key: str) -> str:
-        m = (block or {}).get(key)
-        return f"{key} {format_ci(m)}" if m and m.get("value") is not None else "–"
+    def fmt(rep: MetricReport, key: str) -> str:
+        est = rep.metrics.get(key)
+        return f"{key} {format_estimate(est)}" if est is not None and est.value is not None else "–"
 
     rows = []
     for name in shipped_models():
+        b = ModelBundle.load(name)
+        cfg, ev, cal = b.config, b.evaluation, b.calibration
         d = zoo_dir() / name
-        cfg = ModelConfig.load(d / "config.json")
-        card_path = d / "model_card.json"
-        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         keys = (
-            ("auroc", "sensitivity", "specificity")
-            if get_task(cfg.task).is_binary
-            else ("macro_auroc", "macro_sensitivity")
+            ("auroc", "sensitivity", "specificity") if get_task(cfg.task).is_binary else ("auroc", "macro_sensitivity")
         )
-        cal = card.get("calibration") or {}
         rows.append(
             {
                 "name": name,
@@ -46,14 +41,14 @@ def shipped_model_rows() -> list[dict]:
                 "classes": ", ".join(cfg.classes),
                 "arch": cfg.arch,
                 "image_size": f"{cfg.image_size} px",
-                "size_mb": f"{(d / 'model.pt').stat().st_size / 1e6:.1f}",
-                "validation": "; ".join(fmt(card.get("validation"), k) for k in keys),
-                "test": "; ".join(fmt(card.get("test"), k) for k in keys)
-                if card.get("test")
+                "size_mb": f"{b.weights_mb():.1f}",
+                "validation": "; ".join(fmt(ev.validation, k) for k in keys) if ev else "–",
+                "test": "; ".join(fmt(ev.test, k) for k in keys)
+                if ev and ev.test
                 else "– (no held-out test in the card)",
-                "ece": f"{cal['ece_before']:.3f} → {cal['ece_after']:.3f}" if "ece_before" in cal else "–",
-                "card": str((d / "model_card.md").relative_to(zoo_dir().parent.parent.parent))
-                if (d / "model_card.md").is_file()
+                "ece": f"{cal.ece_before:.3f} → {cal.ece_after:.3f}" if cal else "–",
+                "card": str((d / README_FILE).relative_to(zoo_dir().parent.parent.parent))
+                if (d / README_FILE).is_file()
                 else "–",
             }
         )

@@ -95,7 +95,7 @@ def _cmd_fit_ood(a) -> int:
     d = _model_dir(a.model)
     info = fit_ood(d, data=a.data, percentile=a.percentile, max_train=a.max_train, external=a.external or ())
     nat = info["natural_images"]
-    print(f"OOD detector written to {d / 'ood.npz'} and {d / 'ood.json'}")
+    print(f"OOD detector written to {d / 'ood.npz'} and the ood section of {d / 'bundle.json'}")
     print(f"threshold (p{a.percentile:g} of {info['n_val']} validation scores): {info['threshold']:.1f}")
     print(
         f"false rejection of validation CXRs (cross-calibrated): {100 * info['val_false_rejection_rate_cross_calibrated']:.2f}%"
@@ -157,9 +157,9 @@ def register(sub, commands: dict) -> None:
         default=None,
         help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
     )
-    p.add_argument("--data", default=None, help="dataset (default: train_config.json's data)")
+    p.add_argument("--data", default=None, help="dataset (default: recorded in bundle.json)")
     p.add_argument("--percentile", type=float, default=99.5, help="threshold percentile of validation scores")
     p.add_argument("--max-train", type=int, default=None, help="random subset of training images")
     p.add_argument("--external", nargs="*", default=None, help="other CXR datasets whose rejection rate is reported")
-    p.add_argument("--json", action="store_true", help="print the full ood.json")
+    p.add_argument("--json", action="store_true", help="print the full OOD statistics (the bundle's ood section)")
     commands["fit-ood"] = _cmd_fit_ood

@@ -7,7 +7,6 @@ seen in training. Built on scikit-learn's ``StratifiedGroupKFold``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -133,50 +132,48 @@ def resolve_dataset_path(data: str | Path, model_dir: str | Path) -> str:
     return str(p)
 
 
-def recorded_validation_paths(model_dir: str | Path, data: str | Path | None = None) -> tuple[str, list[str]]:
-    """The validation images a model folder was trained with (``split.json``).
+def recorded_validation_paths(
+    model_dir: str | Path,
+    recorded_data: str | None,
+    val_paths_relative: Sequence[str] | None,
+    data: str | Path | None = None,
+) -> tuple[str, list[str]]:
+    """The validation images a model folder was trained with, as absolute paths.
 
     Parameters
     ----------
     model_dir : path
-        Folder with ``split.json`` (written by :func:`cxrtriage.training.trainer.train`)
-        and, unless ``split.json`` or ``data`` names it, ``train_config.json``.
+        The model folder (a recorded relative dataset location is resolved against it and its parents).
+    recorded_data : str or None
+        Dataset location recorded at training time (the bundle's ``split.data``).
+    val_paths_relative : sequence of str or None
+        Validation images relative to the dataset root (the bundle's ``split.val_paths_relative``);
+        ``None``: the folder records no split.
     data : path, optional
         Where the dataset is now (overrides the recorded location).
 
     Returns
     -------
     (data, paths)
-        The dataset path and the validation image paths, absolute. Paths
-        recorded relative to the dataset (``val_paths_relative``) are joined
-        to ``data``, so a model folder keeps working when the dataset moves;
-        older records with only ``val_paths`` are used as they are.
+        The dataset path and the validation image paths, absolute (joined to
+        :func:`dataset_root` of ``data``, so a model folder keeps working when the dataset moves).
 
     Raises
     ------
     FileNotFoundError
-        ``split.json`` missing, or no dataset location recorded or given.
+        No split recorded, or no dataset location recorded or given.
     ValueError
-        ``split.json`` lists no validation images.
+        The split lists no validation images.
     """
     d = Path(model_dir)
-    split_file = d / "split.json"
-    if not split_file.is_file():
-        raise FileNotFoundError(f"{d}: split.json missing (needed for the validation images)")
-    split = json.loads(split_file.read_text())
+    if val_paths_relative is None:
+        raise FileNotFoundError(f"{d}: no validation split recorded in bundle.json (needed for the validation images)")
     if data is None:
-        data = split.get("data")
-        if data is None:
-            tc = d / "train_config.json"
-            if not tc.is_file():
-                raise FileNotFoundError(f"{d}: train_config.json missing; pass the dataset (--data)")
-            data = json.loads(tc.read_text())["data"]
-        data = resolve_dataset_path(data, d)
+        if not recorded_data:
+            raise FileNotFoundError(f"{d}: no dataset location recorded; pass the dataset (--data)")
+        data = resolve_dataset_path(recorded_data, d)
     root = dataset_root(data)
-    if split.get("val_paths_relative"):
-        paths = [str((root / p).resolve()) for p in split["val_paths_relative"]]
-    else:
-        paths = [str(Path(p).resolve()) for p in split.get("val_paths", [])]
+    paths = [str((root / p).resolve()) for p in val_paths_relative]
     if not paths:
-        raise ValueError(f"{split_file}: no validation images listed")
+        raise ValueError(f"{d}: no validation images listed in bundle.json")
     return str(data), paths

@@ -238,13 +238,14 @@ def _subset_idx(idx: np.ndarray, targets: np.ndarray, n: int | None, seed: int) 
 
 def _fold_finetune(cfg: TrainConfig, fold_dir: Path, ds: CVDataset, tr, iv, pool_images, row_of, progress) -> dict:
     from cxrtriage.inference.backend import model_logits
-    from cxrtriage.models.bundle import load_model
+    from cxrtriage.models.bundle import ModelBundle
     from cxrtriage.training.trainer import train
 
     fcfg = replace(cfg, out=str(fold_dir))
     res = train(fcfg, progress=progress, split=([ds.samples[i] for i in tr], [ds.samples[i] for i in iv]))
-    model, mcfg = load_model(fold_dir)
-    split = json.loads((fold_dir / "split.json").read_text())
+    bundle = ModelBundle.load(fold_dir)
+    model, mcfg = bundle.load_model(), bundle.config
+    assert bundle.split is not None
     shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
 
     def logits(idx):
@@ -253,7 +254,7 @@ def _fold_finetune(cfg: TrainConfig, fold_dir: Path, ds: CVDataset, tr, iv, pool
     return {
         "logits": logits,
         "threshold": mcfg.threshold,
-        "n_train": split["n_train"],
+        "n_train": bundle.split.n_train,
         "best_epoch": res.best_epoch,
         "train_seconds": res.wall_seconds,
     }

@@ -1,23 +1,22 @@
 """``cxr calibrate``: temperature scaling and operating point of a saved model folder.
 
-Reads the model's validation images from ``split.json`` (as written by the
-trainer; :func:`cxrtriage.data.split.recorded_validation_paths`) and their labels from the dataset named in
-``train_config.json`` (or ``--data``), fits the temperature on the
+Reads the model's validation images from its bundle's ``split`` section (as written by the
+trainer; :func:`cxrtriage.data.split.recorded_validation_paths`) and their labels from the dataset
+recorded there (or ``--data``), fits the temperature on the
 validation logits (Guo et al. 2017), re-chooses the binary threshold on the
 *calibrated* validation probabilities, and writes the result into
-``config.json`` (read by evaluate, predict and the server), plus
-``calibration.json`` and ``reliability.png``.
+``config.json`` (read by evaluate, predict and the server), the bundle's
+``calibration`` section and ``reliability.png``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from cxrtriage.cards.figures import reliability_diagram
-from cxrtriage.config import ModelConfig
+from cxrtriage.config import ConfigKeyError
 from cxrtriage.data.cache import load_cached
 from cxrtriage.data.discover import DatasetError, discover
 from cxrtriage.data.split import recorded_validation_paths
@@ -25,7 +24,7 @@ from cxrtriage.inference.backend import model_logits
 from cxrtriage.metrics.calibration import calibration_summary, fit_temperature, softmax
 from cxrtriage.metrics.classification import binary_metrics, multiclass_metrics
 from cxrtriage.metrics.operating_point import choose_threshold, parse_rule
-from cxrtriage.models.bundle import ModelLoadError, load_model
+from cxrtriage.models.bundle import CalibrationSection, ModelBundle, ModelLoadError
 from cxrtriage.tasks import get_task
 
 __all__ = ["validation_logits", "calibrate_model_dir", "operating_point"]
@@ -39,10 +38,9 @@ def validation_logits(
     Parameters
     ----------
     model_dir : path
-        Folder with ``config.json``, ``model.pt``, ``split.json``
-        and, unless ``data`` is given, ``train_config.json`` (``data``).
+        Model bundle folder with a ``split`` section (:class:`cxrtriage.models.bundle.ModelBundle`).
     data : path, optional
-        Dataset that holds the validation images (overrides ``train_config.json``).
+        Dataset that holds the validation images (overrides the recorded ``split.data``).
     cache_dir : path, optional
         Decoded-image cache.
 
@@ -59,9 +57,16 @@ def validation_logits(
         Validation images not found in the dataset, or unreadable.
     """
     d = Path(model_dir)
-    model, cfg = load_model(d)
     try:
-        data, val_paths = recorded_validation_paths(d, data)
+        bundle = ModelBundle.load(d)
+    except ConfigKeyError as exc:
+        raise ModelLoadError(str(exc)) from None
+    model, cfg = bundle.load_model(), bundle.config
+    sp = bundle.split
+    try:
+        data, val_paths = recorded_validation_paths(
+            d, sp.data if sp else None, sp.val_paths_relative if sp else None, data
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise ModelLoadError(str(exc)) from None
     task = get_task(cfg.task)
@@ -127,7 +132,7 @@ def calibrate_model_dir(
         ECE bins (15, Guo et al. 2017).
     cache_dir : path, optional
     write : bool
-        Update ``config.json`` and write ``calibration.json`` / ``reliability.png``.
+        Update ``config.json``, the bundle's ``calibration`` section and ``reliability.png``.
 
     Returns
     -------
@@ -137,10 +142,10 @@ def calibrate_model_dir(
         ``brier_before``/``brier_after``, ``n_val`` and the full ``summary``.
     """
     d = Path(model_dir)
-    cfg = ModelConfig.load(d / "config.json")
+    bundle = ModelBundle.load(d)
+    cfg = bundle.config
     if rule is None:
-        tc = d / "train_config.json"
-        rule = json.loads(tc.read_text()).get("threshold_rule", "youden") if tc.is_file() else "youden"
+        rule = bundle.train_config.threshold_rule if bundle.train_config else "youden"
     parse_rule(rule)
     logits, y, _ = validation_logits(d, data, cache_dir)
     t = fit_temperature(logits, y)
@@ -172,25 +177,22 @@ def calibrate_model_dir(
         cfg.threshold = thr
         if thr is not None:
             cfg.threshold_rule = f"{rule} on the calibrated validation probabilities (T = {t:.4f})"
-        cfg.extra = dict(cfg.extra)
-        cfg.extra["calibration"] = {
-            k: result[k]
-            for k in (
-                "temperature",
-                "rule",
-                "threshold",
-                "threshold_uncalibrated",
-                "n_val",
-                "ece_before",
-                "ece_after",
-                "brier_before",
-                "brier_after",
-            )
-        }
-        if thr is not None:
-            cfg.extra["calibration"]["val_sensitivity"] = val["sensitivity"]
-            cfg.extra["calibration"]["val_specificity"] = val["specificity"]
-        cfg.save(d / "config.json")
-        (d / "calibration.json").write_text(json.dumps(result, indent=1) + "\n")
+        bundle.calibration = CalibrationSection(
+            temperature=t,
+            rule=result["rule"],
+            n_val=result["n_val"],
+            ece_before=result["ece_before"],
+            ece_after=result["ece_after"],
+            brier_before=result["brier_before"],
+            brier_after=result["brier_after"],
+            threshold=thr,
+            threshold_uncalibrated=thr_raw,
+            nll_before=result["nll_before"],
+            nll_after=result["nll_after"],
+            val_sensitivity=val["sensitivity"] if thr is not None else None,
+            val_specificity=val["specificity"] if thr is not None else None,
+            method=result["method"],
+        )
+        bundle.save(d)
         reliability_diagram(summary, d / "reliability.png", title=f"{cfg.task} validation")
     return result

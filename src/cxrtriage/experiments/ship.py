@@ -13,12 +13,12 @@ Steps, all with leak-free groups (patients and duplicate images,
    (:func:`cxrtriage.experiments.recalibrate.calibrate_model_dir`).
 5. Validation and test metrics with 95 % bootstrap intervals at the saved
    operating point; optional subgroup tables on test; model card.
-6. The inference files are copied into the model folder (no checkpoints).
+6. The bundle files are copied into the model folder (no checkpoints); the card
+   (``README.md``) is rendered from the bundle.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrtriage.cards.model_card import build_card, write_model_card
-from cxrtriage.cards.tables import write_json
+from cxrtriage.cards.model_card import write_card
 from cxrtriage.config import ModelConfig, TrainConfig
 from cxrtriage.data.cache import load_cached
 from cxrtriage.data.split import dataset_root, patient_train_val_split
@@ -39,22 +38,26 @@ from cxrtriage.experiments.subgroups import subgroup_metrics
 from cxrtriage.inference.backend import model_logits
 from cxrtriage.metrics.calibration import brier_score, expected_calibration_error, softmax
 from cxrtriage.metrics.intervals import bootstrap_intervals
-from cxrtriage.models.bundle import load_model
-from cxrtriage.tasks import get_task
+from cxrtriage.metrics.report import MetricReport
+from cxrtriage.models.bundle import (
+    BUNDLE_JSON,
+    CONFIG_JSON,
+    WEIGHTS_FILE,
+    Evaluation,
+    ModelBundle,
+    metric_report_from_legacy,
+)
+from cxrtriage.tasks import TaskSpec, get_task
 
 __all__ = ["ship_model", "document_model", "SHIPPED_FILES"]
 
 #: Files copied from the run folder into the shipped model folder.
 SHIPPED_FILES = (
-    "config.json",
-    "model.pt",
-    "calibration.json",
+    CONFIG_JSON,
+    WEIGHTS_FILE,
+    BUNDLE_JSON,
     "reliability.png",
-    "split.json",
-    "train_config.json",
     "history.csv",
-    "train_summary.json",
-    "holdout.json",
     "curve_auroc.png",
     "curve_loss.png",
 )
@@ -82,13 +85,20 @@ def _split(ds, test_fraction: float, val_fraction: float, seed: int, resplit: bo
     return rest[tr], rest[va], test, how, dropped
 
 
-def _metrics(task, cfg: ModelConfig, y, logits, n_boot, seed):
+def _metrics(
+    task: TaskSpec, cfg: ModelConfig, y: np.ndarray, logits: np.ndarray, n_boot: int, seed: int
+) -> tuple[MetricReport, np.ndarray]:
+    """Metrics with bootstrap CIs at the saved temperature and operating point, and the probabilities ``(N, K)``."""
     from cxrtriage.metrics.decision import decide
 
     p = softmax(logits, cfg.temperature)
     pred = decide(p, cfg)
-    return bootstrap_intervals(
+    legacy = bootstrap_intervals(
         y, p, pred, task.classes, task.positive_index if task.is_binary else None, n_boot=n_boot, seed=seed
+    )
+    counts = {c: int((np.asarray(y) == j).sum()) for j, c in enumerate(task.classes)}
+    return metric_report_from_legacy(
+        legacy, task.name, list(task.classes), counts, cfg.positive_class or None, cfg.threshold
     ), p
 
 
@@ -102,7 +112,7 @@ def ship_model(
     progress: bool = False,
     command: str | None = None,
     resplit: bool = False,
-) -> dict:
+) -> ModelBundle:
     """Train, calibrate, test and document a model; write it to ``out``.
 
     Parameters
@@ -128,8 +138,8 @@ def ship_model(
 
     Returns
     -------
-    dict
-        The model card.
+    ModelBundle
+        The shipped bundle in ``out`` (its card rendered to ``README.md``).
     """
     t0 = time.time()
     task = get_task(cfg.task)
@@ -139,9 +149,10 @@ def ship_model(
     run.mkdir(parents=True, exist_ok=True)
     from cxrtriage.training.trainer import train
 
-    res = train(cfg, progress=progress, split=([ds.samples[i] for i in tr], [ds.samples[i] for i in va]))
-    cal = calibrate_model_dir(run, cfg.data, cfg.threshold_rule, cache_dir=cfg.cache_dir)
-    model, mcfg = load_model(run)
+    train(cfg, progress=progress, split=([ds.samples[i] for i in tr], [ds.samples[i] for i in va]))
+    calibrate_model_dir(run, cfg.data, cfg.threshold_rule, cache_dir=cfg.cache_dir)
+    bundle = ModelBundle.load(run)
+    model, mcfg = bundle.load_model(), bundle.config
     # validation metrics at the saved operating point
     v_logits, v_y, _ = validation_logits(run, cfg.data, cfg.cache_dir)
     val_m, _ = _metrics(task, mcfg, v_y, v_logits, n_boot, cfg.seed)
@@ -153,73 +164,57 @@ def ship_model(
     t_logits = model_logits(model, cache.images, mcfg.image_size, mcfg.intensity, mcfg.mean, mcfg.std)
     test_m, t_p = _metrics(task, mcfg, t_y, t_logits, n_boot, cfg.seed)
     subgroups = {c: subgroup_metrics(test_s, t_p, mcfg, c, n_boot=n_boot, seed=cfg.seed) for c in by}
-    holdout = {
-        "description": how,
-        "dropped_leaking_test_images": dropped,
-        "test_paths": [s.path for s in test_s],
-        "data": cfg.data,
-        "test_paths_relative": [os.path.relpath(s.path, dataset_root(cfg.data)) for s in test_s],
-        "metrics": test_m,
-        "ece_before": expected_calibration_error(softmax(t_logits), t_y),
-        "ece_after": expected_calibration_error(t_p, t_y),
-        "brier_before": brier_score(softmax(t_logits), t_y),
-        "brier_after": brier_score(t_p, t_y),
-        "subgroups": subgroups,
-    }
-    write_json(holdout, run / "holdout.json")
-    summary = json.loads((run / "train_summary.json").read_text())
+    assert bundle.calibration is not None and bundle.split is not None and bundle.training is not None
+    bundle.calibration.test_ece_before = expected_calibration_error(softmax(t_logits), t_y)
+    bundle.calibration.test_ece_after = expected_calibration_error(t_p, t_y)
+    bundle.calibration.test_brier_before = brier_score(softmax(t_logits), t_y)
+    bundle.calibration.test_brier_after = brier_score(t_p, t_y)
+    d = ds.dedupe or {}
+    sp = bundle.split
+    sp.description = f"held-out test = {how}; validation = group-wise stratified {cfg.val_fraction:.0%} of the rest"
+    sp.n_test = int(len(test_s))
+    sp.test_counts = {c: int((t_y == j).sum()) for j, c in enumerate(task.classes)}
+    sp.test_paths_relative = [os.path.relpath(Path(s.path).resolve(), dataset_root(cfg.data)) for s in test_s]
+    sp.dropped_leaking_test_images = dropped
+    sp.leak_control = (
+        f"groups = patient ids joined with duplicate images (dHash <= {d.get('max_distance')} bits or equal pixels): "
+        f"{d.get('n_images')} images, {d.get('n_patients')} patient ids → {d.get('n_groups')} groups; "
+        f"{d.get('within_pairs')} duplicate pairs inside the set; copies in reference sets {d.get('reference_pairs')}"
+    )
+    bundle.training.total_seconds = round(time.time() - t0, 1)
+    bundle.evaluation = Evaluation(
+        validation=val_m,
+        test=test_m,
+        subgroups=subgroups,
+        command=command or " ".join(sys.argv),
+        link=[str(x) for x in link],
+    )
+    bundle.save(run)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED_FILES:
         if (run / name).is_file():
             shutil.copy2(run / name, out / name)
-    counts = lambda idx: {c: int((ds.targets[idx] == j).sum()) for j, c in enumerate(task.classes)}  # noqa: E731
-    d = ds.dedupe or {}
-    split = {
-        "seed": cfg.seed,
-        "description": f"held-out test = {how}; validation = group-wise stratified {cfg.val_fraction:.0%} of the rest",
-        "n_train": int(len(tr)),
-        "n_val": int(len(va)),
-        "n_test": int(len(test_s)),
-        "train_counts": counts(tr),
-        "val_counts": counts(va),
-        "test_counts": {c: int((t_y == j).sum()) for j, c in enumerate(task.classes)},
-        "leak_control": f"groups = patient ids joined with duplicate images (dHash <= {d.get('max_distance')} bits or equal pixels): "
-        f"{d.get('n_images')} images, {d.get('n_patients')} patient ids → {d.get('n_groups')} groups; "
-        f"{d.get('within_pairs')} duplicate pairs inside the set; copies in reference sets {d.get('reference_pairs')}",
-    }
-    card = build_card(
-        out,
-        cfg,
-        mcfg,
-        cal,
-        val_m,
-        split,
-        best_epoch=res.best_epoch,
-        train_seconds=summary["wall_seconds"],
-        total_seconds=time.time() - t0,
-        command=command or " ".join(sys.argv),
-        link=link,
-        test=test_m,
-        holdout=holdout,
-        subgroups=subgroups,
-    )
-    write_model_card(out, card)
-    return card
+    shipped = ModelBundle.load(out)
+    write_card(shipped)
+    return shipped
 
 
-def document_model(model_dir: str | Path, command: str, n_boot: int = 1000, cache_dir: str | None = None) -> dict:
-    """Write the model card of a model folder trained by ``cxr train`` (no held-out test).
+def document_model(
+    model_dir: str | Path, command: str, n_boot: int = 1000, cache_dir: str | None = None
+) -> ModelBundle:
+    """Render the model card (``README.md``) of a model folder trained by ``cxr train`` (no held-out test).
 
     The validation metrics are recomputed from the folder's validation images
-    (``split.json``) with the saved temperature and operating point, so the card
-    states what the shipped files do.
+    (the bundle's ``split`` section) with the saved temperature and operating point,
+    so the card states what the shipped files do; they are stored in the bundle's
+    ``evaluation`` section and the card is rendered from the bundle.
 
     Parameters
     ----------
     model_dir : path
-        Folder with ``config.json``, ``model.pt``, ``split.json``, ``train_config.json``,
-        ``train_summary.json`` and ``calibration.json`` (from ``cxr calibrate``).
+        Model bundle folder with the sections ``train_config``, ``training``, ``split``
+        and ``calibration`` (from ``cxr calibrate``).
     command : str
         The exact command that trained the model.
     n_boot : int
@@ -229,52 +224,34 @@ def document_model(model_dir: str | Path, command: str, n_boot: int = 1000, cach
 
     Returns
     -------
-    dict
-        The model card (also written as ``model_card.json`` and ``model_card.md``).
+    ModelBundle
+        The updated bundle (saved; its card written to ``README.md``).
 
     Raises
     ------
     FileNotFoundError
-        A required file is missing (``calibration.json``: run ``cxr calibrate`` first).
+        A required section is missing (``calibration``: run ``cxr calibrate`` first).
     """
     d = Path(model_dir)
-    for name in ("train_config.json", "train_summary.json", "calibration.json"):
-        if not (d / name).is_file():
-            hint = " (run `cxr calibrate --model DIR` first)" if name == "calibration.json" else ""
-            raise FileNotFoundError(f"{d}: {name} missing{hint}")
-    cfg = TrainConfig.from_dict(json.loads((d / "train_config.json").read_text()))
-    summary = json.loads((d / "train_summary.json").read_text())
-    cal = json.loads((d / "calibration.json").read_text())
+    bundle = ModelBundle.load(d)
+    for name in ("train_config", "training", "split", "calibration"):
+        if getattr(bundle, name) is None:
+            hint = " (run `cxr calibrate --model DIR` first)" if name == "calibration" else ""
+            raise FileNotFoundError(f"{d}: bundle.json has no {name} section{hint}")
+    cfg, sp = bundle.train_config, bundle.split
+    assert cfg is not None and sp is not None
     task = get_task(cfg.task)
-    mcfg = ModelConfig.load(d / "config.json")
     v_logits, v_y, _ = validation_logits(d, cfg.data, cache_dir)
-    val_m, _ = _metrics(task, mcfg, v_y, v_logits, n_boot, cfg.seed)
-    sp = summary["split"]
-    split = {
-        "seed": cfg.seed,
-        "description": f"validation = patient-level stratified {cfg.val_fraction:.0%} of the training data "
+    val_m, _ = _metrics(task, bundle.config, v_y, v_logits, n_boot, cfg.seed)
+    sp.description = (
+        f"validation = patient-level stratified {cfg.val_fraction:.0%} of the training data "
         "(scikit-learn StratifiedGroupKFold); no held-out test in this card (the dataset's own test split is held "
-        "back for independent evaluation)",
-        "n_train": sp["n_train"],
-        "n_val": sp["n_val"],
-        "n_test": None,
-        "train_counts": sp["train_counts"],
-        "val_counts": sp["val_counts"],
-        "test_counts": None,
-        "leak_control": f"groups = patient ids from the file names ({sp.get('val_patients')} validation patients, "
-        "none of them in training)",
-    }
-    card = build_card(
-        d,
-        cfg,
-        mcfg,
-        cal,
-        val_m,
-        split,
-        best_epoch=summary["best_epoch"],
-        train_seconds=summary["wall_seconds"],
-        total_seconds=None,
-        command=command,
+        "back for independent evaluation)"
     )
-    write_model_card(d, card)
-    return card
+    sp.leak_control = (
+        f"groups = patient ids from the file names ({sp.val_patients} validation patients, none of them in training)"
+    )
+    bundle.evaluation = Evaluation(validation=val_m, test=None, command=command)
+    bundle.save(d)
+    write_card(bundle)
+    return bundle

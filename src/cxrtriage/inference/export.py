@@ -10,24 +10,23 @@ The exported graph has one input and two outputs:
   by the out-of-distribution detector, and with the classifier row it gives the
   class activation map (:mod:`cxrtriage.explain.cam`).
 
-The file's SHA-256 is recorded in ``config.json`` (``extra.onnx_sha256``) and,
-when present, in ``model_card.json`` (block ``onnx``) and ``model_card.md``.
+The file, opset and SHA-256 are recorded in the bundle's ``onnx`` section
+(:class:`cxrtriage.models.bundle.OnnxSection`); when the folder has a model card
+(``README.md``), it is re-rendered from the bundle.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from cxrtriage.cards.model_card import onnx_card_line
-from cxrtriage.config import ModelConfig
+from cxrtriage.cards.model_card import write_card
+from cxrtriage.models.bundle import README_FILE, ModelBundle, OnnxSection
 
 __all__ = ["export_onnx", "file_sha256", "ONNX_NAME", "ONNX_OPSET"]
 
@@ -63,28 +62,13 @@ def _wrapper(model):
     return FeaturesAndLogits(model).eval()
 
 
-def _record_checksum(d: Path, cfg: ModelConfig, sha: str) -> None:
-    cfg.extra = dict(cfg.extra or {})
-    cfg.extra["onnx_sha256"] = sha
-    cfg.extra["onnx_file"] = ONNX_NAME
-    cfg.extra["onnx_opset"] = ONNX_OPSET
-    cfg.save(d / "config.json")
-    card_json = d / "model_card.json"
-    if card_json.is_file():
-        card = json.loads(card_json.read_text())
-        card["onnx"] = {"onnx_file": ONNX_NAME, "onnx_opset": ONNX_OPSET, "onnx_sha256": sha}
-        card_json.write_text(json.dumps(card, indent=2) + "\n")
-    card_md = d / "model_card.md"
-    if card_md.is_file():
-        text = card_md.read_text()
-        line = onnx_card_line(ONNX_NAME, ONNX_OPSET, sha)
-        pattern = re.compile(r"^- ONNX export .*SHA-256: `[0-9a-f]*`$", re.M)
-        text = (
-            pattern.sub(line, text)
-            if pattern.search(text)
-            else text.rstrip("\n") + "\n\n## ONNX export\n" + line + "\n"
-        )
-        card_md.write_text(text)
+def _record_checksum(bundle: ModelBundle, sha: str) -> None:
+    """Store the export in the bundle's ``onnx`` section and re-render its card if it has one."""
+    assert bundle.directory is not None
+    bundle.onnx = OnnxSection(file=ONNX_NAME, opset=ONNX_OPSET, sha256=sha)
+    bundle.save(bundle.directory)
+    if (bundle.directory / README_FILE).is_file() and bundle.evaluation is not None:
+        write_card(bundle)
 
 
 def export_onnx(
@@ -95,7 +79,7 @@ def export_onnx(
     Parameters
     ----------
     model_dir : path
-        Model folder (``config.json`` + ``model.pt``).
+        Model bundle folder (:class:`cxrtriage.models.bundle.ModelBundle`).
     out : path, optional
         Output file; default ``model_dir/model.onnx``. The checksum is recorded
         in the model folder only for the default location.
@@ -120,10 +104,9 @@ def export_onnx(
     """
     import torch
 
-    from cxrtriage.models.bundle import load_model
-
     d = Path(model_dir)
-    model, cfg = load_model(d)
+    bundle = ModelBundle.load(d)
+    model, cfg = bundle.load_model(), bundle.config
     if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
         raise ValueError(f"{cfg.arch}: ONNX export needs forward_features/forward_head")
     wrapper = _wrapper(model)
@@ -161,5 +144,5 @@ def export_onnx(
         log.info("ONNX export verified: max abs difference %.2e", err)
     tmp.replace(dst)
     if out is None or dst.resolve() == (d / ONNX_NAME).resolve():
-        _record_checksum(d, cfg, file_sha256(dst))
+        _record_checksum(bundle, file_sha256(dst))
     return dst

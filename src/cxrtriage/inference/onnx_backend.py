@@ -20,6 +20,7 @@ from cxrtriage.config import ModelConfig
 from cxrtriage.data.transforms import preprocess
 from cxrtriage.inference.export import ONNX_NAME, file_sha256
 from cxrtriage.metrics.calibration import softmax
+from cxrtriage.models.bundle import ModelBundle
 
 __all__ = ["OnnxBackend", "TorchBackend", "softmax", "onnx_head_weights", "load_backend"]
 
@@ -90,8 +91,8 @@ class OnnxBackend(_Base):
     threads : int
         ONNX Runtime intra-op threads (2 on the reference machine); inter-op is 1.
     check_sha256 : bool
-        Refuse a ``model.onnx`` whose SHA-256 differs from ``config.json``'s
-        ``extra.onnx_sha256`` (a stale export).
+        Refuse a ``model.onnx`` whose SHA-256 differs from the one recorded in
+        the ``onnx`` section of ``bundle.json`` (a stale export).
     spin : bool
         Let idle ONNX Runtime threads busy-wait between runs (faster for
         back-to-back batch scoring, slower when other work shares the cores).
@@ -123,10 +124,11 @@ class OnnxBackend(_Base):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (run `cxr export --model {d}`)")
         self.sha256 = file_sha256(path)
-        want = (self.config.extra or {}).get("onnx_sha256")
+        onnx_section = ModelBundle.load(d).onnx
+        want = onnx_section.sha256 if onnx_section is not None else None
         if check_sha256 and want and want != self.sha256:
             raise ValueError(
-                f"{path}: SHA-256 {self.sha256[:12]}... differs from config.json ({want[:12]}...); re-export"
+                f"{path}: SHA-256 {self.sha256[:12]}... differs from bundle.json ({want[:12]}...); re-export"
             )
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
@@ -156,7 +158,7 @@ class TorchBackend(_Base):
     Parameters
     ----------
     model_dir : path
-        Model folder (``config.json`` + ``model.pt``).
+        Model folder (``config.json`` + ``model.safetensors``).
     threads : int
         ``torch.set_num_threads``.
     """

@@ -1,6 +1,6 @@
 """Model registry, offline pretrained weights and model folders."""
 
-from cxrtriage.models.bundle import ModelLoadError, default_model_dir, load_model, save_model
+from cxrtriage.models.bundle import ModelBundle, ModelLoadError, default_model_dir, load_model
 from cxrtriage.models.registry import (
     MODELS,
     UnknownModelError,
@@ -20,5 +20,5 @@ __all__ = [
     "list_models",
     "load_model",
     "model_entry",
-    "save_model",
+    "ModelBundle",
 ]

@@ -1,7 +1,7 @@
 """Fit and evaluate the out-of-distribution detector of a model folder (``cxr fit-ood``).
 
 * Fit: pooled features of the training images (the dataset in
-  ``train_config.json`` minus the validation images of ``split.json``).
+  recorded in the bundle's ``split`` section minus its validation images).
 * Threshold: the ``percentile`` of the validation images' scores.
 * False-rejection rate on real chest radiographs: two-fold cross-calibration
   on the validation split (patients split in halves; the threshold of one
@@ -120,9 +120,9 @@ def fit_ood(
     Parameters
     ----------
     model_dir : path
-        Model folder with ``split.json`` (``val_paths``) and ``train_config.json`` (``data``).
+        Model bundle folder with a ``split`` section (dataset and validation images).
     data : path, optional
-        Dataset to fit on instead of ``train_config.json``'s ``data``.
+        Dataset to fit on instead of the recorded ``split.data``.
     percentile : float
         Threshold percentile of validation scores (0-100).
     max_train : int, optional
@@ -140,23 +140,25 @@ def fit_ood(
     Returns
     -------
     dict
-        The content written to ``ood.json`` (threshold and measured rates).
+        Threshold and measured rates (stored in the bundle's ``ood`` section; statistics in ``ood.npz``).
 
     Raises
     ------
     ValueError
-        ``split.json`` / ``train_config.json`` missing or no training image left.
+        No split recorded in the bundle or no training image left.
     """
-    from cxrtriage.config import ModelConfig
+    from cxrtriage.cards.model_card import write_card
     from cxrtriage.data.discover import discover
     from cxrtriage.data.split import recorded_validation_paths
     from cxrtriage.inference.onnx_backend import load_backend
+    from cxrtriage.models.bundle import README_FILE, ModelBundle
     from cxrtriage.tasks import get_task
 
     d = Path(model_dir)
-    cfg = ModelConfig.load(d / "config.json")
+    bundle = ModelBundle.load(d)
+    cfg, sp = bundle.config, bundle.split
     try:
-        data, paths = recorded_validation_paths(d, data)
+        data, paths = recorded_validation_paths(d, sp.data if sp else None, sp.val_paths_relative if sp else None, data)
     except (FileNotFoundError, ValueError) as exc:
         raise ValueError(f"{exc}; the OOD detector needs the validation split of training") from None
     val_paths = set(paths)
@@ -244,4 +246,7 @@ def fit_ood(
         }
     )
     det.save(d)
+    refreshed = ModelBundle.load(d)
+    if (d / README_FILE).is_file() and refreshed.evaluation is not None:
+        write_card(refreshed)
     return dict(det.info, threshold=det.threshold)

@@ -14,17 +14,18 @@ percentile of the scores of held-out (validation) in-distribution images.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MahalanobisDetector", "OOD_NPZ", "OOD_JSON", "pooled_features"]
+from cxrtriage.models.bundle import BUNDLE_JSON, CONFIG_JSON, ModelBundle, OODSection
 
-#: Files of a fitted detector inside a model folder.
+__all__ = ["MahalanobisDetector", "OOD_NPZ", "OOD_METHOD", "pooled_features"]
+
+#: File of a fitted detector's statistics inside a model folder (threshold and info: the bundle's ``ood`` section).
 OOD_NPZ = "ood.npz"
-OOD_JSON = "ood.json"
+OOD_METHOD = "Mahalanobis distance, Lee et al. NeurIPS 2018; Ledoit-Wolf covariance"
 
 
 def pooled_features(feature_map: np.ndarray) -> np.ndarray:
@@ -57,7 +58,7 @@ class MahalanobisDetector:
         Inputs with :meth:`score` above this are out of distribution
         (squared Mahalanobis distance, dimensionless).
     info : dict
-        Fit details and measured rates (saved to ``ood.json``).
+        Fit details and measured rates (saved in the bundle's ``ood`` section).
     """
 
     means: np.ndarray
@@ -151,27 +152,38 @@ class MahalanobisDetector:
         return self.score(features) > self.threshold
 
     def save(self, model_dir: str | Path) -> tuple[Path, Path]:
-        """Write ``ood.npz`` (means, float32 precision) and ``ood.json`` (threshold, info) into ``model_dir``."""
+        """Write ``ood.npz`` (means, float32 precision) and the bundle's ``ood`` section (threshold, info).
+
+        Parameters
+        ----------
+        model_dir : path
+            A model bundle folder (:class:`cxrtriage.models.bundle.ModelBundle`).
+
+        Returns
+        -------
+        (npz_path, bundle_json_path)
+        """
         d = Path(model_dir)
-        npz, js = d / OOD_NPZ, d / OOD_JSON
+        bundle = ModelBundle.load(d)
+        npz = d / OOD_NPZ
         tmp = d / f".{OOD_NPZ}.tmp.npz"
         np.savez_compressed(tmp, means=self.means.astype(np.float32), precision=self.precision.astype(np.float32))
         tmp.replace(npz)
-        info = dict(
-            self.info,
-            threshold=self.threshold,
-            method="Mahalanobis distance, Lee et al. NeurIPS 2018; Ledoit-Wolf covariance",
-        )
-        js.write_text(json.dumps(info, indent=2) + "\n")
-        return npz, js
+        stats = {k: v for k, v in dict(self.info, method=OOD_METHOD).items() if k != "threshold"}
+        bundle.ood = OODSection(threshold=float(self.threshold), file=OOD_NPZ, stats=stats)
+        bundle.save(d)
+        return npz, d / BUNDLE_JSON
 
     @classmethod
     def load(cls, model_dir: str | Path) -> MahalanobisDetector | None:
         """Load a detector saved by :meth:`save`; ``None`` when the folder has none."""
         d = Path(model_dir)
-        if not ((d / OOD_NPZ).is_file() and (d / OOD_JSON).is_file()):
+        if not (d / CONFIG_JSON).is_file():
             return None
-        with np.load(d / OOD_NPZ) as z:
+        section = ModelBundle.load(d).ood
+        if section is None or not (d / section.file).is_file():
+            return None
+        with np.load(d / section.file) as z:
             means, precision = z["means"].astype(np.float64), z["precision"].astype(np.float64)
-        info = json.loads((d / OOD_JSON).read_text())
-        return cls(means=means, precision=precision, threshold=float(info["threshold"]), info=info)
+        info = dict(section.stats, threshold=section.threshold)
+        return cls(means=means, precision=precision, threshold=float(section.threshold), info=info)

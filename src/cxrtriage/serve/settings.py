@@ -20,7 +20,7 @@ class ServeSettings:
     Attributes
     ----------
     model_dir : pathlib.Path
-        Model folder (``config.json`` + ``model.pt``, optionally ``model.onnx``, ``ood.npz``/``ood.json``).
+        Model bundle folder (``config.json`` + ``model.safetensors`` + ``bundle.json``, optionally ``model.onnx``, ``ood.npz``).
     data_dir : pathlib.Path
         Where the images live, and the SQLite database ``studies.sqlite3``
         unless ``database_url`` is given.

@@ -23,29 +23,22 @@ def free_port() -> int:
 
 def find_model_dir() -> Path | None:
     """The model to test with: ``$CXRTRIAGE_TEST_MODEL`` or the shipped model; None if neither exists."""
-    from cxrtriage.models.bundle import default_model_dir
+    from cxrtriage.models.bundle import CONFIG_JSON, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, default_model_dir
 
     for cand in (os.environ.get("CXRTRIAGE_TEST_MODEL"), default_model_dir()):
-        if cand and (Path(cand) / "model.pt").is_file() and (Path(cand) / "config.json").is_file():
+        has_weights = cand and any((Path(cand) / w).is_file() for w in (WEIGHTS_FILE, LEGACY_WEIGHTS_FILE))
+        if cand and has_weights and (Path(cand) / CONFIG_JSON).is_file():
             return Path(cand)
     return None
 
 
 def copy_model_dir(src: str | Path, dst: str | Path, export: bool = True) -> Path:
-    """Copy a model folder (weights, config, ONNX, OOD detector) and export ONNX there if missing."""
+    """Copy a model bundle folder (weights, config, sections, card, ONNX, OOD detector); export ONNX if missing."""
+    from cxrtriage.models.bundle import BUNDLE_JSON, CONFIG_JSON, LEGACY_WEIGHTS_FILE, README_FILE, WEIGHTS_FILE
+
     src, dst = Path(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    for name in (
-        "config.json",
-        "model.pt",
-        "model.onnx",
-        "ood.npz",
-        "ood.json",
-        "split.json",
-        "train_config.json",
-        "model_card.json",
-        "model_card.md",
-    ):
+    for name in (CONFIG_JSON, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE, BUNDLE_JSON, README_FILE, "model.onnx", "ood.npz"):
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
     if export and not (dst / "model.onnx").is_file():

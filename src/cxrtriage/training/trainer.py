@@ -15,7 +15,6 @@ and the per-step cosine schedule come from timm (:mod:`cxrtriage.training.optim`
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import random
@@ -41,7 +40,7 @@ from cxrtriage.data.split import dataset_root, train_val_from_samples
 from cxrtriage.data.transforms import build_eval_transform, build_train_transform
 from cxrtriage.metrics.classification import auroc, binary_metrics, bootstrap_ci, multiclass_metrics
 from cxrtriage.metrics.operating_point import choose_threshold
-from cxrtriage.models.bundle import save_model
+from cxrtriage.models.bundle import ModelBundle, SplitSection, TrainingSummary
 from cxrtriage.models.registry import create_model, model_entry
 from cxrtriage.tasks import get_task
 from cxrtriage.training.optim import build_optimizer, build_scheduler
@@ -58,13 +57,13 @@ class TrainResult:
     Attributes
     ----------
     model_dir : Path
-        Folder with ``config.json`` and ``model.pt`` of the best epoch.
+        Folder with the model bundle (``config.json``, ``model.safetensors``, ``bundle.json``) of the best epoch.
     best_epoch : int
     val_metrics : dict
         Validation metrics of the best epoch at the chosen threshold (with ``ci95``).
     wall_seconds : float
         Wall time of this invocation (a resumed run counts only its own part;
-        ``train_summary.json`` adds up all parts).
+        the bundle's ``training`` section adds up all parts).
     skipped : list of (path, reason)
         Unreadable images that were reported and left out.
     """
@@ -234,7 +233,6 @@ def train(
         for name in RUNTIME_FIELDS:
             setattr(saved, name, getattr(cfg, name))
         cfg = saved
-    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     fabric = make_fabric(cfg)
     _seed_all(cfg.seed)
@@ -262,19 +260,15 @@ def train(
         "val_patients": len({s.patient_id for s in val_s}),
         "skipped": [list(f) for f in cache.failures],
     }
-    rel = [os.path.relpath(s.path, dataset_root(cfg.data)) for s in val_s]
-    (out / "split.json").write_text(
-        json.dumps(
-            {
-                **split_info,
-                "val_paths": [s.path for s in val_s],
-                "data": cfg.data,
-                "val_paths_relative": rel,
-                "seed": cfg.seed,
-            },
-            indent=1,
-        )
-        + "\n"
+    split_section = SplitSection(
+        data=cfg.data,
+        seed=cfg.seed,
+        n_train=split_info["n_train"],
+        n_val=split_info["n_val"],
+        train_counts=split_info["train_counts"],
+        val_counts=split_info["val_counts"],
+        val_paths_relative=[os.path.relpath(Path(s.path).resolve(), dataset_root(cfg.data)) for s in val_s],
+        val_patients=split_info["val_patients"],
     )
     for path, reason in cache.failures:
         print(f"skipped {path}: {reason}")
@@ -424,15 +418,14 @@ def train(
         y_pred = probs.argmax(1)
     metrics["ci95"] = bootstrap_ci(y_va, probs, y_pred, seed=cfg.seed)
     wall = elapsed_before + time.time() - t0
-    summary = {
-        "best_epoch": best["epoch"],
-        "select_metric": cfg.select_metric,
-        "epochs_run": len(history),
-        "wall_seconds": round(wall, 1),
-        "split": {k: v for k, v in split_info.items() if k != "skipped"},
-        "skipped": split_info["skipped"],
-        "val_metrics": metrics,
-        "runtime": {
+    summary = TrainingSummary(
+        best_epoch=best["epoch"],
+        select_metric=cfg.select_metric,
+        epochs_run=len(history),
+        wall_seconds=round(wall, 1),
+        cpu_count=os.cpu_count(),
+        skipped=split_info["skipped"],
+        runtime={
             "device": str(fabric.device),
             "precision": cfg.precision,
             "world_size": fabric.world_size,
@@ -440,7 +433,7 @@ def train(
             "threads": torch.get_num_threads(),
             "channels_last": cfg.channels_last,
         },
-    }
+    )
     mcfg = ModelConfig(
         arch=cfg.arch,
         task=task.name,
@@ -451,11 +444,9 @@ def train(
         threshold_rule=rule,
         positive_class=task.positive_class,
         version=f"{task.name}-{cfg.arch}-{cfg.image_size}px-seed{cfg.seed}",
-        extra={"train_summary": {k: v for k, v in summary.items() if k not in ("skipped", "runtime")}},
     )
     net = model.module.cpu().to(memory_format=torch.contiguous_format)
-    save_model(out, net, mcfg)
+    ModelBundle(mcfg, train_config=cfg, training=summary, split=split_section).save(out, net)
     _write_history(history, out / "history.csv")
     plot_history(history, out)
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return TrainResult(out, int(best["epoch"]), metrics, wall, cache.failures)
