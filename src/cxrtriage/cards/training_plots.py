@@ -38,7 +38,9 @@ def plot_history(history: list[dict], out: str | Path) -> list[Path]:
     }.items():
         fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
         for key in keys:
-            ax.plot(epochs, [h.get(key) for h in history], marker="o", label=key.replace("_", " "))
+            # a missing value is a gap in the curve (NaN), as matplotlib draws None
+            ys = [float("nan") if h.get(key) is None else float(h[key]) for h in history]
+            ax.plot(epochs, ys, marker="o", label=key.replace("_", " "))
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from collections.abc import Callable
 
 __all__ = ["register"]
 
 
-def _cmd_predict(a) -> int:
+def _cmd_predict(a: argparse.Namespace) -> int:
     from cxrtriage.inference.run import predict_files
 
     results, errors = predict_files(a.model, a.images, a.out, with_gradcam=not a.no_gradcam)
@@ -24,7 +26,7 @@ def _cmd_predict(a) -> int:
     return 1 if errors else 0
 
 
-def _cmd_demo(a) -> int:
+def _cmd_demo(a: argparse.Namespace) -> int:
     from cxrtriage.experiments.demo import run_demo
 
     page = run_demo(a.model, a.out)
@@ -32,7 +34,7 @@ def _cmd_demo(a) -> int:
     return 0
 
 
-def register(sub, commands: dict) -> None:
+def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``predict`` and ``demo`` to the ``cxr`` parser."""
     p = sub.add_parser("predict", help="classify images; write annotated and Grad-CAM PNGs")
     p.add_argument("images", nargs="+", help="PNG or JPEG files")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cxrtriage import DISCLAIMER
@@ -20,7 +22,7 @@ def _model_dir(value: str | None) -> Path:
     return d
 
 
-def _cmd_serve(a) -> int:
+def _cmd_serve(a: argparse.Namespace) -> int:
     import uvicorn
 
     from cxrtriage.serve.app import create_app
@@ -80,7 +82,7 @@ def _cmd_serve(a) -> int:
     return 0
 
 
-def _cmd_export(a) -> int:
+def _cmd_export(a: argparse.Namespace) -> int:
     from cxrtriage.inference.export import export_onnx, file_sha256
 
     d = _model_dir(a.model)
@@ -89,7 +91,7 @@ def _cmd_export(a) -> int:
     return 0
 
 
-def _cmd_fit_ood(a) -> int:
+def _cmd_fit_ood(a: argparse.Namespace) -> int:
     from cxrtriage.ood.fit import fit_ood
 
     d = _model_dir(a.model)
@@ -110,7 +112,7 @@ def _cmd_fit_ood(a) -> int:
     return 0
 
 
-def register(sub, commands: dict) -> None:
+def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add the ``serve``, ``export`` and ``fit-ood`` sub-commands."""
     p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
     p.add_argument(

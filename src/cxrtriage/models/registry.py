@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import timm
 from torch import nn
@@ -98,19 +99,20 @@ def _build_lite0(num_classes: int, in_chans: int, drop_rate: float, pretrained: 
     return model
 
 
-for _entry in [
-    ModelEntry("efficientnet_lite0", _build_lite0, lambda m: m.bn2, has_pretrained=True),
-    ModelEntry("resnet18", _timm_builder("resnet18"), lambda m: m.layer4),
-    ModelEntry("mobilenetv2_100", _timm_builder("mobilenetv2_100"), lambda m: m.bn2),
-    ModelEntry("densenet121", _timm_builder("densenet121"), lambda m: m.features),
+for _builtin_entry in [
+    ModelEntry("efficientnet_lite0", _build_lite0, lambda m: cast(nn.Module, m.bn2), has_pretrained=True),
+    ModelEntry("resnet18", _timm_builder("resnet18"), lambda m: cast(nn.Module, m.layer4)),
+    ModelEntry("mobilenetv2_100", _timm_builder("mobilenetv2_100"), lambda m: cast(nn.Module, m.bn2)),
+    ModelEntry("densenet121", _timm_builder("densenet121"), lambda m: cast(nn.Module, m.features)),
     ModelEntry(
         "cnn4",
         lambda num_classes, in_chans, drop_rate, pretrained: CNN4(num_classes, in_chans, drop_rate=max(drop_rate, 0.5)),
-        lambda m: m.features[-2],  # max-pool output of the last conv block (dropout after it is identity in eval)
+        # max-pool output of the last conv block (dropout after it is identity in eval)
+        lambda m: cast(nn.Sequential, m.features)[-2],
         gap_linear_head=False,
     ),
 ]:
-    register_model(_entry)
+    register_model(_builtin_entry)
 
 
 def list_models() -> list[str]:
@@ -172,7 +174,8 @@ def _init_classifier(model: nn.Module) -> None:
     1/sqrt(num_classes); with 2 classes and 1280 features that starts training
     with logits of +/-20 and a cross-entropy of ~6.
     """
-    head = model.get_classifier() if hasattr(model, "get_classifier") else model.classifier
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if get_classifier is not None else model.classifier
     if isinstance(head, nn.Linear):
         nn.init.normal_(head.weight, std=0.01)
         nn.init.zeros_(head.bias)

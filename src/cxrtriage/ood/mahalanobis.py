@@ -120,11 +120,13 @@ class MahalanobisDetector:
             ``float64 (N,)``, >= 0; larger = further from the training data.
         """
         x = np.atleast_2d(np.asarray(features, dtype=np.float64))
-        best = None
+        best: np.ndarray | None = None
         for mu in self.means:
             d = x - mu
             s = np.einsum("nc,nc->n", d @ self.precision, d)
             best = s if best is None else np.minimum(best, s)
+        if best is None:
+            raise ValueError("detector has no class means")
         return best
 
     def calibrate(self, val_features: np.ndarray, percentile: float = 99.5) -> float:

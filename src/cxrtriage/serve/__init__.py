@@ -4,10 +4,12 @@ Start it with ``cxr serve`` (:mod:`cxrtriage.cli.serve`) or build the app with
 :func:`cxrtriage.serve.app.create_app`.
 """
 
+from typing import Any
+
 __all__ = ["create_app", "ServeSettings"]
 
 
-def __getattr__(name):  # lazy: importing the package must not import FastAPI
+def __getattr__(name: str) -> Any:  # lazy: importing the package must not import FastAPI
     if name == "create_app":
         from cxrtriage.serve.app import create_app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cxrtriage import DISCLAIMER, __version__
 from cxrtriage.serve.lan import public_url, qr_svg
@@ -35,10 +37,10 @@ class BodyLimitMiddleware:
     so an oversized upload is never spooled to disk in full.
     """
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         for k, v in scope.get("headers", []):
@@ -54,7 +56,7 @@ class BodyLimitMiddleware:
         seen = 0
         started = False
 
-        async def counting_receive():
+        async def counting_receive() -> Message:
             nonlocal seen
             msg = await receive()
             if msg["type"] == "http.request":
@@ -63,7 +65,7 @@ class BodyLimitMiddleware:
                     raise _BodyTooLarge()
             return msg
 
-        async def tracking_send(msg):
+        async def tracking_send(msg: Message) -> None:
             nonlocal started
             if msg["type"] == "http.response.start":
                 started = True
@@ -76,7 +78,7 @@ class BodyLimitMiddleware:
                 await _send_json(send, 413, "file_too_large", f"request body > limit {self.limit / 1e6:g} MB")
 
 
-async def _send_json(send, status: int, error: str, reason: str) -> None:
+async def _send_json(send: Send, status: int, error: str, reason: str) -> None:
     import json
 
     body = json.dumps({"error": error, "reason": reason, "status": status}).encode()
@@ -114,7 +116,7 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
     """
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "service", None) is None:
             app.state.service = StudyService(settings)
         yield
@@ -139,11 +141,11 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + 64 * 1024)
 
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError):
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _err(exc.status, exc.error, exc.reason)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for e in exc.errors():
             loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
@@ -151,14 +153,14 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
         return _err(422, "invalid_request", "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, _BodyTooLarge):
             return _err(413, "file_too_large", f"request body > limit {settings.max_upload_mb:g} MB")
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _err(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
         return _err(
             500, "internal_error", f"unexpected server error ({exc.__class__.__name__}); the request was not stored"

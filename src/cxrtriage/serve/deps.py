@@ -19,7 +19,9 @@ def get_service(request: Request) -> StudyService:
 def token_ok(service: StudyService, token: str | None) -> bool:
     """Constant-time comparison of a presented token with the configured one."""
     want = service.settings.api_token or ""
-    return bool(token) and bool(want) and hmac.compare_digest(token.encode(), want.encode())
+    if not token or not want:
+        return False
+    return hmac.compare_digest(token.encode(), want.encode())
 
 
 def require_token(

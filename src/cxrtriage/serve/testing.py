@@ -10,6 +10,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cxrtriage.serve.service import StudyService
+    from cxrtriage.serve.settings import ServeSettings
 
 __all__ = ["free_port", "running_server", "find_model_dir", "copy_model_dir"]
 
@@ -49,7 +54,9 @@ def copy_model_dir(src: str | Path, dst: str | Path, export: bool = True) -> Pat
 
 
 @contextlib.contextmanager
-def running_server(settings, service=None, timeout: float = 60.0) -> Iterator[str]:
+def running_server(
+    settings: ServeSettings, service: StudyService | None = None, timeout: float = 60.0
+) -> Iterator[str]:
     """Run the app with uvicorn in a background thread; yields the base URL ``http://127.0.0.1:PORT``.
 
     The server listens on ``settings.host``/``settings.port`` (set ``port=0``

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -13,13 +15,13 @@ from cxrtriage.serve.service import ApiError, StudyService, study_out
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 
-def _render(request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse:
+def _render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
     t = request.app.state.templates
     return t.TemplateResponse(request, name, {"disclaimer": DISCLAIMER, **ctx}, status_code=status)
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request, service: StudyService = Depends(get_service)):
+def index(request: Request, service: StudyService = Depends(get_service)) -> HTMLResponse:
     url = request.app.state.public_url
     return _render(
         request,
@@ -38,7 +40,9 @@ def qr(request: Request) -> Response:
 
 
 @router.post("/upload")
-def upload_form(request: Request, file: UploadFile = File(...), service: StudyService = Depends(get_service)):
+def upload_form(
+    request: Request, file: UploadFile = File(...), service: StudyService = Depends(get_service)
+) -> Response:
     """Form upload for browsers without JavaScript: redirect to the result page."""
     try:
         data = read_upload(file, service.settings.max_upload_bytes)
@@ -51,7 +55,7 @@ def upload_form(request: Request, file: UploadFile = File(...), service: StudySe
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
 def study_page(
     request: Request, study_id: str, duplicate: int = 0, signed: int = 0, service: StudyService = Depends(get_service)
-):
+) -> HTMLResponse:
     try:
         rec = service.get(study_id)
     except ApiError as exc:
@@ -70,7 +74,7 @@ def sign_off_form(
     findings: str = Form(""),
     impression: str = Form(""),
     service: StudyService = Depends(get_service),
-):
+) -> Response:
     try:
         rec = service.get(study_id)
         if not token_ok(service, token):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, File, UploadFile
 
 from cxrtriage.serve.deps import get_service
@@ -10,7 +12,7 @@ from cxrtriage.serve.service import ApiError, StudyService, study_out
 
 router = APIRouter(prefix="/api/v1", tags=["predict"])
 
-_ERRORS = {c: {"model": ErrorOut} for c in (413, 415, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (413, 415, 422)}
 
 
 def read_upload(file: UploadFile, limit: int) -> bytes:

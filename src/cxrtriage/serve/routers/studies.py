@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import FileResponse
 
@@ -11,7 +13,7 @@ from cxrtriage.serve.service import StudyService, study_out
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
-_404 = {404: {"model": ErrorOut}}
+_404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
 
 
 @router.get("", response_model=StudyList, summary="Recent studies, newest first")
@@ -32,7 +34,7 @@ def get_study(study_id: str, service: StudyService = Depends(get_service)) -> di
     response_class=FileResponse,
     summary="Stored image, annotated image or heatmap overlay (PNG)",
 )
-def picture(study_id: str, kind: str, service: StudyService = Depends(get_service)):
+def picture(study_id: str, kind: str, service: StudyService = Depends(get_service)) -> FileResponse:
     path = service.picture(service.get(study_id), kind)
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
