@@ -21,4 +21,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 python3 -m pip install --quiet -e ".[serve,dev]"
-python3 -m pytest -q -p no:cacheprovider "$@"
+
+# Static checks (configured in pyproject.toml): lint, formatting, import layers, types. Each one that
+# fails is named at the end; the tests run either way.
+failed=()
+python3 -m ruff check src tests benchmarks scripts || failed+=("ruff check")
+python3 -m ruff format --check src tests benchmarks scripts || failed+=("ruff format --check")
+lint-imports || failed+=("lint-imports")
+python3 -m mypy || failed+=("mypy")
+
+status=0
+python3 -m pytest -q -p no:cacheprovider "$@" || status=$?
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "static checks failed: ${failed[*]}" >&2
+  [ "$status" -ne 0 ] || status=1
+fi
+exit "$status"
