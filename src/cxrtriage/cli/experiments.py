@@ -129,10 +129,11 @@ def _cmd_cv(a) -> int:
         progress=not a.quiet,
         command=_command_line(a),
     )
-    key = "auroc" if "auroc" in res["pooled"] else "macro_auroc"
-    p = res["pooled"][key]
+    from cxrtriage.metrics.report import MetricReport, format_estimate
+
+    auc = MetricReport.from_dict(res["pooled"]).metrics["auroc"]
     print(
-        f"{res['label']}: pooled out-of-fold {key} {p['value']:.4f} (95% CI {p['ci95'][0]:.4f}-{p['ci95'][1]:.4f}); "
+        f"{res['label']}: pooled out-of-fold auroc {format_estimate(auc, 4)}; "
         f"results in {a.out} (cv.md, cv.json, cv_folds.csv, report.html); {res['budget']['wall_seconds'] / 60:.1f} min"
     )
     return 0
@@ -213,10 +214,10 @@ def _cmd_ship(a) -> int:
         command=_command_line(a),
         resplit=a.resplit,
     )
-    t = card["test"]
-    key = "auroc" if "auroc" in t else "macro_auroc"
+    from cxrtriage.metrics.intervals import format_ci
+
     print(
-        f"model written to {a.out}: test {key} {t[key]['value']:.4f} (95% CI {t[key]['ci95'][0]:.4f}-{t[key]['ci95'][1]:.4f}); "
+        f"model written to {a.out}: test auroc {format_ci(card['test']['auroc'])}; "
         f"{card['training']['total_seconds'] / 60:.1f} min"
     )
     return 0
@@ -226,11 +227,11 @@ def _cmd_card(a) -> int:
     from cxrtriage.experiments.ship import document_model
 
     card = document_model(a.model, a.training_command, n_boot=a.n_boot, cache_dir=a.cache_dir)
-    v = card["validation"]
-    key = "auroc" if "auroc" in v else "macro_auroc"
+    from cxrtriage.metrics.intervals import format_ci
+
     print(
-        f"wrote {a.model}/model_card.md and model_card.json: validation {key} {v[key]['value']:.4f} "
-        f"(95% CI {v[key]['ci95'][0]:.4f}-{v[key]['ci95'][1]:.4f}, n = {card['split']['n_val']})"
+        f"wrote {a.model}/model_card.md and model_card.json: validation auroc {format_ci(card['validation']['auroc'])} "
+        f"(n = {card['split']['n_val']})"
     )
     return 0
 

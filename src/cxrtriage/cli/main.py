@@ -90,8 +90,7 @@ def _cmd_train(a) -> int:
         select_metric=a.select_metric,
     )
     res = train(cfg, progress=not a.quiet, resume=a.resume)
-    m = res.val_metrics
-    auc = m.get("auroc", m.get("macro_auroc"))
+    auc = res.val_metrics.metrics["auroc"]
     print(
         f"model written to {res.model_dir} (best epoch {res.best_epoch}, validation AUROC {auc}, {res.wall_seconds:.0f} s)"
     )

@@ -24,7 +24,9 @@ def shipped_model_rows() -> list[dict]:
     from cxrtriage.tasks import get_task
 
     def fmt(block: dict | None, key: str) -> str:
-        m = (block or {}).get(key)
+        block = block or {}
+        # model cards written before one metric vocabulary (issue 14) name multi-class AUROC "macro_auroc"
+        m = block.get(key) or (block.get("macro_auroc") if key == "auroc" else None)
         return f"{key} {format_ci(m)}" if m and m.get("value") is not None else "–"
 
     rows = []
@@ -34,9 +36,7 @@ def shipped_model_rows() -> list[dict]:
         card_path = d / "model_card.json"
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         keys = (
-            ("auroc", "sensitivity", "specificity")
-            if get_task(cfg.task).is_binary
-            else ("macro_auroc", "macro_sensitivity")
+            ("auroc", "sensitivity", "specificity") if get_task(cfg.task).is_binary else ("auroc", "macro_sensitivity")
         )
         cal = card.get("calibration") or {}
         rows.append(

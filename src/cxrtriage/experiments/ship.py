@@ -36,11 +36,12 @@ from cxrtriage.data.split import dataset_root, patient_train_val_split
 from cxrtriage.experiments.cv import build_cv_dataset
 from cxrtriage.experiments.recalibrate import calibrate_model_dir, validation_logits
 from cxrtriage.experiments.subgroups import subgroup_metrics
-from cxrtriage.inference.backend import model_logits
+from cxrtriage.inference.backend import TorchBackend, config_batches
 from cxrtriage.metrics.calibration import brier_score, expected_calibration_error, softmax
-from cxrtriage.metrics.intervals import bootstrap_intervals
+from cxrtriage.metrics.classification import metric_report
+from cxrtriage.metrics.report import MetricReport
 from cxrtriage.models.bundle import load_model
-from cxrtriage.tasks import get_task
+from cxrtriage.tasks import TaskSpec, get_task
 
 __all__ = ["ship_model", "document_model", "SHIPPED_FILES"]
 
@@ -82,14 +83,35 @@ def _split(ds, test_fraction: float, val_fraction: float, seed: int, resplit: bo
     return rest[tr], rest[va], test, how, dropped
 
 
-def _metrics(task, cfg: ModelConfig, y, logits, n_boot, seed):
-    from cxrtriage.metrics.decision import decide
-
+def _metrics(
+    task: TaskSpec, cfg: ModelConfig, y: np.ndarray, logits: np.ndarray, n_boot: int, seed: int
+) -> tuple[MetricReport, np.ndarray]:
+    """Report at the model's temperature and operating point, and the calibrated probabilities ``float64 (N, K)``."""
     p = softmax(logits, cfg.temperature)
-    pred = decide(p, cfg)
-    return bootstrap_intervals(
-        y, p, pred, task.classes, task.positive_index if task.is_binary else None, n_boot=n_boot, seed=seed
-    ), p
+    rep = metric_report(
+        y,
+        p,
+        task.classes,
+        task=task.name,
+        positive_class=cfg.positive_class if task.is_binary else None,
+        threshold=cfg.threshold if task.is_binary else None,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    return rep, p
+
+
+def card_metrics(rep: MetricReport) -> dict:
+    """The model card's metric block: ``{name: {"value", "ci95"}}`` plus ``n_boot``.
+
+    Headline metrics, and for multi-class tasks the per-class sensitivities as
+    ``sensitivity_<class>``.
+    """
+    out = {k: v.to_dict() for k, v in rep.metrics.items()}
+    if not rep.is_binary:
+        out.update({f"sensitivity_{c}": m["sensitivity"].to_dict() for c, m in rep.per_class.items()})
+    out["n_boot"] = rep.n_boot
+    return out
 
 
 def ship_model(
@@ -144,14 +166,14 @@ def ship_model(
     model, mcfg = load_model(run)
     # validation metrics at the saved operating point
     v_logits, v_y, _ = validation_logits(run, cfg.data, cfg.cache_dir)
-    val_m, _ = _metrics(task, mcfg, v_y, v_logits, n_boot, cfg.seed)
+    val_rep, _ = _metrics(task, mcfg, v_y, v_logits, n_boot, cfg.seed)
     # held-out test
     test_s = [ds.samples[i] for i in te]
     cache = load_cached([s.path for s in test_s], mcfg.image_size, cfg.cache_dir)
     test_s = [test_s[i] for i in cache.index]
     t_y = np.array([s.target for s in test_s])
-    t_logits = model_logits(model, cache.images, mcfg.image_size, mcfg.intensity, mcfg.mean, mcfg.std)
-    test_m, t_p = _metrics(task, mcfg, t_y, t_logits, n_boot, cfg.seed)
+    t_logits, _ = TorchBackend(model, mcfg, threads=None).run(config_batches(cache.images, mcfg, 64))
+    test_rep, t_p = _metrics(task, mcfg, t_y, t_logits, n_boot, cfg.seed)
     subgroups = {c: subgroup_metrics(test_s, t_p, mcfg, c, n_boot=n_boot, seed=cfg.seed) for c in by}
     holdout = {
         "description": how,
@@ -159,7 +181,7 @@ def ship_model(
         "test_paths": [s.path for s in test_s],
         "data": cfg.data,
         "test_paths_relative": [os.path.relpath(s.path, dataset_root(cfg.data)) for s in test_s],
-        "metrics": test_m,
+        "metrics": test_rep.to_dict(),
         "ece_before": expected_calibration_error(softmax(t_logits), t_y),
         "ece_after": expected_calibration_error(t_p, t_y),
         "brier_before": brier_score(softmax(t_logits), t_y),
@@ -193,14 +215,14 @@ def ship_model(
         cfg,
         mcfg,
         cal,
-        val_m,
+        card_metrics(val_rep),
         split,
         best_epoch=res.best_epoch,
         train_seconds=summary["wall_seconds"],
         total_seconds=time.time() - t0,
         command=command or " ".join(sys.argv),
         link=link,
-        test=test_m,
+        test=card_metrics(test_rep),
         holdout=holdout,
         subgroups=subgroups,
     )
@@ -248,7 +270,7 @@ def document_model(model_dir: str | Path, command: str, n_boot: int = 1000, cach
     task = get_task(cfg.task)
     mcfg = ModelConfig.load(d / "config.json")
     v_logits, v_y, _ = validation_logits(d, cfg.data, cache_dir)
-    val_m, _ = _metrics(task, mcfg, v_y, v_logits, n_boot, cfg.seed)
+    val_rep, _ = _metrics(task, mcfg, v_y, v_logits, n_boot, cfg.seed)
     sp = summary["split"]
     split = {
         "seed": cfg.seed,
@@ -269,7 +291,7 @@ def document_model(model_dir: str | Path, command: str, n_boot: int = 1000, cach
         cfg,
         mcfg,
         cal,
-        val_m,
+        card_metrics(val_rep),
         split,
         best_epoch=summary["best_epoch"],
         train_seconds=summary["wall_seconds"],

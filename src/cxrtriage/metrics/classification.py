@@ -117,6 +117,7 @@ def metric_report(
     threshold: float | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    y_pred: Sequence[int] | np.ndarray | None = None,
 ) -> MetricReport:
     """Score class probabilities against the truth: one :class:`MetricReport`.
 
@@ -147,6 +148,9 @@ def metric_report(
         :func:`cxrtriage.metrics.intervals.bootstrap_intervals`.
     seed : int
         Bootstrap seed.
+    y_pred : int array-like ``(N,)``, optional
+        Calls made elsewhere, e.g. pooled out-of-fold calls under per-fold
+        thresholds (then leave ``threshold`` ``None``); default: the decision rule above.
 
     Returns
     -------
@@ -176,7 +180,9 @@ def metric_report(
         positive = classes.index(positive_class)
     else:
         positive_class, threshold = None, None
-    pred = decide_indices(p, positive, threshold)
+    pred = decide_indices(p, positive, threshold) if y_pred is None else np.asarray(y_pred).astype(np.int64).ravel()
+    if len(pred) != len(y):
+        raise ValueError(f"y_pred has {len(pred)} calls for {len(y)} images")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         head, per = _point(y, p, pred, k, positive)

@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["bootstrap_intervals"]
+from cxrtriage.metrics.report import Estimate, format_estimate
+
+__all__ = ["bootstrap_intervals", "format_ci"]
 
 
 def bootstrap_intervals(
@@ -71,3 +73,11 @@ def bootstrap_intervals(
         else:
             out[key] = None
     return out
+
+
+def format_ci(m: dict | None) -> str:
+    """A ``{"value", "ci95"}`` dict (:meth:`cxrtriage.metrics.report.Estimate.to_dict`) as ``0.912 (0.880–0.940)``.
+
+    ``–`` when missing or undefined; see :func:`cxrtriage.metrics.report.format_estimate`.
+    """
+    return format_estimate(Estimate.from_dict(m) if m else None)
