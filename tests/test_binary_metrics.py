@@ -7,7 +7,7 @@ from cxrtriage.metrics.classification import metric_report
 from cxrtriage.metrics.operating_point import choose_threshold, parse_rule
 
 
-def binary_metrics(y: list[int] | np.ndarray, p: list[float] | np.ndarray, threshold: float, positive: int = 1) -> dict:
+def scored(y: list[int] | np.ndarray, p: list[float] | np.ndarray, threshold: float, positive: int = 1) -> dict:
     """Headline values at a threshold plus TP/FN/FP/TN, from :func:`metric_report`."""
     p1 = np.asarray(p, dtype=float)
     probs = np.stack([1 - p1, p1], 1) if positive == 1 else np.stack([p1, 1 - p1], 1)
@@ -29,7 +29,7 @@ def binary_metrics(y: list[int] | np.ndarray, p: list[float] | np.ndarray, thres
 def test_binary_metrics_hand_case() -> None:
     y = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
     p = [0.1, 0.2, 0.6, 0.3, 0.9, 0.8, 0.4, 0.7, 0.95, 0.55]
-    m = binary_metrics(y, p, threshold=0.5)
+    m = scored(y, p, threshold=0.5)
     # TP = 5 (0.9, 0.8, 0.7, 0.95, 0.55), FN = 1 (0.4), FP = 1 (0.6), TN = 3
     assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (5, 1, 1, 3)
     assert m["sensitivity"] == pytest.approx(5 / 6)
@@ -44,7 +44,7 @@ def test_binary_metrics_hand_case() -> None:
 
 
 def test_positive_class_zero() -> None:
-    m = binary_metrics([0, 0, 1], [0.9, 0.8, 0.1], threshold=0.5, positive=0)
+    m = scored([0, 0, 1], [0.9, 0.8, 0.1], threshold=0.5, positive=0)
     assert m["tp"] == 2 and m["tn"] == 1 and m["accuracy"] == 1.0
 
 
@@ -53,7 +53,7 @@ def test_youden_threshold_separates_perfectly() -> None:
     p = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8])
     t = choose_threshold(y, p, "youden")
     assert 0.3 < t <= 0.6
-    m = binary_metrics(y, p, t)
+    m = scored(y, p, t)
     assert m["sensitivity"] == 1 and m["specificity"] == 1
 
 
@@ -61,10 +61,10 @@ def test_target_sensitivity_rule() -> None:
     y = np.array([0] * 5 + [1] * 5)
     p = np.array([0.1, 0.2, 0.3, 0.45, 0.65, 0.4, 0.6, 0.7, 0.8, 0.9])
     t = choose_threshold(y, p, "sensitivity:1.0")
-    assert binary_metrics(y, p, t)["sensitivity"] == 1.0
+    assert scored(y, p, t)["sensitivity"] == 1.0
     assert t <= 0.4
     t80 = choose_threshold(y, p, "sensitivity:0.8")
-    m = binary_metrics(y, p, t80)
+    m = scored(y, p, t80)
     assert m["sensitivity"] >= 0.8 and m["specificity"] == pytest.approx(0.8)
 
 

@@ -120,7 +120,7 @@ def build_card(
     cal : dict
         ``calibration.json`` (:func:`cxrtriage.experiments.recalibrate.calibrate_model_dir`).
     validation, test : dict
-        Metric name -> ``{"value", "ci95"}`` (:func:`cxrtriage.metrics.intervals.bootstrap_intervals`);
+        Metric name -> ``{"value", "ci95"}`` (:meth:`cxrtriage.metrics.report.Estimate.to_dict` per metric);
         ``test`` is ``None`` when the card has no held-out test.
     split : dict
         ``seed, description, n_train, n_val, n_test, train_counts, val_counts,
@@ -316,7 +316,7 @@ def write_model_card(out_dir: str | Path, card: dict) -> tuple[Path, Path]:
         srows = []
         for v, g in sg["groups"].items():
             ms = g.get("metrics", {})
-            key = "auroc" if "auroc" in ms else "macro_auroc"
+            key = "auroc"
             srows.append(
                 {
                     "group": v,

@@ -152,12 +152,12 @@ def evaluate(
     if task.is_binary and spec is not None and sens is not None:
         op = (1 - spec, sens)
     plot_roc(y, probs, classes, out / "roc_curve.png", task.positive_index if task.is_binary else None, op, title)
-    report = classification_report(
+    text_report = classification_report(
         y, y_pred, labels=list(range(len(classes))), target_names=classes, digits=4, zero_division=0
     )
     (out / "classification_report.txt").write_text(
         f"cxrtriage evaluation: {title}\nmodel: {metrics['model']['dir']}\ndata: {data} (split: {split or 'all'})\n"
-        f"threshold: {cfg.threshold} ({cfg.threshold_rule})\n\n{report}\n"
+        f"threshold: {cfg.threshold} ({cfg.threshold_rule})\n\n{text_report}\n"
         f"skipped unreadable images: {len(skipped)}\n\n{DISCLAIMER}\n"
     )
     with (out / "predictions.csv").open("w", newline="") as fh:

@@ -201,8 +201,8 @@ def calibrate_model_dir(
             )
         }
         if thr is not None:
-            cfg.extra["calibration"]["val_sensitivity"] = val["sensitivity"]
-            cfg.extra["calibration"]["val_specificity"] = val["specificity"]
+            cfg.extra["calibration"]["val_sensitivity"] = val.value("sensitivity")
+            cfg.extra["calibration"]["val_specificity"] = val.value("specificity")
         cfg.save(d / "config.json")
         (d / "calibration.json").write_text(json.dumps(result, indent=1) + "\n")
         reliability_diagram(summary, d / "reliability.png", title=f"{cfg.task} validation")

@@ -10,7 +10,8 @@ Headline names and their binary / multi-class meaning: :mod:`cxrtriage.metrics.r
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from sklearn import config_context
@@ -29,6 +30,17 @@ from cxrtriage.metrics.report import METRIC_NAMES, PER_CLASS_NAMES, Estimate, Me
 __all__ = ["auroc", "metric_report", "safe_div"]
 
 _SEP = "\x1f"  # joins class and metric name in the flat bootstrap statistic
+#: scikit-learn warnings that are expected here (a sample or resample lacking a class) and carry no news
+_EXPECTED_WARNINGS = ("y_pred contains classes not in y_true", "A single label was found")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence :data:`_EXPECTED_WARNINGS` (absent classes are handled explicitly)."""
+    with warnings.catch_warnings():
+        for msg in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=msg)
+        yield
 
 
 def safe_div(num: float, den: float) -> float | None:
@@ -183,8 +195,7 @@ def metric_report(
     pred = decide_indices(p, positive, threshold) if y_pred is None else np.asarray(y_pred).astype(np.int64).ravel()
     if len(pred) != len(y):
         raise ValueError(f"y_pred has {len(pred)} calls for {len(y)} images")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+    with _quiet():
         head, per = _point(y, p, pred, k, positive)
 
     def statistic(idx: np.ndarray) -> dict[str, float | None]:
@@ -194,9 +205,8 @@ def metric_report(
             flat.update({f"{c}{_SEP}{name}": v for name, v in m.items()})
         return flat
 
-    with config_context(assume_finite=True, skip_parameter_validation=True), warnings.catch_warnings():
-        # inputs are validated above; a resample lacking a class is expected, not a problem
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+    # inputs are validated above, so scikit-learn's per-call validation is skipped inside the bootstrap
+    with config_context(assume_finite=True, skip_parameter_validation=True), _quiet():
         ci = bootstrap_intervals(statistic, len(y), n_boot=n_boot, seed=seed) if n_boot and len(y) else {}
     present = [classes[c] for c in np.unique(y)]
     return MetricReport(
