@@ -30,7 +30,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from cxrtriage.data.io import read_image
 from cxrtriage.data.transforms import preprocess
 from cxrtriage.inference.export import ONNX_NAME, file_sha256
 from cxrtriage.metrics.calibration import softmax
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "Backend",
@@ -114,7 +117,9 @@ def _empty(num_classes: int, features: FeatureKind) -> tuple[np.ndarray, np.ndar
     return np.zeros((0, num_classes), np.float32), np.zeros((0, 0) if features != "map" else (0, 0, 0, 0), np.float32)
 
 
-def _finish(logits: list[np.ndarray], feats: list[np.ndarray], k: int, features: FeatureKind):
+def _finish(
+    logits: list[np.ndarray], feats: list[np.ndarray], k: int, features: FeatureKind
+) -> tuple[np.ndarray, np.ndarray]:
     if not logits:
         return _empty(k, features)
     return np.concatenate(logits).astype(np.float32, copy=False), np.concatenate(feats).astype(np.float32, copy=False)
@@ -205,7 +210,12 @@ class TorchBackend(_ConfigMixin):
     name = "torch"
 
     def __init__(
-        self, model, config: ModelConfig | None = None, *, threads: int | None = 2, channels_last: bool = True
+        self,
+        model: nn.Module,
+        config: ModelConfig | None = None,
+        *,
+        threads: int | None = 2,
+        channels_last: bool = True,
     ) -> None:
         import torch
 
@@ -225,7 +235,9 @@ class TorchBackend(_ConfigMixin):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path | None, threads: int | None = 2, channels_last: bool = True):
+    def from_dir(
+        cls, model_dir: str | Path | None, threads: int | None = 2, channels_last: bool = True
+    ) -> TorchBackend:
         """Load a model folder (``config.json`` + weights; ``None``: the shipped model)."""
         from cxrtriage.models.bundle import load_model
 
@@ -248,8 +260,8 @@ class TorchBackend(_ConfigMixin):
                     out = self.model(xt)
                     feats.append(np.zeros((len(x), 0), np.float32))
                 else:
-                    fmap = self.model.forward_features(xt)
-                    out = self.model.forward_head(fmap)
+                    fmap = self.model.forward_features(xt)  # type: ignore[operator]  # timm-style split
+                    out = self.model.forward_head(fmap)  # type: ignore[operator]
                     feats.append(_features(fmap.float().contiguous().numpy(), len(x), features))
                 logits.append(out.float().numpy())
         return _finish(logits, feats, k, features)

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
@@ -209,7 +211,7 @@ def summary_from_probs(
         As :func:`calibration_summary`.
     """
     y = np.asarray(y_true).astype(int)
-    out = {"temperature": temperature, "n": int(len(y)), "n_bins": n_bins}
+    out: dict[str, Any] = {"temperature": temperature, "n": int(len(y)), "n_bins": n_bins}
     for name, p in (
         ("before", np.asarray(probs_before, dtype=np.float64)),
         ("after", np.asarray(probs_after, dtype=np.float64)),

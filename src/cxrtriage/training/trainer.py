@@ -301,7 +301,9 @@ def train(
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         probs = _val_probs(val_backend, x_va, cfg.image_size, cfg.intensity)
         val_loss = float(-np.log(np.clip(probs[np.arange(len(y_va)), y_va], 1e-12, None)).mean())
-        epoch_report = metric_report(y_va, probs, task.classes, task=task.name, n_boot=0)  # arg-max calls
+        epoch_report = metric_report(  # arg-max calls: the threshold is chosen only after the last epoch
+            y_va, probs, task.classes, task=task.name, positive_class=task.positive_class or None, n_boot=0
+        )
         val_auc = epoch_report.value("auroc")
         val_sens = epoch_report.value("macro_sensitivity")
         row = {
