@@ -7,7 +7,7 @@ Measures, against a real ``cxr serve`` subprocess (ONNX Runtime, 2 threads):
   probabilities, heatmap and annotated-image URLs and the structured report);
   also the latency of predict + fetching both PNGs (rendered lazily);
 * 4 concurrent clients: throughput (requests/s) and latency;
-* batch scoring with :class:`cxrtriage.inference.onnx_backend.OnnxBackend`
+* batch scoring with :class:`cxrtriage.inference.backend.OnnxBackend`
   in-process, batch 32: images/s for the model alone and with preprocessing.
 
 Goals (issue 3): p50 <= 40 ms and p95 <= 100 ms for one client; >= 120 images/s batch.
@@ -80,26 +80,26 @@ def concurrent(url: str, uploads, clients: int) -> dict:
 
 
 def batch_scoring(model_dir: Path, images: list[np.ndarray], batch: int = 32, rounds: int = 3) -> dict:
-    from cxrtriage.inference.onnx_backend import OnnxBackend
+    from cxrtriage.inference.backend import OnnxBackend
 
     b = OnnxBackend(model_dir, threads=2, spin=True)  # back-to-back batches: let threads spin
     x = np.stack([b.preprocess(im) for im in images[:batch]])
-    b.run(x)  # warm-up
+    b.run([x])  # warm-up
     best_model = 0.0
     for _ in range(rounds):
         t0 = time.perf_counter()
         n = 0
         for start in range(0, len(images), batch):
             xb = x if len(images[start : start + batch]) == batch else x[: len(images[start : start + batch])]
-            b.run(xb)
+            b.run([xb])
             n += len(xb)
         best_model = max(best_model, n / (time.perf_counter() - t0))
     # one intra-op thread, no spinning: images per CPU-second of one core (robust to other jobs on the machine)
     b1 = OnnxBackend(model_dir, threads=1, spin=False)
-    b1.run(x)
+    b1.run([x])
     t0, c0, n = time.perf_counter(), time.process_time(), 0
     while time.perf_counter() - t0 < 5:
-        b1.run(x)
+        b1.run([x])
         n += len(x)
     one_core = n / (time.process_time() - c0)
     t0 = time.perf_counter()

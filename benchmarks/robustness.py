@@ -27,7 +27,7 @@ from PIL import Image, ImageFilter
 from cxrtriage.data.cache import load_cached
 from cxrtriage.data.split import recorded_validation_paths
 from cxrtriage.inference import Predictor
-from cxrtriage.metrics.classification import binary_metrics
+from cxrtriage.metrics.classification import metric_report
 from cxrtriage.models.bundle import ModelBundle, resolve_model_dir
 from cxrtriage.tasks import get_task
 
@@ -90,13 +90,20 @@ def main() -> None:
     labels = [task.map_label(Path(p).parent.name, p) for p in paths]
     cache = load_cached(paths, pred.config.image_size)
     y = np.array([labels[i] for i in cache.index])
-    pos = task.positive_index
     results = {}
     for name, fn in SHIFTS.items():
         t0 = time.time()
         probs = pred.probabilities([fn(np.array(im)) for im in cache.images])
-        m = binary_metrics(y, probs[:, pos], pred.config.threshold, positive=pos)
-        results[name] = {k: m[k] for k in ("accuracy", "sensitivity", "specificity", "auroc")}
+        rep = metric_report(
+            y,
+            probs,
+            pred.config.classes,
+            task=task.name,
+            positive_class=pred.config.positive_class if task.is_binary else None,
+            threshold=pred.config.threshold,
+            n_boot=0,
+        )
+        results[name] = {k: rep.value(k) for k in ("accuracy", "sensitivity", "specificity", "auroc")}
         results[name]["seconds"] = round(time.time() - t0, 1)
         print(name, {k: round(v, 4) for k, v in results[name].items()}, flush=True)
     out = {

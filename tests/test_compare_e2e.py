@@ -64,7 +64,7 @@ def test_compare_outputs(compare_dir):
     html = (compare_dir / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3
     for r in summary["results"]:
-        assert 0.0 <= r["pooled"]["auroc"]["value"] <= 1.0
+        assert 0.0 <= r["pooled"]["metrics"]["auroc"]["value"] <= 1.0
         assert len(r["folds"]) == 2
         assert r["budget"]["image_size"] == 64
 

@@ -44,7 +44,7 @@ def test_export_records_checksum(exported):
 
 def test_onnx_matches_torch(exported, images):
     from cxrtriage.inference import Predictor
-    from cxrtriage.inference.onnx_backend import OnnxBackend
+    from cxrtriage.inference.backend import OnnxBackend
 
     onnx_p = OnnxBackend(exported).probabilities(images)
     torch_p = Predictor(exported).probabilities(images)
@@ -52,8 +52,28 @@ def test_onnx_matches_torch(exported, images):
     np.testing.assert_allclose(onnx_p, torch_p, atol=1e-4)
 
 
+def test_torch_and_onnx_backends_give_the_same_logits(exported, example_paths):
+    """The one forward pass, two engines: equal logits and features on the shipped examples."""
+    from cxrtriage.inference.backend import OnnxBackend, TorchBackend, config_batches
+
+    onnx_b = OnnxBackend(exported, threads=1)
+    torch_b = TorchBackend.from_dir(exported, threads=1)
+    assert onnx_b.config is not None
+    batches = list(config_batches(example_paths, onnx_b.config, batch_size=3))  # paths read once, 3 + 3 + 2
+    lo, fo = onnx_b.run(batches, features="pooled")
+    lt, ft = torch_b.run(batches, features="pooled")
+    assert lo.shape == lt.shape == (len(example_paths), len(onnx_b.config.classes))
+    assert lo.dtype == lt.dtype == np.float32
+    np.testing.assert_allclose(lo, lt, atol=1e-4)
+    np.testing.assert_allclose(fo, ft, atol=1e-4)
+    # the map's global average is the pooled feature; no features asked, none computed
+    lm, fm = onnx_b.run(batches[:1], features="map")
+    np.testing.assert_allclose(fm.mean(axis=(2, 3)), fo[:3], atol=1e-5)
+    assert onnx_b.run(batches[:1])[1].shape == (3, 0)
+
+
 def test_stale_onnx_is_refused(exported, tmp_path):
-    from cxrtriage.inference.onnx_backend import OnnxBackend, load_backend
+    from cxrtriage.inference.backend import OnnxBackend, load_backend
 
     d = copy_model_dir(exported, tmp_path / "m", export=False)
     sections = json.loads((d / "bundle.json").read_text())
@@ -70,7 +90,7 @@ def test_stale_onnx_is_refused(exported, tmp_path):
 def test_cam_equals_gradcam(exported, images):
     """CAM from the exported feature map vs pytorch-grad-cam's Grad-CAM on the same layer (Pearson r >= 0.99)."""
     from cxrtriage.explain import gradcam
-    from cxrtriage.inference.onnx_backend import OnnxBackend
+    from cxrtriage.inference.backend import OnnxBackend
     from cxrtriage.models import load_model
 
     backend = OnnxBackend(exported)
@@ -80,7 +100,7 @@ def test_cam_equals_gradcam(exported, images):
     corrs = []
     for img in images[::2]:  # 2 NORMAL + 2 PNEUMONIA examples, both classes each
         x = backend.preprocess(img)
-        logits, fmap = backend.run(x[None])
+        logits, fmap = backend.run([x[None]], features="map")
         for cls in range(len(cfg.classes)):
             cam = upsample_cam(normalize_cam(cam_from_features(fmap[0], backend.head[0], cls)), cfg.image_size)
             ref = gradcam(model, cfg.arch, x, cls)

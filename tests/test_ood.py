@@ -21,7 +21,7 @@ def backend(tmp_path_factory):
     src = find_model_dir()
     if src is None:
         pytest.skip("no trained model")
-    from cxrtriage.inference.onnx_backend import OnnxBackend
+    from cxrtriage.inference.backend import OnnxBackend
 
     return OnnxBackend(copy_model_dir(src, tmp_path_factory.mktemp("ood") / src.name))
 
@@ -74,7 +74,7 @@ def test_detector_on_real_features(backend, tiny_folder_dataset, example_paths, 
 
 def test_pooled_is_classifier_input(backend, example_paths):
     x = np.stack([backend.preprocess(read_image(p)) for p in example_paths[:2]])
-    logits, fmap = backend.run(x)
+    logits, fmap = backend.run([x], features="map")
     w, b = backend.head
     np.testing.assert_allclose(pooled_features(fmap) @ w.T + b, logits, atol=1e-3)
 

@@ -128,19 +128,19 @@ def test_train_kill_resume_evaluate_predict(dataset, request, tmp_path, env, exa
         "classes",
         "positive_class",
         "threshold",
-        "accuracy",
-        "sensitivity",
-        "specificity",
-        "ppv",
-        "npv",
-        "f1",
-        "auroc",
+        "class_counts",
+        "macro_over",
+        "metrics",
+        "per_class",
         "confusion_matrix",
-        "ci95",
+        "n_boot",
     ]:
         assert key in m, key
+    for key in ["accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "macro_sensitivity"]:
+        assert key in m["metrics"], key
     assert m["n"] == sum(map(sum, m["confusion_matrix"]))
-    assert m["ci95"]["accuracy"][0] <= m["accuracy"] <= m["ci95"]["accuracy"][1]
+    acc = m["metrics"]["accuracy"]
+    assert acc["ci95"][0] <= acc["value"] <= acc["ci95"][1]
     assert 0.0 <= m["threshold"] <= 1.0
     for name in ("confusion_matrix.png", "roc_curve.png", "classification_report.txt"):
         assert (ev / name).stat().st_size > 100

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+
 __all__ = ["register"]
 
 
-def _cmd_evaluate(a) -> int:
+def _cmd_evaluate(a: argparse.Namespace) -> int:
     from cxrtriage.experiments.evaluate import evaluate
 
     res = evaluate(a.model, a.data, a.out, split=a.split, cache_dir=a.cache_dir, progress=not a.quiet, by=a.by)
-    m = res.metrics
+    from cxrtriage.metrics.report import format_estimate
+
+    m, r = res.metrics, res.report
     for path, reason in res.skipped:
         print(f"skipped {path}: {reason}")
-    keys = ["accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "auroc"]
-    shown = ", ".join(f"{k} {m[k]:.4f}" for k in keys if isinstance(m.get(k), float))
-    print(f"{m['task']}: n={m['n']} {shown}")
-    print(f"95% CI accuracy {m['ci95']['accuracy']}, AUROC {m['ci95']['auroc']}")
+    print(f"{r.task}: n={r.n}" + ("" if r.is_binary else f" (macro over {', '.join(r.macro_over)})"))
+    for k, est in r.metrics.items():
+        print(f"  {k} {format_estimate(est, 4)}")
     for col, sub in m.get("subgroups", {}).items():
         print(f"by {col}:")
         for value, g in sub["groups"].items():

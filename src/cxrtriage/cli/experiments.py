@@ -154,10 +154,11 @@ def _cmd_cv(a: argparse.Namespace) -> int:
         progress=not a.quiet,
         command=_command_line(a),
     )
-    key = "auroc" if "auroc" in res["pooled"] else "macro_auroc"
-    p = res["pooled"][key]
+    from cxrtriage.metrics.report import MetricReport, format_estimate
+
+    auc = MetricReport.from_dict(res["pooled"]).metrics["auroc"]
     print(
-        f"{res['label']}: pooled out-of-fold {key} {p['value']:.4f} (95% CI {p['ci95'][0]:.4f}-{p['ci95'][1]:.4f}); "
+        f"{res['label']}: pooled out-of-fold auroc {format_estimate(auc, 4)}; "
         f"results in {a.out} (cv.md, cv.json, cv_folds.csv, report.html); {res['budget']['wall_seconds'] / 60:.1f} min"
     )
     return 0

@@ -12,12 +12,12 @@ __all__ = ["register"]
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    from cxrtriage.metrics.report import format_estimate
     from cxrtriage.training.trainer import train
 
     cfg = dataclass_from_args(TrainConfig, a)
     res = train(cfg, progress=not a.quiet, resume=a.resume)
-    m = res.val_metrics
-    auc = m.get("auroc", m.get("macro_auroc"))
+    auc = format_estimate(res.val_metrics.metrics.get("auroc"), 4)
     print(
         f"model written to {res.model_dir} (best epoch {res.best_epoch}, validation AUROC {auc}, {res.wall_seconds:.0f} s)"
     )

@@ -22,14 +22,16 @@ from cxrtriage.cards.figures import bar_chart, roc_figure
 from cxrtriage.cards.tables import markdown_table, write_csv, write_json
 from cxrtriage.config import TrainConfig
 from cxrtriage.experiments.cv import CVDataset, budget_lines, format_mean_sd, headline_metrics, run_cv
+from cxrtriage.metrics.report import Estimate, MetricReport
 from cxrtriage.models.registry import model_entry, parameter_count
 from cxrtriage.tasks import get_task
 
 __all__ = ["run_compare", "compare_markdown", "write_compare_report"]
 
 
-def _auc_key(task) -> str:
-    return "auroc" if task.is_binary else "macro_auroc"
+def _pooled_auroc(result: dict) -> Estimate:
+    """Pooled out-of-fold AUROC (macro one-vs-rest for multi-class) of a :func:`run_cv` result."""
+    return MetricReport.from_dict(result["pooled"]).metrics["auroc"]
 
 
 def run_compare(
@@ -124,14 +126,14 @@ def run_compare(
     roc_figure(
         curves, out / "roc.png", title=f"{task.name}: {task.positive_class} vs rest, pooled out-of-fold ({k} folds)"
     )
-    key = _auc_key(task)
+    aucs = [_pooled_auroc(r) for r in results]
     bar_chart(
         [r["label"] for r in results],
-        [r["pooled"][key]["value"] for r in results],
-        [tuple(r["pooled"][key]["ci95"]) if r["pooled"][key]["ci95"] else None for r in results],
+        [a.value for a in aucs],
+        [a.ci95 for a in aucs],
         out / "auroc_bars.png",
-        ylabel=f"pooled out-of-fold {key.replace('_', ' ')}",
-        title=f"{task.name}: {key.replace('_', ' ')} with 95% bootstrap CI",
+        ylabel="pooled out-of-fold auroc",
+        title=f"{task.name}: auroc with 95% bootstrap CI",
     )
     write_compare_report(summary, out)
     return summary
@@ -164,15 +166,15 @@ def _oof_scores(path: Path, task, pos: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _row(r: dict, task) -> dict:
-    key = _auc_key(task)
-    p = r["pooled"][key]
+    key = "auroc"
+    p = _pooled_auroc(r)
     row = {
         "architecture": r["label"],
         "init": "ImageNet" if r["budget"]["pretrained"] else "scratch",
         "params_M": round(r["params"] / 1e6, 2),
-        f"pooled_{key}": p["value"],
-        f"pooled_{key}_ci_low": p["ci95"][0] if p["ci95"] else None,
-        f"pooled_{key}_ci_high": p["ci95"][1] if p["ci95"] else None,
+        f"pooled_{key}": p.value,
+        f"pooled_{key}_ci_low": p.ci95[0] if p.ci95 else None,
+        f"pooled_{key}_ci_high": p.ci95[1] if p.ci95 else None,
     }
     for m in headline_metrics(task) + ["ece", "ece_calibrated", "brier"]:
         s = r["summary"].get(m)
@@ -189,7 +191,7 @@ def _row(r: dict, task) -> dict:
 def compare_markdown(summary: dict) -> str:
     """Markdown comparison table with the protocol and budget beside it."""
     task = get_task(summary["task"])
-    key = _auc_key(task)
+    key = "auroc"
     metrics = headline_metrics(task)[:4] + (["f1"] if task.is_binary else []) + ["ece", "ece_calibrated"]
     cols = [
         ("architecture", "architecture"),

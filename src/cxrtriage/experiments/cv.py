@@ -47,8 +47,10 @@ from cxrtriage.metrics.calibration import (
     softmax,
     summary_from_probs,
 )
-from cxrtriage.metrics.intervals import bootstrap_intervals, point_metrics
+from cxrtriage.metrics.classification import metric_report
+from cxrtriage.metrics.decision import decide_indices
 from cxrtriage.metrics.operating_point import choose_threshold
+from cxrtriage.metrics.report import MetricReport, format_estimate
 from cxrtriage.models.registry import model_entry
 from cxrtriage.tasks import TaskSpec, get_task
 
@@ -204,12 +206,15 @@ def inner_split(
 
 
 def headline_metrics(task: TaskSpec) -> list[str]:
-    """Metric names shown in tables for ``task`` (keys of :func:`cxrtriage.metrics.intervals.point_metrics`)."""
+    """Metric names shown in tables for ``task``.
+
+    Names of :data:`cxrtriage.metrics.report.METRIC_NAMES` (multi-class ``auroc``,
+    ``ppv``, ``f1`` are macro averages over the classes present), plus per-class
+    ``sensitivity_<class>`` for multi-class tasks (:meth:`MetricReport.lookup`).
+    """
     if task.is_binary:
         return ["auroc", "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy"]
-    return ["macro_auroc", "macro_sensitivity", "macro_ppv", "macro_f1", "weighted_f1", "accuracy"] + [
-        f"sensitivity_{c}" for c in task.classes
-    ]
+    return ["auroc", "macro_sensitivity", "ppv", "f1", "accuracy"] + [f"sensitivity_{c}" for c in task.classes]
 
 
 def format_mean_sd(mean: float | None, sd: float | None) -> str:
@@ -217,13 +222,6 @@ def format_mean_sd(mean: float | None, sd: float | None) -> str:
     if mean is None:
         return "–"
     return f"{mean:.3f} ± {sd:.3f}" if sd is not None else f"{mean:.3f}"
-
-
-def _predictions(task: TaskSpec, probs: np.ndarray, threshold: float | None) -> np.ndarray:
-    if task.is_binary and threshold is not None:
-        pos = task.positive_index
-        return np.where(probs[:, pos] >= threshold, pos, 1 - pos)
-    return probs.argmax(1)
 
 
 def _subset_idx(idx: np.ndarray, targets: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -237,7 +235,7 @@ def _subset_idx(idx: np.ndarray, targets: np.ndarray, n: int | None, seed: int) 
 
 
 def _fold_finetune(cfg: TrainConfig, fold_dir: Path, ds: CVDataset, tr, iv, pool_images, row_of, progress) -> dict:
-    from cxrtriage.inference.backend import model_logits
+    from cxrtriage.inference.backend import TorchBackend, config_batches
     from cxrtriage.models.bundle import ModelBundle
     from cxrtriage.training.trainer import train
 
@@ -248,8 +246,10 @@ def _fold_finetune(cfg: TrainConfig, fold_dir: Path, ds: CVDataset, tr, iv, pool
     assert bundle.split is not None
     shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
 
-    def logits(idx):
-        return model_logits(model, pool_images[row_of[idx]], mcfg.image_size, mcfg.intensity, mcfg.mean, mcfg.std)
+    backend = TorchBackend(model, mcfg, threads=None)
+
+    def logits(idx: np.ndarray) -> np.ndarray:
+        return backend.run(config_batches(pool_images[row_of[idx]], mcfg, 64))[0]
 
     return {
         "logits": logits,
@@ -400,9 +400,18 @@ def run_cv(
             (fold_dir / "fold_info.json").write_text(json.dumps(info) + "\n")
         t_fold = fit_temperature(iv_logits, y_all[iv])
         p_raw, p_cal = softmax(outer_logits), softmax(outer_logits, t_fold)
-        pred = _predictions(task, p_raw, threshold)
         y = y_all[outer]
-        m = point_metrics(y, p_raw, pred, task.classes, task.positive_index if task.is_binary else None)
+        fold_rep = metric_report(
+            y,
+            p_raw,
+            task.classes,
+            task=task.name,
+            positive_class=task.positive_class if task.is_binary else None,
+            threshold=threshold if task.is_binary else None,
+            n_boot=0,
+        )
+        pred = decide_indices(p_raw, task.positive_index if task.is_binary else None, threshold)
+        m = fold_rep.flat_values()
         row = {
             "fold": f,
             "n_train": info["n_train"],
@@ -431,15 +440,17 @@ def run_cv(
     done = fold_of >= 0
     p_oof = softmax(oof_logits[done])
     y_oof = y_all[done]
-    pooled = bootstrap_intervals(
+    # pooled out-of-fold calls keep each fold's own threshold (y_pred), so the report has no single threshold
+    pooled = metric_report(
         y_oof,
         p_oof,
-        oof_pred[done],
         task.classes,
-        task.positive_index if task.is_binary else None,
+        task=task.name,
+        positive_class=task.positive_class if task.is_binary else None,
         n_boot=n_boot,
         seed=seed,
-    )
+        y_pred=oof_pred[done],
+    ).to_dict()
     cal = summary_from_probs(p_oof, oof_cal[done], y_oof, "per fold (inner validation)")
     metric_keys = [
         key
@@ -513,21 +524,23 @@ def _write_outputs(result, ds, done, oof_logits, oof_cal, oof_pred, fold_of, out
     task = get_task(result["task"])
     write_json(result, out / "cv.json")
     write_csv(result["folds"], out / "cv_folds.csv")
-    write_csv(
-        [
+    pooled = MetricReport.from_dict(result["pooled"])
+    summary_rows = []
+    for k, v in result["summary"].items():
+        est = pooled.lookup(k)
+        ci = est.ci95 if est is not None and est.ci95 is not None else (None, None)
+        summary_rows.append(
             {
                 "metric": k,
                 "mean": v["mean"],
                 "sd": v["sd"],
                 "n_folds": v["n_folds"],
-                "pooled": (result["pooled"].get(k) or {}).get("value"),
-                "pooled_ci_low": ((result["pooled"].get(k) or {}).get("ci95") or [None, None])[0],
-                "pooled_ci_high": ((result["pooled"].get(k) or {}).get("ci95") or [None, None])[1],
+                "pooled": est.value if est is not None else None,
+                "pooled_ci_low": ci[0],
+                "pooled_ci_high": ci[1],
             }
-            for k, v in result["summary"].items()
-        ],
-        out / "cv_summary.csv",
-    )
+        )
+    write_csv(summary_rows, out / "cv_summary.csv")
     p = softmax(np.nan_to_num(oof_logits))
     oof_rows = []
     for i in np.nonzero(done)[0]:
@@ -591,11 +604,11 @@ def cv_markdown(result: dict) -> str:
         }
     )
     pooled = {"fold": "pooled (95% CI)", "n_val": result["budget"]["pool_images"]}
+    report = MetricReport.from_dict(result["pooled"])
     for k in headline_metrics(task):
-        v = result["pooled"].get(k)
-        if v and v["value"] is not None:
-            ci = v["ci95"]
-            pooled[k] = f"{v['value']:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{v['value']:.3f}"
+        est = report.lookup(k)
+        if est is not None and est.value is not None:
+            pooled[k] = format_estimate(est)
     pooled["ece"] = result["calibration"]["ece_before"]
     pooled["ece_calibrated"] = result["calibration"]["ece_after"]
     pooled["brier"] = result["calibration"]["brier_before"]

@@ -17,8 +17,9 @@ from cxrtriage.data.cache import load_cached
 from cxrtriage.data.discover import Sample, discover
 from cxrtriage.experiments.subgroups import subgroup_metrics
 from cxrtriage.inference.predictor import Predictor
-from cxrtriage.metrics.classification import binary_metrics, bootstrap_ci, multiclass_metrics
+from cxrtriage.metrics.classification import metric_report
 from cxrtriage.metrics.decision import decide
+from cxrtriage.metrics.report import MetricReport
 from cxrtriage.tasks import get_task
 
 __all__ = ["EvaluationResult", "evaluate", "score_samples"]
@@ -31,7 +32,11 @@ class EvaluationResult:
     Attributes
     ----------
     metrics : dict
-        The content of ``metrics.json``.
+        The content of ``metrics.json``: :meth:`cxrtriage.metrics.report.MetricReport.to_dict`
+        plus ``threshold_rule, temperature, model, data, split, skipped, disclaimer``
+        (and ``subgroups``, ``seconds``).
+    report : MetricReport
+        The scores themselves.
     out : Path
         Output folder.
     skipped : list of (path, reason)
@@ -40,6 +45,7 @@ class EvaluationResult:
     metrics: dict
     out: Path
     skipped: list
+    report: MetricReport
 
 
 def score_samples(predictor: Predictor, samples: list[Sample], cache_dir: str | None = None, progress: bool = False):
@@ -113,23 +119,20 @@ def evaluate(
     y = np.array([s.target for s in kept])
     y_pred = decide(probs, cfg)
     classes = list(cfg.classes)
-    if task.is_binary:
-        pos = task.positive_index
-        m = binary_metrics(y, probs[:, pos], cfg.threshold if cfg.threshold is not None else 0.5, positive=pos)
-    else:
-        m = multiclass_metrics(y, probs, classes, y_pred)
-        m["auroc"] = m["macro_auroc"]
+    report = metric_report(
+        y,
+        probs,
+        classes,
+        task=task.name,
+        positive_class=cfg.positive_class if task.is_binary else None,
+        threshold=cfg.threshold if task.is_binary else None,
+        n_boot=n_boot,
+        y_pred=y_pred,
+    )
     metrics = {
-        "task": task.name,
-        "n": int(len(y)),
-        "classes": classes,
-        "positive_class": cfg.positive_class,
-        "threshold": cfg.threshold,
+        **report.to_dict(),
         "threshold_rule": cfg.threshold_rule,
         "temperature": cfg.temperature,
-        **{k: v for k, v in m.items() if k not in ("n", "threshold")},
-        "class_counts": {c: int((y == i).sum()) for i, c in enumerate(classes)},
-        "ci95": bootstrap_ci(y, probs, y_pred, n_boot=n_boot),
         "model": {"dir": str(predictor.model_dir or "shipped"), "arch": cfg.arch, "version": cfg.version},
         "data": str(data),
         "split": split,
@@ -145,15 +148,16 @@ def evaluate(
     title = f"{task.name} - {cfg.version} - n={len(y)}"
     plot_confusion_matrix(metrics["confusion_matrix"], classes, out / "confusion_matrix.png", title)
     op = None
-    if task.is_binary and metrics["specificity"] is not None and metrics["sensitivity"] is not None:
-        op = (1 - metrics["specificity"], metrics["sensitivity"])
+    sens, spec = report.value("sensitivity"), report.value("specificity")
+    if task.is_binary and spec is not None and sens is not None:
+        op = (1 - spec, sens)
     plot_roc(y, probs, classes, out / "roc_curve.png", task.positive_index if task.is_binary else None, op, title)
-    report = classification_report(
+    text_report = classification_report(
         y, y_pred, labels=list(range(len(classes))), target_names=classes, digits=4, zero_division=0
     )
     (out / "classification_report.txt").write_text(
         f"cxrtriage evaluation: {title}\nmodel: {metrics['model']['dir']}\ndata: {data} (split: {split or 'all'})\n"
-        f"threshold: {cfg.threshold} ({cfg.threshold_rule})\n\n{report}\n"
+        f"threshold: {cfg.threshold} ({cfg.threshold_rule})\n\n{text_report}\n"
         f"skipped unreadable images: {len(skipped)}\n\n{DISCLAIMER}\n"
     )
     with (out / "predictions.csv").open("w", newline="") as fh:
@@ -161,4 +165,4 @@ def evaluate(
         w.writerow(["path", "label", "predicted"] + [f"p_{c}" for c in classes])
         for s, row, yp in zip(kept, probs, y_pred):
             w.writerow([s.path, s.label, classes[int(yp)]] + [f"{v:.6f}" for v in row])
-    return EvaluationResult(metrics, out, skipped)
+    return EvaluationResult(metrics, out, skipped, report)

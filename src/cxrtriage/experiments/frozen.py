@@ -18,13 +18,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cxrtriage.data.cache import default_cache_dir
-from cxrtriage.data.transforms import preprocess
+from cxrtriage.inference.backend import TorchBackend, preprocessed_batches
 from cxrtriage.metrics.classification import auroc
 from cxrtriage.models.registry import create_model, model_entry
 
@@ -37,7 +36,6 @@ class FrozenBackboneError(ValueError):
     """A frozen backbone was asked for an architecture without pretrained weights."""
 
 
-@torch.no_grad()
 def pooled_features(
     arch: str,
     images: np.ndarray,
@@ -84,13 +82,9 @@ def pooled_features(
     path = cdir / f"{arch}-{image_size}-{h}.npy"
     if path.exists():
         return np.load(path)
-    model = create_model(arch, 2, pretrained=True).eval().to(memory_format=torch.channels_last)
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = np.stack([preprocess(np.asarray(im), image_size, intensity) for im in images[start : start + batch_size]])
-        feats = model.forward_features(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
-        out.append(model.forward_head(feats, pre_logits=True).float().numpy())
-    feats = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    backend = TorchBackend(create_model(arch, 2, pretrained=True), threads=None)
+    # global average of the last feature map = the pre-logits input of the GAP + linear head
+    _, feats = backend.run(preprocessed_batches(images, image_size, intensity, batch_size=batch_size), "pooled")
     try:
         cdir.mkdir(parents=True, exist_ok=True)
         np.save(path, feats)

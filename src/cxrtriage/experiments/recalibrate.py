@@ -11,6 +11,7 @@ validation logits (Guo et al. 2017), re-chooses the binary threshold on the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,11 @@ from cxrtriage.config import ConfigKeyError
 from cxrtriage.data.cache import load_cached
 from cxrtriage.data.discover import DatasetError, discover
 from cxrtriage.data.split import recorded_validation_paths
-from cxrtriage.inference.backend import model_logits
+from cxrtriage.inference.backend import TorchBackend, config_batches
 from cxrtriage.metrics.calibration import calibration_summary, fit_temperature, softmax
-from cxrtriage.metrics.classification import binary_metrics, multiclass_metrics
+from cxrtriage.metrics.classification import metric_report
 from cxrtriage.metrics.operating_point import choose_threshold, parse_rule
+from cxrtriage.metrics.report import MetricReport
 from cxrtriage.models.bundle import CalibrationSection, ModelBundle, ModelLoadError
 from cxrtriage.tasks import get_task
 
@@ -78,14 +80,14 @@ def validation_logits(
     if len(cache.index) == 0:
         raise DatasetError(f"{d}: no readable validation image")
     y = np.array([label_of[val_paths[i]] for i in cache.index], dtype=np.int64)
-    logits = model_logits(model, cache.images, cfg.image_size, cfg.intensity, cfg.mean, cfg.std)
+    logits, _ = TorchBackend(model, cfg, threads=None).run(config_batches(cache.images, cfg, 64))
     return logits, y, [val_paths[i] for i in cache.index]
 
 
 def operating_point(
-    y: np.ndarray, probs: np.ndarray, classes, positive_class: str, rule: str
-) -> tuple[float | None, dict]:
-    """Threshold chosen on (calibrated) validation probabilities, and its metrics there.
+    y: np.ndarray, probs: np.ndarray, classes: Sequence[str], positive_class: str, rule: str, task: str = ""
+) -> tuple[float | None, MetricReport]:
+    """Threshold chosen on (calibrated) validation probabilities, and the report there (no intervals).
 
     Parameters
     ----------
@@ -95,18 +97,29 @@ def operating_point(
     positive_class : str
     rule : str
         ``youden`` or ``sensitivity:<s>`` (binary); multi-class tasks use arg-max.
+    task : str
+        Task name recorded in the report.
 
     Returns
     -------
-    (threshold, metrics)
+    (threshold, report)
         ``threshold`` is ``None`` for multi-class tasks.
     """
     classes = list(classes)
+    thr = None
     if len(classes) == 2:
         pos = classes.index(positive_class)
         thr = choose_threshold((y == pos).astype(int), probs[:, pos], rule)
-        return thr, binary_metrics(y, probs[:, pos], thr, positive=pos)
-    return None, multiclass_metrics(y, probs, classes)
+    rep = metric_report(
+        y,
+        probs,
+        classes,
+        task=task,
+        positive_class=positive_class if thr is not None else None,
+        threshold=thr,
+        n_boot=0,
+    )
+    return thr, rep
 
 
 def calibrate_model_dir(
@@ -150,8 +163,8 @@ def calibrate_model_dir(
     logits, y, _ = validation_logits(d, data, cache_dir)
     t = fit_temperature(logits, y)
     summary = calibration_summary(logits, y, t, n_bins)
-    thr_raw, _ = operating_point(y, softmax(logits), cfg.classes, cfg.positive_class, rule)
-    thr, val = operating_point(y, softmax(logits, t), cfg.classes, cfg.positive_class, rule)
+    thr_raw, _ = operating_point(y, softmax(logits), cfg.classes, cfg.positive_class, rule, cfg.task)
+    thr, val = operating_point(y, softmax(logits, t), cfg.classes, cfg.positive_class, rule, cfg.task)
     result = {
         "model": str(d),
         "temperature": t,
@@ -165,9 +178,9 @@ def calibrate_model_dir(
         "brier_after": summary["after"]["brier"],
         "nll_before": summary["before"]["nll"],
         "nll_after": summary["after"]["nll"],
-        "validation": {k: v for k, v in val.items() if k != "per_class"}
-        | ({"per_class": val["per_class"]} if "per_class" in val else {}),
-        "method": "temperature scaling, L-BFGS on validation NLL (Guo et al., ICML 2017); "
+        "validation": val.flat_values(),
+        "validation_report": val.to_dict(),
+        "method": "temperature scaling, bounded Brent search over log T on validation NLL (Guo et al., ICML 2017); "
         f"ECE with {n_bins} equal-width bins (Naeini et al., AAAI 2015); Brier (1950)",
         "note": "ECE after is measured on the same validation images the temperature was fitted on",
         "summary": summary,
@@ -189,8 +202,8 @@ def calibrate_model_dir(
             threshold_uncalibrated=thr_raw,
             nll_before=result["nll_before"],
             nll_after=result["nll_after"],
-            val_sensitivity=val["sensitivity"] if thr is not None else None,
-            val_specificity=val["specificity"] if thr is not None else None,
+            val_sensitivity=val.value("sensitivity") if thr is not None else None,
+            val_specificity=val.value("specificity") if thr is not None else None,
             method=result["method"],
         )
         bundle.save(d)

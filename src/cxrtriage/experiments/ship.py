@@ -35,9 +35,9 @@ from cxrtriage.data.split import dataset_root, patient_train_val_split
 from cxrtriage.experiments.cv import build_cv_dataset
 from cxrtriage.experiments.recalibrate import calibrate_model_dir, validation_logits
 from cxrtriage.experiments.subgroups import subgroup_metrics
-from cxrtriage.inference.backend import model_logits
+from cxrtriage.inference.backend import TorchBackend, config_batches
 from cxrtriage.metrics.calibration import brier_score, expected_calibration_error, softmax
-from cxrtriage.metrics.intervals import bootstrap_intervals
+from cxrtriage.metrics.classification import metric_report
 from cxrtriage.metrics.report import MetricReport
 from cxrtriage.models.bundle import (
     BUNDLE_JSON,
@@ -45,7 +45,6 @@ from cxrtriage.models.bundle import (
     WEIGHTS_FILE,
     Evaluation,
     ModelBundle,
-    metric_report_from_legacy,
 )
 from cxrtriage.tasks import TaskSpec, get_task
 
@@ -88,18 +87,19 @@ def _split(ds, test_fraction: float, val_fraction: float, seed: int, resplit: bo
 def _metrics(
     task: TaskSpec, cfg: ModelConfig, y: np.ndarray, logits: np.ndarray, n_boot: int, seed: int
 ) -> tuple[MetricReport, np.ndarray]:
-    """Metrics with bootstrap CIs at the saved temperature and operating point, and the probabilities ``(N, K)``."""
-    from cxrtriage.metrics.decision import decide
-
+    """Report at the model's temperature and operating point, and the calibrated probabilities ``float64 (N, K)``."""
     p = softmax(logits, cfg.temperature)
-    pred = decide(p, cfg)
-    legacy = bootstrap_intervals(
-        y, p, pred, task.classes, task.positive_index if task.is_binary else None, n_boot=n_boot, seed=seed
+    rep = metric_report(
+        y,
+        p,
+        task.classes,
+        task=task.name,
+        positive_class=cfg.positive_class if task.is_binary else None,
+        threshold=cfg.threshold if task.is_binary else None,
+        n_boot=n_boot,
+        seed=seed,
     )
-    counts = {c: int((np.asarray(y) == j).sum()) for j, c in enumerate(task.classes)}
-    return metric_report_from_legacy(
-        legacy, task.name, list(task.classes), counts, cfg.positive_class or None, cfg.threshold
-    ), p
+    return rep, p
 
 
 def ship_model(
@@ -161,7 +161,7 @@ def ship_model(
     cache = load_cached([s.path for s in test_s], mcfg.image_size, cfg.cache_dir)
     test_s = [test_s[i] for i in cache.index]
     t_y = np.array([s.target for s in test_s])
-    t_logits = model_logits(model, cache.images, mcfg.image_size, mcfg.intensity, mcfg.mean, mcfg.std)
+    t_logits, _ = TorchBackend(model, mcfg, threads=None).run(config_batches(cache.images, mcfg, 64))
     test_m, t_p = _metrics(task, mcfg, t_y, t_logits, n_boot, cfg.seed)
     subgroups = {c: subgroup_metrics(test_s, t_p, mcfg, c, n_boot=n_boot, seed=cfg.seed) for c in by}
     assert bundle.calibration is not None and bundle.split is not None and bundle.training is not None

@@ -22,8 +22,8 @@ import numpy as np
 
 from cxrtriage.config import ModelConfig
 from cxrtriage.data.discover import Sample
+from cxrtriage.metrics.classification import metric_report
 from cxrtriage.metrics.decision import decide
-from cxrtriage.metrics.intervals import bootstrap_intervals
 
 __all__ = ["AGE_BANDS", "subgroup_value", "subgroup_metrics"]
 
@@ -101,11 +101,13 @@ def subgroup_metrics(
     -------
     dict
         ``{"column": str, "n": N, "operating_point": str, "groups": {value:
-        {"n": int, "counts": {class: int}, "metrics": {name: {"value", "ci95"}}}}}``.
-        Metric names as :func:`cxrtriage.metrics.intervals.point_metrics`
-        (binary: ``auroc, sensitivity, specificity, ppv, npv, f1, accuracy``;
-        multi-class: macro and per-class values). Undefined metrics are
-        ``None``. Groups are ordered by value (age bands in age order).
+        {"n": int, "counts": {class: int}, "macro_over": [class, ...],
+        "metrics": {name: {"value", "ci95"}}}}}`` (groups of at least ``min_size``
+        images carry ``macro_over`` and ``metrics``). Metric names are
+        :data:`cxrtriage.metrics.report.METRIC_NAMES` (one set for binary and
+        multi-class; multi-class macro averages over the classes present in the
+        group), values from :func:`cxrtriage.metrics.classification.metric_report`.
+        Undefined metrics are ``None``. Groups are ordered by value (age bands in age order).
 
     Raises
     ------
@@ -129,13 +131,19 @@ def subgroup_metrics(
         idx = np.array([i for i, x in enumerate(values) if x == v], dtype=np.int64)
         entry = {"n": int(len(idx)), "counts": {c: int((y[idx] == j).sum()) for j, c in enumerate(classes)}}
         if len(idx) >= min_size:
-            entry["metrics"] = bootstrap_intervals(
-                y[idx], probs[idx], pred[idx], classes, positive, n_boot=max(1, n_boot), seed=seed
+            rep = metric_report(
+                y[idx],
+                probs[idx],
+                classes,
+                task=config.task,
+                positive_class=config.positive_class if positive is not None else None,
+                threshold=config.threshold if positive is not None else None,
+                n_boot=n_boot,
+                seed=seed,
+                y_pred=pred[idx],
             )
-            if n_boot == 0:
-                entry["metrics"] = {
-                    k: {"value": m["value"], "ci95": None} for k, m in entry["metrics"].items() if k != "n_boot"
-                }
+            entry["macro_over"] = rep.macro_over
+            entry["metrics"] = {k: e.to_dict() for k, e in rep.metrics.items()}
         groups[v] = entry
     rule = (
         f"{config.positive_class} if p >= {config.threshold:.4f} ({config.threshold_rule})"

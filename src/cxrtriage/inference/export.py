@@ -129,15 +129,13 @@ def export_onnx(
             do_constant_folding=True,
         )
     if verify:
-        import onnxruntime as ort
+        from cxrtriage.inference.backend import OnnxBackend, TorchBackend
 
         rng = np.random.default_rng(0)
         xt = rng.normal(0.0, 1.0, size=(2, 1, s, s)).astype(np.float32)
-        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        lo, fo = sess.run(["logits", "features"], {"input": xt})
-        with torch.no_grad():
-            lt, ft = wrapper(torch.from_numpy(xt))
-        err = max(float(np.abs(lo - lt.numpy()).max()), float(np.abs(fo - ft.numpy()).max()))
+        lo, fo = OnnxBackend(d, threads=1, onnx_path=tmp).run([xt], features="map")
+        lt, ft = TorchBackend(model, cfg, threads=None, channels_last=False).run([xt], features="map")
+        err = max(float(np.abs(lo - lt).max()), float(np.abs(fo - ft).max()))
         if not err <= atol:
             tmp.unlink(missing_ok=True)
             raise ValueError(f"ONNX export of {d} does not match PyTorch (max abs difference {err:.2e} > {atol})")

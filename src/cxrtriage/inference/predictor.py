@@ -1,4 +1,4 @@
-"""In-process inference with a trained model (PyTorch backend)."""
+"""In-process inference with a trained model (PyTorch backend of :mod:`cxrtriage.inference.backend`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cxrtriage.config import ModelConfig
-from cxrtriage.data.transforms import preprocess
+from cxrtriage.inference.backend import TorchBackend
 from cxrtriage.metrics.decision import decide
-from cxrtriage.models.bundle import load_model, resolve_model_dir
+from cxrtriage.models.bundle import resolve_model_dir
 from cxrtriage.tasks import get_task
 
 __all__ = ["Prediction", "Predictor"]
@@ -67,31 +66,30 @@ class Predictor:
 
     Attributes
     ----------
+    backend : TorchBackend
+        The forward pass (channels-last, inference mode).
     model : torch.nn.Module (eval mode)
     config : ModelConfig
     """
 
-    def __init__(self, model_dir: str | Path | None = None, threads: int = 2):
-        torch.set_num_threads(threads)
-        self.model, self.config = load_model(model_dir)
-        self.model = self.model.to(memory_format=torch.channels_last)
+    def __init__(self, model_dir: str | Path | None = None, threads: int = 2) -> None:
+        self.backend = TorchBackend.from_dir(model_dir, threads=threads)
+        self.model = self.backend.model
+        self.config: ModelConfig = self.backend._cfg()
         self.task = get_task(self.config.task)
         self.model_dir = resolve_model_dir(model_dir) if model_dir else None
 
     def preprocess(self, img: np.ndarray) -> np.ndarray:
         """``uint8 (H, W)`` -> ``float32 (1, S, S)`` model input (see :func:`cxrtriage.data.transforms.preprocess`)."""
-        c = self.config
-        return preprocess(img, c.image_size, c.intensity, c.mean, c.std)
+        return self.backend.preprocess(img)
 
-    @torch.no_grad()
+    def logits(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Logits ``float32 (N, K)`` (before temperature) for ``uint8 (H, W)`` images of any size."""
+        return self.backend.logits(images, batch_size)
+
     def probabilities(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities, ``float64 (N, K)``, for ``uint8 (H, W)`` images of any size."""
-        out = []
-        for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.stack([self.preprocess(im) for im in images[start : start + batch_size]]))
-            logits = self.model(x.contiguous(memory_format=torch.channels_last)).float()
-            out.append(torch.softmax(logits / self.config.temperature, 1).double().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.config.classes)))
+        """Class probabilities, ``float64 (N, K)``, for ``uint8 (H, W)`` images of any size (temperature applied)."""
+        return self.backend.probabilities(images, batch_size)
 
     def to_predictions(self, probs: np.ndarray) -> list[Prediction]:
         """Wrap probability rows ``(N, K)`` into :class:`Prediction` objects with the saved decision rule."""

@@ -3,7 +3,7 @@
 * Temperature scaling: C. Guo, G. Pleiss, Y. Sun, K.Q. Weinberger, "On
   Calibration of Modern Neural Networks", ICML 2017. One scalar ``T > 0``
   divides the logits, fitted on validation logits by minimising the negative
-  log-likelihood (L-BFGS). It never changes the arg-max class, and for two
+  log-likelihood (bounded Brent search over ``log T``, SciPy). It never changes the arg-max class, and for two
   classes it never changes the ranking (AUROC), only the probabilities.
 * Expected calibration error with equal-width confidence bins: M.P. Naeini,
   G.F. Cooper, M. Hauskrecht, "Obtaining Well Calibrated Probabilities Using
@@ -15,8 +15,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp
 
 __all__ = [
     "softmax",
@@ -51,8 +54,10 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 def fit_temperature(logits: np.ndarray, y_true: np.ndarray, max_iter: int = 200) -> float:
     """Fit the temperature that minimises the validation NLL (Guo et al. 2017).
 
-    Optimises ``log T`` (so ``T`` stays positive) with ``torch.optim.LBFGS``
-    (strong-Wolfe line search), starting at ``T = 1``.
+    Minimises the mean negative log-likelihood of ``softmax(logits / T)`` over
+    ``log T`` with SciPy's bounded Brent search (:func:`scipy.optimize.minimize_scalar`)
+    on ``T`` in ``[1e-3, 1e3]``. The NLL is convex in ``1 / T``, hence unimodal
+    in ``log T``, so the search finds the global minimum.
 
     Parameters
     ----------
@@ -61,7 +66,7 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, max_iter: int = 200)
     y_true : int array ``(N,)``
         Class indices in ``[0, K)``.
     max_iter : int
-        L-BFGS iterations.
+        Iterations of the search.
 
     Returns
     -------
@@ -74,21 +79,20 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, max_iter: int = 200)
     ValueError
         Empty input or mismatched lengths.
     """
-    z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
-    y = torch.as_tensor(np.asarray(y_true, dtype=np.int64))
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y_true, dtype=np.int64)
     if z.ndim != 2 or len(z) == 0 or len(z) != len(y):
-        raise ValueError(f"need logits (N, K) and N labels, got {tuple(z.shape)} and {tuple(y.shape)}")
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+        raise ValueError(f"need logits (N, K) and N labels, got {z.shape} and {y.shape}")
+    z_true = z[np.arange(len(y)), y]
 
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
+    def nll(log_t: float) -> float:
+        inv_t = float(np.exp(-log_t))
+        return float(np.mean(logsumexp(z * inv_t, axis=1) - z_true * inv_t))
 
-    opt.step(closure)
-    t = float(log_t.detach().exp())
+    res = minimize_scalar(
+        nll, bounds=(np.log(1e-3), np.log(1e3)), method="bounded", options={"xatol": 1e-10, "maxiter": max_iter}
+    )
+    t = float(np.exp(res.x))
     if not np.isfinite(t):
         t = 1.0
     return float(np.clip(t, 0.05, 20.0))
@@ -207,7 +211,7 @@ def summary_from_probs(
         As :func:`calibration_summary`.
     """
     y = np.asarray(y_true).astype(int)
-    out = {"temperature": temperature, "n": int(len(y)), "n_bins": n_bins}
+    out: dict[str, Any] = {"temperature": temperature, "n": int(len(y)), "n_bins": n_bins}
     for name, p in (
         ("before", np.asarray(probs_before, dtype=np.float64)),
         ("after", np.asarray(probs_after, dtype=np.float64)),

@@ -1,24 +1,46 @@
-"""Classification metrics on arrays (scikit-learn underneath).
+"""Classification metrics on arrays (scikit-learn underneath), as one :class:`MetricReport`.
 
-Binary metrics follow the usual diagnostic-accuracy definitions:
-sensitivity = TP / (TP + FN) (recall of the positive class), specificity =
-TN / (TN + FP), PPV = TP / (TP + FP), NPV = TN / (TN + FN).
+Per class ``c`` (one-vs-rest, from :func:`sklearn.metrics.multilabel_confusion_matrix`):
+sensitivity = TP / (TP + FN) (recall), specificity = TN / (TN + FP),
+PPV = TP / (TP + FP), NPV = TN / (TN + FN), F1 = 2 TP / (2 TP + FP + FN), and the
+AUROC of ``probs[:, c]`` for ``y == c`` (:func:`sklearn.metrics.roc_auc_score`).
+Headline names and their binary / multi-class meaning: :mod:`cxrtriage.metrics.report`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
+from sklearn import config_context
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
     confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
+    multilabel_confusion_matrix,
     roc_auc_score,
 )
 
-__all__ = ["binary_metrics", "multiclass_metrics", "auroc", "bootstrap_ci", "safe_div"]
+from cxrtriage.metrics.decision import decide_indices
+from cxrtriage.metrics.intervals import bootstrap_intervals
+from cxrtriage.metrics.report import METRIC_NAMES, PER_CLASS_NAMES, Estimate, MetricReport
+
+__all__ = ["auroc", "metric_report", "safe_div"]
+
+_SEP = "\x1f"  # joins class and metric name in the flat bootstrap statistic
+#: scikit-learn warnings that are expected here (a sample or resample lacking a class) and carry no news
+_EXPECTED_WARNINGS = ("y_pred contains classes not in y_true", "A single label was found")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence :data:`_EXPECTED_WARNINGS` (absent classes are handled explicitly)."""
+    with warnings.catch_warnings():
+        for msg in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=msg)
+        yield
 
 
 def safe_div(num: float, den: float) -> float | None:
@@ -26,186 +48,183 @@ def safe_div(num: float, den: float) -> float | None:
     return float(num) / float(den) if den else None
 
 
+def _auc(truth: np.ndarray, score: np.ndarray) -> float | None:
+    """AUROC of ``score`` for boolean ``truth``; ``None`` unless both outcomes occur."""
+    return float(roc_auc_score(truth, score)) if 0 < truth.sum() < len(truth) else None
+
+
 def auroc(y_true: np.ndarray, probs: np.ndarray) -> float | None:
-    """Area under the ROC curve.
+    """Area under the ROC curve of class probabilities.
 
     Parameters
     ----------
     y_true : int array ``(N,)``
-        Class indices.
+        Class indices in ``[0, K)``.
     probs : float array ``(N, K)``
-        Class probabilities (rows sum to 1). For K = 2 the AUROC of class 1;
-        for K > 2 the macro one-vs-rest AUROC.
+        Class probabilities. For K = 2 the AUROC of class 1; for K > 2 the mean
+        one-vs-rest AUROC over the classes present in ``y_true``.
 
     Returns
     -------
     float or None
-        ``None`` if only one class is present (AUROC undefined).
-    """
-    y_true = np.asarray(y_true)
-    probs = np.asarray(probs, dtype=np.float64)
-    k = probs.shape[1]
-    present = np.unique(y_true)
-    if len(present) < 2:
-        return None
-    if k == 2:
-        return float(roc_auc_score(y_true, probs[:, 1]))
-    per = [roc_auc_score(y_true == c, probs[:, c]) for c in range(k) if c in present]
-    return float(np.mean(per))
-
-
-def binary_metrics(y_true: Sequence[int], p_pos: Sequence[float], threshold: float, positive: int = 1) -> dict:
-    """Metrics of a binary classifier at one threshold.
-
-    Parameters
-    ----------
-    y_true : sequence of int, length N
-        0/1 class indices.
-    p_pos : sequence of float in [0, 1], length N
-        Probability of the class ``positive``.
-    threshold : float
-        Called positive when ``p_pos >= threshold``.
-    positive : int
-        Index of the positive class (0 or 1).
-
-    Returns
-    -------
-    dict
-        ``n, threshold, accuracy, sensitivity, specificity, ppv, npv, f1, auroc,
-        tp, fp, tn, fn, confusion_matrix`` (2x2 list, rows = true class in
-        index order, columns = predicted). Undefined ratios are ``None``.
+        In [0, 1]; ``None`` if fewer than two classes are present (undefined).
     """
     y = np.asarray(y_true).astype(int)
-    p = np.asarray(p_pos, dtype=np.float64)
-    truth = y == positive
-    pred = p >= threshold
-    pred_idx = np.where(pred, positive, 1 - positive)
-    tp = int(np.sum(truth & pred))
-    fp = int(np.sum(~truth & pred))
-    tn = int(np.sum(~truth & ~pred))
-    fn = int(np.sum(truth & ~pred))
-    auc = float(roc_auc_score(truth, p)) if 0 < truth.sum() < len(truth) else None
-    return {
-        "n": int(len(y)),
-        "threshold": float(threshold),
-        "accuracy": float(accuracy_score(y, pred_idx)),
-        "sensitivity": safe_div(tp, tp + fn),
-        "specificity": safe_div(tn, tn + fp),
-        "ppv": safe_div(tp, tp + fp),
-        "npv": safe_div(tn, tn + fn),
-        "f1": float(f1_score(truth, pred, zero_division=0)),
-        "auroc": auc,
-        "tp": tp,
-        "fp": fp,
-        "tn": tn,
-        "fn": fn,
-        "confusion_matrix": confusion_matrix(y, pred_idx, labels=[0, 1]).tolist(),
+    p = np.asarray(probs, dtype=np.float64)
+    if p.shape[1] == 2:
+        return _auc(y == 1, p[:, 1])
+    per = [_auc(y == c, p[:, c]) for c in np.unique(y)]
+    vals = [a for a in per if a is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _point(
+    y: np.ndarray, probs: np.ndarray, pred: np.ndarray, k: int, positive: int | None
+) -> tuple[dict[str, float | None], list[dict[str, float | None]]]:
+    """Headline metrics and per-class metrics (list indexed by class) on one sample."""
+    labels = list(range(k))
+    mcm = multilabel_confusion_matrix(y, pred, labels=labels)  # (K, 2, 2): [[tn, fp], [fn, tp]]
+    per: list[dict[str, float | None]] = []
+    for c in labels:
+        (tn, fp), (fn, tp) = mcm[c]
+        per.append(
+            {
+                "sensitivity": safe_div(tp, tp + fn),
+                "specificity": safe_div(tn, tn + fp),
+                "ppv": safe_div(tp, tp + fp),
+                "npv": safe_div(tn, tn + fn),
+                "f1": safe_div(2 * tp, 2 * tp + fp + fn),
+                "auroc": _auc(y == c, probs[:, c]),
+            }
+        )
+    present = [int(c) for c in np.unique(y)]
+    head: dict[str, float | None] = {
+        "accuracy": float(accuracy_score(y, pred)) if len(y) else None,
+        # balanced accuracy = mean recall over the classes present in y (absent ones are dropped)
+        "macro_sensitivity": float(balanced_accuracy_score(y, pred)) if len(y) else None,
     }
+    if positive is not None:
+        head["auroc"] = per[positive]["auroc"]
+        for name in ("sensitivity", "specificity", "ppv", "npv", "f1"):
+            head[name] = per[positive][name]
+    else:
+        head["auroc"] = _mean([per[c]["auroc"] for c in present]) if len(present) > 1 else None
+        for name in ("sensitivity", "specificity", "ppv", "npv", "f1"):
+            head[name] = _mean([per[c][name] for c in present])
+    return {name: head[name] for name in METRIC_NAMES}, per
 
 
-def multiclass_metrics(
-    y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str], y_pred: Sequence[int] | None = None
-) -> dict:
-    """Per-class and averaged metrics of a K-class classifier.
-
-    Parameters
-    ----------
-    y_true : sequence of int, length N
-    probs : float array ``(N, K)``
-    classes : sequence of K class names
-    y_pred : sequence of int, optional
-        Predicted classes; default ``argmax(probs)``.
-
-    Returns
-    -------
-    dict
-        ``n, accuracy, per_class`` ({class: sensitivity, specificity, ppv, npv,
-        f1, auroc, support}), ``macro`` and ``weighted`` averages of
-        sensitivity/ppv/f1, ``macro_auroc`` (one-vs-rest) and the KxK
-        ``confusion_matrix`` (rows = true class).
-    """
-    y = np.asarray(y_true).astype(int)
-    probs = np.asarray(probs, dtype=np.float64)
-    k = len(classes)
-    pred = np.asarray(y_pred).astype(int) if y_pred is not None else probs.argmax(1)
-    cm = confusion_matrix(y, pred, labels=list(range(k)))
-    per_class = {}
-    for c, name in enumerate(classes):
-        tp = cm[c, c]
-        fn = cm[c].sum() - tp
-        fp = cm[:, c].sum() - tp
-        tn = cm.sum() - tp - fn - fp
-        truth = y == c
-        per_class[name] = {
-            "sensitivity": safe_div(tp, tp + fn),
-            "specificity": safe_div(tn, tn + fp),
-            "ppv": safe_div(tp, tp + fp),
-            "npv": safe_div(tn, tn + fn),
-            "f1": safe_div(2 * tp, 2 * tp + fp + fn),
-            "auroc": float(roc_auc_score(truth, probs[:, c])) if 0 < truth.sum() < len(y) else None,
-            "support": int(truth.sum()),
-        }
-    prec, rec, f1, _ = precision_recall_fscore_support(y, pred, labels=list(range(k)), zero_division=0)
-    support = cm.sum(1)
-    w = support / max(1, support.sum())
-    aucs = [v["auroc"] for v in per_class.values() if v["auroc"] is not None]
-    return {
-        "n": int(len(y)),
-        "accuracy": float(accuracy_score(y, pred)),
-        "per_class": per_class,
-        "macro": {"sensitivity": float(rec.mean()), "ppv": float(prec.mean()), "f1": float(f1.mean())},
-        "weighted": {"sensitivity": float(rec @ w), "ppv": float(prec @ w), "f1": float(f1 @ w)},
-        "macro_auroc": float(np.mean(aucs)) if aucs else None,
-        "confusion_matrix": cm.tolist(),
-    }
-
-
-def bootstrap_ci(
-    y_true: Sequence[int],
+def metric_report(
+    y_true: Sequence[int] | np.ndarray,
     probs: np.ndarray,
-    y_pred: Sequence[int],
+    classes: Sequence[str],
+    *,
+    task: str,
+    positive_class: str | None = None,
+    threshold: float | None = None,
     n_boot: int = 1000,
     seed: int = 0,
-    alpha: float = 0.05,
-) -> dict:
-    """Percentile bootstrap confidence intervals for accuracy and AUROC.
+    y_pred: Sequence[int] | np.ndarray | None = None,
+) -> MetricReport:
+    """Score class probabilities against the truth: one :class:`MetricReport`.
 
-    Resamples images with replacement (Efron & Tibshirani, "An Introduction
-    to the Bootstrap", 1993, percentile method).
+    The call per image is :func:`cxrtriage.metrics.decision.decide_indices`:
+    for two classes with ``threshold``, ``positive_class`` when its probability is
+    at or above it; otherwise the arg-max. Macro averages run over the classes
+    present in ``y_true`` only (named in ``macro_over``), so a subset holding 2 of
+    a model's 3 classes gets its true 2-class macro sensitivity.
 
     Parameters
     ----------
-    y_true : sequence of int, length N
+    y_true : int array-like ``(N,)``
+        True class indices in ``[0, K)``.
     probs : float array ``(N, K)``
-        Class probabilities (AUROC as in :func:`auroc`).
-    y_pred : sequence of int, length N
-        Predicted classes at the operating point (for accuracy).
+        Class probabilities in [0, 1] (rows sum to 1), columns in ``classes`` order.
+    classes : sequence of K str
+        All classes of the task.
+    task : str
+        Task name, recorded in the report.
+    positive_class : str, optional
+        Two-class tasks: the class whose sensitivity/specificity/PPV/NPV/F1/AUROC
+        are the headline (default ``classes[1]``). Ignored for K > 2.
+    threshold : float, optional
+        Two-class tasks: operating point on ``positive_class``'s probability;
+        ``None`` means arg-max.
     n_boot : int
-        Bootstrap replicates.
+        Percentile-bootstrap replicates for the 95 % intervals (0: none), see
+        :func:`cxrtriage.metrics.intervals.bootstrap_intervals`.
     seed : int
-    alpha : float
-        1 - confidence level (0.05 gives 95 % intervals).
+        Bootstrap seed.
+    y_pred : int array-like ``(N,)``, optional
+        Calls made elsewhere, e.g. pooled out-of-fold calls under per-fold
+        thresholds (then leave ``threshold`` ``None``); default: the decision rule above.
 
     Returns
     -------
-    dict
-        ``{"accuracy": [lo, hi], "auroc": [lo, hi] or None, "n_boot": n_boot}``.
+    MetricReport
+        Headline metrics (:data:`cxrtriage.metrics.report.METRIC_NAMES`) and
+        per-class metrics with intervals, ``(K, K)`` confusion matrix (rows true).
+
+    Raises
+    ------
+    ValueError
+        Shapes disagree, ``probs`` is not ``(N, K)``, a label lies outside
+        ``[0, K)``, or ``positive_class`` is not a class.
     """
-    y = np.asarray(y_true).astype(int)
-    pred = np.asarray(y_pred).astype(int)
-    probs = np.asarray(probs, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    accs, aucs = [], []
-    n = len(y)
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        accs.append(float(np.mean(y[idx] == pred[idx])))
-        a = auroc(y[idx], probs[idx])
-        if a is not None:
-            aucs.append(a)
-    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
-    return {
-        "accuracy": [float(v) for v in np.percentile(accs, q)],
-        "auroc": [float(v) for v in np.percentile(aucs, q)] if aucs else None,
-        "n_boot": n_boot,
-    }
+    classes = list(classes)
+    k = len(classes)
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape != (len(y), k):
+        raise ValueError(f"probs must be (N, K) = ({len(y)}, {k}), got {p.shape}")
+    if len(y) and (y.min() < 0 or y.max() >= k):
+        raise ValueError(f"labels must lie in [0, {k}), got {y.min()}..{y.max()}")
+    positive: int | None = None
+    if k == 2:
+        positive_class = positive_class or classes[1]
+        if positive_class not in classes:
+            raise ValueError(f"positive class {positive_class!r} not in {classes}")
+        positive = classes.index(positive_class)
+    else:
+        positive_class, threshold = None, None
+    pred = decide_indices(p, positive, threshold) if y_pred is None else np.asarray(y_pred).astype(np.int64).ravel()
+    if len(pred) != len(y):
+        raise ValueError(f"y_pred has {len(pred)} calls for {len(y)} images")
+    with _quiet():
+        head, per = _point(y, p, pred, k, positive)
+
+    def statistic(idx: np.ndarray) -> dict[str, float | None]:
+        h, pc = _point(y[idx], p[idx], pred[idx], k, positive)
+        flat = dict(h)
+        for c, m in enumerate(pc):
+            flat.update({f"{c}{_SEP}{name}": v for name, v in m.items()})
+        return flat
+
+    # inputs are validated above, so scikit-learn's per-call validation is skipped inside the bootstrap
+    with config_context(assume_finite=True, skip_parameter_validation=True), _quiet():
+        ci = bootstrap_intervals(statistic, len(y), n_boot=n_boot, seed=seed) if n_boot and len(y) else {}
+    present = [classes[c] for c in np.unique(y)]
+    return MetricReport(
+        task=task,
+        classes=classes,
+        n=int(len(y)),
+        class_counts={c: int((y == i).sum()) for i, c in enumerate(classes)},
+        macro_over=present,
+        metrics={name: Estimate(head[name], ci.get(name) if head[name] is not None else None) for name in METRIC_NAMES},
+        per_class={
+            classes[c]: {
+                name: Estimate(per[c][name], ci.get(f"{c}{_SEP}{name}") if per[c][name] is not None else None)
+                for name in PER_CLASS_NAMES
+            }
+            for c in range(k)
+        },
+        confusion_matrix=confusion_matrix(y, pred, labels=list(range(k))).tolist(),
+        positive_class=positive_class,
+        threshold=None if threshold is None else float(threshold),
+        n_boot=int(n_boot),
+    )

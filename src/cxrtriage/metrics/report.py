@@ -134,6 +134,26 @@ class MetricReport:
         est = self.metrics.get(name)
         return est.value if est is not None else None
 
+    def lookup(self, key: str) -> Estimate | None:
+        """Headline metric ``key``, or per-class ``<metric>_<class>`` (e.g. ``sensitivity_COVID``).
+
+        Returns ``None`` when no such metric exists.
+        """
+        if key in self.metrics:
+            return self.metrics[key]
+        for name in PER_CLASS_NAMES:
+            cls = key[len(name) + 1 :] if key.startswith(name + "_") else None
+            if cls is not None and cls in self.per_class:
+                return self.per_class[cls].get(name)
+        return None
+
+    def flat_values(self, per_class: tuple[str, ...] = ("sensitivity",)) -> dict[str, float | None]:
+        """Point values as one flat ``dict``: headline names, plus ``<metric>_<class>`` for ``per_class`` metrics."""
+        out = {k: v.value for k, v in self.metrics.items()}
+        for cls, m in self.per_class.items():
+            out.update({f"{name}_{cls}": m[name].value for name in per_class if name in m})
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready ``dict``; :meth:`from_dict` reads it back."""
         d = asdict(self)

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from cxrtriage.data.io import to_uint8_gray
+from cxrtriage.inference.backend import Backend, config_batches
 from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness
-from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
+from cxrtriage.ood.mahalanobis import MahalanobisDetector
 
 __all__ = ["natural_images", "extract_pooled", "fit_ood"]
 
@@ -80,17 +81,27 @@ def natural_images() -> list[tuple[str, np.ndarray, float]]:
 
 
 def extract_pooled(
-    backend, images: Sequence[np.ndarray], batch_size: int = 32, progress: Callable[[int], None] | None = None
+    backend: Backend,
+    images: Sequence[np.ndarray],
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Pooled features ``float32 (N, C)`` of ``uint8 (H, W)`` images with a backend of :mod:`cxrtriage.inference.onnx_backend`."""
-    feats = []
-    for start in range(0, len(images), batch_size):
-        x = np.stack([backend.preprocess(im) for im in images[start : start + batch_size]])
-        _, fmap = backend.run(x)
-        feats.append(pooled_features(fmap))
-        if progress:
-            progress(min(start + batch_size, len(images)))
-    return np.concatenate(feats) if feats else np.zeros((0, 0), np.float32)
+    """Pooled features ``float32 (N, C)`` of ``uint8 (H, W)`` images (:class:`cxrtriage.inference.backend.Backend`).
+
+    The backend must know its :class:`cxrtriage.config.ModelConfig` (for preprocessing).
+    """
+    cfg = backend.config
+    if cfg is None:
+        raise ValueError("extract_pooled needs a backend with a ModelConfig")
+
+    def batches() -> Iterator[np.ndarray]:
+        for i, x in enumerate(config_batches(images, cfg, batch_size)):
+            yield x
+            if progress:
+                progress(min((i + 1) * batch_size, len(images)))
+
+    _, feats = backend.run(batches(), features="pooled")
+    return feats
 
 
 def _load(paths: Sequence[str], size: int) -> tuple[list[np.ndarray], list[int]]:
@@ -112,7 +123,7 @@ def fit_ood(
     max_train: int | None = None,
     external: Sequence[str | Path] = (),
     max_external: int = 300,
-    backend=None,
+    backend: Backend | None = None,
     seed: int = 0,
 ) -> dict:
     """Fit, calibrate, evaluate and save the Mahalanobis detector of a model folder.
@@ -133,7 +144,7 @@ def fit_ood(
     max_external : int
         Images drawn at random from each external dataset.
     backend : optional
-        A backend with ``preprocess``/``run`` (default: :func:`load_backend`).
+        A :class:`cxrtriage.inference.backend.Backend` with its ModelConfig (default: :func:`load_backend`).
     seed : int
         Seed of the random subsets.
 
@@ -150,7 +161,7 @@ def fit_ood(
     from cxrtriage.cards.model_card import write_card
     from cxrtriage.data.discover import discover
     from cxrtriage.data.split import recorded_validation_paths
-    from cxrtriage.inference.onnx_backend import load_backend
+    from cxrtriage.inference.backend import load_backend
     from cxrtriage.models.bundle import README_FILE, ModelBundle
     from cxrtriage.tasks import get_task
 

@@ -20,8 +20,9 @@ import numpy as np
 from cxrtriage.data.dicom import decode_dicom, is_dicom
 from cxrtriage.data.io import ImageReadError, decode_image
 from cxrtriage.explain.cam import cam_from_features, normalize_cam, upsample_cam
-from cxrtriage.inference.onnx_backend import load_backend, softmax
+from cxrtriage.inference.backend import load_backend
 from cxrtriage.inference.predictor import predictions_from_probs
+from cxrtriage.metrics.calibration import softmax
 from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness_of_bytes
 from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
 from cxrtriage.report.draft import build_report, sign_off
@@ -125,7 +126,7 @@ class Engine:
         t0 = time.perf_counter()
         x = self.backend.preprocess(img)[None]
         with self._lock:
-            logits, fmap = self.backend.run(x)
+            logits, fmap = self.backend.run([x], features="map")
         probs = softmax(logits, c.temperature)
         pred = predictions_from_probs(probs, c)[0]
         t1 = time.perf_counter()

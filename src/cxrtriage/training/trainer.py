@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from lightning.fabric import Fabric
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
@@ -37,15 +36,18 @@ from cxrtriage.data.cache import load_cached
 from cxrtriage.data.dataset import CachedDataset
 from cxrtriage.data.discover import Sample, discover
 from cxrtriage.data.split import dataset_root, train_val_from_samples
-from cxrtriage.data.transforms import build_eval_transform, build_train_transform
-from cxrtriage.metrics.classification import auroc, binary_metrics, bootstrap_ci, multiclass_metrics
+from cxrtriage.data.transforms import build_train_transform
+from cxrtriage.inference.backend import TorchBackend, preprocessed_batches
+from cxrtriage.metrics.calibration import softmax
+from cxrtriage.metrics.classification import metric_report
 from cxrtriage.metrics.operating_point import choose_threshold
+from cxrtriage.metrics.report import MetricReport
 from cxrtriage.models.bundle import ModelBundle, SplitSection, TrainingSummary
 from cxrtriage.models.registry import create_model, model_entry
 from cxrtriage.tasks import get_task
 from cxrtriage.training.optim import build_optimizer, build_scheduler
 
-__all__ = ["train", "predict_probs", "TrainResult", "make_fabric"]
+__all__ = ["train", "TrainResult", "make_fabric"]
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,8 @@ class TrainResult:
     model_dir : Path
         Folder with the model bundle (``config.json``, ``model.safetensors``, ``bundle.json``) of the best epoch.
     best_epoch : int
-    val_metrics : dict
-        Validation metrics of the best epoch at the chosen threshold (with ``ci95``).
+    val_metrics : MetricReport
+        Validation metrics of the best epoch at the chosen threshold, with 95 % intervals.
     wall_seconds : float
         Wall time of this invocation (a resumed run counts only its own part;
         the bundle's ``training`` section adds up all parts).
@@ -70,7 +72,7 @@ class TrainResult:
 
     model_dir: Path
     best_epoch: int
-    val_metrics: dict
+    val_metrics: MetricReport
     wall_seconds: float
     skipped: list
 
@@ -116,44 +118,10 @@ def make_fabric(cfg: TrainConfig) -> Fabric:
     return fabric
 
 
-@torch.no_grad()
-def predict_probs(
-    model: nn.Module,
-    images: np.ndarray,
-    transform,
-    batch_size: int = 64,
-    channels_last: bool = True,
-    temperature: float = 1.0,
-) -> np.ndarray:
-    """Class probabilities for cached images.
-
-    Parameters
-    ----------
-    model : nn.Module
-        In any mode; switched to eval.
-    images : uint8 array ``(N, S, S)``
-    transform : callable
-        PIL image -> tensor ``(1, S, S)`` (the evaluation transform).
-    batch_size : int
-    channels_last : bool
-    temperature : float
-        Logits are divided by it before the softmax.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``float64`` ``(N, K)`` probabilities, rows sum to 1.
-    """
-    from PIL import Image
-
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.stack([transform(Image.fromarray(np.array(im))) for im in images[start : start + batch_size]])
-        if channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        out.append(torch.softmax(model(batch).float() / temperature, dim=1).double().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
+def _val_probs(backend: TorchBackend, images: np.ndarray, image_size: int, intensity: str) -> np.ndarray:
+    """Validation probabilities ``float64 (N, K)`` of cached ``uint8 (N, S, S)`` images (one forward pass)."""
+    logits, _ = backend.run(preprocessed_batches(images, image_size, intensity, batch_size=64))
+    return softmax(logits)
 
 
 def _subset(samples: list[Sample], n: int | None, seed: int) -> list[Sample]:
@@ -274,7 +242,6 @@ def train(
         print(f"skipped {path}: {reason}")
 
     train_tf = build_train_transform(cfg.intensity, cfg.hflip)
-    eval_tf = build_eval_transform(cfg.intensity)
     counts = np.bincount(y_tr, minlength=task.num_classes).astype(np.float64)
     class_weights = None
     if cfg.balance == "loss":
@@ -286,6 +253,7 @@ def train(
     model = create_model(cfg.arch, task.num_classes, pretrained=cfg.pretrained and model_entry(cfg.arch).has_pretrained)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    val_backend = TorchBackend(model, threads=None, channels_last=cfg.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, len(y_tr), cfg)
     t_initial = scheduler.t_initial  # of this invocation: raised epochs stretch the rest of a resumed schedule
@@ -353,27 +321,27 @@ def train(
             seen += len(yb)
             if progress:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-        probs = predict_probs(model, x_va, eval_tf, channels_last=cfg.channels_last)
-        val_loss = float(
-            nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(y_va))
+        probs = _val_probs(val_backend, x_va, cfg.image_size, cfg.intensity)
+        val_loss = float(-np.log(np.clip(probs[np.arange(len(y_va)), y_va], 1e-12, None)).mean())
+        epoch_report = metric_report(  # arg-max calls: the threshold is chosen only after the last epoch
+            y_va, probs, task.classes, task=task.name, positive_class=task.positive_class or None, n_boot=0
         )
-        val_auc = auroc(y_va, probs)
+        val_auc = epoch_report.value("auroc")
+        val_sens = epoch_report.value("macro_sensitivity")
         row = {
             "epoch": epoch,
             "train_loss": round(loss_sum / max(1, seen), 6),
             "train_accuracy": round(correct / max(1, seen), 6),
             "val_loss": round(val_loss, 6),
-            "val_accuracy": round(float((probs.argmax(1) == y_va).mean()), 6),
+            "val_accuracy": round(float(epoch_report.value("accuracy") or 0.0), 6),
             "val_auroc": round(val_auc, 6) if val_auc is not None else None,
-            "val_macro_sensitivity": round(float(balanced_accuracy_score(y_va, probs.argmax(1))), 6),
+            "val_macro_sensitivity": round(val_sens, 6) if val_sens is not None else None,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": round(time.time() - t0, 1),
         }
         history.append(row)
-        if cfg.select_metric == "macro_sensitivity":
-            score = row["val_macro_sensitivity"]
-        else:
-            score = val_auc if val_auc is not None else -row["val_loss"]
+        selected = epoch_report.value(cfg.select_metric)
+        score = selected if selected is not None else -row["val_loss"]
         if score > best["auroc"]:
             best = {"auroc": score, "epoch": epoch}
             _save(fabric, {"model": model}, ckpt_dir / "best.pt")
@@ -405,18 +373,22 @@ def train(
         )
 
     fabric.load(ckpt_dir / "best.pt", {"model": model})
-    probs = predict_probs(model, x_va, eval_tf, channels_last=cfg.channels_last)
+    probs = _val_probs(val_backend, x_va, cfg.image_size, cfg.intensity)
     if task.is_binary:
         pos = task.positive_index
         threshold = choose_threshold((y_va == pos).astype(int), probs[:, pos], cfg.threshold_rule)
-        metrics = binary_metrics(y_va, probs[:, pos], threshold, positive=pos)
-        y_pred = np.where(probs[:, pos] >= threshold, pos, 1 - pos)
         rule = f"{cfg.threshold_rule} on the patient-level validation split"
     else:
         threshold, rule = None, "argmax"
-        metrics = multiclass_metrics(y_va, probs, task.classes)
-        y_pred = probs.argmax(1)
-    metrics["ci95"] = bootstrap_ci(y_va, probs, y_pred, seed=cfg.seed)
+    metrics = metric_report(
+        y_va,
+        probs,
+        task.classes,
+        task=task.name,
+        positive_class=task.positive_class if task.is_binary else None,
+        threshold=threshold,
+        seed=cfg.seed,
+    )
     wall = elapsed_before + time.time() - t0
     summary = TrainingSummary(
         best_epoch=best["epoch"],
