@@ -61,8 +61,12 @@ log = logging.getLogger(__name__)
 FeatureKind = Literal["none", "pooled", "map"]
 
 
+#: Images for :func:`preprocessed_batches`: a stack ``uint8 (N, H, W)`` or a sequence of arrays and paths.
+ImageInput = np.ndarray | Sequence[np.ndarray | str | Path]
+
+
 def preprocessed_batches(
-    images: Sequence[np.ndarray | str | Path],
+    images: ImageInput,
     image_size: int,
     intensity: str,
     mean: float = 0.5,
@@ -107,9 +111,7 @@ def preprocessed_batches(
         ).astype(np.float32, copy=False)
 
 
-def config_batches(
-    images: Sequence[np.ndarray | str | Path], config: ModelConfig, batch_size: int = 32
-) -> Iterator[np.ndarray]:
+def config_batches(images: ImageInput, config: ModelConfig, batch_size: int = 32) -> Iterator[np.ndarray]:
     """:func:`preprocessed_batches` with the preprocessing of ``config``."""
     return preprocessed_batches(images, config.image_size, config.intensity, config.mean, config.std, batch_size)
 

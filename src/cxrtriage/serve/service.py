@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrtriage.config import ModelConfig
 from cxrtriage.data.dicom import decode_dicom, is_dicom
 from cxrtriage.data.io import ImageReadError, decode_image
 from cxrtriage.explain.cam import cam_from_features, normalize_cam, upsample_cam
@@ -99,7 +100,10 @@ class Engine:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
         self.backend = load_backend(settings.model_dir, threads=settings.threads, prefer_onnx=settings.prefer_onnx)
-        self.config = self.backend.config
+        config = self.backend.config
+        if config is None:  # load_backend always reads the folder's config.json
+            raise ValueError(f"{settings.model_dir}: the model backend has no configuration")
+        self.config: ModelConfig = config
         self.detector = MahalanobisDetector.load(settings.model_dir)
         fitted_for = self.detector.info.get("model_version") if self.detector is not None else None
         if fitted_for and fitted_for != self.config.version:
