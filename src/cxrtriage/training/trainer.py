@@ -220,23 +220,16 @@ def train(
     x_va, y_va = cache.images[va_rows], targets_all[cache.index[va_rows]]
     if len(np.unique(y_tr)) < 2 or len(np.unique(y_va)) < 2:
         raise ValueError(f"{cfg.data}: training and validation splits each need at least two classes")
-    split_info = {
-        "n_train": int(len(y_tr)),
-        "n_val": int(len(y_va)),
-        "train_counts": {c: int((y_tr == i).sum()) for i, c in enumerate(task.classes)},
-        "val_counts": {c: int((y_va == i).sum()) for i, c in enumerate(task.classes)},
-        "val_patients": len({s.patient_id for s in val_s}),
-        "skipped": [list(f) for f in cache.failures],
-    }
+    skipped = [list(f) for f in cache.failures]
     split_section = SplitSection(
         data=cfg.data,
         seed=cfg.seed,
-        n_train=split_info["n_train"],
-        n_val=split_info["n_val"],
-        train_counts=split_info["train_counts"],
-        val_counts=split_info["val_counts"],
+        n_train=int(len(y_tr)),
+        n_val=int(len(y_va)),
+        train_counts={c: int((y_tr == i).sum()) for i, c in enumerate(task.classes)},
+        val_counts={c: int((y_va == i).sum()) for i, c in enumerate(task.classes)},
         val_paths_relative=[os.path.relpath(Path(s.path).resolve(), dataset_root(cfg.data)) for s in val_s],
-        val_patients=split_info["val_patients"],
+        val_patients=len({s.patient_id for s in val_s}),
     )
     for path, reason in cache.failures:
         print(f"skipped {path}: {reason}")
@@ -288,9 +281,7 @@ def train(
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         if cfg.balance == "sampler":
             weights = (1.0 / counts)[y_tr]
-            sampler = WeightedRandomSampler(
-                torch.as_tensor(weights), num_samples=len(y_tr), replacement=True, generator=gen
-            )
+            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(y_tr), replacement=True, generator=gen)
             loader = DataLoader(
                 dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(y_tr) > cfg.batch_size
             )
@@ -391,12 +382,12 @@ def train(
     )
     wall = elapsed_before + time.time() - t0
     summary = TrainingSummary(
-        best_epoch=best["epoch"],
+        best_epoch=int(best["epoch"]),
         select_metric=cfg.select_metric,
         epochs_run=len(history),
         wall_seconds=round(wall, 1),
         cpu_count=os.cpu_count(),
-        skipped=split_info["skipped"],
+        skipped=skipped,
         runtime={
             "device": str(fabric.device),
             "precision": cfg.precision,
