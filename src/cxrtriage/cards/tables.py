@@ -6,11 +6,12 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["fmt", "markdown_table", "write_csv", "write_json"]
 
 
-def fmt(value, digits: int = 3) -> str:
+def fmt(value: object, digits: int = 3) -> str:
     """Format a cell: floats to ``digits`` decimals, ``None`` as an en dash."""
     if value is None:
         return "–"
@@ -53,10 +54,10 @@ def write_csv(rows: Sequence[dict], path: str | Path, columns: Sequence[str] | N
     return path
 
 
-def write_json(obj, path: str | Path) -> Path:
+def write_json(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON (NumPy scalars converted)."""
 
-    def default(o):
+    def default(o: Any) -> Any:
         if hasattr(o, "item"):
             return o.item()
         if hasattr(o, "tolist"):

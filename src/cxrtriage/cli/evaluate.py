@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 __all__ = ["register"]
 
@@ -34,7 +35,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub, commands: dict) -> None:
+def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``evaluate`` to the ``cxr`` parser."""
     p = sub.add_parser("evaluate", help="score a labelled dataset and write metrics.json and figures")
     p.add_argument(

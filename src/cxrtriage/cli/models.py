@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Callable
 
 __all__ = ["register", "shipped_model_rows", "shipped_models_markdown"]
 
@@ -77,7 +79,7 @@ def shipped_models_markdown(link_prefix: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cmd_models(a) -> int:
+def _cmd_models(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(shipped_model_rows(), indent=1, ensure_ascii=False))
     else:
@@ -85,7 +87,7 @@ def _cmd_models(a) -> int:
     return 0
 
 
-def register(sub, commands: dict) -> None:
+def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``models`` to the ``cxr`` parser."""
     p = sub.add_parser("models", help="list the shipped models (usable as --model NAME) with their headline figures")
     p.add_argument("--json", action="store_true", help="JSON instead of a Markdown table")

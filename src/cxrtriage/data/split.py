@@ -26,7 +26,7 @@ __all__ = [
 
 
 def patient_kfold(
-    targets: Sequence[int], groups: Sequence[str], n_splits: int, seed: int
+    targets: np.ndarray | Sequence[int], groups: np.ndarray | Sequence[str], n_splits: int, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified, patient-grouped K-fold indices.
 
@@ -61,7 +61,10 @@ def patient_kfold(
 
 
 def patient_train_val_split(
-    targets: Sequence[int], groups: Sequence[str], val_fraction: float = 0.15, seed: int = 0
+    targets: np.ndarray | Sequence[int],
+    groups: np.ndarray | Sequence[str],
+    val_fraction: float = 0.15,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Carve a patient-level, stratified validation split.
 

@@ -24,7 +24,7 @@ from cxrtriage.config import TrainConfig
 from cxrtriage.experiments.cv import CVDataset, budget_lines, format_mean_sd, headline_metrics, run_cv
 from cxrtriage.metrics.report import Estimate, MetricReport
 from cxrtriage.models.registry import model_entry, parameter_count
-from cxrtriage.tasks import get_task
+from cxrtriage.tasks import TaskSpec, get_task
 
 __all__ = ["run_compare", "compare_markdown", "write_compare_report"]
 
@@ -129,7 +129,8 @@ def run_compare(
     aucs = [_pooled_auroc(r) for r in results]
     bar_chart(
         [r["label"] for r in results],
-        [a.value for a in aucs],
+        # undefined AUROC (None) is drawn as NaN, as np.asarray(..., float64) would make it
+        [a.value if a.value is not None else float("nan") for a in aucs],
         [a.ci95 for a in aucs],
         out / "auroc_bars.png",
         ylabel="pooled out-of-fold auroc",
@@ -157,7 +158,7 @@ def _dirname(result: dict) -> str:
     return f"{result['arch']}-frozen" if result["budget"]["frozen"] else result["arch"]
 
 
-def _oof_scores(path: Path, task, pos: int) -> tuple[np.ndarray, np.ndarray]:
+def _oof_scores(path: Path, task: TaskSpec, pos: int) -> tuple[np.ndarray, np.ndarray]:
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     y = np.array([int(r["target"] == task.classes[pos]) for r in rows])
@@ -165,7 +166,7 @@ def _oof_scores(path: Path, task, pos: int) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
-def _row(r: dict, task) -> dict:
+def _row(r: dict, task: TaskSpec) -> dict:
     key = "auroc"
     p = _pooled_auroc(r)
     row = {

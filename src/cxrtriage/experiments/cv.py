@@ -104,7 +104,7 @@ def build_cv_dataset(
     dedupe: bool = True,
     max_distance: int = DEFAULT_MAX_DISTANCE,
     include_test: bool = False,
-    cache_dir=None,
+    cache_dir: str | Path | None = None,
     progress: bool = False,
 ) -> CVDataset:
     """Collect the pool and its leak-free groups.
@@ -182,7 +182,7 @@ def assign_folds(targets: Sequence[int], groups: Sequence[str], k: int, seed: in
 
 
 def inner_split(
-    idx: np.ndarray, targets: np.ndarray, groups: Sequence[str], val_fraction: float, seed: int
+    idx: np.ndarray, targets: np.ndarray, groups: np.ndarray | Sequence[str], val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split the training folds ``idx`` into inner training / validation by group.
 
@@ -234,7 +234,16 @@ def _subset_idx(idx: np.ndarray, targets: np.ndarray, n: int | None, seed: int) 
     return idx[np.sort(keep)]
 
 
-def _fold_finetune(cfg: TrainConfig, fold_dir: Path, ds: CVDataset, tr, iv, pool_images, row_of, progress) -> dict:
+def _fold_finetune(
+    cfg: TrainConfig,
+    fold_dir: Path,
+    ds: CVDataset,
+    tr: np.ndarray,
+    iv: np.ndarray,
+    pool_images: np.ndarray,
+    row_of: np.ndarray,
+    progress: bool,
+) -> dict:
     from cxrtriage.inference.backend import TorchBackend, config_batches
     from cxrtriage.models.bundle import ModelBundle
     from cxrtriage.training.trainer import train
@@ -243,7 +252,8 @@ def _fold_finetune(cfg: TrainConfig, fold_dir: Path, ds: CVDataset, tr, iv, pool
     res = train(fcfg, progress=progress, split=([ds.samples[i] for i in tr], [ds.samples[i] for i in iv]))
     bundle = ModelBundle.load(fold_dir)
     model, mcfg = bundle.load_model(), bundle.config
-    assert bundle.split is not None
+    if bundle.split is None:
+        raise ValueError(f"{fold_dir}: the trained fold model has no split section")
     shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
 
     backend = TorchBackend(model, mcfg, threads=None)
@@ -364,6 +374,7 @@ def run_cv(
         fold_dir = out / f"fold{f}"
         fold_dir.mkdir(parents=True, exist_ok=True)
         cached = fold_dir / "fold_result.npz"
+        threshold: float | None
         if cached.exists():
             z = np.load(cached)
             iv_logits, outer_logits, threshold = z["inner_logits"], z["outer_logits"], float(z["threshold"])
@@ -372,6 +383,9 @@ def run_cv(
         else:
             if frozen:
                 from cxrtriage.experiments.frozen import fit_linear_head, head_logits
+
+                if feats is None:  # computed above whenever frozen
+                    raise RuntimeError("frozen cross-validation: pooled features were not computed")
 
                 trs = _subset_idx(tr, y_all, cfg.max_train_images, cfg.seed)
                 clf, c = fit_linear_head(feats[row_of[trs]], y_all[trs], feats[row_of[iv]], y_all[iv], seed=cfg.seed)
@@ -518,7 +532,17 @@ def run_cv(
     return result
 
 
-def _write_outputs(result, ds, done, oof_logits, oof_cal, oof_pred, fold_of, out: Path, cal) -> None:
+def _write_outputs(
+    result: dict,
+    ds: CVDataset,
+    done: np.ndarray,
+    oof_logits: np.ndarray,
+    oof_cal: np.ndarray,
+    oof_pred: np.ndarray,
+    fold_of: np.ndarray,
+    out: Path,
+    cal: dict,
+) -> None:
     from cxrtriage.cards.figures import reliability_diagram, roc_figure
 
     task = get_task(result["task"])

@@ -48,7 +48,9 @@ class EvaluationResult:
     report: MetricReport
 
 
-def score_samples(predictor: Predictor, samples: list[Sample], cache_dir: str | None = None, progress: bool = False):
+def score_samples(
+    predictor: Predictor, samples: list[Sample], cache_dir: str | None = None, progress: bool = False
+) -> tuple[list[Sample], np.ndarray, list[tuple[str, str]]]:
     """Class probabilities for labelled samples, decoding through the image cache.
 
     Returns

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cxrtriage.data.cache import default_cache_dir
@@ -94,8 +95,13 @@ def pooled_features(
 
 
 def fit_linear_head(
-    x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, cs=(0.01, 0.1, 1.0), seed: int = 0
-):
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    cs: Sequence[float] = (0.01, 0.1, 1.0),
+    seed: int = 0,
+) -> tuple[Pipeline, float]:
     """Fit a standardised, class-balanced logistic-regression head; pick ``C`` on validation AUROC.
 
     Parameters
@@ -113,7 +119,7 @@ def fit_linear_head(
         A fitted scikit-learn pipeline (``StandardScaler`` + ``LogisticRegression``)
         and the chosen ``C``.
     """
-    best = None
+    best: tuple[float, Pipeline, float] | None = None
     for c in cs:
         clf = make_pipeline(
             StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=3000, random_state=seed)
@@ -122,10 +128,12 @@ def fit_linear_head(
         score = auroc(y_val, clf.predict_proba(x_val)) or 0.0
         if best is None or score > best[0]:
             best = (score, clf, c)
+    if best is None:
+        raise ValueError("fit_linear_head needs at least one C in cs")
     return best[1], best[2]
 
 
-def head_logits(clf, x: np.ndarray, num_classes: int) -> np.ndarray:
+def head_logits(clf: Pipeline, x: np.ndarray, num_classes: int) -> np.ndarray:
     """Logits ``(N, K)`` of a fitted head, such that ``softmax(logits) == predict_proba``.
 
     Binary logistic regression has one log-odds ``z``; it becomes ``[0, z]``.

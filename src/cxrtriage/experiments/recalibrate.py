@@ -33,7 +33,7 @@ __all__ = ["validation_logits", "calibrate_model_dir", "operating_point"]
 
 
 def validation_logits(
-    model_dir: str | Path, data: str | Path | None = None, cache_dir=None
+    model_dir: str | Path, data: str | Path | None = None, cache_dir: str | Path | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Logits and labels of a model folder's validation images.
 
@@ -127,7 +127,7 @@ def calibrate_model_dir(
     data: str | Path | None = None,
     rule: str | None = None,
     n_bins: int = 15,
-    cache_dir=None,
+    cache_dir: str | Path | None = None,
     write: bool = True,
 ) -> dict:
     """Fit the temperature and the operating point of a model folder, and save them.

@@ -32,7 +32,7 @@ from cxrtriage.cards.model_card import write_card
 from cxrtriage.config import ModelConfig, TrainConfig
 from cxrtriage.data.cache import load_cached
 from cxrtriage.data.split import dataset_root, patient_train_val_split
-from cxrtriage.experiments.cv import build_cv_dataset
+from cxrtriage.experiments.cv import CVDataset, build_cv_dataset
 from cxrtriage.experiments.recalibrate import calibrate_model_dir, validation_logits
 from cxrtriage.experiments.subgroups import subgroup_metrics
 from cxrtriage.inference.backend import TorchBackend, config_batches
@@ -62,7 +62,9 @@ SHIPPED_FILES = (
 )
 
 
-def _split(ds, test_fraction: float, val_fraction: float, seed: int, resplit: bool = False):
+def _split(
+    ds: CVDataset, test_fraction: float, val_fraction: float, seed: int, resplit: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, int]:
     y = ds.targets
     g = np.asarray(ds.groups)
     is_test = np.array([s.split == "test" and not resplit for s in ds.samples], dtype=bool)
@@ -164,7 +166,8 @@ def ship_model(
     t_logits, _ = TorchBackend(model, mcfg, threads=None).run(config_batches(cache.images, mcfg, 64))
     test_m, t_p = _metrics(task, mcfg, t_y, t_logits, n_boot, cfg.seed)
     subgroups = {c: subgroup_metrics(test_s, t_p, mcfg, c, n_boot=n_boot, seed=cfg.seed) for c in by}
-    assert bundle.calibration is not None and bundle.split is not None and bundle.training is not None
+    if bundle.calibration is None or bundle.split is None or bundle.training is None:
+        raise ValueError(f"{bundle.directory}: calibrated bundle lacks its calibration, split or training section")
     bundle.calibration.test_ece_before = expected_calibration_error(softmax(t_logits), t_y)
     bundle.calibration.test_ece_after = expected_calibration_error(t_p, t_y)
     bundle.calibration.test_brier_before = brier_score(softmax(t_logits), t_y)
@@ -239,7 +242,8 @@ def document_model(
             hint = " (run `cxr calibrate --model DIR` first)" if name == "calibration" else ""
             raise FileNotFoundError(f"{d}: bundle.json has no {name} section{hint}")
     cfg, sp = bundle.train_config, bundle.split
-    assert cfg is not None and sp is not None
+    if cfg is None or sp is None:  # checked above; narrows the types
+        raise FileNotFoundError(f"{d}: bundle.json has no train_config or split section")
     task = get_task(cfg.task)
     v_logits, v_y, _ = validation_logits(d, cfg.data, cache_dir)
     val_m, _ = _metrics(task, bundle.config, v_y, v_logits, n_boot, cfg.seed)

@@ -181,11 +181,11 @@ class _ConfigMixin:
         c = self._cfg()
         return preprocess(img, c.image_size, c.intensity, c.mean, c.std)
 
-    def logits(self, images: Sequence[np.ndarray | str | Path], batch_size: int = 32) -> np.ndarray:
+    def logits(self, images: ImageInput, batch_size: int = 32) -> np.ndarray:
         """Logits ``float32 (N, K)`` of ``uint8 (H, W)`` images or image paths (model preprocessing)."""
         return self.run(config_batches(images, self._cfg(), batch_size))[0]
 
-    def probabilities(self, images: Sequence[np.ndarray | str | Path], batch_size: int = 32) -> np.ndarray:
+    def probabilities(self, images: ImageInput, batch_size: int = 32) -> np.ndarray:
         """Class probabilities ``float64 (N, K)`` (rows sum to 1), the model's temperature applied."""
         return softmax(self.logits(images, batch_size), self._cfg().temperature)
 

@@ -22,11 +22,15 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cxrtriage.cards.model_card import write_card
 from cxrtriage.models.bundle import README_FILE, ModelBundle, OnnxSection
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["export_onnx", "file_sha256", "ONNX_NAME", "ONNX_OPSET"]
 
@@ -47,15 +51,16 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _wrapper(model):
+def _wrapper(model: torch.nn.Module) -> torch.nn.Module:
     import torch
 
     class FeaturesAndLogits(torch.nn.Module):
-        def __init__(self, m):
+        def __init__(self, m: torch.nn.Module) -> None:
             super().__init__()
-            self.m = m
+            # Any: a timm model whose forward_features/forward_head export_onnx has checked with hasattr.
+            self.m: Any = m
 
-        def forward(self, x):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             f = self.m.forward_features(x)
             return self.m.forward_head(f), f
 
@@ -64,7 +69,8 @@ def _wrapper(model):
 
 def _record_checksum(bundle: ModelBundle, sha: str) -> None:
     """Store the export in the bundle's ``onnx`` section and re-render its card if it has one."""
-    assert bundle.directory is not None
+    if bundle.directory is None:
+        raise ValueError("cannot record the ONNX checksum: the bundle was not loaded from a folder")
     bundle.onnx = OnnxSection(file=ONNX_NAME, opset=ONNX_OPSET, sha256=sha)
     bundle.save(bundle.directory)
     if (bundle.directory / README_FILE).is_file() and bundle.evaluation is not None:

@@ -87,7 +87,7 @@ class Predictor:
         """Logits ``float32 (N, K)`` (before temperature) for ``uint8 (H, W)`` images of any size."""
         return self.backend.logits(images, batch_size)
 
-    def probabilities(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def probabilities(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, ``float64 (N, K)``, for ``uint8 (H, W)`` images of any size (temperature applied)."""
         return self.backend.probabilities(images, batch_size)
 

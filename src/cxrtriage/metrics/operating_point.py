@@ -73,6 +73,8 @@ def choose_threshold(y_true: np.ndarray, p_pos: np.ndarray, rule: str = "youden"
     if name == "youden":
         i = int(np.argmax(tpr - fpr))
     else:
+        if target is None:  # parse_rule always gives a target for "sensitivity"
+            raise ValueError(f"threshold rule {rule!r} has no target sensitivity")
         i = int(np.argmax(tpr >= target - 1e-12))
     # Midpoint towards the next lower score, so that the point's own images stay on the positive side.
     lower = thr[i + 1] if i + 1 < len(thr) else 0.0
