@@ -34,7 +34,7 @@ def images(example_paths):
 
 
 def test_export_records_checksum(exported):
-    from cxrtriage.inference.export import file_sha256
+    from cxrtriage.inference.backend import file_sha256
 
     sha = file_sha256(exported / "model.onnx")
     assert json.loads((exported / "bundle.json").read_text())["onnx"]["sha256"] == sha
@@ -73,7 +73,8 @@ def test_torch_and_onnx_backends_give_the_same_logits(exported, example_paths):
 
 
 def test_stale_onnx_is_refused(exported, tmp_path):
-    from cxrtriage.inference.backend import OnnxBackend, load_backend
+    from cxrtriage.inference.backend import OnnxBackend
+    from cxrtriage.inference.loading import load_backend
 
     d = copy_model_dir(exported, tmp_path / "m", export=False)
     sections = json.loads((d / "bundle.json").read_text())

@@ -83,7 +83,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from cxrtriage.inference.export import export_onnx, file_sha256
+    from cxrtriage.inference.backend import file_sha256
+    from cxrtriage.inference.export import export_onnx
 
     d = _model_dir(a.model)
     out = export_onnx(d, a.out)

@@ -25,8 +25,8 @@ Output contract of ``run(batches, features=...)``: a tuple
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -37,7 +37,6 @@ import numpy as np
 from cxrtriage.config import ModelConfig
 from cxrtriage.data.io import read_image
 from cxrtriage.data.transforms import preprocess
-from cxrtriage.inference.export import ONNX_NAME, file_sha256
 from cxrtriage.metrics.calibration import softmax
 from cxrtriage.models.bundle import ModelBundle
 
@@ -50,7 +49,8 @@ __all__ = [
     "OnnxBackend",
     "TorchBackend",
     "config_batches",
-    "load_backend",
+    "ONNX_NAME",
+    "file_sha256",
     "onnx_head_weights",
     "preprocessed_batches",
 ]
@@ -59,6 +59,22 @@ log = logging.getLogger(__name__)
 
 #: What :meth:`Backend.run` returns beside the logits (see the module docstring).
 FeatureKind = Literal["none", "pooled", "map"]
+
+
+#: File name of a model folder's ONNX export (written by :func:`cxrtriage.inference.export.export_onnx`).
+ONNX_NAME = "model.onnx"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (:func:`hashlib.file_digest`).
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 #: Images for :func:`preprocessed_batches`: a stack ``uint8 (N, H, W)`` or a sequence of arrays and paths.
@@ -385,37 +401,3 @@ class OnnxBackend(_ConfigMixin):
             logits.append(lo)
             feats.append(_features(fmap, len(x), features))
         return _finish(logits, feats, len(self._cfg().classes), features)
-
-
-def load_backend(
-    model_dir: str | Path, threads: int = 2, prefer_onnx: bool = True, export_if_missing: bool = True
-) -> OnnxBackend | TorchBackend:
-    """The fastest available backend for a model folder.
-
-    ONNX Runtime when ``model.onnx`` exists and matches its recorded checksum;
-    if it is missing (or stale) and the folder is writable, it is exported
-    first; otherwise PyTorch.
-
-    Returns
-    -------
-    OnnxBackend or TorchBackend
-    """
-    d = Path(model_dir)
-    if prefer_onnx:
-        try:
-            return OnnxBackend(d, threads)
-        except (FileNotFoundError, ValueError) as exc:
-            log.warning("ONNX backend unavailable: %s", exc)
-            if export_if_missing and _writable(d):
-                try:
-                    from cxrtriage.inference.export import export_onnx
-
-                    export_onnx(d)
-                    return OnnxBackend(d, threads)
-                except Exception as exc2:  # noqa: BLE001 - any export failure means: use torch
-                    log.warning("ONNX export failed (%s); using PyTorch", exc2)
-    return TorchBackend.from_dir(d, threads, channels_last=False)
-
-
-def _writable(d: Path) -> bool:
-    return os.access(d, os.W_OK) and (not (d / ONNX_NAME).exists() or os.access(d / ONNX_NAME, os.W_OK))

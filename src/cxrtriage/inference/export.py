@@ -17,7 +17,6 @@ The file, opset and SHA-256 are recorded in the bundle's ``onnx`` section
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -27,28 +26,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxrtriage.cards.model_card import write_card
+from cxrtriage.inference.backend import ONNX_NAME, OnnxBackend, TorchBackend, file_sha256
 from cxrtriage.models.bundle import README_FILE, ModelBundle, OnnxSection
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["export_onnx", "file_sha256", "ONNX_NAME", "ONNX_OPSET"]
+__all__ = ["export_onnx", "ONNX_OPSET"]
 
 log = logging.getLogger(__name__)
 
 #: File name of the exported graph inside a model folder.
-ONNX_NAME = "model.onnx"
 #: ONNX opset used for the export (supported by ONNX Runtime >= 1.14).
 ONNX_OPSET = 17
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _wrapper(model: torch.nn.Module) -> torch.nn.Module:
@@ -135,8 +125,6 @@ def export_onnx(
             do_constant_folding=True,
         )
     if verify:
-        from cxrtriage.inference.backend import OnnxBackend, TorchBackend
-
         rng = np.random.default_rng(0)
         xt = rng.normal(0.0, 1.0, size=(2, 1, s, s)).astype(np.float32)
         lo, fo = OnnxBackend(d, threads=1, onnx_path=tmp).run([xt], features="map")

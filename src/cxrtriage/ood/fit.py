@@ -161,7 +161,7 @@ def fit_ood(
     from cxrtriage.cards.model_card import write_card
     from cxrtriage.data.discover import discover
     from cxrtriage.data.split import recorded_validation_paths
-    from cxrtriage.inference.backend import load_backend
+    from cxrtriage.inference.loading import load_backend
     from cxrtriage.models.bundle import README_FILE, ModelBundle
     from cxrtriage.tasks import get_task
 

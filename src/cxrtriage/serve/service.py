@@ -21,7 +21,7 @@ from cxrtriage.config import ModelConfig
 from cxrtriage.data.dicom import decode_dicom, is_dicom
 from cxrtriage.data.io import ImageReadError, decode_image
 from cxrtriage.explain.cam import cam_from_features, normalize_cam, upsample_cam
-from cxrtriage.inference.backend import load_backend
+from cxrtriage.inference.loading import load_backend
 from cxrtriage.inference.predictor import predictions_from_probs
 from cxrtriage.metrics.calibration import softmax
 from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness_of_bytes
