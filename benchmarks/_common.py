@@ -8,22 +8,17 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from cxrtriage.serve.testing import free_port, serve_command
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SHARED = Path(os.environ.get("CXRTRIAGE_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-def free_port() -> int:
-    from cxrtriage.serve.testing import free_port as fp
-
-    return fp()
 
 
 def machine() -> dict:
@@ -47,23 +42,7 @@ def cxr_serve(model_dir: Path, data_dir: Path, *extra: str, token: str = "bench-
     import httpx
 
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "cxrtriage.cli",
-        "serve",
-        "--model",
-        str(model_dir),
-        "--data-dir",
-        str(data_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--api-token",
-        token,
-        *extra,
-    ]
+    cmd = serve_command(model_dir, data_dir, port, "--api-token", token, *extra)
     log = open(data_dir.parent / f"server-{port}.log", "w") if data_dir.parent.exists() else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

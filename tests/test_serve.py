@@ -427,26 +427,12 @@ def test_torch_fallback_server(model_dir, tmp_path, example_paths):
 def test_cli_serve_subprocess_prints_qr(model_dir, tmp_path):
     """``cxr serve`` as users start it: QR code and URL on stdout, health answers, clean stop."""
     import subprocess
-    import sys
     import time
 
-    from cxrtriage.serve.testing import free_port
+    from cxrtriage.serve.testing import free_port, serve_command
 
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "cxrtriage.cli",
-        "serve",
-        "--model",
-        str(model_dir),
-        "--data-dir",
-        str(tmp_path / "d"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    cmd = serve_command(model_dir, tmp_path / "d", port)
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -508,30 +494,16 @@ def test_sigkilled_server_loses_no_accepted_study(model_dir, tmp_path, example_p
     import os
     import signal
     import subprocess
-    import sys
     import threading
     import time
 
-    from cxrtriage.serve.testing import free_port
+    from cxrtriage.serve.testing import free_port, serve_command
     from cxrtriage.store import StudyStore
 
     db_url = request.getfixturevalue("pg_server").create_database() if backend == "postgresql" else None
     data = tmp_path / "d"
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "cxrtriage.cli",
-        "serve",
-        "--model",
-        str(model_dir),
-        "--data-dir",
-        str(data),
-        "--port",
-        str(port),
-    ]
-    if db_url:
-        cmd += ["--database-url", db_url]
+    cmd = serve_command(model_dir, data, port, *(["--database-url", db_url] if db_url else []))
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "CXRTRIAGE_API_TOKEN": TOKEN}
     )

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from cxrtriage.serve.service import StudyService
     from cxrtriage.serve.settings import ServeSettings
 
-__all__ = ["free_port", "running_server", "find_model_dir", "copy_model_dir"]
+__all__ = ["free_port", "serve_command", "running_server", "find_model_dir", "copy_model_dir"]
 
 
 def free_port() -> int:
@@ -24,6 +25,28 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def serve_command(model_dir: str | Path, data_dir: str | Path, port: int, *extra: str) -> list[str]:
+    """Argument vector that starts ``cxr serve`` (the real CLI, this interpreter) on ``127.0.0.1:port``.
+
+    ``extra`` are further ``cxr serve`` options, e.g. ``"--database-url", url``.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "cxrtriage.cli",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
 
 
 def find_model_dir() -> Path | None:
