@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from cxrtriage import DISCLAIMER
+from cxrtriage.cards.audit_page import HOW_TO_READ, audit_markdown
 from cxrtriage.cards.tables import markdown_table
 from cxrtriage.data.dedupe import dataset_tag
 from cxrtriage.metrics.report import Estimate, format_estimate
@@ -188,6 +189,23 @@ def _subgroup_rows(sg: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _audit_lines(bundle: ModelBundle) -> list[str]:
+    """The "Shortcut audit" section of the card (empty when the bundle has no ``audit`` section)."""
+    if bundle.audit is None:
+        return []
+    return [
+        "## Shortcut audit",
+        "Does the model look at the lungs? Measured with `cxr audit` "
+        f"(`{bundle.audit.command or 'cxr audit'}`).",
+        "",
+        audit_markdown(bundle.audit),
+        "How to read it:",
+        "",
+        *[f"- {x}" for x in HOW_TO_READ],
+        "",
+    ]
 
 
 def render_card(bundle: ModelBundle) -> str:
@@ -364,6 +382,7 @@ def render_card(bundle: ModelBundle) -> str:
             f"threshold {bundle.ood.threshold:.1f} (validation percentile {bundle.ood.stats.get('percentile', '?')})",
             "",
         ]
+    lines += _audit_lines(bundle)
     limitations = LIMITATIONS.get(task.name, []) + [
         f"Validation{' and test' if has_test else ''} images come from the same source as the training images; "
         "performance on other hospitals, devices or populations is unknown."

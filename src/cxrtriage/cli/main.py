@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from cxrtriage import DISCLAIMER, __version__
+from cxrtriage.cli import audit as audit_cli
 from cxrtriage.cli import evaluate as evaluate_cli
 from cxrtriage.cli import experiments as experiments_cli
 from cxrtriage.cli import models as models_cli
@@ -36,7 +37,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 #: Modules that add sub-commands: each has ``register(subparsers, commands)``,
 #: which adds its parsers and maps each command name to ``fn(args) -> int``.
-COMMAND_GROUPS = [train_cli, models_cli, evaluate_cli, predict_cli, serve_cli, experiments_cli]
+COMMAND_GROUPS = [train_cli, models_cli, evaluate_cli, predict_cli, serve_cli, experiments_cli, audit_cli]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ Layout of a model folder::
 
     DIR/config.json        ModelConfig (architecture, classes, preprocessing, decision rule); strict
     DIR/model.safetensors  weights (float32 state_dict, safetensors format; no pickle)
-    DIR/bundle.json        typed sections: train_config, training, split, calibration, ood, onnx, evaluation
+    DIR/bundle.json        typed sections: train_config, training, split, calibration, ood, onnx, evaluation, audit
     DIR/README.md          model card with YAML front matter, rendered from the bundle
                            (:func:`cxrtriage.cards.model_card.write_card`)
     DIR/ood.npz            optional OOD statistics (means, precision), referenced by the ``ood`` section
@@ -43,6 +43,7 @@ __all__ = [
     "TrainingSummary",
     "OnnxSection",
     "Evaluation",
+    "AuditSection",
     "ModelBundle",
     "ModelLoadError",
     "metric_report_from_legacy",
@@ -285,6 +286,88 @@ class Evaluation:
         )
 
 
+@dataclass
+class AuditSection:
+    """Shortcut audit of the model (``cxr audit --write-bundle``; :mod:`cxrtriage.experiments.audit`).
+
+    Attributes
+    ----------
+    data : list of str
+        Dataset tags the audit images came from.
+    n : int
+        Images audited.
+    lung_mask : str
+        How the lung fields were approximated (not a segmentation).
+    fill : str
+        Grey level of hidden pixels (``mean``: the image's mean intensity, ``grey``: 128).
+    original, lungs_hidden, lungs_only : MetricReport
+        Scores at the saved operating point on the images as they are, with the lung
+        fields hidden, and with everything but the lung fields hidden.
+    cam_in_lung : dict str -> Estimate
+        True class -> mean share of the predicted class's CAM mass inside the lung mask (95 % bootstrap CI).
+    lung_area : Estimate
+        Mean share of the image inside the lung mask: the chance level of ``cam_in_lung``.
+    source_probe : dict or None
+        :meth:`cxrtriage.metrics.audit.SourceProbe.to_dict` (``auroc``, ``sources``, ``counts``,
+        ``n_splits``, ``accuracy``); ``None`` with a single source.
+    command : str
+        The command that ran the audit.
+    """
+
+    data: list[str]
+    n: int
+    lung_mask: str
+    fill: str
+    original: MetricReport
+    lungs_hidden: MetricReport
+    lungs_only: MetricReport
+    cam_in_lung: dict[str, Estimate] = field(default_factory=dict)
+    lung_area: Estimate = field(default_factory=lambda: Estimate(None))
+    source_probe: dict[str, Any] | None = None
+    command: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``dict``."""
+        return {
+            "data": list(self.data),
+            "n": self.n,
+            "lung_mask": self.lung_mask,
+            "fill": self.fill,
+            "original": self.original.to_dict(),
+            "lungs_hidden": self.lungs_hidden.to_dict(),
+            "lungs_only": self.lungs_only.to_dict(),
+            "cam_in_lung": {c: e.to_dict() for c, e in self.cam_in_lung.items()},
+            "lung_area": self.lung_area.to_dict(),
+            "source_probe": self.source_probe,
+            "command": self.command,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> AuditSection:
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise :class:`cxrtriage.config.ConfigKeyError`."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigKeyError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} for AuditSection")
+        required = ("data", "n", "lung_mask", "fill", "original", "lungs_hidden", "lungs_only")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ConfigKeyError(f"{source}: missing key(s) {', '.join(map(repr, missing))} for AuditSection")
+        return cls(
+            data=[str(d) for d in data["data"]],
+            n=int(data["n"]),
+            lung_mask=str(data["lung_mask"]),
+            fill=str(data["fill"]),
+            original=MetricReport.from_dict(data["original"]),
+            lungs_hidden=MetricReport.from_dict(data["lungs_hidden"]),
+            lungs_only=MetricReport.from_dict(data["lungs_only"]),
+            cam_in_lung={str(c): Estimate.from_dict(e) for c, e in (data.get("cam_in_lung") or {}).items()},
+            lung_area=Estimate.from_dict(data.get("lung_area")),
+            source_probe=dict(data["source_probe"]) if data.get("source_probe") else None,
+            command=str(data.get("command", "")),
+        )
+
+
 _LEGACY_NAMES = {"macro_auroc": "auroc", "macro_ppv": "ppv", "macro_f1": "f1", "macro_npv": "npv"}
 _PER_CLASS_PREFIXES = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc")
 
@@ -356,6 +439,7 @@ _SECTIONS: dict[str, type] = {
     "ood": OODSection,
     "onnx": OnnxSection,
     "evaluation": Evaluation,
+    "audit": AuditSection,
 }
 
 
@@ -376,6 +460,8 @@ class ModelBundle:
     onnx : OnnxSection or None
     evaluation : Evaluation or None
         What the model card reports.
+    audit : AuditSection or None
+        Shortcut audit (``cxr audit --write-bundle``).
     directory : Path or None
         The folder it was loaded from or last saved to.
     """
@@ -388,6 +474,7 @@ class ModelBundle:
     ood: OODSection | None = None
     onnx: OnnxSection | None = None
     evaluation: Evaluation | None = None
+    audit: AuditSection | None = None
     directory: Path | None = field(default=None, compare=False)
 
     @property
