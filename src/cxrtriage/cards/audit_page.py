@@ -68,9 +68,7 @@ def audit_markdown(section: AuditSection) -> str:
         f"- Lung fields: {section.lung_mask}.",
         "",
         markdown_table(
-            _report_rows(
-                {"original": rep, "lungs_hidden": section.lungs_hidden, "lungs_only": section.lungs_only}
-            ),
+            _report_rows({"original": rep, "lungs_hidden": section.lungs_hidden, "lungs_only": section.lungs_only}),
             [("set", "images"), ("auroc", auroc_name), ("acc", "accuracy"), ("msens", "macro sensitivity")],
         ),
         "",
@@ -96,10 +94,7 @@ def audit_markdown(section: AuditSection) -> str:
     if section.cam_in_lung:
         lines += [
             markdown_table(
-                [
-                    {"cls": c.replace("_", " "), "share": format_estimate(e)}
-                    for c, e in section.cam_in_lung.items()
-                ]
+                [{"cls": c.replace("_", " "), "share": format_estimate(e)} for c, e in section.cam_in_lung.items()]
                 + [{"cls": "chance level (lung-mask area)", "share": format_estimate(section.lung_area)}],
                 [("cls", "true class"), ("share", "CAM mass inside the lung mask")],
             ),

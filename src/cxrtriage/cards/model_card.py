@@ -197,8 +197,7 @@ def _audit_lines(bundle: ModelBundle) -> list[str]:
         return []
     return [
         "## Shortcut audit",
-        "Does the model look at the lungs? Measured with `cxr audit` "
-        f"(`{bundle.audit.command or 'cxr audit'}`).",
+        f"Does the model look at the lungs? Measured with `cxr audit` (`{bundle.audit.command or 'cxr audit'}`).",
         "",
         audit_markdown(bundle.audit),
         "How to read it:",

@@ -302,7 +302,9 @@ def run_audit(
         return softmax(backend.run(config_batches(imgs, cfg))[0], cfg.temperature)
 
     # one pass with feature maps on the originals: pooled features and CAMs
-    logits_l, pooled_l, fractions = [], [], []
+    logits_l: list[np.ndarray] = []
+    pooled_l: list[np.ndarray] = []
+    fractions: list[tuple[float, np.ndarray | None]] = []
     head = getattr(backend, "head", None)
     for start in range(0, len(images), 32):
         batch = images[start : start + 32]
@@ -320,9 +322,7 @@ def run_audit(
     pooled = np.concatenate(pooled_l)
     reports = hidden_lung_reports(images, masks, y, probabilities, cfg, fill, n_boot)
     frac = np.array([f for f, _ in fractions])
-    cam_in_lung = {
-        c: mean_estimate(frac[y == k], n_boot, seed) for k, c in enumerate(cfg.classes) if np.any(y == k)
-    }
+    cam_in_lung = {c: mean_estimate(frac[y == k], n_boot, seed) for k, c in enumerate(cfg.classes) if np.any(y == k)}
     lung_area = mean_estimate(masks.reshape(len(masks), -1).mean(axis=1), n_boot, seed)
     probe = None
     if len(set(src)) >= 2:
@@ -343,9 +343,12 @@ def run_audit(
     )
     out = Path(out)
     (out / "examples").mkdir(parents=True, exist_ok=True)
-    examples = []
-    order = [int(np.flatnonzero(y == k)[0]) for k in range(len(cfg.classes)) if np.any(y == k)]
-    order += [i for i in range(len(kept)) if i not in order]
+    examples: list[dict[str, Any]] = []
+    first: dict[tuple[int, str], int] = {}
+    for i, (t, s_) in enumerate(zip(y.tolist(), src)):
+        first.setdefault((t, s_), i)
+    order = sorted(first.values())
+    order += [i for i in range(len(kept)) if i not in first.values()]
     for i in order[:n_examples]:
         name = f"example_{len(examples)}.png"
         _example_panel(images[i], masks[i], fractions[i][1], fill).save(out / "examples" / name)
