@@ -302,14 +302,12 @@ def run_audit(
         return softmax(backend.run(config_batches(imgs, cfg))[0], cfg.temperature)
 
     # one pass with feature maps on the originals: pooled features and CAMs
-    logits_l: list[np.ndarray] = []
     pooled_l: list[np.ndarray] = []
     fractions: list[tuple[float, np.ndarray | None]] = []
     head = getattr(backend, "head", None)
     for start in range(0, len(images), 32):
         batch = images[start : start + 32]
         logits, fmap = backend.run(config_batches(batch, cfg), features="map")
-        logits_l.append(logits)
         pooled_l.append(fmap.mean(axis=(2, 3)))
         pred = decide(softmax(logits, cfg.temperature), cfg)
         for f, c, m in zip(fmap, pred, masks[start : start + 32]):
