@@ -21,7 +21,9 @@ HOW_TO_READ = [
     "**Source probe**: a logistic regression on the model's pooled features, cross-validated with patients kept "
     "within one fold, predicts which dataset an image came from. 0.5 = the features do not encode the source; "
     "near 1 = they do, and any class that comes mostly from one source can be told apart by source alone "
-    "(DeGrave, Janizek & Lee, Nat. Mach. Intell. 3, 2021; Zech et al., PLoS Med. 15(11), 2018).",
+    "(DeGrave, Janizek & Lee, Nat. Mach. Intell. 3, 2021; Zech et al., PLoS Med. 15(11), 2018). When the sources "
+    "hold different classes, the probe over all images partly measures the class; the rows for one true class "
+    "compare images with the same label from different sources and measure the source alone.",
     "**Heatmap in lungs**: the share of the predicted class's activation-map mass inside the lung mask. The mask's "
     "own area is the chance level: a share near or below it means the heatmap is not concentrated on the lungs.",
     "The lung fields are an anatomical approximation (two ellipses refined by intensity), not a segmentation; "
@@ -75,16 +77,19 @@ def audit_markdown(section: AuditSection) -> str:
     ]
     probe = section.source_probe
     if probe:
-        counts = ", ".join(f"{k} {v}" for k, v in probe.get("counts", {}).items())
+
+        def row(what: str, p: dict[str, Any]) -> dict[str, str]:
+            counts = ", ".join(f"{k} {v}" for k, v in p.get("counts", {}).items())
+            return {
+                "what": f"{what} ({counts}; {p.get('n_splits')}-fold grouped CV)",
+                "auroc": format_estimate(Estimate.from_dict(p.get("auroc"))),
+                "acc": f"{p.get('accuracy', float('nan')):.3f}",
+            }
+
         lines += [
             markdown_table(
-                [
-                    {
-                        "what": f"source probe ({counts}; {probe.get('n_splits')}-fold grouped CV)",
-                        "auroc": format_estimate(Estimate.from_dict(probe.get("auroc"))),
-                        "acc": f"{probe.get('accuracy', float('nan')):.3f}",
-                    }
-                ],
+                [row("all images", probe)]
+                + [row(f"true class {c.replace('_', ' ')} only", p) for c, p in probe.get("within_class", {}).items()],
                 [("what", "features predict the dataset"), ("auroc", "AUROC"), ("acc", "accuracy")],
             ),
             "",

@@ -322,10 +322,24 @@ def run_audit(
     frac = np.array([f for f, _ in fractions])
     cam_in_lung = {c: mean_estimate(frac[y == k], n_boot, seed) for k, c in enumerate(cfg.classes) if np.any(y == k)}
     lung_area = mean_estimate(masks.reshape(len(masks), -1).mean(axis=1), n_boot, seed)
-    probe = None
     if len(set(src)) >= 2:
         groups = [f"{s}:{x.patient_id}" for s, x in zip(src, kept)]
         probe = source_probe(pooled, src, groups, n_boot=n_boot, seed=seed)
+        probe_dict: dict[str, Any] | None = probe.to_dict()
+        # within one true class the source cannot be told apart by disease: a cleaner test of source encoding
+        within: dict[str, Any] = {}
+        src_arr, grp_arr = np.asarray(src), np.asarray(groups)
+        for k, c in enumerate(cfg.classes):
+            sel = y == k
+            per_source = [len(set(grp_arr[sel & (src_arr == s)].tolist())) for s in sorted(set(src))]
+            if sum(n >= 5 for n in per_source) >= 2:
+                keep_src = [s for s, n in zip(sorted(set(src)), per_source) if n >= 5]
+                sel &= np.isin(src_arr, keep_src)
+                within[c] = source_probe(pooled[sel], src_arr[sel], grp_arr[sel], n_boot=n_boot, seed=seed).to_dict()
+        if probe_dict is not None:
+            probe_dict["within_class"] = within
+    else:
+        probe_dict = None
     section = AuditSection(
         data=[dataset_tag(d) for d in data],
         n=len(kept),
@@ -336,7 +350,7 @@ def run_audit(
         lungs_only=reports["lungs_only"],
         cam_in_lung=cam_in_lung,
         lung_area=lung_area,
-        source_probe=probe.to_dict() if probe is not None else None,
+        source_probe=probe_dict,
         command=command,
     )
     out = Path(out)
