@@ -154,9 +154,12 @@ def _cmd_cv(a: argparse.Namespace) -> int:
         n_boot=a.n_boot,
         progress=not a.quiet,
         command=_command_line(a),
+        group_by=a.group_by,
     )
     from cxrtriage.metrics.report import MetricReport, format_estimate
 
+    if res.get("held_out_groups"):
+        print(f"leave-one-{a.group_by}-out folds: {', '.join(res['held_out_groups'])}")
     auc = MetricReport.from_dict(res["pooled"]).metrics["auroc"]
     print(
         f"{res['label']}: pooled out-of-fold auroc {format_estimate(auc, 4)}; "
@@ -332,6 +335,13 @@ def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callabl
     p.add_argument("--inner-val-fraction", type=float, default=0.15)
     p.add_argument("--frozen", action="store_true", help="frozen pretrained backbone, logistic-regression head")
     p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument(
+        "--group-by",
+        default=None,
+        metavar="COLUMN",
+        help="leave-one-group-out folds over this manifest column (e.g. source) or 'dataset' (the --data set of "
+        "each image); --k is then ignored",
+    )
     commands["cv"] = _cmd_cv
 
     p = subparsers.add_parser("compare", help="compare architectures on the same folds and budget")

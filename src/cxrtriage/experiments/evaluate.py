@@ -23,7 +23,7 @@ from cxrtriage import DISCLAIMER
 from cxrtriage.cards.plots import plot_confusion_matrix, plot_roc
 from cxrtriage.cards.tables import write_external_tables
 from cxrtriage.data.cache import load_cached
-from cxrtriage.data.dedupe import dataset_tag
+from cxrtriage.data.dedupe import unique_dataset_names
 from cxrtriage.data.discover import DatasetError, Sample, discover
 from cxrtriage.experiments.subgroups import subgroup_metrics
 from cxrtriage.inference.predictor import Predictor
@@ -168,25 +168,14 @@ def score_dataset(
 
 
 def dataset_names(datasets: Sequence[str | Path]) -> list[str]:
-    """Short unique names of dataset locations: the folder name (a manifest's folder), ``-2``, ``-3``... on clashes.
-
-    Parameters
-    ----------
-    datasets : sequence of paths
+    """Short unique dataset names (:func:`cxrtriage.data.dedupe.unique_dataset_names`): folder names, made unique.
 
     Returns
     -------
     list of str
-        Same length and order as ``datasets``; no two equal.
+        Same length and order as ``datasets``.
     """
-    names: list[str] = []
-    for d in datasets:
-        base = dataset_tag(d) or "dataset"
-        name, i = base, 2
-        while name in names:
-            name, i = f"{base}-{i}", i + 1
-        names.append(name)
-    return names
+    return unique_dataset_names(datasets)
 
 
 @dataclass
