@@ -289,7 +289,7 @@ def dataset_tag(data: str | Path) -> str:
 
 
 def unique_dataset_names(datasets: Sequence[str | Path]) -> list[str]:
-    """Short unique names of dataset locations: :func:`dataset_tag`, with ``-2``, ``-3``... on clashes.
+    """Short unique names of dataset locations: :func:`dataset_tag` (a manifest's folder), ``-2``, ``-3``... on clashes.
 
     Parameters
     ----------
@@ -303,7 +303,8 @@ def unique_dataset_names(datasets: Sequence[str | Path]) -> list[str]:
     """
     names: list[str] = []
     for d in datasets:
-        base = dataset_tag(d) or "dataset"
+        p = Path(d)
+        base = (p.resolve().parent.name if p.suffix.lower() == ".csv" else dataset_tag(d)) or "dataset"
         name, i = base, 2
         while name in names:
             name, i = f"{base}-{i}", i + 1
