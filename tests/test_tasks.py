@@ -37,3 +37,47 @@ def test_subgroup_values():
     assert subgroup_value(s, "nih_patient_sex") == "F"
     assert subgroup_value(s, "source") == "(missing)"
     assert subgroup_value(s, "split") == "test"
+
+
+@pytest.mark.parametrize(
+    ("task", "label", "expected"),
+    [
+        ("covid", "COVID-19", "COVID"),
+        ("covid", "covid-19, ards", "COVID"),
+        ("covid", "No Finding", "Normal"),
+        ("covid", "SARS", "Viral_Pneumonia"),
+        ("covid", "Varicella", "Viral_Pneumonia"),
+        ("covid", "Streptococcus", None),  # bacterial: no class in the covid task
+        ("covid", "Pneumocystis", None),
+        ("pneumonia", "No Finding", "NORMAL"),
+        ("pneumonia", "COVID-19", "PNEUMONIA"),  # an adult COVID-19 pneumonia is a pneumonia
+        ("pneumonia", "COVID-19, ARDS", "PNEUMONIA"),
+        ("pneumonia", "klebsiella", "PNEUMONIA"),
+        ("pneumonia", "Pneumocystis", "PNEUMONIA"),
+        ("pneumonia", "SARS", "PNEUMONIA"),
+        ("pneumonia", "ARDS", None),
+        ("pneumonia", "Lipoid", None),
+        ("pneumonia-type", "Streptococcus", "bacterial"),
+        ("pneumonia-type", "COVID-19", "viral"),
+        ("pneumonia-type", "Pneumocystis", None),
+        ("pneumonia-type", "No Finding", "normal"),
+        ("finding", "No Finding", "no_finding"),
+        ("finding", "COVID-19", "finding"),
+        ("finding", "legionella", "finding"),
+        ("finding", "Lipoid", "finding"),
+        ("finding", "Cardiomegaly", "finding"),
+    ],
+)
+def test_ieee8023_findings(task, label, expected):
+    t = get_task(task)
+    got = t.map_label(label, "unsplit/x/img.jpg")
+    assert (t.classes[got] if got is not None else None) == expected
+    assert t.map_label(label.upper(), "unsplit/x/img.jpg") == got  # case-insensitive
+
+
+@pytest.mark.parametrize("task", ["pneumonia", "pneumonia-type", "covid", "finding"])
+def test_todo_is_never_labelled(task):
+    t = get_task(task)
+    assert t.map_label("todo", "x.jpg") is None
+    assert t.map_label(" TODO ", "x.jpg") is None
+    assert t.map_label("", "x.jpg") is None

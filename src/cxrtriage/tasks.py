@@ -14,6 +14,28 @@ Sources of the label conventions:
   2020), folders ``COVID`` / ``Normal`` / ``Viral Pneumonia``.
 * ``finding``: NIH ChestX-ray14 (Wang et al., CVPR 2017) "No Finding" versus any
   finding.
+* External labels of the COVID-19 Image Data Collection (Cohen et al.,
+  arXiv:2003.11597; ``ieee8023-cxr``, old ``finding`` schema). Decisions:
+
+  - ``todo`` (no label yet) and an empty label are never part of any task
+    (:data:`UNLABELLED`).
+  - ``pneumonia``: ``No Finding`` is NORMAL; every infectious pneumonia finding
+    (bacterial, viral including ``COVID-19`` and SARS/MERS, fungal
+    ``Pneumocystis``, generic ``Pneumonia``) is PNEUMONIA: an adult COVID-19
+    pneumonia is a pneumonia, so the pneumonia model is expected to call it.
+    ``ARDS`` alone, ``Lipoid`` and ``Aspiration`` are not infectious-pneumonia
+    labels in Kermany's sense and are left out.
+  - ``pneumonia-type``: bacterial species -> bacterial; viral findings (also
+    COVID-19) -> viral; fungal and generic pneumonia are left out.
+  - ``covid``: ``COVID-19`` and ``COVID-19, ARDS`` -> COVID; ``No Finding`` ->
+    Normal; non-COVID-19 viral pneumonias (``SARS``, ``MERS``, ``Varicella``,
+    ``Influenza``) -> Viral_Pneumonia. They are viral pneumonias by definition,
+    although the training class of the shipped model holds only pediatric
+    Kermany images: scoring them tests whether the model learnt the pathology
+    or the age/source of its training images. Bacterial and fungal findings
+    have no class in this task and are left out.
+  - ``finding``: ``No Finding`` -> no_finding; every disease finding of the
+    collection (and the 14 NIH ChestX-ray14 findings) -> finding.
 """
 
 from __future__ import annotations
@@ -22,7 +44,43 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-__all__ = ["TaskSpec", "TASKS", "get_task", "UnknownTaskError"]
+__all__ = ["TaskSpec", "TASKS", "get_task", "UnknownTaskError", "UNLABELLED"]
+
+#: Lower-cased labels that mean "not labelled" and are skipped by every task.
+UNLABELLED = frozenset({"", "todo"})
+
+#: ieee8023 COVID-19 Image Data Collection findings (old schema), lower-cased, by kind.
+_BACTERIAL = (
+    "streptococcus",
+    "klebsiella",
+    "legionella",
+    "chlamydophila",
+    "e.coli",
+    "mycoplasma bacterial pneumonia",
+    "staphylococcus",
+    "nocardia",
+)
+_VIRAL_NON_COVID = ("sars", "mers", "mers-cov", "varicella", "influenza", "herpes pneumonia")
+_COVID = ("covid-19", "covid-19, ards")
+_FUNGAL = ("pneumocystis", "aspergillosis")
+_OTHER_FINDINGS = ("ards", "lipoid", "aspiration", "tuberculosis")
+#: The 14 NIH ChestX-ray14 finding names (Wang et al. 2017), lower-cased.
+_NIH_FINDINGS = (
+    "atelectasis",
+    "cardiomegaly",
+    "consolidation",
+    "edema",
+    "effusion",
+    "emphysema",
+    "fibrosis",
+    "hernia",
+    "infiltration",
+    "mass",
+    "nodule",
+    "pleural_thickening",
+    "pneumonia",
+    "pneumothorax",
+)
 
 
 class UnknownTaskError(KeyError):
@@ -114,6 +172,8 @@ class TaskSpec:
             of this task (such samples are skipped, not errors).
         """
         key = label.strip().lower()
+        if key in UNLABELLED:
+            return None
         canon: str | None = self.aliases.get(key, key)
         if self.refine is not None and canon is not None:
             canon = self.refine(canon, path, extra or {})
@@ -131,7 +191,12 @@ TASKS: dict[str, TaskSpec] = {
             classes=("NORMAL", "PNEUMONIA"),
             normal_classes=("NORMAL",),
             positive_class="PNEUMONIA",
-            aliases={"normal": "normal", "pneumonia": "pneumonia", "no finding": "normal"},
+            aliases={
+                "normal": "normal",
+                "pneumonia": "pneumonia",
+                "no finding": "normal",
+                **{k: "pneumonia" for k in _BACTERIAL + _VIRAL_NON_COVID + _COVID + _FUNGAL},
+            },
             description="Pneumonia vs normal (Kermany et al. 2018, pediatric CXR).",
         ),
         TaskSpec(
@@ -139,7 +204,13 @@ TASKS: dict[str, TaskSpec] = {
             classes=("normal", "bacterial", "viral"),
             normal_classes=("normal",),
             positive_class="bacterial",
-            aliases={"normal": "normal", "pneumonia": "pneumonia"},
+            aliases={
+                "normal": "normal",
+                "pneumonia": "pneumonia",
+                "no finding": "normal",
+                **{k: "bacterial" for k in _BACTERIAL},
+                **{k: "viral" for k in _VIRAL_NON_COVID + _COVID},
+            },
             refine=_kermany_type,
             description="Normal / bacterial / viral pneumonia (Kermany file names).",
         ),
@@ -148,7 +219,12 @@ TASKS: dict[str, TaskSpec] = {
             classes=("COVID", "Normal", "Viral_Pneumonia"),
             normal_classes=("Normal",),
             positive_class="COVID",
-            aliases={"viral pneumonia": "viral_pneumonia", "covid-19": "covid"},
+            aliases={
+                "viral pneumonia": "viral_pneumonia",
+                "no finding": "normal",
+                **{k: "covid" for k in _COVID},
+                **{k: "viral_pneumonia" for k in _VIRAL_NON_COVID},
+            },
             description="COVID-19 / normal / viral pneumonia (COVID-19 Radiography Database).",
         ),
         TaskSpec(
@@ -162,6 +238,10 @@ TASKS: dict[str, TaskSpec] = {
                 "no finding": "no_finding",
                 "abnormal": "finding",
                 "1_abnormal": "finding",
+                **{
+                    k: "finding"
+                    for k in _BACTERIAL + _VIRAL_NON_COVID + _COVID + _FUNGAL + _OTHER_FINDINGS + _NIH_FINDINGS
+                },
             },
             description='"No finding" vs finding triage (NIH ChestX-ray14).',
         ),

@@ -21,14 +21,23 @@ import yaml
 
 from cxrtriage import DISCLAIMER
 from cxrtriage.cards.audit_page import HOW_TO_READ, audit_markdown
-from cxrtriage.cards.tables import markdown_table
+from cxrtriage.cards.tables import external_markdown, markdown_table
 from cxrtriage.data.dedupe import dataset_tag
 from cxrtriage.metrics.report import Estimate, format_estimate
 from cxrtriage.models.bundle import README_FILE, ModelBundle
 from cxrtriage.models.registry import parameter_count
 from cxrtriage.tasks import get_task
 
-__all__ = ["DATASETS", "WEIGHTS", "LIMITATIONS", "DATASET_LICENSES", "front_matter", "render_card", "write_card"]
+__all__ = [
+    "DATASETS",
+    "WEIGHTS",
+    "LIMITATIONS",
+    "DATASET_LICENSES",
+    "front_matter",
+    "render_card",
+    "write_card",
+    "external_section",
+]
 
 #: Provenance and terms of the datasets this project uses, by folder name
 #: (from the datasets' README files).
@@ -51,6 +60,12 @@ DATASETS = {
         "citation": "Wang X et al., ChestX-ray8, CVPR 2017; NIH Clinical Center",
         "license": "NIH: unrestricted use with acknowledgement of the NIH Clinical Center and citation; copy from "
         "GitHub dinbe0527/kcr2019d1 (no license file)",
+    },
+    "ieee8023-cxr": {
+        "name": "COVID-19 Image Data Collection (frontal X-rays, July 2020 copy, one half by patient)",
+        "citation": "Cohen JP, Morrison P, Dao L et al., arXiv:2003.11597 and arXiv:2006.11988, 2020",
+        "license": "per-image licences in its metadata (CC BY, CC BY-NC-SA, CC BY-NC-ND, none given...); many are "
+        "non-commercial; research use only",
     },
 }
 
@@ -126,7 +141,8 @@ def front_matter(bundle: ModelBundle) -> dict[str, Any]:
         ``license``, ``library_name: cxrtriage``, ``tags``, ``datasets``,
         ``pipeline_tag: image-classification`` and ``model-index`` with one result per
         evaluated split (validation, held-out test): ``task``, ``dataset`` and
-        ``metrics`` (``type``, ``value``, ``name``) of every headline metric with a value.
+        ``metrics`` (``type``, ``value``, ``name``) of every headline metric with a value;
+        each external validation set adds a result with ``dataset.split: external``.
 
     Raises
     ------
@@ -148,6 +164,22 @@ def front_matter(bundle: ModelBundle) -> dict[str, Any]:
                 "metrics": [
                     {"type": k, "value": round(float(e.value), 6), "name": f"{split_name} {k.replace('_', ' ')}"}
                     for k, e in rep.metrics.items()
+                    if e.value is not None
+                ],
+            }
+        )
+    for ext in ev.external:
+        results.append(
+            {
+                "task": {"type": "image-classification", "name": f"chest X-ray {tc.task} classification"},
+                "dataset": {
+                    "type": ext.name,
+                    "name": DATASETS.get(ext.name, {"name": ext.name})["name"],
+                    "split": "external",
+                },
+                "metrics": [
+                    {"type": k, "value": round(float(e.value), 6), "name": f"external {ext.name} {k.replace('_', ' ')}"}
+                    for k, e in ext.report.metrics.items()
                     if e.value is not None
                 ],
             }
@@ -205,6 +237,84 @@ def _audit_lines(bundle: ModelBundle) -> list[str]:
         *[f"- {x}" for x in HOW_TO_READ],
         "",
     ]
+
+
+def external_section(bundle: ModelBundle) -> list[str]:
+    """Markdown lines of the card's "External validation" and "Reporting checklist" sections.
+
+    The table "In-source vs out-of-source" puts validation, held-out test and every
+    external set side by side (n, images per class, three headline metrics with 95 %
+    CIs). Without external sets the section says so plainly. The checklist names
+    only the TRIPOD+AI (Collins et al., BMJ 2024;385:e078378) and CLAIM 2024
+    (Tejani et al., Radiol Artif Intell 2024;6:e240300) topics this card covers.
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+        With an ``evaluation`` section (and ``split``, ``training`` for the checklist).
+
+    Returns
+    -------
+    list of str
+        Lines, ending with an empty line.
+    """
+    ev, sp, tr = bundle.evaluation, bundle.split, bundle.training
+    if ev is None:
+        raise ValueError(f"{bundle.name}: no evaluation section to put external figures beside")
+    sets = [("validation (in-source)", "", ev.validation)]
+    if ev.test is not None:
+        sets.append(("held-out test (in-source)", "", ev.test))
+    sets += [(f"{e.name} (external)", e.data, e.report) for e in ev.external]
+    lines = ["## External validation", "", "### In-source vs out-of-source", ""]
+    lines.append(external_markdown(sets, short=True))
+    if ev.external:
+        lines += [
+            "In-source sets come from the training data's source; external sets from other sources, scored with the "
+            "same weights, temperature and operating point (95% percentile-bootstrap CIs).",
+            "",
+        ]
+        lines += [f"- `{e.name}`: {e.description}." for e in ev.external] + [""]
+    else:
+        lines += ["No external validation: the figures above are in-source upper bounds.", ""]
+    n_skipped_train = len(tr.skipped) if tr is not None else 0
+    n_skipped_ext = sum(e.skipped for e in ev.external)
+    tripod = [
+        "source of data (Data)",
+        "outcome: the classes and how dataset labels map onto them (Model, Data)",
+        "sample size: images per class in each part (Data, tables)",
+        f"missing data: unreadable images skipped (training {n_skipped_train}"
+        + (f", external {n_skipped_ext}" if ev.external else "")
+        + ")",
+        "data partitioning and leakage control (Data)",
+        "model specification: architecture, preprocessing, operating point (Model, Operating point)",
+        "model performance with 95% confidence intervals, calibration (Performance, Operating point and calibration)",
+    ]
+    if ev.external:
+        tripod.append("external validation on data from other sources (this section)")
+    tripod += ["intended use", "limitations"]
+    claim = [
+        "data sources and licences",
+        "reference standard: dataset labels, mapped by the task's alias table",
+        "data partitions and how they were assigned (Data: split and leak control)",
+        "model: architecture, initial weights, preprocessing",
+        "training details: epochs, optimiser, selection metric, wall time",
+        "performance metrics with confidence intervals at the stated operating point",
+    ]
+    if ev.external:
+        claim.append("external testing")
+    if sp is not None and sp.n_test:
+        claim.append("held-out test set used only for the final figures")
+    claim.append("limitations")
+    lines += [
+        "## Reporting checklist",
+        "Items of TRIPOD+AI (Collins et al., BMJ 2024) and CLAIM 2024 (Tejani et al., Radiology: Artificial "
+        "Intelligence 2024) this card covers; anything not listed is not reported here.",
+        "",
+        "- TRIPOD+AI: " + "; ".join(tripod) + ".",
+        "- CLAIM 2024: " + "; ".join(claim) + ".",
+        "",
+    ]
+    return lines
 
 
 def render_card(bundle: ModelBundle) -> str:
@@ -356,6 +466,7 @@ def render_card(bundle: ModelBundle) -> str:
                 [("group", col), ("n", "n"), ("auc", "AUROC"), ("sens", "sensitivity"), ("spec", "specificity")],
             ),
         ]
+    lines += external_section(bundle)
     lines += [
         "## Training",
         f"- Image size {tc.image_size} px, {tc.epochs} epochs max (best epoch {tr.best_epoch} by validation "

@@ -9,9 +9,11 @@ __all__ = ["register"]
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
+    if len(a.data) > 1:
+        return _cmd_evaluate_many(a)
     from cxrtriage.experiments.evaluate import evaluate
 
-    res = evaluate(a.model, a.data, a.out, split=a.split, cache_dir=a.cache_dir, progress=not a.quiet, by=a.by)
+    res = evaluate(a.model, a.data[0], a.out, split=a.split, cache_dir=a.cache_dir, progress=not a.quiet, by=a.by)
     from cxrtriage.metrics.report import format_estimate
 
     m, r = res.metrics, res.report
@@ -35,6 +37,23 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate_many(a: argparse.Namespace) -> int:
+    from cxrtriage.experiments.evaluate import evaluate_many
+    from cxrtriage.metrics.report import format_estimate
+
+    res = evaluate_many(a.model, a.data, a.out, split=a.split, cache_dir=a.cache_dir, progress=not a.quiet, by=a.by)
+    for name, r in res.results.items():
+        rep = r.report
+        key = "sensitivity" if rep.is_binary else "macro_sensitivity"
+        print(
+            f"{name}: n={rep.n} ({', '.join(f'{c} {k}' for c, k in rep.class_counts.items())}); "
+            f"auroc {format_estimate(rep.metrics.get('auroc'), 4)}, {key} {format_estimate(rep.metrics.get(key), 4)}"
+            + (f"; skipped {len(r.skipped)} unreadable" if r.skipped else "")
+        )
+    print(f"written to {res.out}/external.md (.csv, .json) and {res.out}/<dataset>/")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``evaluate`` to the ``cxr`` parser."""
     p = sub.add_parser("evaluate", help="score a labelled dataset and write metrics.json and figures")
@@ -43,7 +62,12 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
         default=None,
         help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
     )
-    p.add_argument("--data", required=True, help="dataset folder or manifest")
+    p.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="dataset folder or manifest; several: one sub-folder each in --out and one table external.md/.csv/.json",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", default=None, help="only this split (train, val, test...)")
     p.add_argument(

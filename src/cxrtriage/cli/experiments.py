@@ -13,6 +13,7 @@ from cxrtriage.config import TrainConfig
 
 if TYPE_CHECKING:
     from cxrtriage.experiments.cv import CVDataset
+    from cxrtriage.models.bundle import ModelBundle
 
 __all__ = ["register"]
 
@@ -153,9 +154,12 @@ def _cmd_cv(a: argparse.Namespace) -> int:
         n_boot=a.n_boot,
         progress=not a.quiet,
         command=_command_line(a),
+        group_by=a.group_by,
     )
     from cxrtriage.metrics.report import MetricReport, format_estimate
 
+    if res.get("held_out_groups"):
+        print(f"leave-one-{a.group_by}-out folds: {', '.join(res['held_out_groups'])}")
     auc = MetricReport.from_dict(res["pooled"]).metrics["auroc"]
     print(
         f"{res['label']}: pooled out-of-fold auroc {format_estimate(auc, 4)}; "
@@ -237,6 +241,7 @@ def _cmd_ship(a: argparse.Namespace) -> int:
         progress=not a.quiet,
         command=_command_line(a),
         resplit=a.resplit,
+        external=a.external,
     )
     ev, tr = bundle.evaluation, bundle.training
     assert ev is not None and ev.test is not None and tr is not None and tr.total_seconds is not None
@@ -250,13 +255,45 @@ def _cmd_card(a: argparse.Namespace) -> int:
     from cxrtriage.experiments.ship import document_model
     from cxrtriage.metrics.report import format_estimate
 
-    bundle = document_model(a.model, a.training_command, n_boot=a.n_boot, cache_dir=a.cache_dir)
+    if a.keep_validation:
+        if not a.external:
+            raise SystemExit("cxr card --keep-validation needs at least one --external dataset")
+        return _cmd_external(argparse.Namespace(model=a.model, data=a.external, n_boot=a.n_boot, cache_dir=a.cache_dir))
+    if not a.training_command:
+        raise SystemExit("cxr card: --training-command is required (unless --keep-validation)")
+    bundle = document_model(a.model, a.training_command, n_boot=a.n_boot, cache_dir=a.cache_dir, external=a.external)
     assert bundle.evaluation is not None
     v = bundle.evaluation.validation
     print(
         f"wrote {a.model}/README.md (model card) and bundle.json: validation auroc "
         f"{format_estimate(v.metrics.get('auroc'), 4)} (95% CI, n = {v.n})"
     )
+    _print_external(bundle)
+    return 0
+
+
+def _print_external(bundle: ModelBundle) -> None:
+    from cxrtriage.metrics.report import format_estimate
+
+    for e in bundle.evaluation.external if bundle.evaluation is not None else []:
+        r = e.report
+        key = "sensitivity" if r.is_binary else "macro_sensitivity"
+        print(
+            f"  external {e.name}: n={r.n}; auroc {format_estimate(r.metrics.get('auroc'), 4)}, "
+            f"{key} {format_estimate(r.metrics.get(key), 4)}"
+        )
+
+
+def _cmd_external(a: argparse.Namespace) -> int:
+    from cxrtriage.experiments.external import add_external
+
+    bundle = add_external(a.model, a.data, n_boot=a.n_boot, cache_dir=a.cache_dir)
+    assert bundle.evaluation is not None
+    print(
+        f"updated {bundle.directory}/bundle.json (evaluation.external: "
+        f"{', '.join(e.name for e in bundle.evaluation.external)}) and README.md; validation figures kept"
+    )
+    _print_external(bundle)
     return 0
 
 
@@ -279,6 +316,17 @@ def _cmd_dedupe(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_external_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="DATA",
+        help="external validation dataset (another source), scored at the saved operating point and shown on the "
+        "card beside the in-source figures (repeatable)",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``cv``, ``compare``, ``calibrate``, ``ship``, ``card`` and ``dedupe`` to the ``cxr`` parser."""
     p = subparsers.add_parser("cv", help="patient- and duplicate-grouped stratified K-fold cross-validation")
@@ -287,6 +335,13 @@ def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callabl
     p.add_argument("--inner-val-fraction", type=float, default=0.15)
     p.add_argument("--frozen", action="store_true", help="frozen pretrained backbone, logistic-regression head")
     p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument(
+        "--group-by",
+        default=None,
+        metavar="COLUMN",
+        help="leave-one-group-out folds over this manifest column (e.g. source) or 'dataset' (the --data set of "
+        "each image); --k is then ignored",
+    )
     commands["cv"] = _cmd_cv
 
     p = subparsers.add_parser("compare", help="compare architectures on the same folds and budget")
@@ -333,6 +388,7 @@ def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callabl
         help="ignore the dataset's own test split (e.g. not patient-level) and carve a group-wise test split",
     )
     p.add_argument("--n-boot", type=int, default=1000)
+    _add_external_arg(p)
     commands["ship"] = _cmd_ship
 
     p = subparsers.add_parser(
@@ -344,11 +400,34 @@ def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callabl
         help="model folder whose bundle.json has train_config, training, split and calibration sections",
     )
     p.add_argument(
-        "--training-command", required=True, help="the exact command that trained the model (recorded in the card)"
+        "--training-command",
+        default=None,
+        help="the exact command that trained the model (recorded in the card; required unless --keep-validation)",
     )
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--cache-dir", default=None)
+    _add_external_arg(p)
+    p.add_argument(
+        "--keep-validation",
+        action="store_true",
+        help="only add/replace the --external entries; keep the bundle's validation figures (same as `cxr external`)",
+    )
     commands["card"] = _cmd_card
+
+    p = subparsers.add_parser(
+        "external",
+        help="score a model folder on external datasets and add them to its bundle and card (validation figures kept)",
+    )
+    p.add_argument("--model", required=True, help="model folder with an evaluation section (cxr ship / cxr card)")
+    p.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="external dataset folders or manifests (an entry of the same name is replaced)",
+    )
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--cache-dir", default=None)
+    commands["external"] = _cmd_external
 
     p = subparsers.add_parser("dedupe", help="report duplicate images within a dataset and across reference datasets")
     p.add_argument("--data", required=True)

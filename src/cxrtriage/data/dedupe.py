@@ -288,6 +288,30 @@ def dataset_tag(data: str | Path) -> str:
     return p.parent.name if p.is_file() else p.name
 
 
+def unique_dataset_names(datasets: Sequence[str | Path]) -> list[str]:
+    """Short unique names of dataset locations: :func:`dataset_tag` (a manifest's folder), ``-2``, ``-3``... on clashes.
+
+    Parameters
+    ----------
+    datasets : sequence of paths
+        Dataset folders or manifests.
+
+    Returns
+    -------
+    list of str
+        Same length and order as ``datasets``; no two equal.
+    """
+    names: list[str] = []
+    for d in datasets:
+        p = Path(d)
+        base = (p.resolve().parent.name if p.suffix.lower() == ".csv" else dataset_tag(d)) or "dataset"
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return names
+
+
 def leak_free_groups(
     samples: Sequence[Sample],
     tags: Sequence[str] | None = None,

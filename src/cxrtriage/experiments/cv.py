@@ -18,6 +18,16 @@ Protocol (one architecture, one task):
 4. Per-fold metrics, their mean and sample SD over folds, and metrics of the
    pooled out-of-fold predictions with 95 % bootstrap intervals are written
    as JSON, CSV and Markdown, with the budget (images, size, epochs, wall time).
+
+Leave-one-group-out (``group_by``, e.g. a manifest column ``source`` or the
+built-in ``dataset``): scikit-learn ``LeaveOneGroupOut`` replaces step 2, one
+fold per value, named in the per-fold table; each fold trains on all other
+values and is scored on the held-out one (out-of-source validation). A patient
+or duplicate group (step 1) may span two values (e.g. a COVID-19 image found
+in two collections). Such a group is never split across training and
+held-out images: when its value is held out, its images on the training side
+are dropped from that fold's training (counted as ``n_dropped_leaking``), so
+the held-out set stays complete and nothing of it is trained on.
 """
 
 from __future__ import annotations
@@ -37,7 +47,13 @@ import numpy as np
 from cxrtriage.cards.tables import fmt, markdown_table, write_csv, write_json
 from cxrtriage.config import TrainConfig
 from cxrtriage.data.cache import load_cached
-from cxrtriage.data.dedupe import DEFAULT_MAX_DISTANCE, dataset_tag, leak_free_groups, list_images
+from cxrtriage.data.dedupe import (
+    DEFAULT_MAX_DISTANCE,
+    dataset_tag,
+    leak_free_groups,
+    list_images,
+    unique_dataset_names,
+)
 from cxrtriage.data.discover import DatasetError, Sample, discover
 from cxrtriage.data.split import patient_kfold
 from cxrtriage.metrics.calibration import (
@@ -58,6 +74,8 @@ __all__ = [
     "CVDataset",
     "build_cv_dataset",
     "assign_folds",
+    "group_values",
+    "leave_one_group_out",
     "inner_split",
     "run_cv",
     "headline_metrics",
@@ -83,6 +101,10 @@ class CVDataset:
         de-duplication was switched off).
     sources : list of str
         The dataset locations.
+    origins : list of str, length N
+        Unique name of the dataset each sample came from
+        (:func:`cxrtriage.data.dedupe.unique_dataset_names` of ``sources``); the
+        pseudo-column ``dataset`` of :func:`group_values`.
     """
 
     samples: list[Sample]
@@ -90,6 +112,7 @@ class CVDataset:
     groups: list[str]
     dedupe: dict | None
     sources: list[str] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)
 
     @property
     def targets(self) -> np.ndarray:
@@ -138,12 +161,14 @@ def build_cv_dataset(
     """
     samples: list[Sample] = []
     tags: list[str] = []
-    for d in data:
+    origins: list[str] = []
+    for d, name in zip(data, unique_dataset_names(data)):
         found = discover(d, task)
         if not include_test:
             found = [s for s in found if s.split != "test"]
         samples += found
         tags += [dataset_tag(d)] * len(found)
+        origins += [name] * len(found)
     if not samples:
         raise DatasetError(f"no non-test images of task {task.name!r} in {', '.join(map(str, data))}")
     if dedupe:
@@ -154,7 +179,87 @@ def build_cv_dataset(
     else:
         groups = [f"{t}:{s.patient_id}" for t, s in zip(tags, samples)]
         rep = None
-    return CVDataset(samples, tags, groups, rep, [str(d) for d in data])
+    return CVDataset(samples, tags, groups, rep, [str(d) for d in data], origins)
+
+
+def group_values(ds: CVDataset, column: str) -> list[str]:
+    """Value of a grouping column per sample, for leave-one-group-out folds.
+
+    Parameters
+    ----------
+    ds : CVDataset
+    column : str
+        ``dataset`` (built in: the dataset each image came from, :attr:`CVDataset.origins`),
+        ``split``, ``patient_id`` or any other manifest column (:attr:`Sample.extra`).
+
+    Returns
+    -------
+    list of str, length N
+
+    Raises
+    ------
+    DatasetError
+        Images without a value in ``column``; the message names the dataset(s),
+        the column and an example image.
+    """
+    if column == "dataset":
+        return list(ds.origins) if ds.origins else list(ds.tags)
+    values, missing = [], []
+    for i, s in enumerate(ds.samples):
+        if column == "split":
+            v = s.split or ""
+        elif column == "patient_id":
+            v = s.patient_id or ""
+        else:
+            v = str(s.extra.get(column) or "")
+        v = v.strip()
+        if not v:
+            missing.append(i)
+        values.append(v)
+    if missing:
+        names = sorted({ds.origins[i] if ds.origins else ds.tags[i] for i in missing})
+        raise DatasetError(
+            f"{', '.join(names)}: {len(missing)} image(s) have no value in column {column!r} "
+            f"(e.g. {ds.samples[missing[0]].path}); --group-by needs a manifest column filled for every image, "
+            "or the built-in 'dataset'"
+        )
+    return values
+
+
+def leave_one_group_out(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Fold number per image, one fold per distinct value (scikit-learn ``LeaveOneGroupOut``).
+
+    Parameters
+    ----------
+    values : sequence of str, length N
+        Grouping value per image (:func:`group_values`).
+
+    Returns
+    -------
+    (fold, names)
+        ``fold``: ``int64 (N,)`` in ``[0, G)``; ``names[g]``: the value held out in fold ``g``
+        (sorted order).
+
+    Raises
+    ------
+    DatasetError
+        Fewer than two distinct values.
+    """
+    from sklearn.model_selection import LeaveOneGroupOut
+
+    v = np.asarray(values, dtype=object)
+    distinct = sorted(set(values))
+    if len(distinct) < 2:
+        raise DatasetError(
+            f"leave-one-group-out needs at least 2 distinct values, got {len(distinct)} ({', '.join(distinct)})"
+        )
+    fold = np.full(len(v), -1, dtype=np.int64)
+    names: list[str] = []
+    logo = LeaveOneGroupOut()
+    for i, (_, te) in enumerate(logo.split(np.zeros((len(v), 1)), groups=v)):
+        fold[te] = i
+        names.append(str(v[te[0]]))
+    return fold, names
 
 
 def assign_folds(targets: Sequence[int], groups: Sequence[str], k: int, seed: int) -> np.ndarray:
@@ -282,6 +387,7 @@ def run_cv(
     progress: bool = False,
     command: str | None = None,
     label: str | None = None,
+    group_by: str | None = None,
 ) -> dict:
     """Cross-validate one architecture on a pool.
 
@@ -309,6 +415,11 @@ def run_cv(
         The command line, recorded beside the tables.
     label : str, optional
         Row name (default: the architecture, ``+ " (frozen)"``).
+    group_by : str, optional
+        Leave-one-group-out instead of K folds: one fold per value of this column
+        (:func:`group_values`; ``dataset`` = the dataset of each image); ``k`` is then ignored.
+        Rows name the held-out value (``held_out``); training images whose leak-free group
+        also occurs in the held-out value are dropped from that fold (``n_dropped_leaking``).
 
     Returns
     -------
@@ -342,10 +453,17 @@ def run_cv(
     y_all = ds.targets
     groups = np.asarray(ds.groups)
     fold_of = np.full(len(ds.samples), -1, dtype=np.int64)
-    fold_of[keep] = assign_folds(y_all[keep], groups[keep], k, seed)
+    held_names: list[str] | None = None
+    if group_by:
+        values = np.asarray(group_values(ds, group_by), dtype=object)
+        fold_of[keep], held_names = leave_one_group_out(list(values[keep]))
+        k = len(held_names)
+    else:
+        fold_of[keep] = assign_folds(y_all[keep], groups[keep], k, seed)
     write_csv(
         [
             {"path": s.path, "label": s.label, "dataset": t, "group": g, "fold": int(f)}
+            | ({"held_out": held_names[f] if f >= 0 else ""} if held_names is not None else {})
             for s, t, g, f in zip(ds.samples, ds.tags, ds.groups, fold_of)
         ],
         out / "folds.csv",
@@ -370,6 +488,11 @@ def run_cv(
         tf = time.time()
         outer = np.nonzero(fold_of == f)[0]
         rest = np.nonzero((fold_of >= 0) & (fold_of != f))[0]
+        n_leak = 0
+        if held_names is not None:  # a patient/duplicate group never straddles training and held-out images
+            leaking = np.isin(groups[rest], np.unique(groups[outer]))
+            n_leak = int(leaking.sum())
+            rest = rest[~leaking]
         tr, iv = inner_split(rest, y_all, groups, inner_val_fraction, seed)
         fold_dir = out / f"fold{f}"
         fold_dir.mkdir(parents=True, exist_ok=True)
@@ -428,6 +551,7 @@ def run_cv(
         m = fold_rep.flat_values()
         row = {
             "fold": f,
+            **({"held_out": held_names[f], "n_dropped_leaking": n_leak} if held_names is not None else {}),
             "n_train": info["n_train"],
             "n_inner_val": int(len(iv)),
             "n_val": int(len(outer)),
@@ -445,7 +569,9 @@ def run_cv(
         rows.append(row)
         oof_logits[outer], oof_cal[outer], oof_pred[outer] = outer_logits, p_cal, pred
         print(
-            f"[{label}] fold {f + 1}/{k}: "
+            f"[{label}] fold {f + 1}/{k}"
+            + (f" (held out: {held_names[f]})" if held_names is not None else "")
+            + ": "
             + ", ".join(f"{key} {fmt(row[key])}" for key in headline_metrics(task)[:3])
             + f" ({row['seconds']:.0f} s)",
             flush=True,
@@ -469,7 +595,18 @@ def run_cv(
     metric_keys = [
         key
         for key in rows[0]
-        if key not in ("fold", "n_train", "n_inner_val", "n_val", "val_groups", "best_epoch", "seconds")
+        if key
+        not in (
+            "fold",
+            "held_out",
+            "n_dropped_leaking",
+            "n_train",
+            "n_inner_val",
+            "n_val",
+            "val_groups",
+            "best_epoch",
+            "seconds",
+        )
     ]
     summary = {}
     for key in metric_keys:
@@ -506,7 +643,18 @@ def run_cv(
         "arch": cfg.arch,
         "k": k,
         "seed": seed,
+        "group_by": group_by,
+        "held_out_groups": held_names,
         "protocol": (
+            f"leave-one-group-out over `{group_by}` (scikit-learn LeaveOneGroupOut, {k} folds: "
+            f"{', '.join(held_names or [])}); training images whose patient/duplicate group also occurs in the "
+            f"held-out value are dropped from that fold; per fold, a group-wise inner validation split "
+            f"({inner_val_fraction:.0%} of the training side) chooses the epoch, the threshold "
+            f"({cfg.threshold_rule if task.is_binary else 'argmax'}) and the temperature; the held-out group is only "
+            "predicted"
+        )
+        if group_by
+        else (
             f"{k}-fold StratifiedGroupKFold (seed {seed}) over leak-free groups (patients + duplicate images); "
             f"per fold, a group-wise inner validation split ({inner_val_fraction:.0%} of the training folds) chooses "
             f"the epoch, the threshold ({cfg.threshold_rule if task.is_binary else 'argmax'}) and the temperature; "
@@ -615,6 +763,8 @@ def cv_markdown(result: dict) -> str:
     task = get_task(result["task"])
     keys = headline_metrics(task) + ["ece", "ece_calibrated", "brier"]
     cols = [("fold", "fold"), ("n_val", "n val")] + [(k, k.replace("_", " ")) for k in keys]
+    if result.get("group_by"):
+        cols[1:1] = [("held_out", f"held-out {result['group_by']}"), ("n_dropped_leaking", "train dropped (leak)")]
     rows = [dict(r) for r in result["folds"]]
     rows.append(
         {
@@ -638,7 +788,12 @@ def cv_markdown(result: dict) -> str:
     pooled["brier"] = result["calibration"]["brier_before"]
     rows.append(pooled)
     lines = [
-        f"## {result['label']} — task `{result['task']}`, {result['k']}-fold cross-validation",
+        f"## {result['label']} — task `{result['task']}`, "
+        + (
+            f"leave-one-`{result['group_by']}`-out validation ({result['k']} folds)"
+            if result.get("group_by")
+            else f"{result['k']}-fold cross-validation"
+        ),
         "",
         f"Protocol: {result['protocol']}.",
         "",

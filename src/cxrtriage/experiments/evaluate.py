@@ -1,11 +1,19 @@
-"""Score a labelled dataset with a trained model: ``cxr evaluate``."""
+"""Score labelled datasets with a trained model: ``cxr evaluate``.
+
+One dataset: its figures and files in the output folder. Several datasets
+(external validation, Collins et al., TRIPOD+AI, BMJ 2024): one sub-folder per
+dataset with the same files, and one table ``external.md`` / ``.csv`` / ``.json``
+with a row per dataset (n, class counts, metrics with 95 % CIs), so in-source
+and out-of-source figures stand side by side.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +21,10 @@ from sklearn.metrics import classification_report
 
 from cxrtriage import DISCLAIMER
 from cxrtriage.cards.plots import plot_confusion_matrix, plot_roc
+from cxrtriage.cards.tables import write_external_tables
 from cxrtriage.data.cache import load_cached
-from cxrtriage.data.discover import Sample, discover
+from cxrtriage.data.dedupe import unique_dataset_names
+from cxrtriage.data.discover import DatasetError, Sample, discover
 from cxrtriage.experiments.subgroups import subgroup_metrics
 from cxrtriage.inference.predictor import Predictor
 from cxrtriage.metrics.classification import metric_report
@@ -22,7 +32,16 @@ from cxrtriage.metrics.decision import decide
 from cxrtriage.metrics.report import MetricReport
 from cxrtriage.tasks import get_task
 
-__all__ = ["EvaluationResult", "evaluate", "score_samples"]
+__all__ = [
+    "EvaluationResult",
+    "MultiEvaluation",
+    "ScoredSet",
+    "evaluate",
+    "evaluate_many",
+    "dataset_names",
+    "score_dataset",
+    "score_samples",
+]
 
 
 @dataclass
@@ -65,6 +84,171 @@ def score_samples(
     return kept, probs, cache.failures
 
 
+@dataclass
+class ScoredSet:
+    """A labelled dataset scored by a model at its saved temperature and operating point.
+
+    Attributes
+    ----------
+    samples : list of Sample, length M
+        Readable labelled images of the task.
+    probs : numpy.ndarray
+        ``float64 (M, K)`` calibrated class probabilities, rows sum to 1.
+    y_pred : numpy.ndarray
+        ``int64 (M,)`` decided class per image (:func:`cxrtriage.metrics.decision.decide`).
+    skipped : list of (path, reason)
+        Unreadable images.
+    report : MetricReport
+        Metrics with 95 % bootstrap intervals.
+    """
+
+    samples: list[Sample]
+    probs: np.ndarray
+    y_pred: np.ndarray
+    skipped: list[tuple[str, str]]
+    report: MetricReport
+
+
+def score_dataset(
+    predictor: Predictor,
+    data: str | Path,
+    split: str | None = None,
+    cache_dir: str | None = None,
+    n_boot: int = 1000,
+    progress: bool = False,
+    seed: int = 0,
+) -> ScoredSet:
+    """Score every labelled image of a dataset (or one split) at the model's operating point.
+
+    Parameters
+    ----------
+    predictor : Predictor
+        The model (its config gives task, temperature and threshold).
+    data : path
+        Dataset folder or manifest; labels are mapped by the task's alias table
+        (:mod:`cxrtriage.tasks`); images of labels outside the task are left out.
+    split : str, optional
+        Only this split.
+    cache_dir : str, optional
+    n_boot : int
+        Bootstrap replicates for the 95 % intervals (0: none).
+    progress : bool
+    seed : int
+        Bootstrap seed.
+
+    Returns
+    -------
+    ScoredSet
+
+    Raises
+    ------
+    cxrtriage.data.DatasetError
+        No labelled image of the task's classes in ``data``, or none readable.
+    """
+    cfg = predictor.config
+    task = get_task(cfg.task)
+    samples = discover(data, task, split)
+    kept, probs, skipped = score_samples(predictor, samples, cache_dir, progress)
+    if not kept:
+        raise DatasetError(f"{data}: none of the {len(samples)} images could be read")
+    y = np.array([s.target for s in kept])
+    y_pred = np.asarray(decide(probs, cfg), dtype=np.int64)
+    report = metric_report(
+        y,
+        probs,
+        list(cfg.classes),
+        task=task.name,
+        positive_class=cfg.positive_class if task.is_binary else None,
+        threshold=cfg.threshold if task.is_binary else None,
+        n_boot=n_boot,
+        seed=seed,
+        y_pred=y_pred,
+    )
+    return ScoredSet(kept, probs, y_pred, skipped, report)
+
+
+def dataset_names(datasets: Sequence[str | Path]) -> list[str]:
+    """Short unique dataset names (:func:`cxrtriage.data.dedupe.unique_dataset_names`): folder names, made unique.
+
+    Returns
+    -------
+    list of str
+        Same length and order as ``datasets``.
+    """
+    return unique_dataset_names(datasets)
+
+
+@dataclass
+class MultiEvaluation:
+    """Outcome of :func:`evaluate_many`.
+
+    Attributes
+    ----------
+    results : dict str -> EvaluationResult
+        Dataset name -> its evaluation (files in ``out/<name>/``).
+    out : Path
+        Output folder holding ``external.md``, ``external.csv``, ``external.json``.
+    tables : list of Path
+    """
+
+    results: dict[str, EvaluationResult]
+    out: Path
+    tables: list[Path] = field(default_factory=list)
+
+
+def evaluate_many(
+    model_dir: str | Path | None,
+    datasets: Sequence[str | Path],
+    out: str | Path,
+    split: str | None = None,
+    cache_dir: str | None = None,
+    progress: bool = False,
+    n_boot: int = 1000,
+    by: list[str] | None = None,
+) -> MultiEvaluation:
+    """Evaluate one model on several datasets; one row per dataset in ``external.*``.
+
+    Parameters
+    ----------
+    model_dir : path or None
+        Model folder or shipped model name (None: the shipped default model).
+    datasets : sequence of paths
+        Dataset folders or manifests (at least one); names from :func:`dataset_names`.
+    out : path
+        Output folder; dataset ``name`` gets ``out/<name>/`` with the files of :func:`evaluate`.
+    split, cache_dir, progress, n_boot, by
+        As in :func:`evaluate`, applied to every dataset.
+
+    Returns
+    -------
+    MultiEvaluation
+
+    Raises
+    ------
+    ValueError
+        No dataset given.
+    cxrtriage.data.DatasetError
+        A dataset has no labelled, readable image of the task (the message names it).
+    """
+    if not datasets:
+        raise ValueError("evaluate_many: no dataset given")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor(model_dir)
+    results: dict[str, EvaluationResult] = {}
+    for name, data in zip(dataset_names(datasets), datasets):
+        results[name] = evaluate(
+            model_dir, data, out / name, split, cache_dir, progress, n_boot, by, predictor=predictor
+        )
+    cfg = predictor.config
+    tables = write_external_tables(
+        [(name, str(r.metrics["data"]), r.report) for name, r in results.items()],
+        out,
+        title=f"{cfg.task} model {predictor.model_dir or 'shipped'} ({cfg.version}) on {len(results)} datasets",
+    )
+    return MultiEvaluation(results, out, tables)
+
+
 def evaluate(
     model_dir: str | Path | None,
     data: str | Path,
@@ -74,6 +258,7 @@ def evaluate(
     progress: bool = False,
     n_boot: int = 1000,
     by: list[str] | None = None,
+    predictor: Predictor | None = None,
 ) -> EvaluationResult:
     """Evaluate a model on every image of a dataset (or one split of it).
 
@@ -98,6 +283,8 @@ def evaluate(
         Manifest columns (or ``age_band``) to report per-subgroup metrics for
         (``metrics.json`` key ``subgroups``); see
         :func:`cxrtriage.experiments.subgroups.subgroup_metrics`.
+    predictor : Predictor, optional
+        An already loaded model (then ``model_dir`` is only recorded).
 
     Returns
     -------
@@ -109,28 +296,13 @@ def evaluate(
         No labelled image of the task's classes, or none readable.
     """
     t0 = time.time()
-    predictor = Predictor(model_dir)
+    predictor = predictor or Predictor(model_dir)
     cfg = predictor.config
     task = get_task(cfg.task)
-    samples = discover(data, task, split)
-    kept, probs, skipped = score_samples(predictor, samples, cache_dir, progress)
-    if not kept:
-        from cxrtriage.data.discover import DatasetError
-
-        raise DatasetError(f"{data}: none of the {len(samples)} images could be read")
+    scored = score_dataset(predictor, data, split, cache_dir, n_boot, progress)
+    kept, probs, skipped, y_pred, report = scored.samples, scored.probs, scored.skipped, scored.y_pred, scored.report
     y = np.array([s.target for s in kept])
-    y_pred = decide(probs, cfg)
     classes = list(cfg.classes)
-    report = metric_report(
-        y,
-        probs,
-        classes,
-        task=task.name,
-        positive_class=cfg.positive_class if task.is_binary else None,
-        threshold=cfg.threshold if task.is_binary else None,
-        n_boot=n_boot,
-        y_pred=y_pred,
-    )
     metrics = {
         **report.to_dict(),
         "threshold_rule": cfg.threshold_rule,

@@ -33,6 +33,7 @@ from cxrtriage.config import ModelConfig, TrainConfig
 from cxrtriage.data.cache import load_cached
 from cxrtriage.data.split import dataset_root, patient_train_val_split
 from cxrtriage.experiments.cv import CVDataset, build_cv_dataset
+from cxrtriage.experiments.external import external_validations
 from cxrtriage.experiments.recalibrate import calibrate_model_dir, validation_logits
 from cxrtriage.experiments.subgroups import subgroup_metrics
 from cxrtriage.inference.backend import TorchBackend, config_batches
@@ -114,6 +115,7 @@ def ship_model(
     progress: bool = False,
     command: str | None = None,
     resplit: bool = False,
+    external: Sequence[str | Path] = (),
 ) -> ModelBundle:
     """Train, calibrate, test and document a model; write it to ``out``.
 
@@ -137,6 +139,9 @@ def ship_model(
     n_boot : int
     progress : bool
     command : str, optional
+    external : sequence of paths
+        External validation datasets (other sources), scored at the saved operating point
+        and stored in ``evaluation.external`` (:mod:`cxrtriage.experiments.external`).
 
     Returns
     -------
@@ -199,12 +204,19 @@ def ship_model(
         if (run / name).is_file():
             shutil.copy2(run / name, out / name)
     shipped = ModelBundle.load(out)
+    if external and shipped.evaluation is not None:
+        shipped.evaluation.external = external_validations(out, external, n_boot, cfg.cache_dir, progress, cfg.seed)
+        shipped.save(out)
     write_card(shipped)
     return shipped
 
 
 def document_model(
-    model_dir: str | Path, command: str, n_boot: int = 1000, cache_dir: str | None = None
+    model_dir: str | Path,
+    command: str,
+    n_boot: int = 1000,
+    cache_dir: str | None = None,
+    external: Sequence[str | Path] = (),
 ) -> ModelBundle:
     """Render the model card (``README.md``) of a model folder trained by ``cxr train`` (no held-out test).
 
@@ -224,6 +236,9 @@ def document_model(
         Bootstrap replicates for the 95 % intervals.
     cache_dir : path, optional
         Decoded-image cache.
+    external : sequence of paths
+        External validation datasets, scored at the saved operating point and stored in
+        ``evaluation.external``; entries already in the bundle are kept unless re-scored by name.
 
     Returns
     -------
@@ -255,7 +270,12 @@ def document_model(
     sp.leak_control = (
         f"groups = patient ids from the file names ({sp.val_patients} validation patients, none of them in training)"
     )
-    bundle.evaluation = Evaluation(validation=val_m, test=None, command=command)
+    kept = bundle.evaluation.external if bundle.evaluation is not None else []
+    new = external_validations(d, external, n_boot, cache_dir, seed=cfg.seed) if external else []
+    names = {e.name for e in new}
+    bundle.evaluation = Evaluation(
+        validation=val_m, test=None, command=command, external=[e for e in kept if e.name not in names] + new
+    )
     bundle.save(d)
     write_card(bundle)
     return bundle

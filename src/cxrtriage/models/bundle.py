@@ -44,6 +44,7 @@ __all__ = [
     "OnnxSection",
     "Evaluation",
     "AuditSection",
+    "ExternalValidation",
     "ModelBundle",
     "ModelLoadError",
     "metric_report_from_legacy",
@@ -236,6 +237,59 @@ class OnnxSection:
 
 
 @dataclass
+class ExternalValidation:
+    """The model scored on a dataset from another source than its training data.
+
+    Attributes
+    ----------
+    name : str
+        Short dataset name (its folder name, e.g. ``ieee8023-cxr``); unique within a bundle.
+    data : str
+        Dataset location as given (folder or manifest).
+    description : str
+        What the set is and how its labels were mapped onto the task (shown on the card).
+    report : MetricReport
+        Metrics at the model's saved temperature and operating point, with 95 % bootstrap intervals.
+    skipped : int
+        Unreadable images left out.
+    """
+
+    name: str
+    data: str
+    description: str
+    report: MetricReport
+    skipped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``dict``."""
+        return {
+            "name": self.name,
+            "data": self.data,
+            "description": self.description,
+            "report": self.report.to_dict(),
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> ExternalValidation:
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise :class:`cxrtriage.config.ConfigKeyError`."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigKeyError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} for ExternalValidation")
+        missing = [k for k in ("name", "data", "report") if k not in data]
+        if missing:
+            raise ConfigKeyError(f"{source}: missing key(s) {', '.join(map(repr, missing))} for ExternalValidation")
+        return cls(
+            name=str(data["name"]),
+            data=str(data["data"]),
+            description=str(data.get("description", "")),
+            report=MetricReport.from_dict(data["report"]),
+            skipped=int(data.get("skipped", 0)),
+        )
+
+
+@dataclass
 class Evaluation:
     """What the model card reports (``cxr ship`` / ``cxr card``).
 
@@ -251,6 +305,8 @@ class Evaluation:
         The exact command that built the model.
     link : list of str
         Reference datasets used for duplicate linking only.
+    external : list of ExternalValidation
+        Scores on datasets from other sources (``cxr external``, ``--external``); empty when none.
     """
 
     validation: MetricReport
@@ -258,6 +314,7 @@ class Evaluation:
     subgroups: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     command: str = ""
     link: list[str] = field(default_factory=list)
+    external: list[ExternalValidation] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready ``dict``."""
@@ -267,6 +324,7 @@ class Evaluation:
             "subgroups": self.subgroups,
             "command": self.command,
             "link": list(self.link),
+            "external": [e.to_dict() for e in self.external],
         }
 
     @classmethod
@@ -283,6 +341,10 @@ class Evaluation:
             subgroups=dict(data.get("subgroups") or {}),
             command=str(data.get("command", "")),
             link=list(data.get("link") or []),
+            external=[
+                ExternalValidation.from_dict(e, f"{source} external[{i}]")
+                for i, e in enumerate(data.get("external") or [])
+            ],
         )
 
 
