@@ -172,3 +172,24 @@ def test_group_values_and_leave_one_group_out():
     with pytest.raises(DatasetError, match="at least 2"):
         leave_one_group_out(["a", "a"])
     assert dataset_names(["/x/set/manifest.csv", "/y/set", "/z/other"]) == ["set", "set-2", "other"]
+
+
+@pytest.mark.shared_data
+def test_score_dataset_leaves_out_images_flagged_in_a_manifest_column(two_sets):
+    from cxrtriage.experiments.evaluate import score_dataset
+    from cxrtriage.inference.predictor import Predictor
+
+    _, ieee = two_sets
+    with ieee.open(newline="") as fh:
+        flagged = sum(
+            1 for r in csv.DictReader(fh) if r["label"] != "todo" and r["covid19_radiography_duplicate"].strip()
+        )
+    assert flagged > 0, "the fixture should hold images that are also in covid19-radiography"
+    predictor = Predictor(zoo_dir() / "pneumonia-efficientnet_lite0")
+    full = score_dataset(predictor, ieee, n_boot=0)
+    kept = score_dataset(predictor, ieee, n_boot=0, exclude_where=["covid19_radiography_duplicate"])
+    assert (full.report.n, full.excluded) == (20, 0)
+    assert (kept.report.n, kept.excluded) == (20 - flagged, flagged)
+    assert not any(s.extra.get("covid19_radiography_duplicate") for s in kept.samples)
+    with pytest.raises(DatasetError, match="no_such_column"):
+        score_dataset(predictor, ieee, n_boot=0, exclude_where=["no_such_column"])

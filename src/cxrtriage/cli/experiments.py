@@ -287,7 +287,9 @@ def _print_external(bundle: ModelBundle) -> None:
 def _cmd_external(a: argparse.Namespace) -> int:
     from cxrtriage.experiments.external import add_external
 
-    bundle = add_external(a.model, a.data, n_boot=a.n_boot, cache_dir=a.cache_dir)
+    bundle = add_external(
+        a.model, a.data, n_boot=a.n_boot, cache_dir=a.cache_dir, exclude_where=getattr(a, "exclude_where", ())
+    )
     assert bundle.evaluation is not None
     print(
         f"updated {bundle.directory}/bundle.json (evaluation.external: "
@@ -427,6 +429,14 @@ def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callabl
     )
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--cache-dir", default=None)
+    p.add_argument(
+        "--exclude-where",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="leave out images whose manifest column COLUMN is non-empty, e.g. covid19_radiography_duplicate in "
+        "ieee8023-cxr (images also in a model's training source); repeatable",
+    )
     commands["external"] = _cmd_external
 
     p = subparsers.add_parser("dedupe", help="report duplicate images within a dataset and across reference datasets")

@@ -100,6 +100,8 @@ class ScoredSet:
         Unreadable images.
     report : MetricReport
         Metrics with 95 % bootstrap intervals.
+    excluded : int
+        Labelled images left out by ``exclude_where`` (see :func:`score_dataset`).
     """
 
     samples: list[Sample]
@@ -107,6 +109,7 @@ class ScoredSet:
     y_pred: np.ndarray
     skipped: list[tuple[str, str]]
     report: MetricReport
+    excluded: int = 0
 
 
 def score_dataset(
@@ -117,6 +120,7 @@ def score_dataset(
     n_boot: int = 1000,
     progress: bool = False,
     seed: int = 0,
+    exclude_where: Sequence[str] = (),
 ) -> ScoredSet:
     """Score every labelled image of a dataset (or one split) at the model's operating point.
 
@@ -135,6 +139,11 @@ def score_dataset(
     progress : bool
     seed : int
         Bootstrap seed.
+    exclude_where : sequence of str
+        Manifest columns: an image whose value in any of them is non-empty is left out
+        (e.g. ieee8023-cxr's ``covid19_radiography_duplicate``, set for images that are
+        also in the COVID-19 Radiography Database, so a model trained there is not
+        scored on its own training images).
 
     Returns
     -------
@@ -143,11 +152,17 @@ def score_dataset(
     Raises
     ------
     cxrtriage.data.DatasetError
-        No labelled image of the task's classes in ``data``, or none readable.
+        No labelled image of the task's classes in ``data``, or none readable, or an
+        ``exclude_where`` column that the manifest does not have.
     """
     cfg = predictor.config
     task = get_task(cfg.task)
     samples = discover(data, task, split)
+    n_all = len(samples)
+    for col in exclude_where:
+        if samples and not any(col in s.extra for s in samples):
+            raise DatasetError(f"{data}: no manifest column {col!r} (given to exclude images)")
+        samples = [s for s in samples if not str(s.extra.get(col) or "").strip()]
     kept, probs, skipped = score_samples(predictor, samples, cache_dir, progress)
     if not kept:
         raise DatasetError(f"{data}: none of the {len(samples)} images could be read")
@@ -164,7 +179,7 @@ def score_dataset(
         seed=seed,
         y_pred=y_pred,
     )
-    return ScoredSet(kept, probs, y_pred, skipped, report)
+    return ScoredSet(kept, probs, y_pred, skipped, report, excluded=n_all - len(samples))
 
 
 def dataset_names(datasets: Sequence[str | Path]) -> list[str]:

@@ -48,6 +48,7 @@ def score_external(
     cache_dir: str | None = None,
     progress: bool = False,
     seed: int = 0,
+    exclude_where: Sequence[str] = (),
 ) -> ExternalValidation:
     """Score a model on one external dataset at its saved temperature and operating point.
 
@@ -66,6 +67,9 @@ def score_external(
     cache_dir : str, optional
     progress : bool
     seed : int
+    exclude_where : sequence of str
+        Manifest columns that leave an image out when set
+        (:func:`cxrtriage.experiments.evaluate.score_dataset`).
 
     Returns
     -------
@@ -76,13 +80,18 @@ def score_external(
     cxrtriage.data.DatasetError
         No labelled readable image of the task in ``data`` (the message names it).
     """
-    scored = score_dataset(predictor, data, None, cache_dir, n_boot, progress, seed)
+    scored = score_dataset(predictor, data, None, cache_dir, n_boot, progress, seed, exclude_where)
     title = dataset_title(data)
     rep = scored.report
     counts = ", ".join(f"{c} {k}" for c, k in rep.class_counts.items())
     description = (
         f"{title + '. ' if title else ''}All {rep.n} readable images of the task's classes ({counts}); "
         f"dataset labels mapped onto the `{rep.task}` classes by the task's alias table, other labels left out"
+        + (
+            f"; {scored.excluded} images left out because {' or '.join(f'`{c}`' for c in exclude_where)} is set"
+            if scored.excluded
+            else ""
+        )
         + (f"; {len(scored.skipped)} unreadable images skipped" if scored.skipped else "")
     )
     return ExternalValidation(
@@ -97,6 +106,7 @@ def external_validations(
     cache_dir: str | None = None,
     progress: bool = False,
     seed: int = 0,
+    exclude_where: Sequence[str] = (),
 ) -> list[ExternalValidation]:
     """:func:`score_external` for each dataset, names from :func:`cxrtriage.experiments.evaluate.dataset_names`.
 
@@ -107,7 +117,7 @@ def external_validations(
     """
     predictor = Predictor(model_dir)
     return [
-        score_external(predictor, d, name, n_boot, cache_dir, progress, seed)
+        score_external(predictor, d, name, n_boot, cache_dir, progress, seed, exclude_where)
         for name, d in zip(dataset_names(datasets), datasets)
     ]
 
@@ -119,6 +129,7 @@ def add_external(
     cache_dir: str | None = None,
     progress: bool = False,
     seed: int = 0,
+    exclude_where: Sequence[str] = (),
 ) -> ModelBundle:
     """Append (or replace, by name) external validation entries of a bundle and re-render its card.
 
@@ -132,7 +143,7 @@ def add_external(
     datasets : sequence of paths
         External dataset folders or manifests (at least one). An entry whose
         name equals an existing entry's replaces it.
-    n_boot, cache_dir, progress, seed
+    n_boot, cache_dir, progress, seed, exclude_where
         As in :func:`score_external`.
 
     Returns
@@ -154,12 +165,13 @@ def add_external(
         raise ValueError(
             f"{bundle.directory}: bundle.json has no evaluation section; run `cxr card` or `cxr ship` first"
         )
-    new = external_validations(bundle.directory or model_dir, datasets, n_boot, cache_dir, progress, seed)
+    new = external_validations(
+        bundle.directory or model_dir, datasets, n_boot, cache_dir, progress, seed, exclude_where
+    )
     by_name = {e.name: e for e in bundle.evaluation.external}
     for e in new:
         by_name[e.name] = e
     bundle.evaluation.external = list(by_name.values())
-    assert bundle.directory is not None
-    bundle.save(bundle.directory)
+    bundle.save(bundle.directory or model_dir)
     write_card(bundle)
     return bundle
