@@ -16,17 +16,37 @@ def shipped_model_rows() -> list[dict[str, str]]:
     -------
     list of dict
         Keys ``name, task, classes, arch, image_size, size_mb, validation, test,
-        ece, card`` (strings; ``–`` where the bundle has no such figure). The
-        headline is AUROC (macro one-vs-rest AUROC for multi-class tasks) with its 95 %
+        external, audit, ece, card`` (strings; ``–`` where the bundle has no such figure).
+        The headline is AUROC (macro one-vs-rest AUROC for multi-class tasks) with its 95 %
         bootstrap interval, plus sensitivity and specificity (binary) or macro sensitivity.
+        ``validation`` and ``test`` are in-source (the training data's source); ``external``
+        lists each out-of-source set (its defined metrics only: a set of one class has no
+        AUROC); ``audit`` gives the AUROC with the lung fields hidden (near 0.5 = the model
+        needs the lungs) and the source probe's AUROC.
     """
-    from cxrtriage.metrics.report import MetricReport, format_estimate
+    from cxrtriage.metrics.report import Estimate, MetricReport, format_estimate
     from cxrtriage.models.bundle import README_FILE, ModelBundle, shipped_models, zoo_dir
     from cxrtriage.tasks import get_task
 
     def fmt(rep: MetricReport, key: str) -> str:
         est = rep.metrics.get(key)
         return f"{key} {format_estimate(est)}" if est is not None and est.value is not None else "–"
+
+    def external(rep: MetricReport, name: str, keys: tuple[str, ...]) -> str:
+        figs = [fmt(rep, k) for k in keys]
+        return f"{name} (n={rep.n}): " + "; ".join(f for f in figs if f != "–")
+
+    def audit(b: ModelBundle) -> str:
+        a = b.audit
+        if a is None:
+            return "–"
+        probe = (a.source_probe or {}).get("auroc") or {}
+        text = (
+            f"lungs hidden: {fmt(a.lungs_hidden, 'auroc')} (as is {format_estimate(a.original.metrics.get('auroc'))})"
+        )
+        if probe.get("value") is not None:
+            text += f"; source probe auroc {format_estimate(Estimate.from_dict(probe))}"
+        return text
 
     rows = []
     for name in shipped_models():
@@ -48,6 +68,10 @@ def shipped_model_rows() -> list[dict[str, str]]:
                 "test": "; ".join(fmt(ev.test, k) for k in keys)
                 if ev and ev.test
                 else "– (no held-out test in the card)",
+                "external": "<br>".join(external(e.report, e.name, keys) for e in ev.external)
+                if ev and ev.external
+                else "– (none: in-source figures only)",
+                "audit": audit(b),
                 "ece": f"{cal.ece_before:.3f} → {cal.ece_after:.3f}" if cal else "–",
                 "card": str((d / README_FILE).relative_to(zoo_dir().parent.parent.parent))
                 if (d / README_FILE).is_file()
@@ -66,6 +90,8 @@ def shipped_models_markdown(link_prefix: str = "") -> str:
         "weights (MB)",
         "validation (95% CI)",
         "held-out test (95% CI)",
+        "out-of-source (95% CI)",
+        "shortcut audit",
         "ECE val before → after",
         "card",
     ]
@@ -74,7 +100,7 @@ def shipped_models_markdown(link_prefix: str = "") -> str:
         card = f"[card]({link_prefix}{r['card']})" if r["card"] != "–" else "–"
         lines.append(
             f"| {r['name']} | {r['task']} | {r['image_size']} | {r['size_mb']} | {r['validation']} | "
-            f"{r['test']} | {r['ece']} | {card} |"
+            f"{r['test']} | {r['external']} | {r['audit']} | {r['ece']} | {card} |"
         )
     return "\n".join(lines) + "\n"
 
