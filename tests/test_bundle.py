@@ -83,7 +83,17 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     d = ModelBundle(
         **{
             k: getattr(zoo, k)
-            for k in ("config", "train_config", "training", "split", "calibration", "ood", "onnx", "evaluation")
+            for k in (
+                "config",
+                "train_config",
+                "training",
+                "split",
+                "calibration",
+                "ood",
+                "onnx",
+                "evaluation",
+                "audit",
+            )
         }
     ).save(tmp_path / "copy", model)
     back = ModelBundle.load(d)

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from cxrtriage.models import ModelBundle, default_model_dir, load_model
 
@@ -106,15 +107,26 @@ def test_models_by_name_and_listing(capsys, example_paths):
     from cxrtriage.models.bundle import resolve_model_dir, shipped_models, zoo_dir
 
     names = shipped_models()
-    assert {"pneumonia-efficientnet_lite0", "covid-efficientnet_lite0"} <= set(names)
-    assert resolve_model_dir("covid-efficientnet_lite0") == zoo_dir() / "covid-efficientnet_lite0"
+    assert {"pneumonia-efficientnet_lite0", "pneumonia-type-efficientnet_lite0"} <= set(names)
+    assert "covid-efficientnet_lite0" not in names  # withdrawn: it failed its shortcut audit (README)
+    assert resolve_model_dir("pneumonia-type-efficientnet_lite0") == zoo_dir() / "pneumonia-type-efficientnet_lite0"
     with pytest.raises(ModelLoadError, match="not a shipped model.*pneumonia-efficientnet_lite0"):
         resolve_model_dir("no-such-model")
-    pred = Predictor("covid-efficientnet_lite0")
-    assert pred.config.task == "covid" and pred.config.classes == ["COVID", "Normal", "Viral_Pneumonia"]
+    pred = Predictor("pneumonia-type-efficientnet_lite0")
+    assert pred.config.task == "pneumonia-type" and pred.config.classes == ["normal", "bacterial", "viral"]
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == names
     for r in rows:
         assert r["card"].endswith("README.md") and "auroc" in r["validation"]
         assert (zoo_dir() / r["name"] / "model.safetensors").stat().st_size <= 25 * 1024 * 1024
+
+
+def test_readme_table_of_shipped_models_is_the_generated_one():
+    """README.md shows the table `cxr models` prints (in-source and out-of-source side by side), not a typed copy."""
+    from cxrtriage.cli.models import shipped_models_markdown
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = shipped_models_markdown()
+    assert "out-of-source" in table.splitlines()[0]
+    assert table in readme, "README.md's shipped-model table is stale: paste the output of `cxr models`"
