@@ -34,7 +34,6 @@ __all__ = [
     "IntensityNormalize",
     "ToNormalizedTensor",
     "build_train_transform",
-    "build_eval_transform",
 ]
 
 
@@ -197,8 +196,3 @@ def build_train_transform(
         ToNormalizedTensor(mean, std),
     ]
     return v2.Compose(steps)
-
-
-def build_eval_transform(intensity: str = "equalize", mean: float = 0.5, std: float = 0.5) -> v2.Compose:
-    """Evaluation transform: intensity normalisation and standardisation only (no randomness)."""
-    return v2.Compose([IntensityNormalize(intensity), ToNormalizedTensor(mean, std)])

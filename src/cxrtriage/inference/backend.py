@@ -267,10 +267,12 @@ class TorchBackend(_ConfigMixin):
 
         logits, feats = [], []
         k = len(self.config.classes) if self.config is not None else 0
+        # batches go to the device the weights are on (the CPU here; a GPU during `cxr train --device cuda`)
+        device = next(self.model.parameters(), torch.empty(0)).device
         with self._lock, torch.inference_mode():
             self.model.eval()
             for x in batches:
-                xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+                xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
                 if self.channels_last:
                     xt = xt.contiguous(memory_format=torch.channels_last)
                 if features == "none":
@@ -279,8 +281,8 @@ class TorchBackend(_ConfigMixin):
                 else:
                     fmap = self.model.forward_features(xt)  # type: ignore[operator]  # timm-style split
                     out = self.model.forward_head(fmap)  # type: ignore[operator]
-                    feats.append(_features(fmap.float().contiguous().numpy(), len(x), features))
-                logits.append(out.float().numpy())
+                    feats.append(_features(fmap.float().contiguous().cpu().numpy(), len(x), features))
+                logits.append(out.float().cpu().numpy())
         return _finish(logits, feats, k, features)
 
 
