@@ -46,7 +46,7 @@ from cxrtriage.inference.backend import config_batches
 from cxrtriage.inference.loading import load_backend
 from cxrtriage.metrics.audit import mass_in_mask, mean_estimate, source_probe
 from cxrtriage.metrics.calibration import softmax
-from cxrtriage.metrics.classification import metric_report
+from cxrtriage.metrics.classification import report_at_operating_point
 from cxrtriage.metrics.decision import decide
 from cxrtriage.metrics.report import MetricReport
 from cxrtriage.models.bundle import AuditSection, ModelBundle
@@ -152,7 +152,6 @@ def hidden_lung_reports(
     """
     if images.shape != masks.shape or len(y) != len(images):
         raise ValueError(f"images {images.shape}, masks {masks.shape} and {len(y)} labels disagree")
-    task = get_task(config.task)
     variants = {
         "original": images,
         "lungs_hidden": np.stack([hide_region(im, m, fill) for im, m in zip(images, masks)]),
@@ -161,16 +160,7 @@ def hidden_lung_reports(
     out = {}
     for key, imgs in variants.items():
         probs = np.asarray(probabilities(imgs), dtype=np.float64)
-        out[key] = metric_report(
-            y,
-            probs,
-            list(config.classes),
-            task=task.name,
-            positive_class=config.positive_class if task.is_binary else None,
-            threshold=config.threshold if task.is_binary else None,
-            n_boot=n_boot,
-            y_pred=decide(probs, config),
-        )
+        out[key] = report_at_operating_point(y, probs, config, n_boot=n_boot)
     return out
 
 

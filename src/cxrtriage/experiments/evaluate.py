@@ -27,7 +27,7 @@ from cxrtriage.data.dedupe import unique_dataset_names
 from cxrtriage.data.discover import DatasetError, Sample, discover
 from cxrtriage.experiments.subgroups import subgroup_metrics
 from cxrtriage.inference.predictor import Predictor
-from cxrtriage.metrics.classification import metric_report
+from cxrtriage.metrics.classification import report_at_operating_point
 from cxrtriage.metrics.decision import decide
 from cxrtriage.metrics.report import MetricReport
 from cxrtriage.tasks import get_task
@@ -168,17 +168,7 @@ def score_dataset(
         raise DatasetError(f"{data}: none of the {len(samples)} images could be read")
     y = np.array([s.target for s in kept])
     y_pred = np.asarray(decide(probs, cfg), dtype=np.int64)
-    report = metric_report(
-        y,
-        probs,
-        list(cfg.classes),
-        task=task.name,
-        positive_class=cfg.positive_class if task.is_binary else None,
-        threshold=cfg.threshold if task.is_binary else None,
-        n_boot=n_boot,
-        seed=seed,
-        y_pred=y_pred,
-    )
+    report = report_at_operating_point(y, probs, cfg, n_boot=n_boot, seed=seed, y_pred=y_pred)
     return ScoredSet(kept, probs, y_pred, skipped, report, excluded=n_all - len(samples))
 
 

@@ -38,7 +38,7 @@ from cxrtriage.experiments.recalibrate import calibrate_model_dir, validation_lo
 from cxrtriage.experiments.subgroups import subgroup_metrics
 from cxrtriage.inference.backend import TorchBackend, config_batches
 from cxrtriage.metrics.calibration import brier_score, expected_calibration_error, softmax
-from cxrtriage.metrics.classification import metric_report
+from cxrtriage.metrics.classification import report_at_operating_point
 from cxrtriage.metrics.report import MetricReport
 from cxrtriage.models.bundle import (
     BUNDLE_JSON,
@@ -47,7 +47,7 @@ from cxrtriage.models.bundle import (
     Evaluation,
     ModelBundle,
 )
-from cxrtriage.tasks import TaskSpec, get_task
+from cxrtriage.tasks import get_task
 
 __all__ = ["ship_model", "document_model", "SHIPPED_FILES"]
 
@@ -88,21 +88,11 @@ def _split(
 
 
 def _metrics(
-    task: TaskSpec, cfg: ModelConfig, y: np.ndarray, logits: np.ndarray, n_boot: int, seed: int
+    cfg: ModelConfig, y: np.ndarray, logits: np.ndarray, n_boot: int, seed: int
 ) -> tuple[MetricReport, np.ndarray]:
     """Report at the model's temperature and operating point, and the calibrated probabilities ``float64 (N, K)``."""
     p = softmax(logits, cfg.temperature)
-    rep = metric_report(
-        y,
-        p,
-        task.classes,
-        task=task.name,
-        positive_class=cfg.positive_class if task.is_binary else None,
-        threshold=cfg.threshold if task.is_binary else None,
-        n_boot=n_boot,
-        seed=seed,
-    )
-    return rep, p
+    return report_at_operating_point(y, p, cfg, n_boot=n_boot, seed=seed), p
 
 
 def ship_model(
@@ -162,14 +152,14 @@ def ship_model(
     model, mcfg = bundle.load_model(), bundle.config
     # validation metrics at the saved operating point
     v_logits, v_y, _ = validation_logits(run, cfg.data, cfg.cache_dir)
-    val_m, _ = _metrics(task, mcfg, v_y, v_logits, n_boot, cfg.seed)
+    val_m, _ = _metrics(mcfg, v_y, v_logits, n_boot, cfg.seed)
     # held-out test
     test_s = [ds.samples[i] for i in te]
     cache = load_cached([s.path for s in test_s], mcfg.image_size, cfg.cache_dir)
     test_s = [test_s[i] for i in cache.index]
     t_y = np.array([s.target for s in test_s])
     t_logits, _ = TorchBackend(model, mcfg, threads=None).run(config_batches(cache.images, mcfg, 64))
-    test_m, t_p = _metrics(task, mcfg, t_y, t_logits, n_boot, cfg.seed)
+    test_m, t_p = _metrics(mcfg, t_y, t_logits, n_boot, cfg.seed)
     subgroups = {c: subgroup_metrics(test_s, t_p, mcfg, c, n_boot=n_boot, seed=cfg.seed) for c in by}
     if bundle.calibration is None or bundle.split is None or bundle.training is None:
         raise ValueError(f"{bundle.directory}: calibrated bundle lacks its calibration, split or training section")
@@ -259,9 +249,8 @@ def document_model(
     cfg, sp = bundle.train_config, bundle.split
     if cfg is None or sp is None:  # checked above; narrows the types
         raise FileNotFoundError(f"{d}: bundle.json has no train_config or split section")
-    task = get_task(cfg.task)
     v_logits, v_y, _ = validation_logits(d, cfg.data, cache_dir)
-    val_m, _ = _metrics(task, bundle.config, v_y, v_logits, n_boot, cfg.seed)
+    val_m, _ = _metrics(bundle.config, v_y, v_logits, n_boot, cfg.seed)
     sp.description = (
         f"validation = patient-level stratified {cfg.val_fraction:.0%} of the training data "
         "(scikit-learn StratifiedGroupKFold); no held-out test in this card (the dataset's own test split is held "

@@ -22,7 +22,7 @@ import numpy as np
 
 from cxrtriage.config import ModelConfig
 from cxrtriage.data.discover import Sample
-from cxrtriage.metrics.classification import metric_report
+from cxrtriage.metrics.classification import report_at_operating_point
 from cxrtriage.metrics.decision import decide
 
 __all__ = ["AGE_BANDS", "subgroup_value", "subgroup_metrics"]
@@ -131,17 +131,7 @@ def subgroup_metrics(
         idx = np.array([i for i, x in enumerate(values) if x == v], dtype=np.int64)
         entry = {"n": int(len(idx)), "counts": {c: int((y[idx] == j).sum()) for j, c in enumerate(classes)}}
         if len(idx) >= min_size:
-            rep = metric_report(
-                y[idx],
-                probs[idx],
-                classes,
-                task=config.task,
-                positive_class=config.positive_class if positive is not None else None,
-                threshold=config.threshold if positive is not None else None,
-                n_boot=n_boot,
-                seed=seed,
-                y_pred=pred[idx],
-            )
+            rep = report_at_operating_point(y[idx], probs[idx], config, n_boot=n_boot, seed=seed, y_pred=pred[idx])
             entry["macro_over"] = rep.macro_over
             entry["metrics"] = {k: e.to_dict() for k, e in rep.metrics.items()}
         groups[v] = entry

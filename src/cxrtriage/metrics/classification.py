@@ -23,11 +23,12 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from cxrtriage.metrics.decision import decide_indices
+from cxrtriage.config import ModelConfig
+from cxrtriage.metrics.decision import decide, decide_indices
 from cxrtriage.metrics.intervals import bootstrap_intervals
 from cxrtriage.metrics.report import METRIC_NAMES, PER_CLASS_NAMES, Estimate, MetricReport
 
-__all__ = ["auroc", "metric_report", "safe_div"]
+__all__ = ["auroc", "metric_report", "report_at_operating_point", "safe_div"]
 
 _SEP = "\x1f"  # joins class and metric name in the flat bootstrap statistic
 #: scikit-learn warnings that are expected here (a sample or resample lacking a class) and carry no news
@@ -227,4 +228,49 @@ def metric_report(
         positive_class=positive_class,
         threshold=None if threshold is None else float(threshold),
         n_boot=int(n_boot),
+    )
+
+
+def report_at_operating_point(
+    y_true: Sequence[int] | np.ndarray,
+    probs: np.ndarray,
+    config: ModelConfig,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    y_pred: Sequence[int] | np.ndarray | None = None,
+) -> MetricReport:
+    """:func:`metric_report` at a model's saved operating point.
+
+    Binary models (two classes, ``positive_class`` among them) are scored at
+    ``config.threshold`` on ``config.positive_class``; other models by arg-max.
+
+    Parameters
+    ----------
+    y_true : int array-like ``(N,)``
+        True class indices in ``[0, K)``, ``K = len(config.classes)``.
+    probs : float array ``(N, K)``
+        Class probabilities after the model's temperature, columns in ``config.classes`` order.
+    config : ModelConfig
+        The model's classes, task, positive class and threshold.
+    n_boot, seed
+        As in :func:`metric_report`.
+    y_pred : int array-like ``(N,)``, optional
+        The calls, when already made; default :func:`cxrtriage.metrics.decision.decide`.
+
+    Returns
+    -------
+    MetricReport
+    """
+    binary = len(config.classes) == 2 and config.positive_class in config.classes
+    return metric_report(
+        y_true,
+        probs,
+        list(config.classes),
+        task=config.task,
+        positive_class=config.positive_class if binary else None,
+        threshold=config.threshold if binary else None,
+        n_boot=n_boot,
+        seed=seed,
+        y_pred=decide(probs, config) if y_pred is None else y_pred,
     )
