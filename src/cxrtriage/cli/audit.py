@@ -7,6 +7,8 @@ import shlex
 import sys
 from collections.abc import Callable
 
+from cxrtriage.cli.config_args import add_model_argument
+
 __all__ = ["register"]
 
 
@@ -44,7 +46,7 @@ def _cmd_audit(a: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``audit`` to the ``cxr`` parser."""
     p = sub.add_parser("audit", help="shortcut audit: hidden lungs, source probe, heatmap share in the lungs")
-    p.add_argument("--model", default=None, help="model folder or shipped model name (`cxr models`)")
+    add_model_argument(p)
     p.add_argument("--data", nargs="+", required=True, help="one or more dataset folders or manifests")
     p.add_argument("--out", required=True, help="output folder (audit.json, audit.html, examples/)")
     p.add_argument("--max-images", type=int, default=None, help="at most N images per dataset (classes in turn)")

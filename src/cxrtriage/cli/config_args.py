@@ -14,7 +14,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["add_dataclass_arguments", "dataclass_from_args", "exposed_fields"]
+__all__ = ["add_dataclass_arguments", "add_model_argument", "dataclass_from_args", "exposed_fields"]
 
 T = TypeVar("T")
 
@@ -140,3 +140,16 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     values.update(overrides)
     return cls(**values)
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """The optional ``--model`` option of commands that default to the shipped model.
+
+    Takes a model folder or a shipped model's name (``cxr models``); ``None`` means the
+    shipped default model (:func:`cxrtriage.models.bundle.default_model_dir`).
+    """
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from cxrtriage.cli.config_args import add_model_argument
+
 __all__ = ["register"]
 
 
@@ -57,11 +59,7 @@ def _cmd_evaluate_many(a: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``evaluate`` to the ``cxr`` parser."""
     p = sub.add_parser("evaluate", help="score a labelled dataset and write metrics.json and figures")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
-    )
+    add_model_argument(p)
     p.add_argument(
         "--data",
         required=True,

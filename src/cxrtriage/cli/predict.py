@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Callable
 
+from cxrtriage.cli.config_args import add_model_argument
+
 __all__ = ["register"]
 
 
@@ -38,20 +40,12 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     """Add ``predict`` and ``demo`` to the ``cxr`` parser."""
     p = sub.add_parser("predict", help="classify images; write annotated and Grad-CAM PNGs")
     p.add_argument("images", nargs="+", help="PNG or JPEG files")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
-    )
+    add_model_argument(p)
     p.add_argument("--out", default="predictions", help="folder for <stem>_annotated.png and <stem>_gradcam.png")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM heatmaps")
     commands["predict"] = _cmd_predict
     d = sub.add_parser("demo", help="predict the shipped examples with the shipped model and write an HTML page")
-    d.add_argument(
-        "--model",
-        default=None,
-        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
-    )
+    add_model_argument(d)
     d.add_argument("--out", default="demo_out", help="output folder (index.html and images)")
     commands["demo"] = _cmd_demo

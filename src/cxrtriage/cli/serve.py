@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cxrtriage import DISCLAIMER
+from cxrtriage.cli.config_args import add_model_argument
 
 __all__ = ["register"]
 
@@ -116,11 +117,7 @@ def _cmd_fit_ood(a: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add the ``serve``, ``export`` and ``fit-ood`` sub-commands."""
     p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
-    )
+    add_model_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="listen address; 0.0.0.0 to reach it from a phone on the LAN")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
@@ -146,20 +143,12 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     commands["serve"] = _cmd_serve
 
     p = sub.add_parser("export", help="export a model folder to ONNX (model.onnx, checksum in the model card)")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
-    )
+    add_model_argument(p)
     p.add_argument("--out", default=None, help="output file (default MODEL/model.onnx)")
     commands["export"] = _cmd_export
 
     p = sub.add_parser("fit-ood", help="fit the out-of-distribution detector (Mahalanobis) of a model folder")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
-    )
+    add_model_argument(p)
     p.add_argument("--data", default=None, help="dataset (default: recorded in bundle.json)")
     p.add_argument("--percentile", type=float, default=99.5, help="threshold percentile of validation scores")
     p.add_argument("--max-train", type=int, default=None, help="random subset of training images")
