@@ -187,23 +187,30 @@ class _ConfigMixin:
     ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def _cfg(self) -> ModelConfig:
+    def require_config(self) -> ModelConfig:
+        """The backend's :class:`ModelConfig`.
+
+        Raises
+        ------
+        ValueError
+            A bare module without configuration (e.g. the trainer's validation backend).
+        """
         if self.config is None:
             raise ValueError("this backend has no ModelConfig; pass preprocessed batches to run()")
         return self.config
 
     def preprocess(self, img: np.ndarray) -> np.ndarray:
         """``uint8 (H, W)`` -> ``float32 (1, S, S)``, see :func:`cxrtriage.data.transforms.preprocess`."""
-        c = self._cfg()
+        c = self.require_config()
         return preprocess(img, c.image_size, c.intensity, c.mean, c.std)
 
     def logits(self, images: ImageInput, batch_size: int = 32) -> np.ndarray:
         """Logits ``float32 (N, K)`` of ``uint8 (H, W)`` images or image paths (model preprocessing)."""
-        return self.run(config_batches(images, self._cfg(), batch_size))[0]
+        return self.run(config_batches(images, self.require_config(), batch_size))[0]
 
     def probabilities(self, images: ImageInput, batch_size: int = 32) -> np.ndarray:
         """Class probabilities ``float64 (N, K)`` (rows sum to 1), the model's temperature applied."""
-        return softmax(self.logits(images, batch_size), self._cfg().temperature)
+        return softmax(self.logits(images, batch_size), self.require_config().temperature)
 
 
 class TorchBackend(_ConfigMixin):
@@ -402,4 +409,4 @@ class OnnxBackend(_ConfigMixin):
             lo, fmap = self.session.run(["logits", "features"], {"input": np.ascontiguousarray(x, dtype=np.float32)})
             logits.append(lo)
             feats.append(_features(fmap, len(x), features))
-        return _finish(logits, feats, len(self._cfg().classes), features)
+        return _finish(logits, feats, len(self.require_config().classes), features)

@@ -75,7 +75,7 @@ class Predictor:
     def __init__(self, model_dir: str | Path | None = None, threads: int = 2) -> None:
         self.backend = TorchBackend.from_dir(model_dir, threads=threads)
         self.model = self.backend.model
-        self.config: ModelConfig = self.backend._cfg()
+        self.config: ModelConfig = self.backend.require_config()
         self.task = get_task(self.config.task)
         self.model_dir = resolve_model_dir(model_dir) if model_dir else None
 

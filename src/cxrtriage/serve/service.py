@@ -100,10 +100,7 @@ class Engine:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
         self.backend = load_backend(settings.model_dir, threads=settings.threads, prefer_onnx=settings.prefer_onnx)
-        config = self.backend.config
-        if config is None:  # load_backend always reads the folder's config.json
-            raise ValueError(f"{settings.model_dir}: the model backend has no configuration")
-        self.config: ModelConfig = config
+        self.config: ModelConfig = self.backend.require_config()
         self.detector = MahalanobisDetector.load(settings.model_dir)
         fitted_for = self.detector.info.get("model_version") if self.detector is not None else None
         if fitted_for and fitted_for != self.config.version:
