@@ -24,6 +24,7 @@ __all__ = [
     "INTENSITY_METHODS",
     "DEVICES",
     "RUNTIME_FIELDS",
+    "AUGMENT_LEVELS",
 ]
 
 #: Validation metrics that may choose the best epoch (``TrainConfig.select_metric``);
@@ -38,6 +39,9 @@ BALANCE_MODES = ("sampler", "loss", "none")
 
 #: Intensity normalisation methods (``TrainConfig.intensity``; see :func:`cxrtriage.data.transforms.normalize_intensity`).
 INTENSITY_METHODS = ("equalize", "minmax", "none")
+
+#: Training augmentation levels (``TrainConfig.augment``; see :func:`cxrtriage.data.transforms.build_train_transform`).
+AUGMENT_LEVELS = ("standard", "strong")
 
 #: Accelerators (``TrainConfig.device``), passed to Lightning Fabric; ``auto`` picks CUDA when available, else CPU.
 DEVICES = ("auto", "cpu", "cuda")
@@ -132,6 +136,23 @@ class TrainConfig:
     val_fraction: float = _opt(0.15, "validation share of the patient-level split when the data has no val split")
     seed: int = _opt(0, "seed for the split, initialisation, batch order and augmentation")
     intensity: str = _opt("equalize", "intensity normalisation", INTENSITY_METHODS)
+    augment: str = _opt(
+        "standard",
+        "training augmentation: standard (affine, blur/sharpen, gamma, brightness/contrast) or strong (adds a "
+        "random resized crop, CLAHE, Gaussian noise and JPEG re-compression)",
+        AUGMENT_LEVELS,
+    )
+    aux_task: str | None = _opt(
+        None,
+        "auxiliary head trained on a finer task's labels of the same images (e.g. pneumonia-type for pneumonia: "
+        "normal / bacterial / viral); it only shapes the features and is dropped from the saved model",
+    )
+    aux_weight: float = _opt(0.5, "weight of the auxiliary head's cross-entropy in the training loss")
+    ema_decay: float | None = _opt(
+        None,
+        "keep an exponential moving average of the weights with this decay (e.g. 0.998; timm ModelEmaV3 with "
+        "warm-up); the averaged weights are validated, selected and saved",
+    )
     hflip: bool = _opt(False, "random horizontal flips (off by default: a flip puts the heart on the right)")
     label_smoothing: float = _opt(0.1, "cross-entropy label smoothing (0 = none)")
     pretrained: bool = _opt(True, "start from ImageNet weights where a packaged source exists")

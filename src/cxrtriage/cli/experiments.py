@@ -299,6 +299,22 @@ def _cmd_external(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare_models(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cxrtriage.experiments.recipes import compare_models, write_model_comparison
+
+    models = []
+    for item in a.model:
+        name, sep, folder = item.partition("=")
+        models.append((name, folder) if sep else (Path(item).name, item))
+    rows = compare_models(models, a.external, n_boot=a.n_boot, exclude_where=a.exclude_where, cache_dir=a.cache_dir)
+    path = write_model_comparison(rows, a.out)
+    print(path.read_text())
+    print(f"wrote {path} and {path.with_name('models.json')}")
+    return 0
+
+
 def _cmd_dedupe(a: argparse.Namespace) -> int:
     import json
 
@@ -438,6 +454,26 @@ def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callabl
         "ieee8023-cxr (images also in a model's training source); repeatable",
     )
     commands["external"] = _cmd_external
+
+    p = subparsers.add_parser(
+        "compare-models",
+        help="score trained models of one task side by side: own validation split vs external datasets",
+    )
+    p.add_argument(
+        "--model", required=True, nargs="+", metavar="[NAME=]FOLDER", help="model folders (cxr train), optionally named"
+    )
+    p.add_argument("--external", required=True, nargs="+", help="datasets none of the models was trained on")
+    p.add_argument("--out", required=True, help="output folder (models.md, models.json)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument(
+        "--exclude-where",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="leave out external images whose manifest column COLUMN is non-empty; repeatable",
+    )
+    commands["compare-models"] = _cmd_compare_models
 
     p = subparsers.add_parser("dedupe", help="report duplicate images within a dataset and across reference datasets")
     p.add_argument("--data", required=True)

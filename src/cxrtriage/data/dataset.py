@@ -20,11 +20,12 @@ class CachedDataset(Dataset):
     images : numpy.ndarray
         ``uint8`` array ``(N, S, S)`` (may be a read-only memory map).
     targets : numpy.ndarray
-        ``int64`` array ``(N,)`` of class indices.
+        ``int64`` array ``(N,)`` of class indices, or ``(N, T)`` with several targets per image
+        (e.g. the task's class and an auxiliary task's class).
     transform : callable
         PIL ``L`` image -> ``float32`` tensor ``(1, S, S)``.
 
-    Items are ``(tensor (1, S, S) float32, int target)``.
+    Items are ``(tensor (1, S, S) float32, int target)``, or ``(..., int64 tensor (T,))`` for ``(N, T)`` targets.
     """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, transform: Callable[[Image.Image], torch.Tensor]):
@@ -35,5 +36,8 @@ class CachedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(Image.fromarray(np.array(self.images[i]))), int(self.targets[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+        x = self.transform(Image.fromarray(np.array(self.images[i])))
+        if self.targets.ndim == 2:
+            return x, torch.from_numpy(self.targets[i].copy())
+        return x, int(self.targets[i])

@@ -15,6 +15,7 @@ Computers in Biology and Medicine 132:104319, 2021.
 
 from __future__ import annotations
 
+import io
 import random
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import v2
 
-from cxrtriage.config import INTENSITY_METHODS
+from cxrtriage.config import AUGMENT_LEVELS, INTENSITY_METHODS
 from cxrtriage.data.cache import resize_gray
 
 __all__ = [
@@ -31,6 +32,9 @@ __all__ = [
     "preprocess",
     "RandomGamma",
     "RandomBlurOrSharpen",
+    "RandomCLAHE",
+    "RandomGaussianNoise",
+    "RandomJPEG",
     "IntensityNormalize",
     "ToNormalizedTensor",
     "build_train_transform",
@@ -145,6 +149,83 @@ class RandomBlurOrSharpen:
         return img.filter(ImageFilter.UnsharpMask(radius=2, percent=random.randint(50, 150), threshold=2))
 
 
+class RandomCLAHE:
+    """Contrast-limited adaptive histogram equalisation (CLAHE) of a PIL ``L`` image, applied at random.
+
+    Imitates the local-contrast post-processing that X-ray vendors apply (Zuiderveld, "Contrast Limited
+    Adaptive Histogram Equalization", Graphics Gems IV, 1994); computed by OpenCV's ``createCLAHE``.
+
+    Parameters
+    ----------
+    p : float
+        Probability of applying it.
+    clip_range : (float, float)
+        The clip limit is drawn uniformly from this range (OpenCV units: multiples of the mean bin count).
+    tiles : int
+        Tile grid ``tiles x tiles``.
+    """
+
+    def __init__(self, p: float = 0.3, clip_range: tuple[float, float] = (1.0, 3.0), tiles: int = 8):
+        self.p, self.clip_range, self.tiles = p, clip_range, tiles
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return img
+        import cv2
+
+        clahe = cv2.createCLAHE(clipLimit=random.uniform(*self.clip_range), tileGridSize=(self.tiles, self.tiles))
+        return Image.fromarray(clahe.apply(np.asarray(img, dtype=np.uint8)))
+
+
+class RandomGaussianNoise:
+    """Additive Gaussian noise on a PIL ``L`` image (quantum noise of a low-dose exposure), applied at random.
+
+    Parameters
+    ----------
+    p : float
+        Probability of applying it.
+    max_sigma : float
+        The noise standard deviation is drawn uniformly from ``[0, max_sigma]``, in grey levels (0-255).
+    """
+
+    def __init__(self, p: float = 0.3, max_sigma: float = 8.0):
+        self.p, self.max_sigma = p, max_sigma
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return img
+        x = np.asarray(img, dtype=np.float32)
+        sigma = random.uniform(0.0, self.max_sigma)
+        noise = np.random.default_rng(random.getrandbits(32)).normal(0.0, sigma, x.shape)
+        return Image.fromarray(np.clip(x + noise, 0, 255).astype(np.uint8))
+
+
+class RandomJPEG:
+    """JPEG re-compression of a PIL ``L`` image at a random quality, applied at random.
+
+    Images collected from publications and the web have been through one or more lossy JPEG encodings;
+    training on re-compressed copies keeps the block artefacts from becoming a cue.
+
+    Parameters
+    ----------
+    p : float
+        Probability of applying it.
+    quality_range : (int, int)
+        Inclusive JPEG quality range (Pillow's 1-95 scale).
+    """
+
+    def __init__(self, p: float = 0.3, quality_range: tuple[int, int] = (30, 90)):
+        self.p, self.quality_range = p, quality_range
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if random.random() >= self.p:
+            return img
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=random.randint(*self.quality_range))
+        buf.seek(0)
+        return Image.open(buf).convert("L")
+
+
 class IntensityNormalize:
     """Callable wrapper of :func:`normalize_intensity` for PIL images."""
 
@@ -168,31 +249,83 @@ class ToNormalizedTensor:
 
 
 def build_train_transform(
-    intensity: str = "equalize", hflip: bool = False, mean: float = 0.5, std: float = 0.5
+    intensity: str = "equalize",
+    hflip: bool = False,
+    mean: float = 0.5,
+    std: float = 0.5,
+    augment: str = "standard",
+    image_size: int | None = None,
 ) -> v2.Compose:
     """Training augmentation for a cached ``uint8`` image (as PIL).
 
-    Geometry: rotation +/-10 deg, translation 10 %, zoom 10 %, shear 5 deg;
-    horizontal flip only when asked (it moves the heart to the right).
-    Intensity: blur or sharpen, then the intensity normalisation, then mild
-    gamma / brightness / contrast jitter so that the model does not depend on
-    a perfect normalisation.
+    ``standard``: rotation +/-10 deg, translation 10 %, zoom 10 %, shear 5 deg;
+    blur or sharpen, then the intensity normalisation, then mild gamma /
+    brightness / contrast jitter so that the model does not depend on a
+    perfect normalisation.
+
+    ``strong`` adds what differs between sites and collections: JPEG
+    re-compression (quality 30-90) first, a random resized crop (70-100 % of
+    the area, aspect 0.85-1.18; collimation and field of view) in place of the
+    zoom, CLAHE (vendor post-processing) before the normalisation, and
+    Gaussian noise (sigma up to 8 grey levels) at the end. Each of these is
+    applied with probability 0.3 except the crop (always).
+
+    Horizontal flip only when asked (it moves the heart to the right).
+
+    Parameters
+    ----------
+    intensity : str
+        One of :data:`INTENSITY_METHODS`.
+    hflip : bool
+    mean, std : float
+        Standardisation of the ``[0, 1]`` intensities.
+    augment : str
+        One of :data:`cxrtriage.config.AUGMENT_LEVELS`.
+    image_size : int, optional
+        Output side of the random resized crop (``strong``); default: the input's size.
 
     Returns
     -------
     torchvision.transforms.v2.Compose
         Maps a PIL ``L`` image to a ``float32`` tensor ``(1, H, W)``.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``augment`` or ``intensity``.
     """
-    steps = [
-        v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5),
-    ]
+    if augment not in AUGMENT_LEVELS:
+        raise ValueError(f"unknown augmentation level {augment!r}; choose from {', '.join(AUGMENT_LEVELS)}")
+    strong = augment == "strong"
+    steps: list = []
+    if strong:
+        steps.append(RandomJPEG(p=0.3))
+        steps.append(v2.RandomAffine(degrees=10, translate=(0.05, 0.05), shear=5))
+        if image_size:
+            steps.append(v2.RandomResizedCrop(image_size, scale=(0.7, 1.0), ratio=(0.85, 1.18), antialias=True))
+        else:
+            steps.append(_SameSizeResizedCrop())
+    else:
+        steps.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5))
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
+    steps.append(RandomBlurOrSharpen(p=0.3))
+    if strong:
+        steps.append(RandomCLAHE(p=0.3))
     steps += [
-        RandomBlurOrSharpen(p=0.3),
         IntensityNormalize(intensity),
         RandomGamma((0.75, 1.35), p=0.5),
         v2.ColorJitter(brightness=0.15, contrast=0.15),
-        ToNormalizedTensor(mean, std),
     ]
+    if strong:
+        steps.append(RandomGaussianNoise(p=0.3))
+    steps.append(ToNormalizedTensor(mean, std))
     return v2.Compose(steps)
+
+
+class _SameSizeResizedCrop:
+    """``RandomResizedCrop`` back to the input image's own size (when the size is not known in advance)."""
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        crop = v2.RandomResizedCrop(img.size[::-1], scale=(0.7, 1.0), ratio=(0.85, 1.18), antialias=True)
+        return crop(img)

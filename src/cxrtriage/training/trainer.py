@@ -45,6 +45,7 @@ from cxrtriage.metrics.report import MetricReport
 from cxrtriage.models.bundle import ModelBundle, SplitSection, TrainingSummary
 from cxrtriage.models.registry import create_model, model_entry
 from cxrtriage.tasks import get_task
+from cxrtriage.training.aux import AuxHeadNet, aux_targets
 from cxrtriage.training.optim import build_optimizer, build_scheduler
 
 __all__ = ["train", "TrainResult", "make_fabric"]
@@ -234,8 +235,9 @@ def train(
     for path, reason in cache.failures:
         print(f"skipped {path}: {reason}")
 
-    train_tf = build_train_transform(cfg.intensity, cfg.hflip)
+    train_tf = build_train_transform(cfg.intensity, cfg.hflip, augment=cfg.augment, image_size=cfg.image_size)
     counts = np.bincount(y_tr, minlength=task.num_classes).astype(np.float64)
+    y_cls = y_tr  # the task's class of each training image (y_tr gains an auxiliary column below)
     class_weights = None
     if cfg.balance == "loss":
         class_weights = torch.tensor(counts.sum() / (task.num_classes * np.maximum(counts, 1)), dtype=torch.float32)
@@ -243,15 +245,32 @@ def train(
         raise ValueError(f"unknown balance mode {cfg.balance!r}; choose from {', '.join(BALANCE_MODES)}")
     criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
 
-    model = create_model(cfg.arch, task.num_classes, pretrained=cfg.pretrained and model_entry(cfg.arch).has_pretrained)
+    net = create_model(cfg.arch, task.num_classes, pretrained=cfg.pretrained and model_entry(cfg.arch).has_pretrained)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    val_backend = TorchBackend(model, threads=None, channels_last=cfg.channels_last)
+        net = net.to(memory_format=torch.channels_last)
+    val_backend = TorchBackend(net, threads=None, channels_last=cfg.channels_last)
+    model: nn.Module = net
+    aux_criterion = None
+    if cfg.aux_task:
+        # targets (N, 2): the task's class and the finer task's class (-100 where the image has none)
+        aux_task = get_task(cfg.aux_task)
+        fine = aux_targets(train_s + val_s, cfg.data, aux_task)
+        y_tr = np.stack([y_tr, fine[cache.index[tr_rows]]], axis=1)
+        model = AuxHeadNet(net, aux_task.num_classes)
+        aux_criterion = nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=cfg.label_smoothing)
+    ema = None
+    if cfg.ema_decay:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(net, decay=cfg.ema_decay, use_warmup=True)
+        val_backend = TorchBackend(ema.module, threads=None, channels_last=cfg.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, len(y_tr), cfg)
     t_initial = scheduler.t_initial  # of this invocation: raised epochs stretch the rest of a resumed schedule
     model, optimizer = fabric.setup(model, optimizer)
     criterion = criterion.to(fabric.device)
+    if ema is not None:
+        ema.module.to(fabric.device)
     if cfg.select_metric not in SELECT_METRICS:
         raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {cfg.select_metric!r}")
     history: list[dict] = []
@@ -261,6 +280,8 @@ def train(
     num_updates = 0
     if resuming:
         state = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+        if ema is not None:
+            state["ema"] = ema.module
         rest = fabric.load(last_path, state, strict=False, weights_only=False)
         history, best, start_epoch = rest["history"], rest["best"], rest["epoch"] + 1
         elapsed_before = rest.get("elapsed", 0.0)
@@ -280,8 +301,8 @@ def train(
         _seed_all(cfg.seed * 1000 + epoch)  # per-epoch seed: a resumed run draws the same batches
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         if cfg.balance == "sampler":
-            weights = (1.0 / counts)[y_tr]
-            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(y_tr), replacement=True, generator=gen)
+            weights = (1.0 / counts)[y_cls]
+            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(y_cls), replacement=True, generator=gen)
             loader = DataLoader(
                 dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(y_tr) > cfg.batch_size
             )
@@ -300,12 +321,19 @@ def train(
         for xb, yb in bar:
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            logits = model(xb)
-            loss = criterion(logits, yb)
+            if aux_criterion is not None:
+                logits, aux_logits = model(xb)
+                yb, yb_aux = yb[:, 0], yb[:, 1]
+                loss = criterion(logits, yb) + cfg.aux_weight * aux_criterion(aux_logits, yb_aux)
+            else:
+                logits = model(xb)
+                loss = criterion(logits, yb)
             optimizer.zero_grad(set_to_none=True)
             fabric.backward(loss)
             optimizer.step()
             num_updates += 1
+            if ema is not None:
+                ema.update(net, step=num_updates)
             scheduler.step_update(num_updates=num_updates)
             loss_sum += float(loss.detach()) * len(yb)
             correct += int((logits.argmax(1) == yb).sum())
@@ -335,7 +363,7 @@ def train(
         score = selected if selected is not None else -row["val_loss"]
         if score > best["auroc"]:
             best = {"auroc": score, "epoch": epoch}
-            _save(fabric, {"model": model}, ckpt_dir / "best.pt")
+            _save(fabric, {"model": ema.module if ema is not None else net}, ckpt_dir / "best.pt")
             stale = 0
         else:
             stale += 1
@@ -343,6 +371,7 @@ def train(
             fabric,
             {
                 "model": model,
+                **({"ema": ema.module} if ema is not None else {}),
                 "optimizer": optimizer,
                 "scheduler": scheduler,
                 "epoch": epoch,
@@ -363,7 +392,8 @@ def train(
             flush=True,
         )
 
-    fabric.load(ckpt_dir / "best.pt", {"model": model})
+    fabric.load(ckpt_dir / "best.pt", {"model": net})
+    val_backend = TorchBackend(net, threads=None, channels_last=cfg.channels_last)
     probs = _val_probs(val_backend, x_va, cfg.image_size, cfg.intensity)
     if task.is_binary:
         pos = task.positive_index
@@ -408,7 +438,7 @@ def train(
         positive_class=task.positive_class,
         version=f"{task.name}-{cfg.arch}-{cfg.image_size}px-seed{cfg.seed}",
     )
-    net = model.module.cpu().to(memory_format=torch.contiguous_format)
+    net = net.cpu().to(memory_format=torch.contiguous_format)
     ModelBundle(mcfg, train_config=cfg, training=summary, split=split_section).save(out, net)
     _write_history(history, out / "history.csv")
     plot_history(history, out)
