@@ -32,6 +32,8 @@ python3 -m ruff check src tests benchmarks scripts || failed+=("ruff check")
 python3 -m ruff format --check src tests benchmarks scripts || failed+=("ruff format --check")
 lint-imports || failed+=("lint-imports")
 python3 -m mypy || failed+=("mypy")
+# The docs site (MkDocs + mkdocstrings, API reference from the NumPy docstrings): any warning fails it.
+NO_MKDOCS_2_WARNING=1 python3 -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)" || failed+=("mkdocs build --strict")
 
 status=0
 python3 -m pytest -q -p no:cacheprovider "$@" || status=$?

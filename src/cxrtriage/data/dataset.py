@@ -24,7 +24,9 @@ class ImageDataset(Dataset):
     Folders and manifests are read as ``cxr train`` and ``cxr evaluate`` read them
     (:func:`cxrtriage.data.discover.discover`): class-named subfolders at any depth, or a
     ``manifest.csv`` with ``path,label[,split,patient_id]``; labels are mapped onto the
-    task's classes and images of other labels are left out.
+    task's classes and images of other labels are left out. Items are
+    ``(transform(image), label)``, ``image`` ``uint8 (H, W)`` from
+    :func:`cxrtriage.data.io.read_image` (PNG, JPEG or DICOM).
 
     Parameters
     ----------
@@ -49,9 +51,6 @@ class ImageDataset(Dataset):
     paths : list of str
         Absolute image paths.
     samples : list of Sample
-
-    Items are ``(transform(image), label)``, ``image`` ``uint8 (H, W)`` from
-    :func:`cxrtriage.data.io.read_image` (PNG, JPEG or DICOM).
 
     Raises
     ------
