@@ -1,4 +1,5 @@
-"""A command whose pip extra is missing prints one line naming the extra and exits 2 (no traceback)."""
+"""A command whose pip extra is missing prints one line naming the extra and exits 2 (no traceback);
+the base install (no extra) runs the CLI, the API and DICOM."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from cxrtriage.cli.extras import EXTRA_OF_MODULE
+from cxrtriage.data.dicom import write_dicom
+from cxrtriage.data.io import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,3 +81,34 @@ def test_every_module_in_the_table_belongs_to_that_extra():
         if module == "starlette":  # comes with fastapi
             continue
         assert extras.get(dist_of.get(module, module)) == extra, module
+
+
+SERVE_ONLY = set(EXTRA_OF_MODULE)  # every module of the serve extra
+
+
+def test_the_base_install_runs_the_cli_api_and_dicom(tmp_path, example_paths):
+    dcm = tmp_path / "study.dcm"
+    write_dicom(str(dcm), read_image(example_paths[-1]).astype("uint16") * 16, modality="CR")
+    proc = _run_without(
+        SERVE_ONLY, ["predict", "--out", str(tmp_path / "p"), str(example_paths[0]), str(dcm)], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{dcm}: PNEUMONIA" in proc.stdout and f"{example_paths[0]}: NORMAL" in proc.stdout
+    proc = _run_without(SERVE_ONLY, ["demo", "--out", str(tmp_path / "demo")], tmp_path)
+    assert proc.returncode == 0 and (tmp_path / "demo" / "index.html").is_file(), proc.stderr
+
+
+def test_the_api_names_the_extra_for_the_onnx_backend(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=sorted(SERVE_ONLY)))
+    code = (
+        "import cxrtriage\n"
+        "try:\n"
+        "    cxrtriage.load_model('pneumonia', backend='onnx')\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(REPO / "src")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert 'needs onnx, in the serve extra: pip install "cxrtriage[serve]"' in out

@@ -113,6 +113,14 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
 
 def _onnx_backend(d: Path, bundle: ModelBundle, threads: int) -> OnnxBackend:
     """The folder's ``model.onnx``, else a fresh export in the cache (the package folder may be read-only)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f'load_model(..., backend="onnx") needs {exc.name}, in the serve extra: pip install "cxrtriage[serve]"',
+            name=exc.name,
+        ) from None
     if (d / ONNX_NAME).is_file():
         return OnnxBackend(d, threads)
     from cxrtriage.inference.export import export_onnx
@@ -164,6 +172,8 @@ def load_model(
         not a model folder, or weights that do not load.
     ValueError
         Unknown ``backend``; a stale ``model.onnx`` (checksum differs from ``bundle.json``).
+    ModuleNotFoundError
+        ``backend="onnx"`` without ONNX Runtime and onnx (the ``serve`` extra); the message says so.
     """
     if backend not in ("torch", "onnx"):
         raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
