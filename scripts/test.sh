@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs (Python extras; Debian chromium for the browser test and
-# postgresql for the store tests)
+# Install everything the test suite needs (Python extras; Debian chromium for the browser test,
+# postgresql for the store tests, dcmtk + libgdcm-tools to write DICOM in every transfer syntax)
 # and run it. Tests that need ../shared/data skip themselves when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,13 +11,16 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
+# DCMTK and GDCM, the reference DICOM toolkits: tests/test_dicom_syntaxes.py re-encodes DX and CR files with them.
+command -v dcmcjpls >/dev/null 2>&1 || missing+=(dcmtk)
+command -v gdcmconv >/dev/null 2>&1 || missing+=(libgdcm-tools)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
   else
-    echo "not installed and no root apt-get: ${missing[*]}; the browser / PostgreSQL tests will be skipped" >&2
+    echo "not installed and no root apt-get: ${missing[*]}; the browser / PostgreSQL / DICOM-syntax tests will be skipped" >&2
   fi
 fi
 python3 -m pip install --quiet -e ".[serve,dev]"
@@ -29,6 +32,8 @@ python3 -m ruff check src tests benchmarks scripts || failed+=("ruff check")
 python3 -m ruff format --check src tests benchmarks scripts || failed+=("ruff format --check")
 lint-imports || failed+=("lint-imports")
 python3 -m mypy || failed+=("mypy")
+# The docs site (MkDocs + mkdocstrings, API reference from the NumPy docstrings): any warning fails it.
+NO_MKDOCS_2_WARNING=1 python3 -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)" || failed+=("mkdocs build --strict")
 
 status=0
 python3 -m pytest -q -p no:cacheprovider "$@" || status=$?

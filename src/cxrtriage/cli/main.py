@@ -42,6 +42,7 @@ COMMAND_GROUPS = [train_cli, models_cli, evaluate_cli, predict_cli, serve_cli, e
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cxr``; returns the process exit code."""
+    from cxrtriage.cli.extras import missing_extra_hint
     from cxrtriage.data.discover import DatasetError
     from cxrtriage.data.io import ImageReadError
     from cxrtriage.models.bundle import ModelLoadError
@@ -53,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, ImageReadError, ModelLoadError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"cxr {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an optional extra (e.g. [serve]) is not installed: say which one
+        hint = missing_extra_hint(args.command, exc)
+        if hint is None:
+            raise
+        print(hint, file=sys.stderr)
         return 2
 
 

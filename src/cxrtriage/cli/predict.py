@@ -39,7 +39,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``predict`` and ``demo`` to the ``cxr`` parser."""
     p = sub.add_parser("predict", help="classify images; write annotated and Grad-CAM PNGs")
-    p.add_argument("images", nargs="+", help="PNG or JPEG files")
+    p.add_argument("images", nargs="+", help="PNG, JPEG or DICOM files (any transfer syntax)")
     add_model_argument(p)
     p.add_argument("--out", default="predictions", help="folder for <stem>_annotated.png and <stem>_gradcam.png")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")

@@ -84,6 +84,9 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
+    import onnx  # noqa: F401 - fail early (cxrtriage.cli.main names the extra) rather than deep inside torch.onnx
+    import onnxruntime  # noqa: F401 - the export is verified with ONNX Runtime
+
     from cxrtriage.inference.backend import file_sha256
     from cxrtriage.inference.export import export_onnx
 

@@ -1,8 +1,12 @@
 """Decode chest X-ray image files into one grayscale array.
 
 Every reader in the project (training cache, evaluation, ``cxr predict``, the
-web server) goes through :func:`read_image` or :func:`decode_image`, so a file
-is interpreted the same way everywhere.
+Python API, the web server) goes through :func:`read_image`, :func:`decode_bytes`
+or :func:`decode_image`, so a file is interpreted the same way everywhere. DICOM
+files (recognised by their ``DICM`` marker, whatever their name) are decoded by
+:func:`cxrtriage.data.dicom.decode_dicom`, which reads every transfer syntax
+pydicom has a decoder for (uncompressed, deflate, RLE, JPEG baseline/extended/
+lossless, JPEG-LS, JPEG 2000 through the pylibjpeg and pyjpegls plugins).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -18,13 +23,15 @@ __all__ = [
     "ImageReadError",
     "IMAGE_SUFFIXES",
     "DEFAULT_MAX_PIXELS",
+    "as_gray_uint8",
+    "decode_bytes",
     "decode_image",
     "read_image",
     "to_uint8_gray",
 ]
 
 #: File suffixes treated as images when walking a folder (case-insensitive).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 
 #: Decompression-bomb guard: images with more pixels than this are refused.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -153,8 +160,100 @@ def decode_image(
         raise ImageReadError(name, f"cannot decode image ({exc})") from None
 
 
+def decode_bytes(data: bytes, name: str = "<upload>", *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode PNG, JPEG or DICOM bytes into an 8-bit grayscale array.
+
+    DICOM (``DICM`` after the 128-byte preamble) goes through
+    :func:`cxrtriage.data.dicom.decode_dicom` (Modality LUT, VOI LUT or window,
+    ``MONOCHROME1`` inverted, CR/DX only); everything else through
+    :func:`decode_image`.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded file.
+    name : str
+        Name used in error messages.
+    max_pixels : int
+        Decompression-bomb guard.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` array of shape ``(H, W)``.
+
+    Raises
+    ------
+    ImageReadError
+        Not a usable PNG/JPEG/DICOM radiograph (the message names ``name`` and the reason).
+    """
+    from cxrtriage.data.dicom import decode_dicom, is_dicom  # dicom.py imports this module
+
+    if is_dicom(data):
+        return decode_dicom(data, name, max_pixels=max_pixels)[0]
+    return decode_image(data, name, max_pixels=max_pixels)
+
+
+def as_gray_uint8(image: Any, name: str = "<array>") -> np.ndarray:
+    """An in-memory image as the 8-bit grayscale array every model input starts from.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, PIL.Image.Image or torch.Tensor
+        ``(H, W)`` (also ``(H, W, 1)``, ``(1, H, W)``; ``(H, W, 3|4)`` RGB(A) is
+        converted with the ITU-R 601-2 luma transform). ``uint8`` is used as is;
+        other integer types (``uint16``, e.g. 12-bit detector data) and floats
+        outside [0, 1] are min-max stretched to 0-255 (as 16-bit PNGs are, see
+        :func:`to_uint8_gray`); floats within [0, 1] (``torchvision``'s
+        ``ToTensor`` convention) are multiplied by 255.
+    name : str
+        Used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8 (H, W)``.
+
+    Raises
+    ------
+    ImageReadError
+        Not an image: wrong number of dimensions, fewer than 16x16 pixels,
+        non-finite or non-numeric values.
+    """
+    if isinstance(image, Image.Image):
+        image.load()
+        return to_uint8_gray(image)
+    if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch.Tensor, without importing torch here
+        image = image.detach().cpu().numpy()
+    arr = np.asarray(image)
+    if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
+        arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.dtype == np.uint8:
+        return to_uint8_gray(Image.fromarray(np.ascontiguousarray(arr[..., :3])))
+    if arr.ndim != 2:
+        raise ImageReadError(name, f"array of shape {arr.shape}; a grayscale image (H, W) expected")
+    if arr.shape[0] < 16 or arr.shape[1] < 16:
+        raise ImageReadError(name, f"image too small: {arr.shape[1]}x{arr.shape[0]} pixels (at least 16x16 needed)")
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ImageReadError(name, f"array of dtype {arr.dtype}; uint8, uint16 or float expected")
+    a = arr.astype(np.float64)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ImageReadError(name, "array has NaN or infinite values")
+    if np.issubdtype(arr.dtype, np.floating) and lo >= 0.0 and hi <= 1.0:
+        return np.round(a * 255.0).astype(np.uint8)
+    if hi <= lo:
+        return np.zeros(a.shape, dtype=np.uint8)
+    return np.round((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read a PNG or JPEG file into an 8-bit grayscale array.
+    """Read a PNG, JPEG or DICOM file into an 8-bit grayscale array.
+
+    The format is sniffed from the content (:func:`decode_bytes`), never from
+    the file name.
 
     Parameters
     ----------
@@ -166,12 +265,14 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     Returns
     -------
     numpy.ndarray
-        ``uint8`` array of shape ``(H, W)``.
+        ``uint8`` array of shape ``(H, W)``. For DICOM: Modality LUT and VOI LUT
+        (or window) applied, ``MONOCHROME1`` inverted, then stretched to 0-255.
 
     Raises
     ------
     ImageReadError
-        The file is missing, unreadable, or not a usable image.
+        The file is missing, unreadable, or not a usable image; ``str(err)``
+        starts with the path.
     """
     p = Path(path)
     try:
@@ -182,4 +283,4 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
         raise ImageReadError(p, "is a directory, not an image file") from None
     except OSError as exc:
         raise ImageReadError(p, f"cannot read file ({exc.strerror or exc})") from None
-    return decode_image(data, str(p), max_pixels=max_pixels)
+    return decode_bytes(data, str(p), max_pixels=max_pixels)

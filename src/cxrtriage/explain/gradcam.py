@@ -38,7 +38,8 @@ def gradcam(model: torch.nn.Module, arch: str, x: np.ndarray, class_index: int) 
         ``float32 (S, S)`` heatmap in [0, 1] (pytorch-grad-cam normalises each map).
     """
     layer = cam_target_layer(arch, model)
-    inp = torch.from_numpy(np.ascontiguousarray(x))[None].float().requires_grad_(False)
+    device = next(model.parameters(), torch.empty(0)).device  # the input goes where the weights are (CPU or GPU)
+    inp = torch.from_numpy(np.ascontiguousarray(x))[None].float().to(device).requires_grad_(False)
     with GradCAM(model=model, target_layers=[layer]) as cam:
         heat = cam(input_tensor=inp, targets=[ClassifierOutputTarget(int(class_index))])[0]
     return np.nan_to_num(heat.astype(np.float32), nan=0.0)

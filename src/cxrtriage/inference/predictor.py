@@ -33,6 +33,16 @@ class Prediction:
     positive_class : str
     triage : str
         ``no_finding`` when ``label`` is one of the task's normal classes, else ``finding``.
+    extra : dict
+        Anything else a caller attaches.
+    source : str or None
+        The image's path, or ``"inputs[i]"`` for an in-memory image (set by :mod:`cxrtriage.api`).
+    ood_score : float or None
+        Out-of-distribution score (squared Mahalanobis distance of the pooled features, >= 0)
+        when the model has a detector (``cxr fit-ood``); ``None`` otherwise.
+    out_of_distribution : bool or None
+        ``ood_score`` above the detector's threshold: the model does not apply to this image and
+        its probabilities should not be used (the server refuses such uploads with a 422).
     """
 
     probabilities: dict[str, float]
@@ -42,16 +52,23 @@ class Prediction:
     positive_class: str
     triage: str
     extra: dict = field(default_factory=dict)
+    source: str | None = None
+    ood_score: float | None = None
+    out_of_distribution: bool | None = None
 
     def to_dict(self) -> dict:
-        """JSON-serialisable ``dict``."""
-        return {
+        """JSON-serialisable ``dict`` (OOD fields and ``source`` only when set)."""
+        out: dict = {
             "label": self.label,
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
             "threshold": self.threshold,
             "positive_class": self.positive_class,
             "triage": self.triage,
         }
+        for key in ("source", "ood_score", "out_of_distribution"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 class Predictor:

@@ -23,7 +23,7 @@ def predict_files(
     model_dir : path or None
         Model folder (None: the shipped model).
     paths : sequence of paths
-        PNG/JPEG files.
+        PNG, JPEG or DICOM files (:func:`cxrtriage.data.io.read_image`).
     out : path
         Output folder for the pictures (created).
     with_gradcam : bool
