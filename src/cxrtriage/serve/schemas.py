@@ -22,6 +22,8 @@ __all__ = [
     "HealthOut",
     "SignOffIn",
     "StudyList",
+    "MAX_NAME_CHARS",
+    "MAX_SECTION_CHARS",
 ]
 
 
@@ -192,9 +194,25 @@ class HealthOut(BaseModel):
     version: str
 
 
-class SignOffIn(BaseModel):
-    """Radiologist sign-off of a draft report."""
+#: Longest radiologist name of a sign-off, characters (API and page form).
+MAX_NAME_CHARS = 200
 
-    radiologist: str = Field(min_length=1, max_length=200, description="name of the signing radiologist")
-    findings: str | None = Field(None, max_length=10_000, description="final findings (default: keep the draft's)")
-    impression: str | None = Field(None, max_length=10_000, description="final impression (default: keep the draft's)")
+#: Longest findings or impression text of a sign-off, characters (API and page form).
+MAX_SECTION_CHARS = 10_000
+
+
+class SignOffIn(BaseModel):
+    """Radiologist sign-off of a draft report (the signer is the logged-in radiologist)."""
+
+    radiologist: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
+        description="display name of the signing radiologist (default: the user name); stored with the user name",
+    )
+    findings: str | None = Field(
+        None, max_length=MAX_SECTION_CHARS, description="final findings (default: keep the draft's)"
+    )
+    impression: str | None = Field(
+        None, max_length=MAX_SECTION_CHARS, description="final impression (default: keep the draft's)"
+    )

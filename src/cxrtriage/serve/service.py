@@ -40,11 +40,12 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 
 
 class ApiError(Exception):
-    """An error answer: HTTP ``status``, machine code ``error`` and a human ``reason``."""
+    """An error answer: HTTP ``status``, machine code ``error``, a human ``reason`` and optional response ``headers``."""
 
-    def __init__(self, status: int, error: str, reason: str):
+    def __init__(self, status: int, error: str, reason: str, headers: dict[str, str] | None = None):
         super().__init__(reason)
         self.status, self.error, self.reason = status, error, reason
+        self.headers = headers
 
 
 def safe_filename(name: str | None) -> str:

@@ -50,10 +50,12 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from cxrtriage.store.models import Study
+from cxrtriage.store.models import ROLES, AuditEvent, Study, User
+from cxrtriage.store.users import UserError, check_username, hash_password, utc_now, verify_password
 
 __all__ = [
     "DB_NAME",
+    "DUMMY_HASH_PASSWORD",
     "MIGRATIONS_DIR",
     "DatabaseURLError",
     "StoreUnavailableError",
@@ -79,6 +81,10 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _PG_MIGRATION_LOCK = 0x63787274  # "cxrt"
 
 _FIRST_REVISION = "0001"
+
+#: Verified against a fixed hash when a login names an unknown user, so that
+#: unknown and known names take the same time.
+DUMMY_HASH_PASSWORD = "not-a-real-password"
 
 _EXAMPLES = "sqlite:///path/to/studies.sqlite3 or postgresql+psycopg://user:password@host:5432/dbname"
 
@@ -456,6 +462,95 @@ class StudyStore:
             q = select(Study).order_by(Study.received_at.desc(), Study.id).limit(limit).offset(offset)
             return list(s.scalars(q))
 
+    # -- users and audit log ----------------------------------------------
+    def add_user(self, username: str, password: str, role: str) -> User:
+        """Create a user with an Argon2id password hash.
+
+        Parameters
+        ----------
+        username : str
+            1-64 characters of ``[A-Za-z0-9._@-]``.
+        password : str
+            At least 8 characters.
+        role : {"uploader", "radiologist"}
+
+        Returns
+        -------
+        User
+
+        Raises
+        ------
+        UserError
+            Bad name, password or role, or the user exists already.
+        """
+        check_username(username)
+        if role not in ROLES:
+            raise UserError(f"role {role!r}: one of {', '.join(ROLES)} expected")
+        user = User(username=username, password_hash=hash_password(password), role=role, created_at=utc_now())
+        with self._sessions() as s:
+            s.add(user)
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()
+                raise UserError(f"user {username!r} exists already") from None
+        return user
+
+    def remove_user(self, username: str) -> None:
+        """Delete a user (their audit rows stay). :class:`UserError` when there is no such user."""
+        with self._sessions() as s:
+            user = s.get(User, username)
+            if user is None:
+                raise UserError(f"no user {username[:70]!r}")
+            s.delete(user)
+            s.commit()
+
+    def users(self) -> list[User]:
+        """All users, by name."""
+        with self._sessions() as s:
+            return list(s.scalars(select(User).order_by(User.username)))
+
+    def user_count(self) -> int:
+        """Number of users."""
+        with self._sessions() as s:
+            return int(s.scalar(select(func.count()).select_from(User)) or 0)
+
+    def get_user(self, username: str) -> User | None:
+        """The user of this name, or None."""
+        if not isinstance(username, str) or len(username) > 64:
+            return None
+        with self._sessions() as s:
+            return s.get(User, username)
+
+    def authenticate(self, username: str, password: str) -> User | None:
+        """The user if ``password`` is theirs, else None (unknown names cost one hash check too)."""
+        user = self.get_user(username)
+        if user is None:
+            verify_password(_dummy_hash(), password)
+            return None
+        return user if verify_password(user.password_hash, password) else None
+
+    def audit(self, username: str | None, action: str, study_id: str | None = None, detail: str | None = None) -> None:
+        """Append one row to the audit log (who, what, which study, when)."""
+        ev = AuditEvent(
+            at=utc_now(),
+            username=username[:64] if username else None,
+            action=action[:32],
+            study_id=study_id[:32] if study_id else None,
+            detail=detail[:200] if detail else None,
+        )
+        with self._sessions() as s:
+            s.add(ev)
+            s.commit()
+
+    def audit_log(self, limit: int = 100, study_id: str | None = None) -> list[AuditEvent]:
+        """Newest audit rows first, optionally of one study."""
+        with self._sessions() as s:
+            q = select(AuditEvent)
+            if study_id is not None:
+                q = q.where(AuditEvent.study_id == study_id)
+            return list(s.scalars(q.order_by(AuditEvent.id.desc()).limit(limit)))
+
     def ping(self) -> bool:
         """True when the database answers ``SELECT 1``."""
         try:
@@ -464,6 +559,15 @@ class StudyStore:
             return True
         except SQLAlchemyError:
             return False
+
+
+_DUMMY_HASH: list[str] = []
+
+
+def _dummy_hash() -> str:
+    if not _DUMMY_HASH:
+        _DUMMY_HASH.append(hash_password(DUMMY_HASH_PASSWORD))
+    return _DUMMY_HASH[0]
 
 
 def png_bytes(img: Image.Image, compress_level: int = 1) -> bytes:
