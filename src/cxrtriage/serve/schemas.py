@@ -131,7 +131,10 @@ class StudyOut(BaseModel):
 
     study_id: str = Field(validation_alias=AliasChoices("study_id", "id"))
     received_at: str
-    sha256: str = Field(description="SHA-256 of the uploaded bytes")
+    sha256: str = Field(
+        description="SHA-256 of the decoded 8-bit pixels and their shape (the study's identity; not of the file, "
+        "whose metadata may identify the patient)"
+    )
     source_format: Literal["png", "jpeg", "dicom"]
     width: int
     height: int

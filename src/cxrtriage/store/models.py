@@ -38,7 +38,8 @@ class Study(Base):
         ISO 8601 UTC time with milliseconds, e.g. ``2026-01-02T03:04:05.678+00:00``
         (sorts chronologically as text).
     sha256 : str
-        Hex SHA-256 of the uploaded bytes. ``(sha256, model_version)`` is unique.
+        Hex SHA-256 of the decoded pixels and their shape (``cxrtriage.serve.service.pixel_sha256``;
+        never of the uploaded file, whose metadata may identify the patient). ``(sha256, model_version)`` is unique.
     source_format : {"png", "jpeg", "dicom"}
     image_file : str
         Path of the stored PNG, relative to the data folder.

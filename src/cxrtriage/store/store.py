@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -97,8 +98,25 @@ class StoreUnavailableError(RuntimeError):
     """The database could not be reached or migrated when the store opened."""
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (recursively through dicts and lists)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _json_dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+    """Strict JSON for the JSON columns: NaN and infinities (not JSON, unreadable by SQLite's json functions
+    and PostgreSQL) are stored as null."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        log.warning("non-finite number in a JSON column: stored as null")
+        return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False)
 
 
 def _shown(url: URL | str) -> str:
@@ -335,7 +353,7 @@ class StudyStore:
         Parameters
         ----------
         sha256 : str
-            Hex SHA-256 of the upload (names the file).
+            Hex SHA-256 of the decoded pixels (names the file).
         img : numpy.ndarray
             ``uint8 (H, W)`` pixels.
 
