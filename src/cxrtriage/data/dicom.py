@@ -240,14 +240,14 @@ def check_deflated_size(data: bytes, name: str, max_inflated: int) -> int | None
     if end is None:
         raise ImageReadError(name, "deflated DICOM without a valid file meta group length")
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    pending, total = data[end:], 0
+    total = 0
     try:
-        while pending:
-            total += len(inflater.decompress(pending, 1 << 20))
-            pending = inflater.unconsumed_tail
-            if total > max_inflated:
+        chunk = inflater.decompress(data[end:], 1 << 20)
+        while True:  # never flush(): it would inflate the rest without a bound
+            total += len(chunk)
+            if total > max_inflated or inflater.eof or (not chunk and not inflater.unconsumed_tail):
                 break
-        total += len(inflater.flush())
+            chunk = inflater.decompress(inflater.unconsumed_tail, 1 << 20)
     except zlib.error as exc:
         raise ImageReadError(name, f"corrupt deflated DICOM data ({exc})") from None
     if total > max_inflated:

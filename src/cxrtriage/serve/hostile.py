@@ -104,12 +104,13 @@ def _meta_end(data: bytes) -> int:
     return 132 + 12 + group_len
 
 
-def dicom_deflate_bomb(side: int = 14_000) -> bytes:
+def dicom_deflate_bomb(side: int = 14_000, seed: int | None = None) -> bytes:
     """A Deflated Explicit VR Little Endian DICOM whose data set inflates to about ``2 * side**2`` bytes.
 
     The data set of a small DX file is re-encoded with ``Rows = Columns = side``
     and ``side**2`` 16-bit zero pixels, deflated as a stream (the default side
-    inflates to 392 MB from about 400 KB).
+    inflates to 392 MB from about 400 KB). With ``seed``, the first 4096 pixels
+    are random 12-bit values (a decodable, non-constant image).
     """
     small = dicom_with(Rows=side, Columns=side)
     end = _meta_end(small)
@@ -119,8 +120,12 @@ def dicom_deflate_bomb(side: int = 14_000) -> bytes:
     n = 2 * side * side
     comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     parts = [comp.compress(head + b"\xe0\x7f\x10\x00OW\0\0" + struct.pack("<I", n))]
-    block = b"\0" * (1 << 20)
     left = n
+    if seed is not None:
+        noise = np.random.default_rng(seed).integers(0, 4096, min(4096, side * side), dtype=np.uint16).tobytes()
+        parts.append(comp.compress(noise))
+        left -= len(noise)
+    block = b"\0" * (1 << 20)
     while left > 0:
         k = min(left, len(block))
         parts.append(comp.compress(block[:k]))

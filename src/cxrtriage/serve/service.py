@@ -5,6 +5,7 @@ Kept free of FastAPI so it can be tested and benchmarked directly.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as _dt
 import hashlib
 import io
@@ -14,6 +15,7 @@ import secrets
 import struct
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,7 +288,16 @@ class StudyService:
         self.settings = settings
         self.engine = engine or Engine(settings)
         self.store = StudyStore(settings.data_dir, settings.database_url)
-        self._decode_slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_decodes))
+        # decodes run on a pool of max_concurrent_decodes threads: at most that many at once, and the memory
+        # the C allocator keeps after a decode stays in those threads' arenas instead of one per request thread
+        self._decoders = concurrent.futures.ThreadPoolExecutor(
+            max(1, settings.max_concurrent_decodes), thread_name_prefix="cxrtriage-decode"
+        )
+        # once per process, not toggled per request (warnings filters are process-wide and not thread-safe):
+        # the pixel and memory limits are enforced from the header by check_image_header
+        from PIL import Image
+
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
     # -- decoding ---------------------------------------------------------
     def decode(self, data: bytes, filename: str | None) -> tuple[np.ndarray, str, dict | None]:
@@ -294,8 +305,9 @@ class StudyService:
 
         Order: size -> format sniffed from the content -> dimensions and memory
         budget from the header (no pixel decoded yet) -> colour check on a
-        thumbnail -> one full decode, inside a bounded semaphore
-        (``settings.max_concurrent_decodes`` at a time).
+        thumbnail -> one full decode, on a pool of
+        ``settings.max_concurrent_decodes`` threads (so at most that many
+        decodes hold memory at once; further uploads wait in its queue).
 
         Returns
         -------
@@ -327,17 +339,17 @@ class StudyService:
         try:
             if fmt != "dicom":
                 check_image_header(data, name, self.settings.max_pixels, self.settings.max_decoded_bytes)
-            if not self._decode_slots.acquire(timeout=DECODE_WAIT_S):
+            job = self._decoders.submit(self._decode, data, name, fmt)
+            try:
+                return job.result(timeout=DECODE_WAIT_S)
+            except concurrent.futures.TimeoutError:
+                job.cancel()
                 raise ApiError(
                     503,
                     "busy",
                     f"{name}: server busy decoding other uploads; retry in a few seconds",
                     {"Retry-After": "5"},
-                )
-            try:
-                return self._decode(data, name, fmt)
-            finally:
-                self._decode_slots.release()
+                ) from None
         except ImageReadError as exc:
             raise ApiError(422, "unreadable_image", exc.reason if exc.path == name else str(exc)) from None
         except ApiError:

@@ -49,8 +49,8 @@ class ServeSettings:
         samples (rows x columns x bytes per sample; for deflated DICOM the
         inflated data set) would exceed it, before decoding.
     max_concurrent_decodes : int
-        Decodes running at the same time (a bounded semaphore); further
-        uploads wait for a slot, so peak memory is about this many budgets.
+        Decodes running at the same time (threads of the decode pool);
+        further uploads wait in its queue, so decode memory is about this many budgets.
     secret_key : str or None
         Key signing the session cookies and the QR upload links
         (``itsdangerous``). Default ``$CXRTRIAGE_SECRET_KEY``, else a random
@@ -77,7 +77,7 @@ class ServeSettings:
     port: int = 8000
     max_upload_mb: float = 20.0
     max_pixels: int = 36_000_000
-    max_decoded_mb: float = 100.0
+    max_decoded_mb: float = 256.0
     max_concurrent_decodes: int = 2
     secret_key: str | None = None
     session_hours: float = 12.0
