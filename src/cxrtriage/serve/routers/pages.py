@@ -36,8 +36,24 @@ def _render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLR
     return t.TemplateResponse(request, name, {"disclaimer": DISCLAIMER, **ctx}, status_code=status)
 
 
+_LOOPBACK = ("127.", "localhost", "[::1]", "::1")
+
+
+def _base_for_phones(request: Request) -> str:
+    """The address a phone should use: the one this page was opened with, unless that is loopback.
+
+    Behind a reverse proxy the page's own address (``Host`` and, with uvicorn's
+    proxy headers, the scheme) is the proxy's name; on the server machine itself
+    (``127.0.0.1``) the LAN address found at start-up is used instead.
+    """
+    host = request.url.hostname or ""
+    if not host or host.startswith(_LOOPBACK):
+        return request.app.state.public_url
+    return str(request.base_url)
+
+
 def _upload_link(request: Request, principal: Principal) -> str:
-    return request.app.state.public_url + "u/" + request.app.state.upload_links.make(principal.username)
+    return _base_for_phones(request) + "u/" + request.app.state.upload_links.make(principal.username)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -56,7 +72,7 @@ def index(
         request,
         "index.html",
         user=principal,
-        public_url=request.app.state.public_url,
+        public_url=_base_for_phones(request),
         qr=qr_svg(link) if link else None,
         link_minutes=service.settings.upload_link_minutes,
         model=service.engine.info(),
