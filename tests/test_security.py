@@ -342,3 +342,53 @@ def test_cxr_users_cli(tmp_path):
     assert cxr("remove", "alice").returncode == 0
     r = cxr("remove", "alice")
     assert r.returncode == 2 and "no user" in r.stderr
+
+
+def test_pdf_keeps_non_latin1_names():
+    """The PDF embeds DejaVu Sans: a signer's name outside Latin-1 is not turned into '?'."""
+    import zlib
+
+    from cxrtriage.report import build_report, render_pdf, sign_off
+    from cxrtriage.report.render import _dejavu_dir
+
+    if _dejavu_dir() is None:
+        pytest.skip("no DejaVu fonts (matplotlib or fonts-dejavu-core)")
+    r = build_report(
+        task="pneumonia",
+        label="NORMAL",
+        probabilities={"NORMAL": 0.9, "PNEUMONIA": 0.1},
+        threshold=0.5,
+        positive_class="PNEUMONIA",
+        triage="no_finding",
+        model_name="m",
+        model_version="v",
+        study_id="0123456789abcdef",
+        heatmap_url=None,
+    )
+    pdf = render_pdf(sign_off(r, "Dr Łukasz Żółć (lz)", "Ёлка: no consolidation.", None))
+    streams = re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S)
+    text = (pdf + b"".join(zlib.decompress(s) for s in streams if s[:2] == b"x\x9c")).upper()
+    for ch in "ŁŻółćЁ":  # the ToUnicode map of the embedded font subset lists each glyph's code point
+        assert f"<{ord(ch):04X}>".encode() in text, ch
+    assert b"Dr ?ukasz" not in pdf
+
+
+def test_store_removes_stale_temporary_files_and_caches_pdfs(tmp_path, url, study, data_dir):
+    import os
+
+    from cxrtriage.store import StudyStore
+
+    d = tmp_path / "store"
+    (d / "images" / "ab").mkdir(parents=True)
+    stale = d / "images" / "ab" / ".abc.png.123.456.tmp"
+    fresh = d / "images" / "ab" / ".def.png.123.456.tmp"
+    stale.write_bytes(b"partial")
+    fresh.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    StudyStore(d).close()
+    assert not stale.exists() and fresh.exists()  # a write in progress elsewhere is left alone
+    with _client(url, RAD) as c:
+        pdf = c.get(f"/api/v1/studies/{study['study_id']}/report.pdf").content
+        cached = list((data_dir / "derived").glob(f"{study['study_id']}-report-*.pdf"))
+        assert cached and any(p.read_bytes() == pdf for p in cached)
+        assert c.get(f"/api/v1/studies/{study['study_id']}/report.pdf").content == pdf

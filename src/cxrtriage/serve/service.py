@@ -507,9 +507,17 @@ class StudyService:
         return self.store.write_derived(rec.id, kind, png_bytes(pil))
 
     def report_file(self, rec: Study, fmt: str) -> tuple[bytes, str]:
-        """Report as ``json``, ``html`` or ``pdf`` bytes with its media type."""
+        """Report as ``json``, ``html`` or ``pdf`` bytes with its media type (the PDF cached per report version)."""
         if fmt == "json":
             return render_json(rec.report), "application/json"
+        if fmt not in ("html", "pdf"):
+            raise ApiError(404, "not_found", f"unknown report format {fmt!r} (json, html or pdf)")
+        cached = None
+        if fmt == "pdf":  # a sign-off changes the report, hence the key and the file name
+            key = "report-" + hashlib.sha256(render_json(rec.report)).hexdigest()[:16]
+            cached = self.store.derived_path(rec.id, key, ".pdf")
+            if cached.is_file():
+                return cached.read_bytes(), "application/pdf"
         images = [("AI annotation", self.picture(rec, "annotated").read_bytes())]
         if rec.report.get("heatmap_url") and rec.cam is not None:
             images.append(
@@ -517,9 +525,9 @@ class StudyService:
             )
         if fmt == "html":
             return render_html(rec.report, images).encode("utf-8"), "text/html; charset=utf-8"
-        if fmt == "pdf":
-            return render_pdf(rec.report, images), "application/pdf"
-        raise ApiError(404, "not_found", f"unknown report format {fmt!r} (json, html or pdf)")
+        pdf = render_pdf(rec.report, images)
+        self.store.write_derived(rec.id, key, pdf, ".pdf")
+        return pdf, "application/pdf"
 
     def sign(self, study_id: str, radiologist: str, findings: str | None, impression: str | None) -> Study:
         """Sign a draft report off (409 when already signed, 422 for an empty name)."""

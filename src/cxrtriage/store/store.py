@@ -336,6 +336,9 @@ class StudyStore:
                 f"database {_shown(self.url)!r}: cannot open or migrate: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
             ) from exc
         self._sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
+        removed = self.remove_stale_temp_files()
+        if removed:
+            log.info("removed %d temporary files left by an interrupted write", removed)
 
     @property
     def backend(self) -> str:
@@ -382,17 +385,42 @@ class StudyStore:
         with Image.open(self.root / rel) as im:
             return np.asarray(im.convert("L"))
 
-    def derived_path(self, study_id: str, kind: str) -> Path:
-        """Cache file of a rendered picture (``kind``: annotated, heatmap, image)."""
-        return self.root / "derived" / f"{study_id}-{kind}.png"
+    def derived_path(self, study_id: str, kind: str, suffix: str = ".png") -> Path:
+        """Cache file of a rendered picture (``kind``: annotated, heatmap, image) or report (``suffix`` ``.pdf``)."""
+        return self.root / "derived" / f"{study_id}-{kind}{suffix}"
 
-    def write_derived(self, study_id: str, kind: str, png: bytes) -> Path:
-        """Write a rendered PNG (bytes) atomically and return its path."""
-        dst = self.derived_path(study_id, kind)
+    def write_derived(self, study_id: str, kind: str, png: bytes, suffix: str = ".png") -> Path:
+        """Write a rendered file (bytes) atomically and return its path."""
+        dst = self.derived_path(study_id, kind, suffix)
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(png)
         os.replace(tmp, dst)
         return dst
+
+    def remove_stale_temp_files(self, older_than_s: float = 600.0) -> int:
+        """Delete ``.*.tmp`` files under ``images/`` and ``derived/`` left by a crashed writer.
+
+        Only files older than ``older_than_s`` seconds are removed, so a write in
+        progress in another process sharing the folder is left alone.
+
+        Returns
+        -------
+        int
+            Number of files removed.
+        """
+        import time
+
+        cutoff = time.time() - older_than_s
+        n = 0
+        for sub in ("images", "derived"):
+            for f in (self.root / sub).rglob(".*.tmp"):
+                try:
+                    if f.is_file() and f.stat().st_mtime < cutoff:
+                        f.unlink()
+                        n += 1
+                except OSError:
+                    pass
+        return n
 
     # -- rows -----------------------------------------------------------
     def get(self, study_id: str) -> Study | None:
