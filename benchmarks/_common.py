@@ -43,13 +43,13 @@ def machine() -> dict:
 def cxr_serve(model_dir: Path, data_dir: Path, *extra: str, timeout: float = 120.0):
     """Run ``cxr serve`` (the real CLI) on a free loopback port; yield its base URL; stop it afterwards.
 
-    The user :data:`AUTH` (radiologist) is created first; clients send it with HTTP Basic.
+    The user :data:`AUTH` (radiologist) is created first; clients send it with HTTP Basic. No upload quota.
     """
     import httpx
 
     port = free_port()
     add_user(data_dir, AUTH[0], AUTH[1], "radiologist")
-    cmd = serve_command(model_dir, data_dir, port, *extra)
+    cmd = serve_command(model_dir, data_dir, port, "--upload-quota", "0", *extra)
     log = open(data_dir.parent / f"server-{port}.log", "w") if data_dir.parent.exists() else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -392,3 +392,24 @@ def test_store_removes_stale_temporary_files_and_caches_pdfs(tmp_path, url, stud
         cached = list((data_dir / "derived").glob(f"{study['study_id']}-report-*.pdf"))
         assert cached and any(p.read_bytes() == pdf for p in cached)
         assert c.get(f"/api/v1/studies/{study['study_id']}/report.pdf").content == pdf
+
+
+def test_failed_login_throttle_and_upload_quota(model_dir, tmp_path, example_paths):
+    from cxrtriage.serve.security import MAX_FAILED_LOGINS
+    from cxrtriage.serve.settings import ServeSettings
+
+    d = tmp_path / "q"
+    add_user(d, *UPLOADER, "uploader")
+    with running_server(ServeSettings(model_dir=model_dir, data_dir=d, port=0, upload_quota_per_hour=2)) as base:
+        with _client(base, UPLOADER) as c:
+            codes = [
+                c.post("/api/v1/predict", files={"file": ("a.jpg", example_paths[k].read_bytes())}).status_code
+                for k in range(3)
+            ]
+            assert codes == [200, 200, 429]
+        with _client(base, (UPLOADER[0], "wrong-password")) as bad:
+            codes = [bad.get("/api/v1/studies").status_code for _ in range(MAX_FAILED_LOGINS + 1)]
+        assert codes == [401] * MAX_FAILED_LOGINS + [429]
+        with _client(base, UPLOADER) as c:  # the right password from the same client waits too
+            r = c.get("/api/v1/studies/0123456789abcdef")
+            assert r.status_code == 429 and int(r.headers["retry-after"]) > 0

@@ -46,6 +46,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         port=a.port,
         max_upload_mb=a.max_upload_mb,
         https_only=a.https_only,
+        upload_quota_per_hour=a.upload_quota,
         threads=a.threads,
         prefer_onnx=not a.torch,
         reject_ood=not a.no_ood,
@@ -149,6 +150,9 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
         "--https-only",
         action="store_true",
         help="mark the session cookie Secure (when a TLS reverse proxy is in front; see README 'Security')",
+    )
+    p.add_argument(
+        "--upload-quota", type=int, default=2000, help="uploads per user per hour (default 2000; 0: no quota)"
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torch", action="store_true", help="serve with PyTorch even if model.onnx exists")

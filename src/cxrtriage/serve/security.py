@@ -51,6 +51,10 @@ __all__ = [
     "LoginRequired",
     "OriginCheckMiddleware",
     "Principal",
+    "RateLimiter",
+    "check_login_allowed",
+    "login_key",
+    "check_upload_quota",
     "SecurityHeadersMiddleware",
     "UploadLinks",
     "audit",
@@ -167,6 +171,107 @@ class UploadLinks:
         return user
 
 
+class RateLimiter:
+    """Events per key in a sliding time window, in memory (one process).
+
+    Parameters
+    ----------
+    limit : int
+        Events allowed per key within ``window_s``; 0 or less: unlimited.
+    window_s : float
+        Window length, seconds.
+    """
+
+    def __init__(self, limit: int, window_s: float):
+        self.limit, self.window_s = limit, window_s
+        self._events: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        ev = [t for t in self._events.get(key, []) if t > now - self.window_s]
+        if ev:
+            self._events[key] = ev
+        else:
+            self._events.pop(key, None)
+        return ev
+
+    def blocked_for(self, key: str) -> float:
+        """Seconds until ``key`` may act again (0.0: not blocked)."""
+        if self.limit <= 0:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            ev = self._recent(key, now)
+            return max(0.0, ev[0] + self.window_s - now) if len(ev) >= self.limit else 0.0
+
+    def add(self, key: str) -> None:
+        """Record one event of ``key``."""
+        if self.limit <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if len(self._events) > 10_000:  # bound the memory: drop keys with no recent event
+                for k in list(self._events):
+                    self._recent(k, now)
+            ev = self._recent(key, now)
+            ev.append(now)
+            self._events[key] = ev
+
+    def reset(self, key: str) -> None:
+        """Forget ``key``'s events (after a successful login)."""
+        with self._lock:
+            self._events.pop(key, None)
+
+
+#: Failed logins allowed per user name within :data:`LOGIN_WINDOW_S` before 429.
+MAX_FAILED_LOGINS = 10
+LOGIN_WINDOW_S = 900.0
+
+
+def login_throttle(request: Request) -> RateLimiter:
+    """The app's limiter of failed logins (per user name)."""
+    lim = getattr(request.app.state, "login_throttle", None)
+    if lim is None:
+        lim = request.app.state.login_throttle = RateLimiter(MAX_FAILED_LOGINS, LOGIN_WINDOW_S)
+    return lim
+
+
+def login_key(request: Request, username: str) -> str:
+    """Key of the failed-login counter: user name and client address (so a stranger cannot lock a user out
+    everywhere)."""
+    host = request.client.host if request.client else "?"
+    return f"{username.lower()[:64]}|{host}"
+
+
+def check_login_allowed(request: Request, username: str) -> None:
+    """429 with ``Retry-After`` when ``username`` had too many failed logins from this client recently."""
+    wait = login_throttle(request).blocked_for(login_key(request, username))
+    if wait > 0:
+        raise ApiError(
+            429,
+            "too_many_failed_logins",
+            f"too many failed logins for this user name; try again in {wait / 60:.0f} min",
+            headers={"Retry-After": str(int(wait) + 1)},
+        )
+
+
+def check_upload_quota(request: Request, principal: Principal) -> None:
+    """429 when ``principal`` has used its uploads of the last hour (``settings.upload_quota_per_hour``)."""
+    lim = getattr(request.app.state, "upload_quota", None)
+    if lim is None:
+        quota = request.app.state.settings.upload_quota_per_hour
+        lim = request.app.state.upload_quota = RateLimiter(quota, 3600.0)
+    wait = lim.blocked_for(principal.username)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "upload_quota_exceeded",
+            f"upload quota of {lim.limit} per hour used up for {principal.username!r}; try again in {wait / 60:.0f} min",
+            headers={"Retry-After": str(int(wait) + 1)},
+        )
+    lim.add(principal.username)
+
+
 class _BasicCache:
     """Remember successful Basic checks: ``(user, HMAC(key, password)) -> expiry``; never the password."""
 
@@ -231,9 +336,11 @@ def optional_principal(
         user = store.get_user(credentials.username)
         if user is not None and cache.hit(user.username, credentials.password):
             return Principal(user.username, user.role, "full", "basic")
+        check_login_allowed(request, credentials.username)
         user = store.authenticate(credentials.username, credentials.password)
         if user is None:
             cache.forget(credentials.username)
+            login_throttle(request).add(login_key(request, credentials.username))
             store.audit(credentials.username[:64] or None, "login_failed", detail="http basic")
             raise ApiError(
                 401,
@@ -242,6 +349,7 @@ def optional_principal(
                 headers={"WWW-Authenticate": 'Basic realm="cxrtriage"'},
             )
         cache.add(user.username, credentials.password)
+        login_throttle(request).reset(login_key(request, credentials.username))
         return Principal(user.username, user.role, "full", "basic")
     return None
 

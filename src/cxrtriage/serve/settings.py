@@ -62,6 +62,8 @@ class ServeSettings:
         Lifetime of the upload link in the page's QR code, minutes.
     https_only : bool
         Mark the session cookie ``Secure`` (set when a TLS reverse proxy is in front).
+    upload_quota_per_hour : int
+        Uploads one user may send per hour (sliding window, in memory); more -> 429. 0: no quota.
     threads : int
         Inference threads (ONNX Runtime intra-op / torch).
     prefer_onnx : bool
@@ -83,6 +85,7 @@ class ServeSettings:
     session_hours: float = 12.0
     upload_link_minutes: float = 15.0
     https_only: bool = False
+    upload_quota_per_hour: int = 2000
     threads: int = 2
     prefer_onnx: bool = True
     reject_ood: bool = True

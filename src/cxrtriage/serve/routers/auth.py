@@ -8,7 +8,15 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cxrtriage import DISCLAIMER
-from cxrtriage.serve.security import Principal, audit, optional_principal, safe_next
+from cxrtriage.serve.security import (
+    Principal,
+    audit,
+    check_login_allowed,
+    login_key,
+    login_throttle,
+    optional_principal,
+    safe_next,
+)
 from cxrtriage.serve.service import ApiError, StudyService
 
 router = APIRouter(tags=["auth"], include_in_schema=False)
@@ -39,12 +47,19 @@ def login(
 ) -> Response:
     """Check the password (Argon2); on success start a new signed session and go to ``next``."""
     store = _service(request).store
+    try:
+        check_login_allowed(request, username)
+    except ApiError as exc:
+        audit(request, None, "login_throttled", detail=f"user {username[:64]!r}")
+        return _render(request, "login.html", 429, next=safe_next(next), message=exc.reason, no_users=False)
     user = store.authenticate(username, password) if username and password else None
     if user is None:
+        login_throttle(request).add(login_key(request, username))
         audit(request, None, "login_failed", detail=f"user {username[:64]!r}")
         return _render(
             request, "login.html", 401, next=safe_next(next), message="Wrong user name or password.", no_users=False
         )
+    login_throttle(request).reset(login_key(request, username))
     request.session.clear()  # a fresh session: no fixation of an earlier one
     request.session.update({"u": user.username, "s": "full"})
     audit(request, Principal(user.username, user.role), "login")

@@ -22,6 +22,7 @@ from cxrtriage.serve.security import (
     Principal,
     audit,
     authorize_study,
+    check_upload_quota,
     page_principal,
     remember_upload,
     signer_name,
@@ -100,6 +101,7 @@ def upload_form(
 ) -> Response:
     """Form upload for browsers without JavaScript: redirect to the result page."""
     try:
+        check_upload_quota(request, principal)
         data = read_upload(file, service.settings.max_upload_bytes)
         rec, duplicate, _ = service.predict(data, file.filename)
     except ApiError as exc:

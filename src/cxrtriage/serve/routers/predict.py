@@ -8,12 +8,12 @@ from fastapi import APIRouter, Depends, File, Request, UploadFile
 
 from cxrtriage.serve.deps import get_service
 from cxrtriage.serve.schemas import ErrorOut, PredictOut
-from cxrtriage.serve.security import Principal, audit, remember_upload, require_uploader
+from cxrtriage.serve.security import Principal, audit, check_upload_quota, remember_upload, require_uploader
 from cxrtriage.serve.service import ApiError, StudyService, study_out
 
 router = APIRouter(prefix="/api/v1", tags=["predict"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (401, 403, 413, 415, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (401, 403, 413, 415, 422, 429)}
 
 
 def read_upload(file: UploadFile, limit: int) -> bytes:
@@ -37,6 +37,7 @@ def predict(
     Runs in the thread pool (a plain ``def``), the model itself under a lock.
     """
     try:
+        check_upload_quota(request, principal)
         data = read_upload(file, service.settings.max_upload_bytes)
         rec, duplicate, timings = service.predict(data, file.filename)
     except ApiError as exc:
