@@ -413,3 +413,18 @@ def test_failed_login_throttle_and_upload_quota(model_dir, tmp_path, example_pat
         with _client(base, UPLOADER) as c:  # the right password from the same client waits too
             r = c.get("/api/v1/studies/0123456789abcdef")
             assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+
+
+def test_cli_parser_does_not_import_the_store():
+    """``cxr --help`` and ``cxr demo`` work with the base install (no SQLAlchemy): the users CLI imports lazily."""
+    code = (
+        "import sys; from cxrtriage.cli.main import build_parser; build_parser(); "
+        "from cxrtriage.cli.users import _ROLES; from cxrtriage.store.models import ROLES; "
+        "assert _ROLES == ROLES; "
+    )
+    check = (
+        "import sys; from cxrtriage.cli.main import build_parser; build_parser(); print('sqlalchemy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-500:]
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode == 0

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 __all__ = ["register", "read_password"]
 
+#: The roles of :data:`cxrtriage.store.models.ROLES`, repeated here so that building the ``cxr`` parser
+#: does not import SQLAlchemy (an extra of ``[serve]``); a test checks that both agree.
+_ROLES = ("uploader", "radiologist")
+
 
 def _store(a: argparse.Namespace) -> StudyStore:
     from cxrtriage.store import StudyStore
@@ -94,8 +98,6 @@ def _cmd_users(a: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add the ``users`` sub-command with ``add``, ``list`` and ``remove``."""
-    from cxrtriage.store.models import ROLES
-
     p = sub.add_parser("users", help="users of `cxr serve`: add, list, remove (argon2 password hashes)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", default="cxrtriage-data", help="as for `cxr serve` (default cxrtriage-data)")
@@ -103,7 +105,7 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     us = p.add_subparsers(dest="users_command", required=True)
     a = us.add_parser("add", parents=[common], help="add a user (password typed twice, or --password-stdin)")
     a.add_argument("username")
-    a.add_argument("--role", choices=ROLES, required=True, help="uploader, or radiologist (may sign reports off)")
+    a.add_argument("--role", choices=_ROLES, required=True, help="uploader, or radiologist (may sign reports off)")
     a.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     us.add_parser("list", parents=[common], help="list users and roles")
     r = us.add_parser("remove", parents=[common], help="remove a user (their audit log rows stay)")
