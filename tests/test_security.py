@@ -111,7 +111,8 @@ def test_unauthenticated_reads_are_refused(url, study):
             assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), page
         r = anon.get("/", follow_redirects=True)  # the login page: no recent-studies list, no study id
         assert r.status_code == 200 and 'name="password"' in r.text and sid not in r.text
-        assert anon.post("/api/v1/predict", files={"file": ("a.jpg", b"x")}).status_code == 401
+        r = anon.post("/api/v1/predict", files={"file": ("a.jpg", b"x" * 2_000_000)})
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")  # before the body is read
         assert anon.post(f"/api/v1/studies/{sid}/report/sign-off", json={}).status_code == 401
         assert anon.get("/api/v1/health").status_code == 200  # liveness stays open (no study data)
     with _client(url, RAD) as rad:

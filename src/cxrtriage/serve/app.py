@@ -21,6 +21,7 @@ from cxrtriage.serve.lan import public_url
 from cxrtriage.serve.routers import auth, pages, predict, studies, system
 from cxrtriage.serve.security import (
     SESSION_COOKIE,
+    AnonymousUploadGuard,
     LoginRequired,
     OriginCheckMiddleware,
     SecurityHeadersMiddleware,
@@ -142,6 +143,7 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
     )
     # multipart overhead on top of the file itself
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(AnonymousUploadGuard)
     app.add_middleware(OriginCheckMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
 

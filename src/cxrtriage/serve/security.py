@@ -46,6 +46,7 @@ from cxrtriage.serve.settings import INITIAL_PASSWORD_ENV, INITIAL_USER_ENV
 from cxrtriage.store import StudyStore, UserError
 
 __all__ = [
+    "AnonymousUploadGuard",
     "BASIC_CACHE_SECONDS",
     "SESSION_COOKIE",
     "LoginRequired",
@@ -526,7 +527,38 @@ class OriginCheckMiddleware:
         await send_json_error(send, 403, "cross_site_request", reason)
 
 
-async def send_json_error(send: Send, status: int, error: str, reason: str) -> None:
+#: Upload endpoints: anonymous requests are refused before their body is read.
+UPLOAD_PATHS = ("/api/v1/predict", "/upload")
+
+
+class AnonymousUploadGuard:
+    """Refuse uploads that carry neither credentials nor the session cookie with 401, before the body is parsed.
+
+    FastAPI parses a multipart body before running the authentication
+    dependency; without this guard anyone could make the server spool
+    ``--max-upload-mb`` per request to disk just to be told 401.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path") in UPLOAD_PATHS:
+            h = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            if "authorization" not in h and f"{SESSION_COOKIE}=" not in h.get("cookie", ""):
+                return await send_json_error(
+                    send,
+                    401,
+                    "unauthorized",
+                    "log in first: HTTP Basic credentials or the session cookie of POST /login",
+                    [(b"www-authenticate", b'Basic realm="cxrtriage"')],
+                )
+        await self.app(scope, receive, send)
+
+
+async def send_json_error(
+    send: Send, status: int, error: str, reason: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """Send a complete JSON error answer ``{"error", "reason", "status"}`` from ASGI middleware."""
     body = json.dumps({"error": error, "reason": reason, "status": status}).encode()
     await send(
@@ -537,6 +569,7 @@ async def send_json_error(send: Send, status: int, error: str, reason: str) -> N
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *(headers or []),
             ],
         }
     )
