@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrtriage.serve.testing import free_port, serve_command
+from cxrtriage.serve.testing import add_user, free_port, serve_command
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+#: The benchmark's server account (a radiologist, HTTP Basic), created in each fresh data folder.
+AUTH = ("bench", "bench-password")
+
 SHARED = Path(os.environ.get("CXRTRIAGE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -37,12 +40,16 @@ def machine() -> dict:
 
 
 @contextlib.contextmanager
-def cxr_serve(model_dir: Path, data_dir: Path, *extra: str, token: str = "bench-token", timeout: float = 120.0):
-    """Run ``cxr serve`` (the real CLI) on a free loopback port; yield its base URL; stop it afterwards."""
+def cxr_serve(model_dir: Path, data_dir: Path, *extra: str, timeout: float = 120.0):
+    """Run ``cxr serve`` (the real CLI) on a free loopback port; yield its base URL; stop it afterwards.
+
+    The user :data:`AUTH` (radiologist) is created first; clients send it with HTTP Basic. No upload quota.
+    """
     import httpx
 
     port = free_port()
-    cmd = serve_command(model_dir, data_dir, port, "--api-token", token, *extra)
+    add_user(data_dir, AUTH[0], AUTH[1], "radiologist")
+    cmd = serve_command(model_dir, data_dir, port, "--upload-quota", "0", *extra)
     log = open(data_dir.parent / f"server-{port}.log", "w") if data_dir.parent.exists() else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cxr_serve, machine, percentiles, real_cxr_uploads, run_threads, write_result  # noqa: E402
+from _common import AUTH, cxr_serve, machine, percentiles, real_cxr_uploads, run_threads, write_result  # noqa: E402
 
 REFUSED: list[str] = []
 
@@ -37,7 +37,7 @@ def one_client(url: str, uploads, fetch_images: bool) -> list[float]:
     import httpx
 
     ms = []
-    with httpx.Client(base_url=url, timeout=60) as c:
+    with httpx.Client(base_url=url, timeout=60, auth=AUTH) as c:
         for name, data in uploads:
             t0 = time.perf_counter()
             r = c.post("/api/v1/predict", files={"file": (name, data, "application/octet-stream")})

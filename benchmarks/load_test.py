@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cxr_serve, machine, percentiles, real_cxr_uploads, run_threads, write_result  # noqa: E402
+from _common import AUTH, cxr_serve, machine, percentiles, real_cxr_uploads, run_threads, write_result  # noqa: E402
 
 
 def _dicom(img, **kw) -> bytes:
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
             def client(c: int):
                 pool_pos = [c]
                 sent: list[tuple[str, bytes]] = []
-                with httpx.Client(base_url=url, timeout=120) as h:
+                with httpx.Client(base_url=url, timeout=120, auth=AUTH) as h:
                     for i in range(a.requests):
                         kind, name, data, want = plan(c, i, pool_pos, sent)
                         t0 = time.perf_counter()
@@ -146,11 +146,11 @@ def main(argv=None) -> int:
 
             wall = run_threads(client, a.clients)
             health = httpx.get(url + "/api/v1/health", timeout=30).json()
-            api_total = httpx.get(url + "/api/v1/studies", params={"limit": 1}, timeout=30).json()["total"]
+            api_total = httpx.get(url + "/api/v1/studies", params={"limit": 1}, timeout=30, auth=AUTH).json()["total"]
             missing = [
                 sid
                 for sid in sorted(accepted_ids)
-                if httpx.get(f"{url}/api/v1/studies/{sid}", timeout=30).status_code != 200
+                if httpx.get(f"{url}/api/v1/studies/{sid}", timeout=30, auth=AUTH).status_code != 200
             ]
             alive = proc.poll() is None
         con = sqlite3.connect(data_dir / "studies.sqlite3")

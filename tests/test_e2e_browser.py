@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cxrtriage import DISCLAIMER
-from cxrtriage.serve.testing import copy_model_dir, find_model_dir, running_server
+from cxrtriage.serve.testing import add_user, copy_model_dir, find_model_dir, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
@@ -49,9 +49,8 @@ def base_url(tmp_path_factory):
     from cxrtriage.serve.settings import ServeSettings
 
     tmp = tmp_path_factory.mktemp("e2e")
-    settings = ServeSettings(
-        model_dir=copy_model_dir(src, tmp / src.name), data_dir=tmp / "data", port=0, api_token="e2e-token"
-    )
+    add_user(tmp / "data", "drbrowser", "browser-password", "radiologist")
+    settings = ServeSettings(model_dir=copy_model_dir(src, tmp / src.name), data_dir=tmp / "data", port=0)
     with running_server(settings) as url:
         yield url
 
@@ -67,10 +66,22 @@ def _save(page, name: str, full_page: bool = True) -> Path:
     return out
 
 
+def _login(page, base_url: str, password: str = "browser-password") -> None:
+    """Open the upload page: redirected to the login page, log in there, back on the upload page."""
+    page.goto(base_url + "/")
+    assert "/login" in page.url
+    page.fill("input[name=username]", "drbrowser")
+    page.fill("input[name=password]", password)
+    page.click("#login-form button[type=submit]")
+
+
 def test_upload_and_result_page(browser, base_url, example_paths):
     page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.goto(base_url + "/")
-    assert DISCLAIMER in page.inner_text("body")
+    _login(page, base_url, "wrong-password")
+    assert "Wrong user name or password" in page.inner_text("#message")
+    _login(page, base_url)
+    page.wait_for_url(base_url + "/")
+    assert DISCLAIMER in page.inner_text("body") and "drbrowser" in page.inner_text("#user")
     assert page.locator(".qr-img svg").count() == 1
     _save(page, "upload-page.png", full_page=False)
 
@@ -98,17 +109,23 @@ def test_upload_and_result_page(browser, base_url, example_paths):
     # sign the report off through the page
     page.click("summary")
     page.fill("input[name=radiologist]", "Dr Browser")
-    page.fill("input[name=token]", "e2e-token")
     page.click("form.signoff button[type=submit]")
     page.wait_for_url("**signed=1")
     assert page.inner_text("#report-status") == "SIGNED"
-    assert page.inner_text("#signed-by") == "Dr Browser"
+    assert page.inner_text("#signed-by") == "Dr Browser (drbrowser)"
+    # log out: the study is no longer readable
+    study_url = page.url.split("?")[0]
+    page.click("header .logout button")
+    page.wait_for_url("**/login")
+    page.goto(study_url)
+    assert "/login" in page.url and "Dr Browser" not in page.inner_text("body")
     page.close()
 
 
 def test_refusal_shown_on_page(browser, base_url, tmp_path):
     page = browser.new_page(viewport={"width": 390, "height": 844})  # phone-sized
-    page.goto(base_url + "/")
+    _login(page, base_url)
+    page.wait_for_url(base_url + "/")
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"plain text, not an image" * 10)
     page.set_input_files("#file", str(bad))

@@ -19,7 +19,9 @@ from cxrtriage.serve.testing import copy_model_dir, find_model_dir, running_serv
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-TOKEN = "test-token-123"
+#: Server accounts of these tests: (name, password, role).
+RAD = ("rad", "rad-password-1", "radiologist")
+UPLOADER = ("up", "up-password-1", "uploader")
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +40,32 @@ def data_dir(tmp_path_factory) -> Path:
 def _settings(model_dir, data_dir, **kw):
     from cxrtriage.serve.settings import ServeSettings
 
-    return ServeSettings(model_dir=model_dir, data_dir=data_dir, host="127.0.0.1", port=0, api_token=TOKEN, **kw)
+    _with_users(data_dir, kw.get("database_url"))
+    return ServeSettings(model_dir=model_dir, data_dir=data_dir, host="127.0.0.1", port=0, **kw)
+
+
+def _with_users(data_dir, database_url=None) -> None:
+    """The radiologist and the uploader of these tests in the store (once)."""
+    from cxrtriage.store import StudyStore
+
+    store = StudyStore(data_dir, database_url)
+    try:
+        for name, pw, role in (RAD, UPLOADER):
+            if store.get_user(name) is None:
+                store.add_user(name, pw, role)
+    finally:
+        store.close()
+
+
+def _client(url: str, who: tuple[str, str, str] = RAD):
+    """An HTTP client that logs in with HTTP Basic as ``who``."""
+    return httpx.Client(base_url=url, timeout=60, auth=(who[0], who[1]))
 
 
 @pytest.fixture(scope="module")
 def server(model_dir, data_dir):
     with running_server(_settings(model_dir, data_dir, max_upload_mb=3)) as url:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with _client(url) as client:
             yield client
 
 
@@ -214,31 +235,30 @@ def test_predict_real_images_and_everything_after(server, example_paths, data_di
     )
     assert normal["report"]["flag"] is None
 
-    # sign-off: token required, then signed once
+    # sign-off: a radiologist's login required, then signed once
     url = f"/api/v1/studies/{sid}/report/sign-off"
-    assert server.post(url, json={"radiologist": "Dr Test"}).status_code == 401
-    assert server.post(url, json={"radiologist": "Dr Test"}, headers={"X-API-Token": "wrong"}).status_code == 401
-    assert server.post(url, json={"radiologist": ""}, headers={"X-API-Token": TOKEN}).status_code == 422
-    r = server.post(
-        url,
-        json={"radiologist": "Dr Test", "findings": "Right lower lobe consolidation."},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    )
+    base = str(server.base_url)
+    assert httpx.post(base + url, json={"radiologist": "Dr Test"}).status_code == 401
+    assert httpx.post(base + url, json={"radiologist": "Dr Test"}, auth=("rad", "wrong-password")).status_code == 401
+    with _client(base, UPLOADER) as up:
+        assert up.post(url, json={"radiologist": "Dr Test"}).status_code == 403  # uploaders do not sign
+    assert server.post(url, json={"radiologist": ""}).status_code == 422
+    r = server.post(url, json={"radiologist": "Dr Test", "findings": "Right lower lobe consolidation."})
     assert r.status_code == 200, r.text
     rep = r.json()["report"]
-    assert rep["status"] == "signed" and rep["signed_by"] == "Dr Test" and rep["signed_at"]
+    assert rep["status"] == "signed" and rep["signed_by"] == "Dr Test (rad)" and rep["signed_at"]
     assert rep["sections"]["findings"] == "Right lower lobe consolidation."
-    assert server.post(url, json={"radiologist": "Dr B"}, headers={"X-API-Token": TOKEN}).status_code == 409
+    assert server.post(url, json={"radiologist": "Dr B"}).status_code == 409
     assert "SIGNED" in server.get(j["page_url"]).text
 
     # page sign-off form
     other = results[next(n for n in results if n != j and results[n]["study_id"] != sid)]
-    form = {"radiologist": "Dr Form", "token": TOKEN, "findings": "", "impression": "Confirmed."}
+    form = {"radiologist": "Dr Form", "findings": "", "impression": "Confirmed."}
+    with _client(base, UPLOADER) as up:
+        assert up.post(f"/studies/{other['study_id']}/sign-off", data=form).status_code == 403
     r = server.post(f"/studies/{other['study_id']}/sign-off", data=form, follow_redirects=False)
     assert r.status_code == 303
-    assert server.get(f"/api/v1/studies/{other['study_id']}").json()["report"]["signed_by"] == "Dr Form"
-    bad = server.post(f"/studies/{j['study_id']}/sign-off", data=dict(form, token="nope"))
-    assert bad.status_code == 401
+    assert server.get(f"/api/v1/studies/{other['study_id']}").json()["report"]["signed_by"] == "Dr Form (rad)"
 
     # the same upload again: recognised by hash
     again = _post(server, "renamed.jpg", example_paths[0].read_bytes())
@@ -252,13 +272,11 @@ def test_predict_real_images_and_everything_after(server, example_paths, data_di
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     row = con.execute("SELECT sha256, label, report_status, signed_by FROM studies WHERE id = ?", (sid,)).fetchone()
     con.close()
-    assert row[1] == j["label"] and row[2] == "signed" and row[3] == "Dr Test"
-    import hashlib
+    assert row[1] == j["label"] and row[2] == "signed" and row[3] == "Dr Test (rad)"
+    from cxrtriage.serve.service import pixel_sha256
 
-    assert (
-        row[0]
-        == hashlib.sha256(next(p for p in example_paths if results[p.name]["study_id"] == sid).read_bytes()).hexdigest()
-    )
+    # the study's identity is the hash of the decoded pixels, not of the file
+    assert row[0] == pixel_sha256(read_image(next(p for p in example_paths if results[p.name]["study_id"] == sid)))
     assert server.get("/api/v1/studies/0123456789abcdef").status_code == 404
     assert server.get("/api/v1/studies/../../etc/passwd").status_code == 404
 
@@ -269,7 +287,8 @@ def test_predict_real_images_and_everything_after(server, example_paths, data_di
 )
 def test_dicom_uploads(server, example_paths, data_dir, photometric, bits):
     p = next(x for x in example_paths if x.name.startswith("PNEUMONIA"))
-    cxr = read_image(p)
+    # drop a few rows (a different number per case): the same pixels would be the JPEG's study again
+    cxr = read_image(p)[1 + (bits == 16) + 2 * (photometric == "MONOCHROME1") :]
     stored = cxr.astype(np.uint16) * (16 if bits == 16 else 1)
     if photometric == "MONOCHROME1":
         stored = stored.max() - stored
@@ -402,11 +421,11 @@ def test_concurrent_requests(server, example_paths):
 def test_restart_keeps_studies(model_dir, tmp_path, example_paths):
     d = tmp_path / "data"
     with running_server(_settings(model_dir, d)) as url:
-        with httpx.Client(base_url=url, timeout=60) as c:
+        with _client(url) as c:
             j = _post(c, "a.jpg", example_paths[4].read_bytes()).json()
             n = c.get("/api/v1/health").json()["studies"]
     with running_server(_settings(model_dir, d)) as url:
-        with httpx.Client(base_url=url, timeout=60) as c:
+        with _client(url) as c:
             assert c.get("/api/v1/health").json()["studies"] == n == 1
             got = c.get(f"/api/v1/studies/{j['study_id']}").json()
             assert got["probabilities"] == j["probabilities"]
@@ -417,7 +436,7 @@ def test_restart_keeps_studies(model_dir, tmp_path, example_paths):
 
 def test_torch_fallback_server(model_dir, tmp_path, example_paths):
     with running_server(_settings(model_dir, tmp_path / "d", prefer_onnx=False)) as url:
-        with httpx.Client(base_url=url, timeout=60) as c:
+        with _client(url) as c:
             assert c.get("/api/v1/model").json()["backend"] == "torch"
             j = _post(c, "a.jpg", example_paths[5].read_bytes()).json()
             assert j["model"]["backend"] == "torch" and j["heatmap_url"]
@@ -438,7 +457,7 @@ def test_cli_serve_subprocess_prints_qr(model_dir, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**__import__("os").environ, "CXRTRIAGE_API_TOKEN": ""},
+        env={**__import__("os").environ, "CXRTRIAGE_INITIAL_USER": "", "CXRTRIAGE_SECRET_KEY": ""},
     )
     try:
         deadline = time.monotonic() + 90
@@ -456,7 +475,7 @@ def test_cli_serve_subprocess_prints_qr(model_dir, tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}/" in out
-    assert "API token for report sign-off" in out  # no token given: a random one is printed
+    assert "No users yet" in out and "cxr users add NAME --role radiologist" in out  # how to create the first user
     assert DISCLAIMER in out
     assert sum(1 for line in out.splitlines() if "█" in line or "▀" in line or "▄" in line) >= 10  # the QR code
 
@@ -466,22 +485,18 @@ def test_server_on_postgresql(model_dir, tmp_path, example_paths, pg_server):
     url = pg_server.create_database()
     d = tmp_path / "pg-data"
     with running_server(_settings(model_dir, d, database_url=url)) as base:
-        with httpx.Client(base_url=base, timeout=60) as c:
+        with _client(base) as c:
             h = c.get("/api/v1/health").json()
             assert h["status"] == "ok" and h["database"] and h["studies"] == 0
             j = _post(c, "a.jpg", example_paths[6].read_bytes()).json()
             assert not j["duplicate"]
             assert c.get(f"/api/v1/studies/{j['study_id']}").json()["probabilities"] == j["probabilities"]
-            r = c.post(
-                f"/api/v1/studies/{j['study_id']}/report/sign-off",
-                json={"radiologist": "Dr PG"},
-                headers={"X-API-Token": TOKEN},
-            )
-            assert r.status_code == 200 and r.json()["report"]["signed_by"] == "Dr PG"
+            r = c.post(f"/api/v1/studies/{j['study_id']}/report/sign-off", json={"radiologist": "Dr PG"})
+            assert r.status_code == 200 and r.json()["report"]["signed_by"] == "Dr PG (rad)"
     assert not (d / "studies.sqlite3").exists()  # images on disk, rows in PostgreSQL
     assert list((d / "images").rglob("*.png"))
     with running_server(_settings(model_dir, d, database_url=url)) as base:
-        with httpx.Client(base_url=base, timeout=60) as c:
+        with _client(base) as c:
             assert c.get("/api/v1/health").json()["studies"] == 1
             again = _post(c, "b.jpg", example_paths[6].read_bytes()).json()
             assert again["duplicate"] and again["study_id"] == j["study_id"] and again["report"]["status"] == "signed"
@@ -491,7 +506,6 @@ def test_server_on_postgresql(model_dir, tmp_path, example_paths, pg_server):
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sigkilled_server_loses_no_accepted_study(model_dir, tmp_path, example_paths, backend, request):
     """``cxr serve`` killed (SIGKILL) while two clients upload: every study answered 200 is stored."""
-    import os
     import signal
     import subprocess
     import threading
@@ -504,9 +518,8 @@ def test_sigkilled_server_loses_no_accepted_study(model_dir, tmp_path, example_p
     data = tmp_path / "d"
     port = free_port()
     cmd = serve_command(model_dir, data, port, *(["--database-url", db_url] if db_url else []))
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "CXRTRIAGE_API_TOKEN": TOKEN}
-    )
+    _with_users(data, db_url)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     accepted: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -514,7 +527,7 @@ def test_sigkilled_server_loses_no_accepted_study(model_dir, tmp_path, example_p
 
     def client(seed: int) -> None:
         rng = np.random.default_rng(seed)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, auth=RAD[:2]) as c:
             while not stop.is_set():
                 noisy = np.clip(base.astype(int) + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
                 try:

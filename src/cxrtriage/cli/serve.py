@@ -28,9 +28,10 @@ def _cmd_serve(a: argparse.Namespace) -> int:
 
     from cxrtriage.serve.app import create_app
     from cxrtriage.serve.lan import qr_terminal
+    from cxrtriage.serve.security import ensure_initial_user
     from cxrtriage.serve.service import StudyService
-    from cxrtriage.serve.settings import ServeSettings
-    from cxrtriage.store import DatabaseURLError, StoreUnavailableError, resolve_database_url
+    from cxrtriage.serve.settings import INITIAL_PASSWORD_ENV, INITIAL_USER_ENV, ServeSettings
+    from cxrtriage.store import DatabaseURLError, StoreUnavailableError, UserError, resolve_database_url
 
     try:  # a bad URL is reported before the model loads
         resolve_database_url(a.database_url, a.data_dir)
@@ -44,7 +45,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         host=a.host,
         port=a.port,
         max_upload_mb=a.max_upload_mb,
-        api_token=a.api_token,
+        https_only=a.https_only,
+        upload_quota_per_hour=a.upload_quota,
         threads=a.threads,
         prefer_onnx=not a.torch,
         reject_ood=not a.no_ood,
@@ -57,18 +59,30 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         pass
     try:
         service = StudyService(settings)  # load the model and open the database before listening
+        created = ensure_initial_user(service.store)
     except (DatabaseURLError, StoreUnavailableError) as exc:
         print(f"cxr serve: {exc}", file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(f"cxr serve: ${INITIAL_USER_ENV} / ${INITIAL_PASSWORD_ENV}: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings, service)
     print(
         f"cxrtriage server: model {service.engine.model_name} ({service.engine.config.version}) on {service.engine.backend.name}; data in {settings.data_dir}, database {service.store.url.render_as_string(hide_password=True)}"
     )
     print(DISCLAIMER)
-    if settings.token_generated:
+    if created:
+        print(f"Created radiologist account {created!r} from ${INITIAL_USER_ENV} / ${INITIAL_PASSWORD_ENV}.")
+    n_users = service.store.user_count()
+    if n_users == 0:
+        db = "" if a.database_url is None else " --database-url URL"
         print(
-            f"API token for report sign-off (set --api-token or $CXRTRIAGE_API_TOKEN to choose one): {settings.api_token}"
+            "No users yet: every page and study needs a login. Create one (password asked twice) with\n"
+            f"    cxr users add NAME --role radiologist --data-dir {settings.data_dir}{db}\n"
+            f"or set ${INITIAL_USER_ENV} and ${INITIAL_PASSWORD_ENV} before `cxr serve`."
         )
+    else:
+        print(f"{n_users} user(s) can log in (cxr users list --data-dir {settings.data_dir}).")
     if settings.host in ("127.0.0.1", "localhost"):
         print("Listening on loopback only; use --host 0.0.0.0 to open the page from a phone on the same network.")
     qr_terminal(app.state.public_url)
@@ -136,9 +150,12 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     )
     p.add_argument("--max-upload-mb", type=float, default=20.0)
     p.add_argument(
-        "--api-token",
-        default=None,
-        help="token for write endpoints (default $CXRTRIAGE_API_TOKEN, else random, printed)",
+        "--https-only",
+        action="store_true",
+        help="mark the session cookie Secure (when a TLS reverse proxy is in front; see README 'Security')",
+    )
+    p.add_argument(
+        "--upload-quota", type=int, default=2000, help="uploads per user per hour (default 2000; 0: no quota)"
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torch", action="store_true", help="serve with PyTorch even if model.onnx exists")

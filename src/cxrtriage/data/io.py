@@ -54,6 +54,27 @@ class ImageReadError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def _stretch_to_uint8(arr: np.ndarray, rows_per_chunk: int = 256) -> np.ndarray:
+    """Min-max stretch of a numeric ``(H, W)`` array to ``uint8`` 0-255, in float32 row blocks.
+
+    Memory: the ``uint8`` result plus one float32 block, whatever the input
+    size (a 16-bit 36 MP image needs 36 MB more, not 4 float64 copies).
+    """
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return out
+    scale = np.float32(255.0 / (hi - lo))
+    for r in range(0, arr.shape[0], rows_per_chunk):
+        block = arr[r : r + rows_per_chunk].astype(np.float32)
+        block -= np.float32(lo)
+        block *= scale
+        np.rint(block, out=block)
+        np.clip(block, 0, 255, out=block)
+        out[r : r + rows_per_chunk] = block
+    return out
+
+
 def to_uint8_gray(img: Image.Image) -> np.ndarray:
     """Convert a decoded PIL image of any mode to 8-bit grayscale.
 
@@ -74,13 +95,10 @@ def to_uint8_gray(img: Image.Image) -> np.ndarray:
         ``uint8`` array of shape ``(H, W)``, values 0-255.
     """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.asarray(img)
         if arr.ndim == 3:
-            arr = arr.mean(axis=2)
-        lo, hi = float(arr.min()), float(arr.max())
-        if hi <= lo:
-            return np.zeros(arr.shape, dtype=np.uint8)
-        return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+            arr = arr.mean(axis=2, dtype=np.float32)
+        return _stretch_to_uint8(arr)
     if img.mode == "L":
         return np.asarray(img, dtype=np.uint8).copy()
     if img.mode in ("LA", "La"):

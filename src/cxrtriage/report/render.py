@@ -11,6 +11,7 @@ import base64
 import io
 import json
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -60,8 +61,31 @@ def _latin1(s: str) -> str:
     return s.encode("latin-1", "replace").decode("latin-1")
 
 
+def _unchanged(s: str) -> str:
+    return s
+
+
+def _dejavu_dir() -> Path | None:
+    """Folder with DejaVuSans.ttf, -Bold and -Oblique: matplotlib's bundled copy (a base dependency), else Debian's."""
+    import importlib.util
+
+    cands = []
+    spec = importlib.util.find_spec("matplotlib")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        cands.append(Path(loc) / "mpl-data" / "fonts" / "ttf")
+    cands.append(Path("/usr/share/fonts/truetype/dejavu"))
+    for d in cands:
+        if all((d / f).is_file() for f in ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf")):
+            return d
+    return None
+
+
 def render_pdf(report: dict, images: list[tuple[str, bytes]] | None = None) -> bytes:
     """PDF (A4) of the report, drawn with fpdf2.
+
+    Text is set in DejaVu Sans (embedded, subset), so names and findings in
+    any script print as typed; without the font files it falls back to
+    Helvetica with non-Latin-1 characters replaced by ``?``.
 
     Parameters
     ----------
@@ -79,15 +103,22 @@ def render_pdf(report: dict, images: list[tuple[str, bytes]] | None = None) -> b
     r = report
     pdf = FPDF(format="A4")
     pdf.set_auto_page_break(True, margin=15)
+    fonts = _dejavu_dir()
+    family, text_of = "Helvetica", _latin1
+    if fonts is not None:
+        family, text_of = "DejaVu", _unchanged
+        pdf.add_font("DejaVu", "", str(fonts / "DejaVuSans.ttf"))
+        pdf.add_font("DejaVu", "B", str(fonts / "DejaVuSans-Bold.ttf"))
+        pdf.add_font("DejaVu", "I", str(fonts / "DejaVuSans-Oblique.ttf"))
     pdf.add_page()
-    pdf.set_title(_latin1(r["title"]))
+    pdf.set_title(text_of(r["title"]))
     w = pdf.epw
 
     def para(text: str, size: float = 10, style: str = "", fill: tuple[int, int, int] | None = None) -> None:
-        pdf.set_font("Helvetica", style, size)
+        pdf.set_font(family, style, size)
         if fill:
             pdf.set_fill_color(*fill)
-        pdf.multi_cell(w, size * 0.5, _latin1(text), fill=bool(fill), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(w, size * 0.5, text_of(text), fill=bool(fill), new_x="LMARGIN", new_y="NEXT")
         pdf.ln(1.5)
 
     para(r["disclaimer"], 8, "B", (255, 244, 214))
@@ -133,8 +164,8 @@ def render_pdf(report: dict, images: list[tuple[str, bytes]] | None = None) -> b
             x = pdf.l_margin + i * (side + 5)
             pdf.image(io.BytesIO(png), x=x, y=y, w=side, h=side)
             pdf.set_xy(x, y + side + 1)
-            pdf.set_font("Helvetica", "", 8)
-            pdf.cell(side, 4, _latin1(caption))
+            pdf.set_font(family, "", 8)
+            pdf.cell(side, 4, text_of(caption))
         pdf.set_xy(pdf.l_margin, y + side + 7)
     para(r["disclaimer"], 8, "I")
     return bytes(pdf.output())

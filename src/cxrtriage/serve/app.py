@@ -9,15 +9,27 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cxrtriage import DISCLAIMER, __version__
-from cxrtriage.serve.lan import public_url, qr_svg
-from cxrtriage.serve.routers import pages, predict, studies, system
+from cxrtriage.serve.lan import public_url
+from cxrtriage.serve.routers import auth, pages, predict, studies, system
+from cxrtriage.serve.security import (
+    SESSION_COOKIE,
+    AnonymousUploadGuard,
+    LoginRequired,
+    OriginCheckMiddleware,
+    SecurityHeadersMiddleware,
+    UploadLinks,
+    ensure_initial_user,
+    login_redirect,
+    send_json_error,
+)
 from cxrtriage.serve.service import ApiError, StudyService
 from cxrtriage.serve.settings import ServeSettings
 
@@ -50,7 +62,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     n = 0
                 if n > self.limit:
-                    return await _send_json(
+                    return await send_json_error(
                         send, 413, "file_too_large", f"request body {n / 1e6:.1f} MB > limit {self.limit / 1e6:g} MB"
                     )
         seen = 0
@@ -75,29 +87,11 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await _send_json(send, 413, "file_too_large", f"request body > limit {self.limit / 1e6:g} MB")
+                await send_json_error(send, 413, "file_too_large", f"request body > limit {self.limit / 1e6:g} MB")
 
 
-async def _send_json(send: Send, status: int, error: str, reason: str) -> None:
-    import json
-
-    body = json.dumps({"error": error, "reason": reason, "status": status}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def _err(status: int, error: str, reason: str) -> JSONResponse:
-    return JSONResponse({"error": error, "reason": reason, "status": status}, status_code=status)
+def _err(status: int, error: str, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "reason": reason, "status": status}, status_code=status, headers=headers)
 
 
 def create_app(settings: ServeSettings, service: StudyService | None = None) -> FastAPI:
@@ -119,6 +113,7 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "service", None) is None:
             app.state.service = StudyService(settings)
+        ensure_initial_user(app.state.service.store)
         yield
         app.state.service.store.close()
 
@@ -131,18 +126,34 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
     app.state.service = service
     app.state.settings = settings
     app.state.public_url = public_url(settings.host, settings.port)
-    app.state.qr_svg = qr_svg(app.state.public_url)
+    app.state.upload_links = UploadLinks(settings.signing_key(), settings.upload_link_minutes * 60)
     tdir = resources.files("cxrtriage.serve") / "templates"
     app.state.templates = Jinja2Templates(directory=str(tdir))
     app.mount("/static", StaticFiles(directory=str(resources.files("cxrtriage.serve") / "static")), name="static")
-    for r in (pages.router, predict.router, studies.router, system.router):
+    for r in (auth.router, pages.router, predict.router, studies.router, system.router):
         app.include_router(r)
+    # innermost first: the signed session cookie (itsdangerous), the body limit, the CSRF Origin check, headers
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.signing_key(),
+        session_cookie=SESSION_COOKIE,
+        max_age=int(settings.session_hours * 3600),
+        same_site="lax",
+        https_only=settings.https_only,
+    )
     # multipart overhead on top of the file itself
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(AnonymousUploadGuard)
+    app.add_middleware(OriginCheckMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _err(exc.status, exc.error, exc.reason)
+        return _err(exc.status, exc.error, exc.reason, exc.headers)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> RedirectResponse:
+        return RedirectResponse(login_redirect(exc.next_path), status_code=303)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -157,7 +168,7 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
         if isinstance(exc.__cause__, _BodyTooLarge):
             return _err(413, "file_too_large", f"request body > limit {settings.max_upload_mb:g} MB")
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _err(exc.status_code, code, str(exc.detail))
+        return _err(exc.status_code, code, str(exc.detail)[:300], getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -22,6 +22,8 @@ __all__ = [
     "HealthOut",
     "SignOffIn",
     "StudyList",
+    "MAX_NAME_CHARS",
+    "MAX_SECTION_CHARS",
 ]
 
 
@@ -129,7 +131,10 @@ class StudyOut(BaseModel):
 
     study_id: str = Field(validation_alias=AliasChoices("study_id", "id"))
     received_at: str
-    sha256: str = Field(description="SHA-256 of the uploaded bytes")
+    sha256: str = Field(
+        description="SHA-256 of the decoded 8-bit pixels and their shape (the study's identity; not of the file, "
+        "whose metadata may identify the patient)"
+    )
     source_format: Literal["png", "jpeg", "dicom"]
     width: int
     height: int
@@ -192,9 +197,25 @@ class HealthOut(BaseModel):
     version: str
 
 
-class SignOffIn(BaseModel):
-    """Radiologist sign-off of a draft report."""
+#: Longest radiologist name of a sign-off, characters (API and page form).
+MAX_NAME_CHARS = 200
 
-    radiologist: str = Field(min_length=1, max_length=200, description="name of the signing radiologist")
-    findings: str | None = Field(None, max_length=10_000, description="final findings (default: keep the draft's)")
-    impression: str | None = Field(None, max_length=10_000, description="final impression (default: keep the draft's)")
+#: Longest findings or impression text of a sign-off, characters (API and page form).
+MAX_SECTION_CHARS = 10_000
+
+
+class SignOffIn(BaseModel):
+    """Radiologist sign-off of a draft report (the signer is the logged-in radiologist)."""
+
+    radiologist: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
+        description="display name of the signing radiologist (default: the user name); stored with the user name",
+    )
+    findings: str | None = Field(
+        None, max_length=MAX_SECTION_CHARS, description="final findings (default: keep the draft's)"
+    )
+    impression: str | None = Field(
+        None, max_length=MAX_SECTION_CHARS, description="final impression (default: keep the draft's)"
+    )

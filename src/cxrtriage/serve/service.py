@@ -5,13 +5,17 @@ Kept free of FastAPI so it can be tested and benchmarked directly.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as _dt
 import hashlib
+import io
 import logging
 import re
 import secrets
+import struct
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,19 +36,39 @@ from cxrtriage.serve.schemas import StudyOut
 from cxrtriage.serve.settings import ServeSettings
 from cxrtriage.store import Study, StudyStore, png_bytes
 
-__all__ = ["ApiError", "Engine", "Analysis", "StudyService", "safe_filename", "sniff_format"]
+__all__ = [
+    "ApiError",
+    "Engine",
+    "Analysis",
+    "StudyService",
+    "safe_filename",
+    "sniff_format",
+    "check_image_header",
+    "pixel_sha256",
+    "DECODE_WAIT_S",
+]
 
 log = logging.getLogger(__name__)
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 
+#: Longest wait for a decode slot before answering 503, seconds.
+DECODE_WAIT_S = 60.0
+
+#: Bytes per pixel PIL holds for a decoded image of each mode (1-byte modes, 16-bit, else 4).
+_PIL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+
+#: Further bytes per pixel of the conversion to 8-bit gray (:func:`cxrtriage.data.io.to_uint8_gray`).
+_CONVERT_BYTES = {"L": 1, "LA": 2, "La": 2, "RGB": 2, "RGBA": 6, "RGBX": 6, "I;16": 3, "I;16B": 3, "I;16L": 3}
+
 
 class ApiError(Exception):
-    """An error answer: HTTP ``status``, machine code ``error`` and a human ``reason``."""
+    """An error answer: HTTP ``status``, machine code ``error``, a human ``reason`` and optional response ``headers``."""
 
-    def __init__(self, status: int, error: str, reason: str):
+    def __init__(self, status: int, error: str, reason: str, headers: dict[str, str] | None = None):
         super().__init__(reason)
         self.status, self.error, self.reason = status, error, reason
+        self.headers = headers
 
 
 def safe_filename(name: str | None) -> str:
@@ -67,6 +91,79 @@ def sniff_format(data: bytes) -> str | None:
     if data[:3] == b"\xff\xd8\xff":
         return "jpeg"
     return None
+
+
+def check_image_header(data: bytes, name: str, max_pixels: int, max_bytes: int) -> tuple[int, int]:
+    """Check a PNG/JPEG's dimensions and decode memory from its header, before any pixel is decoded.
+
+    ``PIL.Image.open`` only parses the header. The estimated peak is the
+    decoded image (1, 2 or 4 bytes per pixel by mode) plus the conversion to
+    8-bit gray, plus 6 bytes per pixel of coefficient buffers for progressive
+    JPEG, plus the file itself.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded file.
+    name : str
+        Name used in messages.
+    max_pixels : int
+        Largest accepted width x height.
+    max_bytes : int
+        Memory budget of one decode, bytes.
+
+    Returns
+    -------
+    (width, height) : (int, int)
+
+    Raises
+    ------
+    ImageReadError
+        Unreadable header, too many pixels, or over the budget.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            mode = im.mode
+            progressive = bool(im.info.get("progressive") or im.info.get("progression"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as exc:
+        raise ImageReadError(name, f"not a readable PNG or JPEG image ({exc.__class__.__name__})") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(name, f"image too large ({exc})") from None
+    if w * h > max_pixels:
+        raise ImageReadError(name, f"image too large: {w}x{h} = {w * h / 1e6:.1f} MP > {max_pixels / 1e6:.0f} MP")
+    per_pixel = _PIL_BYTES.get(mode, 4) + _CONVERT_BYTES.get(mode, 6) + (6 if progressive else 0)
+    need = w * h * per_pixel + len(data)
+    if need > max_bytes:
+        raise ImageReadError(
+            name,
+            f"image needs about {need / 1e6:.0f} MB to decode ({w}x{h}, mode {mode}) > budget {max_bytes / 1e6:.0f} MB",
+        )
+    return w, h
+
+
+def pixel_sha256(img: np.ndarray) -> str:
+    """Hex SHA-256 of a decoded image: its shape and dtype, then its pixels (C order).
+
+    The identity of a study: the same pixels give the same study whatever the
+    file format, name or metadata; the file's bytes (which may carry PHI) are
+    never hashed or stored.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        ``uint8 (H, W)``.
+
+    Returns
+    -------
+    str
+        64 hex characters.
+    """
+    h = hashlib.sha256(f"{img.dtype.str}:{img.shape[0]}x{img.shape[1]}:".encode())
+    h.update(np.ascontiguousarray(img).data)
+    return h.hexdigest()
 
 
 @dataclass
@@ -191,15 +288,39 @@ class StudyService:
         self.settings = settings
         self.engine = engine or Engine(settings)
         self.store = StudyStore(settings.data_dir, settings.database_url)
+        # decodes run on a pool of max_concurrent_decodes threads: at most that many at once, and the memory
+        # the C allocator keeps after a decode stays in those threads' arenas instead of one per request thread
+        self._decoders = concurrent.futures.ThreadPoolExecutor(
+            max(1, settings.max_concurrent_decodes), thread_name_prefix="cxrtriage-decode"
+        )
+        # once per process, not toggled per request (warnings filters are process-wide and not thread-safe):
+        # the pixel and memory limits are enforced from the header by check_image_header
+        from PIL import Image
+
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
     # -- decoding ---------------------------------------------------------
     def decode(self, data: bytes, filename: str | None) -> tuple[np.ndarray, str, dict | None]:
         """Decode an upload; raise :class:`ApiError` (4xx) with a reason for anything unusable.
 
+        Order: size -> format sniffed from the content -> dimensions and memory
+        budget from the header (no pixel decoded yet) -> colour check on a
+        thumbnail -> one full decode, on a pool of
+        ``settings.max_concurrent_decodes`` threads (so at most that many
+        decodes hold memory at once; further uploads wait in its queue).
+
         Returns
         -------
         (image, source_format, dicom_metadata)
             ``uint8 (H, W)``, ``"png" | "jpeg" | "dicom"``, de-identified attributes or None.
+
+        Raises
+        ------
+        ApiError
+            413 too large a file; 415 not PNG/JPEG/DICOM; 422 unreadable,
+            malformed, too many pixels, over the decode memory budget, refused
+            DICOM (modality, burned-in annotation...), colour image; 503 when
+            no decode slot frees up within :data:`DECODE_WAIT_S` seconds.
         """
         name = safe_filename(filename)
         if len(data) == 0:
@@ -216,26 +337,54 @@ class StudyService:
                 f"{name}: not a PNG, JPEG or DICOM file (content sniffed; extension and Content-Type are ignored)",
             )
         try:
-            if fmt == "dicom":
-                img, meta = decode_dicom(data, name, max_pixels=self.settings.max_pixels)
-                return img, fmt, meta
-            if self.settings.reject_ood:
-                m = colourfulness_of_bytes(data)
-                if m > COLOURFULNESS_LIMIT:
-                    raise ApiError(
-                        422,
-                        "not_a_radiograph",
-                        f"{name}: colour image (colourfulness {m:.0f} > {COLOURFULNESS_LIMIT:g}); chest radiographs are grayscale",
-                    )
-            # JPEG: MPO files from phone cameras carry extra frames; the first is the picture.
-            img = decode_image(data, name, max_pixels=self.settings.max_pixels, allow_multiframe=(fmt == "jpeg"))
-            return img, fmt, None
+            if fmt != "dicom":
+                check_image_header(data, name, self.settings.max_pixels, self.settings.max_decoded_bytes)
+            job = self._decoders.submit(self._decode, data, name, fmt)
+            try:
+                return job.result(timeout=DECODE_WAIT_S)
+            except concurrent.futures.TimeoutError:
+                job.cancel()
+                raise ApiError(
+                    503,
+                    "busy",
+                    f"{name}: server busy decoding other uploads; retry in a few seconds",
+                    {"Retry-After": "5"},
+                ) from None
         except ImageReadError as exc:
             raise ApiError(422, "unreadable_image", exc.reason if exc.path == name else str(exc)) from None
+        except ApiError:
+            raise
+        except MemoryError:
+            raise ApiError(422, "too_large_to_decode", f"{name}: not enough memory to decode this image") from None
+        except Exception as exc:  # noqa: BLE001 - a decoder bug on hostile input is the upload's problem, not a 500
+            log.warning("decoder failure on %s (%s)", name, exc.__class__.__name__, exc_info=True)
+            raise ApiError(422, "unreadable_image", f"{name}: cannot decode ({exc.__class__.__name__})") from None
+
+    def _decode(self, data: bytes, name: str, fmt: str) -> tuple[np.ndarray, str, dict | None]:
+        if fmt == "dicom":
+            img, meta = decode_dicom(
+                data, name, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_decoded_bytes
+            )
+            return img, fmt, meta
+        if self.settings.reject_ood:
+            m = colourfulness_of_bytes(data)
+            if m > COLOURFULNESS_LIMIT:
+                raise ApiError(
+                    422,
+                    "not_a_radiograph",
+                    f"{name}: colour image (colourfulness {m:.0f} > {COLOURFULNESS_LIMIT:g}); chest radiographs are grayscale",
+                )
+        # JPEG: MPO files from phone cameras carry extra frames; the first is the picture.
+        img = decode_image(data, name, max_pixels=self.settings.max_pixels, allow_multiframe=(fmt == "jpeg"))
+        return img, fmt, None
 
     # -- predict ----------------------------------------------------------
     def predict(self, data: bytes, filename: str | None = None) -> tuple[Study, bool, dict]:
         """Analyse an upload and store the study (or return the stored study of the same bytes).
+
+        The study's identity is :func:`pixel_sha256` of the decoded image, so
+        the same pixels sent again (also re-encoded, renamed or with other
+        metadata) return the stored study.
 
         Returns
         -------
@@ -247,12 +396,12 @@ class StudyService:
             413/415/422 for unusable uploads and non-radiographs (nothing is stored then).
         """
         t0 = time.perf_counter()
-        sha = hashlib.sha256(data).hexdigest()
+        img, fmt, meta = self.decode(data, filename)
+        sha = pixel_sha256(img)
         cfg = self.engine.config
         existing = self.store.find(sha, cfg.version)
         if existing is not None:
             return existing, True, {"total_ms": (time.perf_counter() - t0) * 1e3}
-        img, fmt, meta = self.decode(data, filename)
         t1 = time.perf_counter()
         a = self.engine.analyze(img)
         det = self.engine.detector
@@ -304,8 +453,10 @@ class StudyService:
             model_version=cfg.version,
             backend=self.engine.backend.name,
             heat_class=a.label if a.cam is not None else None,
-            cam=np.round(a.cam, 4).tolist() if a.cam is not None else None,
-            ood_score=a.ood_score,
+            cam=np.round(np.nan_to_num(a.cam, nan=0.0, posinf=1.0, neginf=0.0), 4).tolist()
+            if a.cam is not None
+            else None,
+            ood_score=a.ood_score if a.ood_score is not None and np.isfinite(a.ood_score) else None,
             dicom_meta=meta,
             report=report,
             report_status="draft",
@@ -356,9 +507,17 @@ class StudyService:
         return self.store.write_derived(rec.id, kind, png_bytes(pil))
 
     def report_file(self, rec: Study, fmt: str) -> tuple[bytes, str]:
-        """Report as ``json``, ``html`` or ``pdf`` bytes with its media type."""
+        """Report as ``json``, ``html`` or ``pdf`` bytes with its media type (the PDF cached per report version)."""
         if fmt == "json":
             return render_json(rec.report), "application/json"
+        if fmt not in ("html", "pdf"):
+            raise ApiError(404, "not_found", f"unknown report format {fmt!r} (json, html or pdf)")
+        cached = None
+        if fmt == "pdf":  # a sign-off changes the report, hence the key and the file name
+            key = "report-" + hashlib.sha256(render_json(rec.report)).hexdigest()[:16]
+            cached = self.store.derived_path(rec.id, key, ".pdf")
+            if cached.is_file():
+                return cached.read_bytes(), "application/pdf"
         images = [("AI annotation", self.picture(rec, "annotated").read_bytes())]
         if rec.report.get("heatmap_url") and rec.cam is not None:
             images.append(
@@ -366,9 +525,9 @@ class StudyService:
             )
         if fmt == "html":
             return render_html(rec.report, images).encode("utf-8"), "text/html; charset=utf-8"
-        if fmt == "pdf":
-            return render_pdf(rec.report, images), "application/pdf"
-        raise ApiError(404, "not_found", f"unknown report format {fmt!r} (json, html or pdf)")
+        pdf = render_pdf(rec.report, images)
+        self.store.write_derived(rec.id, key, pdf, ".pdf")
+        return pdf, "application/pdf"
 
     def sign(self, study_id: str, radiologist: str, findings: str | None, impression: str | None) -> Study:
         """Sign a draft report off (409 when already signed, 422 for an empty name)."""

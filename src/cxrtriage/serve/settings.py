@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ServeSettings", "TOKEN_ENV"]
+__all__ = ["ServeSettings", "SECRET_ENV", "SECRET_FILE", "INITIAL_USER_ENV", "INITIAL_PASSWORD_ENV"]
 
-#: Environment variable holding the API token for write endpoints.
-TOKEN_ENV = "CXRTRIAGE_API_TOKEN"
+#: Environment variable holding the key that signs session cookies and QR upload links.
+SECRET_ENV = "CXRTRIAGE_SECRET_KEY"
+
+#: File in the data folder holding a generated signing key (mode 0600) when ``$CXRTRIAGE_SECRET_KEY`` is unset.
+SECRET_FILE = ".secret_key"
+
+#: With :data:`INITIAL_PASSWORD_ENV`: a radiologist account created at start-up when there is no user yet.
+INITIAL_USER_ENV = "CXRTRIAGE_INITIAL_USER"
+INITIAL_PASSWORD_ENV = "CXRTRIAGE_INITIAL_PASSWORD"
 
 
 @dataclass
@@ -28,17 +35,35 @@ class ServeSettings:
         SQLAlchemy URL of the studies database, e.g.
         ``postgresql+psycopg://user:password@host:5432/cxrtriage`` (several
         replicas may share one); None: SQLite file ``studies.sqlite3`` in
-        ``data_dir``. Migrated (Alembic) at start-up.
+        ``data_dir``. Migrated (Alembic) at start-up. Users and the audit log live there too.
     host, port : str, int
         Listening address (also used for the QR code URL).
     max_upload_mb : float
         Largest accepted upload, MB (10^6 bytes); larger -> 413.
     max_pixels : int
-        Decompression-bomb guard: more pixels -> 422.
-    api_token : str or None
-        Token for write endpoints (report sign-off), sent as header
-        ``X-API-Token`` or ``Authorization: Bearer <token>``; default from
-        ``$CXRTRIAGE_API_TOKEN``, else a random one printed at start-up.
+        Largest accepted image, pixels (checked from the file header before any
+        decoding); more -> 422. The default, 36 MP, is above the largest
+        detectors in use (43 x 43 cm at 0.1 mm = 18.5 MP) with margin.
+    max_decoded_mb : float
+        Memory budget of one decode, MB: refuse an upload whose decoded
+        samples (rows x columns x bytes per sample; for deflated DICOM the
+        inflated data set) would exceed it, before decoding.
+    max_concurrent_decodes : int
+        Decodes running at the same time (threads of the decode pool);
+        further uploads wait in its queue, so decode memory is about this many budgets.
+    secret_key : str or None
+        Key signing the session cookies and the QR upload links
+        (``itsdangerous``). Default ``$CXRTRIAGE_SECRET_KEY``, else a random
+        key kept in ``DATA_DIR/.secret_key`` (mode 0600). Replicas behind one
+        address need the same key.
+    session_hours : float
+        Lifetime of a login session (signed cookie), hours.
+    upload_link_minutes : float
+        Lifetime of the upload link in the page's QR code, minutes.
+    https_only : bool
+        Mark the session cookie ``Secure`` (set when a TLS reverse proxy is in front).
+    upload_quota_per_hour : int
+        Uploads one user may send per hour (sliding window, in memory); more -> 429. 0: no quota.
     threads : int
         Inference threads (ONNX Runtime intra-op / torch).
     prefer_onnx : bool
@@ -53,23 +78,56 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_mb: float = 20.0
-    max_pixels: int = 50_000_000
-    api_token: str | None = None
+    max_pixels: int = 36_000_000
+    max_decoded_mb: float = 256.0
+    max_concurrent_decodes: int = 2
+    secret_key: str | None = None
+    session_hours: float = 12.0
+    upload_link_minutes: float = 15.0
+    https_only: bool = False
+    upload_quota_per_hour: int = 2000
     threads: int = 2
     prefer_onnx: bool = True
     reject_ood: bool = True
-    token_generated: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.model_dir = Path(self.model_dir)
         self.data_dir = Path(self.data_dir)
-        if not self.api_token:
-            self.api_token = os.environ.get(TOKEN_ENV) or None
-        if not self.api_token:
-            self.api_token = secrets.token_urlsafe(18)
-            self.token_generated = True
+        if not self.secret_key:
+            self.secret_key = os.environ.get(SECRET_ENV) or None
 
     @property
     def max_upload_bytes(self) -> int:
         """``max_upload_mb`` in bytes."""
         return int(self.max_upload_mb * 1_000_000)
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """``max_decoded_mb`` in bytes."""
+        return int(self.max_decoded_mb * 1_000_000)
+
+    def signing_key(self) -> str:
+        """The session/upload-link signing key: ``secret_key``, else the data folder's key file (created once).
+
+        Returns
+        -------
+        str
+            At least 32 random URL-safe characters when generated.
+        """
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / SECRET_FILE
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = path.read_text().strip()
+            if key:
+                self.secret_key = key
+                return key
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        key = secrets.token_urlsafe(32)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        self.secret_key = key
+        return key

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from cxrtriage.serve.service import StudyService
     from cxrtriage.serve.settings import ServeSettings
 
-__all__ = ["free_port", "serve_command", "running_server", "find_model_dir", "copy_model_dir"]
+__all__ = ["free_port", "serve_command", "running_server", "find_model_dir", "copy_model_dir", "add_user"]
 
 
 def free_port() -> int:
@@ -47,6 +47,19 @@ def serve_command(model_dir: str | Path, data_dir: str | Path, port: int, *extra
         str(port),
         *extra,
     ]
+
+
+def add_user(
+    data_dir: str | Path, username: str, password: str, role: str = "radiologist", database_url: str | None = None
+) -> None:
+    """Create a server user in the store of ``data_dir`` / ``database_url`` (as ``cxr users add`` does)."""
+    from cxrtriage.store import StudyStore
+
+    store = StudyStore(data_dir, database_url)
+    try:
+        store.add_user(username, password, role)
+    finally:
+        store.close()
 
 
 def find_model_dir() -> Path | None:

@@ -5,7 +5,7 @@ Layer 3: imports :mod:`cxrtriage.config`, :mod:`cxrtriage.tasks`,
 :mod:`cxrtriage.serve` (which uses it).
 """
 
-from cxrtriage.store.models import Base, Study
+from cxrtriage.store.models import ROLES, AuditEvent, Base, Study, User
 from cxrtriage.store.store import (
     DB_NAME,
     DatabaseURLError,
@@ -16,8 +16,13 @@ from cxrtriage.store.store import (
     resolve_database_url,
     upgrade_database,
 )
+from cxrtriage.store.users import UserError
 
 __all__ = [
+    "ROLES",
+    "AuditEvent",
+    "User",
+    "UserError",
     "DB_NAME",
     "Base",
     "DatabaseURLError",

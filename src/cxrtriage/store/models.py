@@ -12,7 +12,10 @@ from typing import Any
 from sqlalchemy import JSON, Double, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "JSONValue", "Study"]
+__all__ = ["AuditEvent", "Base", "JSONValue", "ROLES", "Study", "User"]
+
+#: User roles: ``uploader`` uploads and reads studies; ``radiologist`` also signs reports off.
+ROLES = ("uploader", "radiologist")
 
 #: JSON column type: Python ``None`` is stored as SQL NULL (not the JSON text ``null``).
 #: Plain ``json`` on PostgreSQL (not ``jsonb``), so the key order of the stored
@@ -35,7 +38,8 @@ class Study(Base):
         ISO 8601 UTC time with milliseconds, e.g. ``2026-01-02T03:04:05.678+00:00``
         (sorts chronologically as text).
     sha256 : str
-        Hex SHA-256 of the uploaded bytes. ``(sha256, model_version)`` is unique.
+        Hex SHA-256 of the decoded pixels and their shape (``cxrtriage.serve.service.pixel_sha256``;
+        never of the uploaded file, whose metadata may identify the patient). ``(sha256, model_version)`` is unique.
     source_format : {"png", "jpeg", "dicom"}
     image_file : str
         Path of the stored PNG, relative to the data folder.
@@ -112,3 +116,61 @@ class Study(Base):
 
     def __repr__(self) -> str:
         return f"Study(id={self.id!r}, label={self.label!r}, model_version={self.model_version!r})"
+
+
+class User(Base):
+    """A person allowed to use the server.
+
+    Attributes
+    ----------
+    username : str
+        Login name (primary key), 1-64 characters of ``[A-Za-z0-9._@-]``.
+    password_hash : str
+        Argon2id hash in PHC string format (``$argon2id$v=19$m=...``), made by
+        :func:`cxrtriage.store.users.hash_password`; the password itself is never stored.
+    role : {"uploader", "radiologist"}
+        ``uploader``: upload and read studies; ``radiologist``: also sign reports off.
+    created_at : str
+        ISO 8601 UTC time.
+    """
+
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[str] = mapped_column(String(40))
+
+    def __repr__(self) -> str:
+        return f"User(username={self.username!r}, role={self.role!r})"
+
+
+class AuditEvent(Base):
+    """One row of the audit log: who did what to which study, when.
+
+    Attributes
+    ----------
+    id : int
+        Autoincrement primary key.
+    at : str
+        ISO 8601 UTC time with milliseconds.
+    username : str or None
+        The authenticated user (None for a failed login with an unknown name).
+    action : str
+        E.g. ``login``, ``login_failed``, ``upload``, ``read``, ``list``, ``sign_off``, ``refused``.
+    study_id : str or None
+        The study concerned, if any.
+    detail : str or None
+        What was read (``json``, ``image.png``, ``report.pdf``, ``page``...) or why it was refused;
+        at most 200 characters, never patient data.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("audit_log_at", "at"), Index("audit_log_study", "study_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[str] = mapped_column(String(40))
+    username: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    study_id: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(200))

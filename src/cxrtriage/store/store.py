@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -50,10 +51,12 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from cxrtriage.store.models import Study
+from cxrtriage.store.models import ROLES, AuditEvent, Study, User
+from cxrtriage.store.users import UserError, check_username, hash_password, utc_now, verify_password
 
 __all__ = [
     "DB_NAME",
+    "DUMMY_HASH_PASSWORD",
     "MIGRATIONS_DIR",
     "DatabaseURLError",
     "StoreUnavailableError",
@@ -80,6 +83,10 @@ _PG_MIGRATION_LOCK = 0x63787274  # "cxrt"
 
 _FIRST_REVISION = "0001"
 
+#: Verified against a fixed hash when a login names an unknown user, so that
+#: unknown and known names take the same time.
+DUMMY_HASH_PASSWORD = "not-a-real-password"
+
 _EXAMPLES = "sqlite:///path/to/studies.sqlite3 or postgresql+psycopg://user:password@host:5432/dbname"
 
 
@@ -91,8 +98,25 @@ class StoreUnavailableError(RuntimeError):
     """The database could not be reached or migrated when the store opened."""
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (recursively through dicts and lists)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _json_dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+    """Strict JSON for the JSON columns: NaN and infinities (not JSON, unreadable by SQLite's json functions
+    and PostgreSQL) are stored as null."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        log.warning("non-finite number in a JSON column: stored as null")
+        return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False)
 
 
 def _shown(url: URL | str) -> str:
@@ -312,6 +336,9 @@ class StudyStore:
                 f"database {_shown(self.url)!r}: cannot open or migrate: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
             ) from exc
         self._sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
+        removed = self.remove_stale_temp_files()
+        if removed:
+            log.info("removed %d temporary files left by an interrupted write", removed)
 
     @property
     def backend(self) -> str:
@@ -329,7 +356,7 @@ class StudyStore:
         Parameters
         ----------
         sha256 : str
-            Hex SHA-256 of the upload (names the file).
+            Hex SHA-256 of the decoded pixels (names the file).
         img : numpy.ndarray
             ``uint8 (H, W)`` pixels.
 
@@ -358,17 +385,42 @@ class StudyStore:
         with Image.open(self.root / rel) as im:
             return np.asarray(im.convert("L"))
 
-    def derived_path(self, study_id: str, kind: str) -> Path:
-        """Cache file of a rendered picture (``kind``: annotated, heatmap, image)."""
-        return self.root / "derived" / f"{study_id}-{kind}.png"
+    def derived_path(self, study_id: str, kind: str, suffix: str = ".png") -> Path:
+        """Cache file of a rendered picture (``kind``: annotated, heatmap, image) or report (``suffix`` ``.pdf``)."""
+        return self.root / "derived" / f"{study_id}-{kind}{suffix}"
 
-    def write_derived(self, study_id: str, kind: str, png: bytes) -> Path:
-        """Write a rendered PNG (bytes) atomically and return its path."""
-        dst = self.derived_path(study_id, kind)
+    def write_derived(self, study_id: str, kind: str, png: bytes, suffix: str = ".png") -> Path:
+        """Write a rendered file (bytes) atomically and return its path."""
+        dst = self.derived_path(study_id, kind, suffix)
         tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(png)
         os.replace(tmp, dst)
         return dst
+
+    def remove_stale_temp_files(self, older_than_s: float = 600.0) -> int:
+        """Delete ``.*.tmp`` files under ``images/`` and ``derived/`` left by a crashed writer.
+
+        Only files older than ``older_than_s`` seconds are removed, so a write in
+        progress in another process sharing the folder is left alone.
+
+        Returns
+        -------
+        int
+            Number of files removed.
+        """
+        import time
+
+        cutoff = time.time() - older_than_s
+        n = 0
+        for sub in ("images", "derived"):
+            for f in (self.root / sub).rglob(".*.tmp"):
+                try:
+                    if f.is_file() and f.stat().st_mtime < cutoff:
+                        f.unlink()
+                        n += 1
+                except OSError:
+                    pass
+        return n
 
     # -- rows -----------------------------------------------------------
     def get(self, study_id: str) -> Study | None:
@@ -456,6 +508,95 @@ class StudyStore:
             q = select(Study).order_by(Study.received_at.desc(), Study.id).limit(limit).offset(offset)
             return list(s.scalars(q))
 
+    # -- users and audit log ----------------------------------------------
+    def add_user(self, username: str, password: str, role: str) -> User:
+        """Create a user with an Argon2id password hash.
+
+        Parameters
+        ----------
+        username : str
+            1-64 characters of ``[A-Za-z0-9._@-]``.
+        password : str
+            At least 8 characters.
+        role : {"uploader", "radiologist"}
+
+        Returns
+        -------
+        User
+
+        Raises
+        ------
+        UserError
+            Bad name, password or role, or the user exists already.
+        """
+        check_username(username)
+        if role not in ROLES:
+            raise UserError(f"role {role!r}: one of {', '.join(ROLES)} expected")
+        user = User(username=username, password_hash=hash_password(password), role=role, created_at=utc_now())
+        with self._sessions() as s:
+            s.add(user)
+            try:
+                s.commit()
+            except IntegrityError:
+                s.rollback()
+                raise UserError(f"user {username!r} exists already") from None
+        return user
+
+    def remove_user(self, username: str) -> None:
+        """Delete a user (their audit rows stay). :class:`UserError` when there is no such user."""
+        with self._sessions() as s:
+            user = s.get(User, username)
+            if user is None:
+                raise UserError(f"no user {username[:70]!r}")
+            s.delete(user)
+            s.commit()
+
+    def users(self) -> list[User]:
+        """All users, by name."""
+        with self._sessions() as s:
+            return list(s.scalars(select(User).order_by(User.username)))
+
+    def user_count(self) -> int:
+        """Number of users."""
+        with self._sessions() as s:
+            return int(s.scalar(select(func.count()).select_from(User)) or 0)
+
+    def get_user(self, username: str) -> User | None:
+        """The user of this name, or None."""
+        if not isinstance(username, str) or len(username) > 64:
+            return None
+        with self._sessions() as s:
+            return s.get(User, username)
+
+    def authenticate(self, username: str, password: str) -> User | None:
+        """The user if ``password`` is theirs, else None (unknown names cost one hash check too)."""
+        user = self.get_user(username)
+        if user is None:
+            verify_password(_dummy_hash(), password)
+            return None
+        return user if verify_password(user.password_hash, password) else None
+
+    def audit(self, username: str | None, action: str, study_id: str | None = None, detail: str | None = None) -> None:
+        """Append one row to the audit log (who, what, which study, when)."""
+        ev = AuditEvent(
+            at=utc_now(),
+            username=username[:64] if username else None,
+            action=action[:32],
+            study_id=study_id[:32] if study_id else None,
+            detail=detail[:200] if detail else None,
+        )
+        with self._sessions() as s:
+            s.add(ev)
+            s.commit()
+
+    def audit_log(self, limit: int = 100, study_id: str | None = None) -> list[AuditEvent]:
+        """Newest audit rows first, optionally of one study."""
+        with self._sessions() as s:
+            q = select(AuditEvent)
+            if study_id is not None:
+                q = q.where(AuditEvent.study_id == study_id)
+            return list(s.scalars(q.order_by(AuditEvent.id.desc()).limit(limit)))
+
     def ping(self) -> bool:
         """True when the database answers ``SELECT 1``."""
         try:
@@ -464,6 +605,15 @@ class StudyStore:
             return True
         except SQLAlchemyError:
             return False
+
+
+_DUMMY_HASH: list[str] = []
+
+
+def _dummy_hash() -> str:
+    if not _DUMMY_HASH:
+        _DUMMY_HASH.append(hash_password(DUMMY_HASH_PASSWORD))
+    return _DUMMY_HASH[0]
 
 
 def png_bytes(img: Image.Image, compress_level: int = 1) -> bytes:

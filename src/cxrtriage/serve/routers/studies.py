@@ -1,31 +1,81 @@
-"""Studies, their pictures and their reports; report sign-off (token-protected)."""
+"""Studies, their pictures and their reports; report sign-off (radiologists only).
+
+Every endpoint needs a login (HTTP Basic or the session cookie) and writes an
+audit-log row; upload-only phone sessions read only the studies they uploaded.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from cxrtriage.serve.deps import get_service, require_token
+from cxrtriage.serve.deps import get_service
 from cxrtriage.serve.schemas import ErrorOut, SignOffIn, StudyList, StudyOut
+from cxrtriage.serve.security import (
+    Principal,
+    audit,
+    authorize_study,
+    require_full,
+    require_principal,
+    require_radiologist,
+    signer_name,
+)
 from cxrtriage.serve.service import StudyService, study_out
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
-_404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
+_AUTH: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (401, 403)}
+_404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}, **_AUTH}
+
+#: A study id: 16 lower-case hex characters.
+_ID = Path(..., min_length=1, max_length=64, description="study id (16 hex characters)")
+
+#: Largest ``offset`` of the list endpoint (far above any real archive; bigger values are a 422, not an overflow).
+MAX_OFFSET = 1_000_000_000
 
 
-@router.get("", response_model=StudyList, summary="Recent studies, newest first")
+class PictureKind(StrEnum):
+    """The pictures of a study."""
+
+    image = "image"
+    annotated = "annotated"
+    heatmap = "heatmap"
+
+
+class ReportFormat(StrEnum):
+    """Report download formats."""
+
+    json = "json"
+    html = "html"
+    pdf = "pdf"
+
+
+@router.get("", response_model=StudyList, responses=_AUTH, summary="Recent studies, newest first")
 def list_studies(
-    limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0), service: StudyService = Depends(get_service)
+    request: Request,
+    limit: int = Query(20, ge=1, le=200),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    principal: Principal = Depends(require_full),
+    service: StudyService = Depends(get_service),
 ) -> dict:
+    audit(request, principal, "list", detail=f"limit={limit} offset={offset}")
     return {"studies": [study_out(r) for r in service.store.recent(limit, offset)], "total": service.store.count()}
 
 
 @router.get("/{study_id}", response_model=StudyOut, responses=_404, summary="One study")
-def get_study(study_id: str, service: StudyService = Depends(get_service)) -> dict:
-    return study_out(service.get(study_id))
+def get_study(
+    request: Request,
+    study_id: str = _ID,
+    principal: Principal = Depends(require_principal),
+    service: StudyService = Depends(get_service),
+) -> dict:
+    rec = service.get(study_id)
+    authorize_study(request, principal, rec.id)
+    audit(request, principal, "read", rec.id, "json")
+    return study_out(rec)
 
 
 @router.get(
@@ -34,26 +84,51 @@ def get_study(study_id: str, service: StudyService = Depends(get_service)) -> di
     response_class=FileResponse,
     summary="Stored image, annotated image or heatmap overlay (PNG)",
 )
-def picture(study_id: str, kind: str, service: StudyService = Depends(get_service)) -> FileResponse:
-    path = service.picture(service.get(study_id), kind)
+def picture(
+    request: Request,
+    kind: PictureKind,
+    study_id: str = _ID,
+    principal: Principal = Depends(require_principal),
+    service: StudyService = Depends(get_service),
+) -> FileResponse:
+    rec = service.get(study_id)
+    authorize_study(request, principal, rec.id)
+    path = service.picture(rec, kind.value)
+    audit(request, principal, "read", rec.id, f"{kind.value}.png")
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/{study_id}/report.{fmt}", responses=_404, summary="Report download: json, html or pdf")
-def report(study_id: str, fmt: str, service: StudyService = Depends(get_service)) -> Response:
-    data, media = service.report_file(service.get(study_id), fmt)
-    headers = (
-        {"Content-Disposition": f'attachment; filename="cxrtriage-report-{study_id}.{fmt}"'} if fmt != "json" else {}
-    )
+def report(
+    request: Request,
+    fmt: ReportFormat,
+    study_id: str = _ID,
+    principal: Principal = Depends(require_principal),
+    service: StudyService = Depends(get_service),
+) -> Response:
+    rec = service.get(study_id)
+    authorize_study(request, principal, rec.id)
+    data, media = service.report_file(rec, fmt.value)
+    audit(request, principal, "read", rec.id, f"report.{fmt.value}")
+    headers = {"Cache-Control": "private, no-store"}
+    if fmt is not ReportFormat.json:
+        headers["Content-Disposition"] = f'attachment; filename="cxrtriage-report-{rec.id}.{fmt.value}"'
     return Response(content=data, media_type=media, headers=headers)
 
 
 @router.post(
     "/{study_id}/report/sign-off",
     response_model=StudyOut,
-    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
-    dependencies=[Depends(require_token)],
-    summary="Radiologist sign-off of the draft report (needs the API token)",
+    responses={409: {"model": ErrorOut}, **_404},
+    summary="Radiologist sign-off of the draft report (radiologists only)",
 )
-def sign_off(study_id: str, body: SignOffIn, service: StudyService = Depends(get_service)) -> dict:
-    return study_out(service.sign(study_id, body.radiologist, body.findings, body.impression))
+def sign_off(
+    request: Request,
+    body: SignOffIn,
+    study_id: str = _ID,
+    principal: Principal = Depends(require_radiologist),
+    service: StudyService = Depends(get_service),
+) -> dict:
+    rec = service.sign(study_id, signer_name(principal, body.radiologist), body.findings, body.impression)
+    audit(request, principal, "sign_off", rec.id, "api")
+    return study_out(rec)
