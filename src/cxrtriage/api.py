@@ -407,7 +407,7 @@ class Model:
 
         PyTorch backend: Grad-CAM (Selvaraju et al., ICCV 2017) on the last
         convolutional block; ONNX backend: CAM (Zhou et al., CVPR 2016) from the
-        feature map and the linear head. Coarse (the feature map is 7x7 at 224 px):
+        feature map and the linear head. Coarse (the feature map is 4x4 at 128 px, 7x7 at 224 px):
         where the model looked, not a lesion outline.
 
         Parameters
