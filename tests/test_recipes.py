@@ -71,6 +71,15 @@ def test_aux_head_adds_logits_and_needs_a_linear_head() -> None:
         AuxHeadNet(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), 3)
 
 
+def _write_manifest(rows: list[dict], folder: Path) -> Path:
+    out = folder / "manifest.csv"
+    with out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
 @pytest.fixture(scope="module")
 def kermany_subset(kermany_dir: Path, tmp_path_factory) -> Path:
     """A manifest of 72 Kermany train images (24 normal, 24 bacterial, 24 viral), paths absolute."""
@@ -80,13 +89,7 @@ def kermany_subset(kermany_dir: Path, tmp_path_factory) -> Path:
             kind = row.get("pneumonia_type") or ""
             if row["split"] == "train" and len(rows[kind]) < 24:
                 rows[kind].append({**row, "path": str((kermany_dir / row["path"]).resolve())})
-    out = tmp_path_factory.mktemp("kermany-subset") / "manifest.csv"
-    picked = [r for group in rows.values() for r in group]
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(picked[0]))
-        writer.writeheader()
-        writer.writerows(picked)
-    return out
+    return _write_manifest([r for group in rows.values() for r in group], tmp_path_factory.mktemp("kermany-subset"))
 
 
 @pytest.mark.shared_data
@@ -147,12 +150,7 @@ def ieee_subset(shared_data_dir: Path, tmp_path_factory) -> Path:
             n_pos = sum(r["label"] != "No Finding" for r in picked)
             if row["label"] == "No Finding" or (row["label"] in ("COVID-19", "Klebsiella") and n_pos < 13):
                 picked.append({**row, "path": str((src / row["path"]).resolve())})
-    out = tmp_path_factory.mktemp("ieee-subset") / "manifest.csv"
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(picked[0]))
-        writer.writeheader()
-        writer.writerows(picked)
-    return out
+    return _write_manifest(picked, tmp_path_factory.mktemp("ieee-subset"))
 
 
 @pytest.mark.shared_data

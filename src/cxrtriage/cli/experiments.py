@@ -345,6 +345,20 @@ def _add_external_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_external_scoring_arguments(p: argparse.ArgumentParser) -> None:
+    """``--n-boot``, ``--cache-dir`` and ``--exclude-where`` of the commands that score external datasets."""
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument(
+        "--exclude-where",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="leave out images whose manifest column COLUMN is non-empty, e.g. covid19_radiography_duplicate in "
+        "ieee8023-cxr (images also in a model's training source); repeatable",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``cv``, ``compare``, ``calibrate``, ``ship``, ``card`` and ``dedupe`` to the ``cxr`` parser."""
     p = subparsers.add_parser("cv", help="patient- and duplicate-grouped stratified K-fold cross-validation")
@@ -443,16 +457,7 @@ def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callabl
         nargs="+",
         help="external dataset folders or manifests (an entry of the same name is replaced)",
     )
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument(
-        "--exclude-where",
-        action="append",
-        default=[],
-        metavar="COLUMN",
-        help="leave out images whose manifest column COLUMN is non-empty, e.g. covid19_radiography_duplicate in "
-        "ieee8023-cxr (images also in a model's training source); repeatable",
-    )
+    _add_external_scoring_arguments(p)
     commands["external"] = _cmd_external
 
     p = subparsers.add_parser(
@@ -464,15 +469,7 @@ def register(subparsers: argparse._SubParsersAction, commands: dict[str, Callabl
     )
     p.add_argument("--external", required=True, nargs="+", help="datasets none of the models was trained on")
     p.add_argument("--out", required=True, help="output folder (models.md, models.json)")
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument(
-        "--exclude-where",
-        action="append",
-        default=[],
-        metavar="COLUMN",
-        help="leave out external images whose manifest column COLUMN is non-empty; repeatable",
-    )
+    _add_external_scoring_arguments(p)
     commands["compare-models"] = _cmd_compare_models
 
     p = subparsers.add_parser("dedupe", help="report duplicate images within a dataset and across reference datasets")
