@@ -12,6 +12,7 @@ a declared 4xx. The pages (``/``, ``/login``, ...) are HTML and not in the schem
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,6 +52,19 @@ def url(tmp_path_factory, example_paths):
             r = c.post("/api/v1/predict", files={"file": ("a.jpg", example_paths[0].read_bytes())})
             assert r.status_code == 200, r.text
         yield base
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "reference" / "openapi.json"
+
+
+def test_docs_openapi_document_is_current():
+    """The docs site renders docs/reference/openapi.json: it must be the app's current schema."""
+    from cxrtriage.serve.app import openapi_schema
+
+    current = json.loads(json.dumps(openapi_schema()))
+    assert json.loads(DOC.read_text(encoding="utf-8")) == current, (
+        "docs/reference/openapi.json is out of date: run `python scripts/export_openapi.py`"
+    )
 
 
 def test_openapi_schema_declares_errors_and_binary_responses(url):
