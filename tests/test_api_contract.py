@@ -117,6 +117,7 @@ def test_schemathesis_finds_no_contract_violation(url, tmp_path):
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=MAX_TIME + 240, cwd=tmp_path)
     out = proc.stdout + proc.stderr
+    print(out[out.rfind("Test cases:") :])  # how many cases, for the log (pytest -rP)
     assert proc.returncode == 0, f"Schemathesis found contract violations:\n{out[-12000:]}"
     assert "No issues found" in out or "passed" in out, out[-4000:]
     assert list(Path(tmp_path).glob("junit*.xml")), "no JUnit report written"
