@@ -33,7 +33,7 @@ from cxrtriage.serve.security import (
 from cxrtriage.serve.service import ApiError, StudyService
 from cxrtriage.serve.settings import ServeSettings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "openapi_schema"]
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +178,19 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
         )
 
     return app
+
+
+def openapi_schema() -> dict:
+    """The OpenAPI document of the HTTP API, as ``GET /openapi.json`` serves it.
+
+    Built from an app that is never started: no model is loaded, nothing is written.
+
+    Returns
+    -------
+    dict
+        OpenAPI 3.1 document (``paths``, ``components``, ...), JSON-serialisable.
+    """
+    from pathlib import Path
+
+    unused = Path("unused")  # neither folder is opened: the app is not started
+    return create_app(ServeSettings(model_dir=unused, data_dir=unused, secret_key="unused" * 6)).openapi()

@@ -13,7 +13,18 @@ from cxrtriage.serve.service import ApiError, StudyService, study_out
 
 router = APIRouter(prefix="/api/v1", tags=["predict"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (401, 403, 413, 415, 422, 429)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    c: {"model": ErrorOut, "description": text}
+    for c, text in (
+        (400, "Malformed multipart body"),
+        (401, "Not logged in (HTTP Basic or the session cookie)"),
+        (403, "Logged in, but not allowed to upload"),
+        (413, "Upload larger than the limit"),
+        (415, "Not a PNG, JPEG or DICOM file"),
+        (422, "Unreadable image, not a radiograph, or a missing file field"),
+        (429, "Upload quota exceeded (see the Retry-After header)"),
+    )
+}
 
 
 def read_upload(file: UploadFile, limit: int) -> bytes:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from cxrtriage.serve.deps import get_service
-from cxrtriage.serve.schemas import ErrorOut, SignOffIn, StudyList, StudyOut
+from cxrtriage.serve.schemas import ErrorOut, ReportOut, SignOffIn, StudyList, StudyOut
 from cxrtriage.serve.security import (
     Principal,
     audit,
@@ -27,8 +27,39 @@ from cxrtriage.serve.service import StudyService, study_out
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
-_AUTH: dict[int | str, dict[str, Any]] = {c: {"model": ErrorOut} for c in (401, 403)}
-_404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}, **_AUTH}
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries: each status code answers with an :class:`ErrorOut` JSON body."""
+    return {c: {"model": ErrorOut, "description": _ERROR_TEXT[c]} for c in codes}
+
+
+_ERROR_TEXT = {
+    400: "Malformed request body (not parseable JSON)",
+    401: "Not logged in (HTTP Basic or the session cookie)",
+    403: "Logged in, but not allowed (role or upload-only session)",
+    404: "No such study (or picture)",
+    409: "Report already signed off",
+    422: "Invalid path, query or body parameters",
+}
+_AUTH = _errors(401, 403, 422)
+_404 = _errors(401, 403, 404, 422)
+
+#: The PNG pictures: a binary body.
+_PNG: dict[int | str, dict[str, Any]] = {
+    200: {"description": "PNG image", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
+}
+
+#: The report downloads: JSON (the structured report), standalone HTML or PDF.
+_REPORT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The report as JSON (``report.json``), standalone HTML (``report.html``) or PDF (``report.pdf``)",
+        "model": ReportOut,
+        "content": {
+            "text/html": {"schema": {"type": "string"}},
+            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 #: A study id: 16 lower-case hex characters.
 _ID = Path(..., min_length=1, max_length=64, description="study id (16 hex characters)")
@@ -80,7 +111,7 @@ def get_study(
 
 @router.get(
     "/{study_id}/{kind}.png",
-    responses=_404,
+    responses={**_PNG, **_404},
     response_class=FileResponse,
     summary="Stored image, annotated image or heatmap overlay (PNG)",
 )
@@ -98,7 +129,13 @@ def picture(
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.get("/{study_id}/report.{fmt}", responses=_404, summary="Report download: json, html or pdf")
+@router.get(
+    "/{study_id}/report.{fmt}",
+    responses={**_REPORT, **_404},
+    response_model=None,
+    response_class=Response,
+    summary="Report download: json, html or pdf",
+)
 def report(
     request: Request,
     fmt: ReportFormat,
@@ -119,7 +156,7 @@ def report(
 @router.post(
     "/{study_id}/report/sign-off",
     response_model=StudyOut,
-    responses={409: {"model": ErrorOut}, **_404},
+    responses=_errors(400, 401, 403, 404, 409, 422),
     summary="Radiologist sign-off of the draft report (radiologists only)",
 )
 def sign_off(
