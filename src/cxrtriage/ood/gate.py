@@ -35,6 +35,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -133,7 +134,7 @@ class GateFeatures:
         with self._lock, torch.inference_mode():
             for i in range(0, len(images), batch_size):
                 x = torch.from_numpy(np.stack([gate_input(im) for im in images[i : i + batch_size]]))
-                fmap = self.model.forward_features(x)
+                fmap = cast(Any, self.model).forward_features(x)
                 out.append(fmap.mean(dim=(2, 3)).numpy().astype(np.float32))
         return np.concatenate(out)
 
@@ -356,7 +357,7 @@ def _plot(rng: np.random.Generator) -> np.ndarray:
     ax.set_title(" ".join(rng.choice(_WORDS, 3)))
     ax.set_xlabel(str(rng.choice(_WORDS)))
     fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
+    rgba = np.asarray(fig.canvas.buffer_rgba())  # type: ignore[attr-defined]
     plt.close(fig)
     from cxrtriage.data.io import to_uint8_gray
 
@@ -365,7 +366,7 @@ def _plot(rng: np.random.Generator) -> np.ndarray:
 
 def _synthetic(rng: np.random.Generator) -> np.ndarray:
     n = int(rng.integers(96, 400))
-    kind = int(rng.integers(0, 6))
+    kind = int(rng.integers(0, 7))
     yy, xx = np.mgrid[0:n, 0:n] / n
     if kind == 0:
         a = rng.uniform(0, 255, (n, n))
@@ -386,6 +387,12 @@ def _synthetic(rng: np.random.Generator) -> np.ndarray:
             shape = dr.ellipse if rng.random() < 0.5 else dr.rectangle
             shape([int(x0), int(y0), int(x1), int(y1)], fill=int(rng.integers(0, 256)))
         a = np.asarray(im, np.float64)
+    elif kind == 5:
+        # random smooth field with a power-law spectrum (terrain- or cloud-like texture)
+        f = np.fft.fftfreq(n)
+        r = np.hypot(*np.meshgrid(f, f)) + 1.0 / n
+        field = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, n))) * r ** -rng.uniform(1.0, 2.5)))
+        a = 255 * (field - field.min()) / max(float(np.ptp(field)), 1e-9)
     else:
         a = np.zeros((n, n))
         for _ in range(int(rng.integers(1, 6))):
@@ -406,7 +413,47 @@ def _crops(img: np.ndarray, rng: np.random.Generator, n: int) -> Iterable[np.nda
         yield c[:, ::-1] if rng.random() < 0.5 else c
 
 
-def non_cxr_images(seed: int = 0, rendered: int = 150, crops: int = 6) -> list[tuple[str, str, np.ndarray]]:
+def _stretch(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    return np.round(255 * (np.nan_to_num(a, nan=lo) - lo) / max(hi - lo, 1e-9)).astype(np.uint8)
+
+
+def _matplotlib_samples() -> list[tuple[str, str, np.ndarray]]:
+    """matplotlib's ``sample_data``: photos, a logo, an MRI slice, two elevation maps (kind, key, image)."""
+    try:
+        import matplotlib.cbook as cbook
+    except ImportError:
+        return []
+    from cxrtriage.data.io import to_uint8_gray
+
+    out: list[tuple[str, str, np.ndarray]] = []
+    for name, kind in (
+        ("grace_hopper.jpg", "photo"),
+        ("Minduka_Present_Blue_Pack.png", "photo"),
+        ("logo2.png", "plot"),
+    ):
+        try:
+            with Image.open(cbook.get_sample_data(name, asfileobj=False)) as im:
+                im.load()
+                out.append((kind, f"matplotlib:{name}", to_uint8_gray(im)))
+        except (OSError, ValueError):
+            continue
+    try:
+        import gzip
+
+        with gzip.open(cbook.get_sample_data("s1045.ima.gz", asfileobj=False)) as f:  # MRI head slice, 256 x 256
+            mri = np.frombuffer(f.read(), np.uint16).reshape(256, 256)
+        out.append(("mri_slice", "matplotlib:s1045.ima", _stretch(mri)))
+        for name, key in (("topobathy.npz", "topo"), ("jacksboro_fault_dem.npz", "elevation")):
+            with np.load(cbook.get_sample_data(name, asfileobj=False)) as z:
+                out.append(("elevation_map", f"matplotlib:{name.removesuffix('.npz')}", _stretch(z[key])))
+    except (OSError, ValueError, KeyError):
+        pass
+    return out
+
+
+def non_cxr_images(seed: int = 0, rendered: int = 150, crops: int = 10) -> list[tuple[str, str, np.ndarray]]:
     """Images that are not chest radiographs: shipped with installed packages or drawn at run time.
 
     Parameters
@@ -422,9 +469,10 @@ def non_cxr_images(seed: int = 0, rendered: int = 150, crops: int = 6) -> list[t
     -------
     list of (kind, key, image)
         ``image`` ``uint8 (H, W)``; kinds: ``photo`` (scikit-image ``data`` PNG/JPEG and scikit-learn
-        ``load_sample_images``, converted to grayscale), ``lfw_face`` and ``lfw_nonface`` (scikit-image
+        ``load_sample_images``, matplotlib ``sample_data`` photos, converted to grayscale), ``mri_slice``
+        (matplotlib's MRI head slice), ``elevation_map`` (matplotlib's elevation grids), ``lfw_face`` and ``lfw_nonface`` (scikit-image
         ``lfw_subset``, 25 x 25), ``text_page`` (PIL), ``plot`` (matplotlib), ``synthetic`` (noise,
-        flat, ramps, checkerboards, shapes, blobs).
+        flat, ramps, checkerboards, shapes, power-law random fields, blobs).
     """
     from cxrtriage.ood.fit import natural_images
 
@@ -438,6 +486,9 @@ def non_cxr_images(seed: int = 0, rendered: int = 150, crops: int = 6) -> list[t
             continue
         out.append(("photo", name, img))
         out.extend(("photo", name, c) for c in _crops(img, rng, crops))
+    for kind, name, img in _matplotlib_samples():
+        out.append((kind, name, img))
+        out.extend((kind, name, c) for c in _crops(img, rng, crops))
     for kind, fn in (("text_page", _text_page), ("plot", _plot), ("synthetic", _synthetic)):
         for i in range(rendered):
             out.append((kind, f"{kind}:{seed}:{i}", fn(rng)))
@@ -553,7 +604,7 @@ def fit_gate(
             "Viral_Pneumonia), nih-cxr14-normal-abnormal-64px (adult, 64 px), ieee8023-cxr (PA/AP/AP Supine views, "
             f"without COVID-19 Radiography duplicates); {per_set} drawn per dataset",
             "not_chest_radiographs": "scikit-image data PNG/JPEG photos (+ random crops), scikit-image lfw_subset "
-            "(faces, non-face patches), scikit-learn load_sample_images (+ crops); drawn at run time: text pages "
+            "(faces, non-face patches), scikit-learn load_sample_images, matplotlib sample_data (photos, logo, MRI slice, elevation maps) (+ crops); drawn at run time: text pages "
             f"(PIL), plots (matplotlib), synthetic grayscale patterns; {rendered} per drawn kind",
         },
         "threshold_part": report("threshold"),
