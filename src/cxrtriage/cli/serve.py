@@ -178,7 +178,11 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torch", action="store_true", help="serve with PyTorch even if model.onnx exists")
-    p.add_argument("--no-ood", action="store_true", help="do not refuse non-radiographs (not recommended)")
+    p.add_argument(
+        "--no-ood",
+        action="store_true",
+        help="do not refuse non-radiographs nor images outside the model's population (not recommended)",
+    )
     commands["serve"] = _cmd_serve
 
     p = sub.add_parser("export", help="export a model folder to ONNX (model.onnx, checksum in the model card)")
