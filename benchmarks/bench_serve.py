@@ -41,8 +41,8 @@ def one_client(url: str, uploads, fetch_images: bool) -> list[float]:
         for name, data in uploads:
             t0 = time.perf_counter()
             r = c.post("/api/v1/predict", files={"file": (name, data, "application/octet-stream")})
-            if r.status_code == 422 and r.json().get("error") == "out_of_distribution":
-                REFUSED.append(name)  # a real CXR refused by the OOD detector (its false rejections)
+            if r.status_code == 422 and r.json().get("error") == "outside_population":
+                REFUSED.append(name)  # a real CXR outside the model's population (OOD detector)
                 continue
             if r.status_code != 200:
                 raise RuntimeError(f"{name}: {r.status_code} {r.text[:200]}")

@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                             statuses[code] += 1
                             kinds[kind] += 1
                             latencies.append(ms)
-                            if code == 422 and want == 200 and body.get("error") == "out_of_distribution":
+                            if code == 422 and want == 200 and body.get("error") == "outside_population":
                                 ood_refused.append(name)  # a real CXR refused by the OOD detector
                             elif code != want:
                                 unexpected.append(f"{kind}: {code} (expected {want}) {str(body.get('reason'))[:120]}")

@@ -97,6 +97,8 @@ def test_wheel_contents_and_metadata(wheel):
         "cxrtriage/zoo/pneumonia-efficientnet_lite0/model.safetensors",
         "cxrtriage/examples/manifest.csv",
         "cxrtriage/report/templates/report.html",
+        "cxrtriage/ood/cxr_gate/gate.npz",
+        "cxrtriage/ood/cxr_gate/gate.json",
     ):
         assert required in names, required
     meta = zipfile.ZipFile(wheel).read(f"cxrtriage-{cxrtriage.__version__}.dist-info/METADATA").decode()

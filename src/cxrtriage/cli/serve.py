@@ -1,4 +1,4 @@
-"""``cxr serve``, ``cxr export`` and ``cxr fit-ood`` (a plugin of :mod:`cxrtriage.cli`)."""
+"""``cxr serve``, ``cxr export``, ``cxr fit-ood`` and ``cxr fit-gate`` (a plugin of :mod:`cxrtriage.cli`)."""
 
 from __future__ import annotations
 
@@ -131,8 +131,27 @@ def _cmd_fit_ood(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit_gate(a: argparse.Namespace) -> int:
+    from cxrtriage.ood.gate import GATE_DIR, fit_gate
+
+    data = Path(a.data)
+    if not data.is_dir():
+        raise ValueError(f"{data}: no such folder (the chest X-ray datasets, e.g. ../shared/data)")
+    out = Path(a.out) if a.out else GATE_DIR
+    info = fit_gate(data, out, per_set=a.per_set, rendered=a.rendered, seed=a.seed)
+    print(f"gate written to {out} (gate.npz, gate.json); threshold (log-odds) {info['threshold']:.2f}")
+    test = info["test_part"]
+    for kind in ("chest_radiographs", "not_chest_radiographs"):
+        for k, v in test[kind].items():
+            print(f"test part, {kind}, {k}: {v['refused']}/{v['n']} refused ({100 * v['refusal_rate']:.1f}%)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(info, indent=2) + "\n")
+        print(f"figures written to {a.json}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    """Add the ``serve``, ``export`` and ``fit-ood`` sub-commands."""
+    """Add the ``serve``, ``export``, ``fit-ood`` and ``fit-gate`` sub-commands."""
     p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
     add_model_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="listen address; 0.0.0.0 to reach it from a phone on the LAN")
@@ -159,7 +178,11 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torch", action="store_true", help="serve with PyTorch even if model.onnx exists")
-    p.add_argument("--no-ood", action="store_true", help="do not refuse non-radiographs (not recommended)")
+    p.add_argument(
+        "--no-ood",
+        action="store_true",
+        help="do not refuse non-radiographs nor images outside the model's population (not recommended)",
+    )
     commands["serve"] = _cmd_serve
 
     p = sub.add_parser("export", help="export a model folder to ONNX (model.onnx, checksum in the model card)")
@@ -175,3 +198,14 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument("--external", nargs="*", default=None, help="other CXR datasets whose rejection rate is reported")
     p.add_argument("--json", action="store_true", help="print the full OOD statistics (the bundle's ood section)")
     commands["fit-ood"] = _cmd_fit_ood
+
+    p = sub.add_parser(
+        "fit-gate", help='refit gate 1, the "is this a chest radiograph?" detector shipped with cxrtriage'
+    )
+    p.add_argument("--data", default="../shared/data", help="folder holding the chest X-ray datasets")
+    p.add_argument("--out", default=None, help="output folder (default: the packaged gate, cxrtriage/ood/cxr_gate)")
+    p.add_argument("--per-set", type=int, default=600, help="chest radiographs drawn per dataset")
+    p.add_argument("--rendered", type=int, default=150, help="drawn non-radiographs per kind (pages, plots, patterns)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the figures (refusal rates per part) to this file")
+    commands["fit-gate"] = _cmd_fit_gate

@@ -30,7 +30,12 @@ __all__ = [
 class ErrorOut(BaseModel):
     """Every 4xx/5xx answer of the API."""
 
-    error: str = Field(description="machine-readable code, e.g. 'unsupported_media_type', 'not_a_radiograph'")
+    error: str = Field(
+        description="machine-readable code, e.g. 'unsupported_media_type', 'not_a_radiograph' (colour image), "
+        "'not_a_chest_radiograph' (422: gate 1, independent of the model, says the image is not a chest "
+        "radiograph), 'outside_population' (422: a chest radiograph outside the population the model was "
+        "validated on, e.g. an adult image for a pediatric model; the model's result is not shown)"
+    )
     reason: str = Field(description="human-readable explanation")
     status: int = Field(description="HTTP status code")
 
@@ -48,6 +53,9 @@ class ModelInfo(BaseModel):
     backend: Literal["onnxruntime", "torch"]
     onnx_sha256: str | None = None
     ood_detector: dict | None = Field(None, description="Mahalanobis detector threshold and measured rates, if fitted")
+    cxr_gate: dict | None = Field(
+        None, description="gate 1 ('is this a chest radiograph?'): threshold and test-part refusal rates, if shipped"
+    )
     disclaimer: str = DISCLAIMER
 
 

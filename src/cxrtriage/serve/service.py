@@ -29,6 +29,7 @@ from cxrtriage.inference.loading import load_backend
 from cxrtriage.inference.predictor import predictions_from_probs
 from cxrtriage.metrics.calibration import softmax
 from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness_of_bytes
+from cxrtriage.ood.gate import CxrGate, load_gate
 from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
 from cxrtriage.report.draft import build_report, sign_off
 from cxrtriage.report.render import render_html, render_json, render_pdf
@@ -215,8 +216,25 @@ class Engine:
                 "no OOD detector in %s (run `cxr fit-ood`); only the colour check refuses non-radiographs",
                 settings.model_dir,
             )
+        #: gate 1, "is this a chest radiograph?" (independent of the model); None when not shipped
+        self.gate: CxrGate | None = load_gate()
+        if self.gate is None:
+            log.warning("no chest-radiograph gate shipped (run `cxr fit-gate`); uploads are not checked for being CXRs")
         # warm-up: first run allocates buffers
         self.analyze(np.full((self.config.image_size, self.config.image_size), 128, np.uint8))
+        if self.gate is not None:
+            self.gate.score_images([np.full((64, 64), 128, np.uint8)])
+
+    def gate_check(self, img: np.ndarray) -> tuple[bool, float, float]:
+        """Gate 1 on one ``uint8 (H, W)`` image: ``(is_chest_radiograph, log-odds score, milliseconds)``.
+
+        Always ``(True, nan, 0)`` when no gate is shipped.
+        """
+        if self.gate is None:
+            return True, float("nan"), 0.0
+        t0 = time.perf_counter()
+        ok, score = self.gate.is_cxr(img)
+        return ok, score, (time.perf_counter() - t0) * 1e3
 
     def analyze(self, img: np.ndarray) -> Analysis:
         """Classify one ``uint8 (H, W)`` image; CAM of the predicted class; OOD score."""
@@ -267,6 +285,16 @@ class Engine:
             "backend": self.backend.name,
             "onnx_sha256": getattr(self.backend, "sha256", None),
             "ood_detector": det,
+            "cxr_gate": None
+            if self.gate is None
+            else {
+                "threshold": self.gate.threshold,
+                "method": self.gate.info.get("method"),
+                "test_part": {
+                    k: {g: v["refusal_rate"] for g, v in (self.gate.info.get("test_part") or {}).get(k, {}).items()}
+                    for k in ("chest_radiographs", "not_chest_radiographs")
+                },
+            },
         }
 
 
@@ -397,6 +425,16 @@ class StudyService:
         """
         t0 = time.perf_counter()
         img, fmt, meta = self.decode(data, filename)
+        if self.settings.reject_ood:
+            is_cxr, gate_score, _ = self.engine.gate_check(img)
+            if not is_cxr:
+                raise ApiError(
+                    422,
+                    "not_a_chest_radiograph",
+                    f"{safe_filename(filename)}: not a chest radiograph (gate 1, independent of the model: "
+                    f"score {gate_score:.1f} < threshold {self.engine.gate.threshold if self.engine.gate else 0:.1f}, "
+                    "log-odds of a chest radiograph); upload a frontal chest X-ray",
+                )
         sha = pixel_sha256(img)
         cfg = self.engine.config
         existing = self.store.find(sha, cfg.version)
@@ -408,10 +446,10 @@ class StudyService:
         if self.settings.reject_ood and det is not None and a.ood_score is not None and a.ood_score > det.threshold:
             raise ApiError(
                 422,
-                "out_of_distribution",
-                f"{safe_filename(filename)}: not a chest radiograph, or one unlike the model's training images "
-                f"(out-of-distribution score {a.ood_score:.0f} > threshold {det.threshold:.0f}; Mahalanobis distance "
-                f"on pooled features); the model is not applicable to it",
+                "outside_population",
+                f"{safe_filename(filename)}: a chest radiograph, but outside the population model "
+                f"{self.engine.model_name} was validated on (out-of-distribution score {a.ood_score:.0f} > threshold "
+                f"{det.threshold:.0f}; Mahalanobis distance on the model's pooled features); its result is not shown",
             )
         t2 = time.perf_counter()
         sid = secrets.token_hex(8)

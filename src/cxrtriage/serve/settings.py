@@ -69,7 +69,8 @@ class ServeSettings:
     prefer_onnx : bool
         Serve with ONNX Runtime when possible (export ``model.onnx`` on start if missing and writable).
     reject_ood : bool
-        Refuse non-radiographs (colour check + Mahalanobis detector when fitted).
+        Refuse non-radiographs (colour check, gate 1 ``not_a_chest_radiograph``) and chest radiographs outside
+        the model's population (Mahalanobis detector when fitted, ``outside_population``).
     """
 
     model_dir: Path
