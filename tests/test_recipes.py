@@ -104,21 +104,24 @@ def test_aux_targets_follow_the_file_names(kermany_subset: Path) -> None:
         assert classes[t] == expected
 
 
-@pytest.mark.shared_data
-def test_training_with_aux_head_ema_and_strong_augmentation(kermany_subset: Path, tmp_path: Path) -> None:
-    """The saved model is the plain network (no auxiliary weights); the EMA weights are what is saved."""
-    cfg = TrainConfig(
-        data=str(kermany_subset),
+def _tiny_config(data: Path, tmp_path: Path, **recipe) -> TrainConfig:
+    """One epoch at 64 px on the subset, into ``tmp_path/m``, with the given recipe fields."""
+    return TrainConfig(
+        data=str(data),
         out=str(tmp_path / "m"),
         image_size=64,
         epochs=1,
         batch_size=16,
         val_fraction=0.3,
-        augment="strong",
-        aux_task="pneumonia-type",
-        ema_decay=0.9,
         cache_dir=str(tmp_path / "cache"),
+        **recipe,
     )
+
+
+@pytest.mark.shared_data
+def test_training_with_aux_head_ema_and_strong_augmentation(kermany_subset: Path, tmp_path: Path) -> None:
+    """The saved model is the plain network (no auxiliary weights); the EMA weights are what is saved."""
+    cfg = _tiny_config(kermany_subset, tmp_path, augment="strong", aux_task="pneumonia-type", ema_decay=0.9)
     result = train(cfg, progress=False)
     bundle = ModelBundle.load(result.model_dir)
     assert bundle.train_config is not None and bundle.train_config.aux_task == "pneumonia-type"
@@ -155,15 +158,7 @@ def ieee_subset(shared_data_dir: Path, tmp_path_factory) -> Path:
 
 @pytest.mark.shared_data
 def test_compare_models_in_source_vs_external(kermany_subset: Path, ieee_subset: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(
-        data=str(kermany_subset),
-        out=str(tmp_path / "m"),
-        image_size=64,
-        epochs=1,
-        batch_size=16,
-        val_fraction=0.3,
-        cache_dir=str(tmp_path / "cache"),
-    )
+    cfg = _tiny_config(kermany_subset, tmp_path)
     model_dir = train(cfg, progress=False).model_dir
     rows = compare_models([("a", model_dir), ("b", model_dir)], [ieee_subset], n_boot=20, cache_dir=cfg.cache_dir)
     a, b = rows

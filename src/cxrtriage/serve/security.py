@@ -41,9 +41,10 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cxrtriage.serve.deps import get_service
 from cxrtriage.serve.service import ApiError, StudyService
 from cxrtriage.serve.settings import INITIAL_PASSWORD_ENV, INITIAL_USER_ENV
-from cxrtriage.store import StudyStore, UserError
+from cxrtriage.store import Study, StudyStore, UserError
 
 __all__ = [
     "AnonymousUploadGuard",
@@ -305,10 +306,6 @@ class _BasicCache:
                 del self._d[k]
 
 
-def _service(request: Request) -> StudyService:
-    return request.app.state.service
-
-
 def _basic_cache(request: Request) -> _BasicCache:
     cache = getattr(request.app.state, "basic_cache", None)
     if cache is None:
@@ -324,7 +321,7 @@ def optional_principal(
     The user is looked up in the store on every request, so a removed user
     (``cxr users remove``) loses access at once, also with a live session.
     """
-    store = _service(request).store
+    store = get_service(request).store
     sess = request.session
     name = sess.get("u")
     if isinstance(name, str):
@@ -404,6 +401,19 @@ def authorize_study(request: Request, principal: Principal, study_id: str) -> No
         )
 
 
+def readable_study(request: Request, principal: Principal, service: StudyService, study_id: str) -> Study:
+    """The stored study ``study_id`` if ``principal`` may read it.
+
+    Raises
+    ------
+    ApiError
+        404 for an unknown study, 403 when :func:`authorize_study` refuses.
+    """
+    rec = service.get(study_id)
+    authorize_study(request, principal, rec.id)
+    return rec
+
+
 def remember_upload(request: Request, principal: Principal, study_id: str) -> None:
     """Let an upload-only session read back the study it just uploaded."""
     if principal.scope == "upload":
@@ -416,7 +426,7 @@ def audit(
 ) -> None:
     """Write one audit-log row (who, what, which study, when); a failure is logged, never raised."""
     try:
-        _service(request).store.audit(principal.username if principal else None, action, study_id, detail)
+        get_service(request).store.audit(principal.username if principal else None, action, study_id, detail)
     except Exception:  # noqa: BLE001 - the audit log must not turn a served answer into a 500
         log.exception("audit log write failed (%s %s)", action, study_id)
 

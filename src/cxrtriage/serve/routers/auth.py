@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from cxrtriage import DISCLAIMER
+from cxrtriage.serve.deps import get_service, render_page
 from cxrtriage.serve.security import (
     Principal,
     audit,
@@ -17,24 +15,15 @@ from cxrtriage.serve.security import (
     optional_principal,
     safe_next,
 )
-from cxrtriage.serve.service import ApiError, StudyService
+from cxrtriage.serve.service import ApiError
 
 router = APIRouter(tags=["auth"], include_in_schema=False)
 
 
-def _render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-    t = request.app.state.templates
-    return t.TemplateResponse(request, name, {"disclaimer": DISCLAIMER, **ctx}, status_code=status)
-
-
-def _service(request: Request) -> StudyService:
-    return request.app.state.service
-
-
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = Query("/", max_length=300)) -> HTMLResponse:
-    return _render(
-        request, "login.html", next=safe_next(next), message=None, no_users=_service(request).store.user_count() == 0
+    return render_page(
+        request, "login.html", next=safe_next(next), message=None, no_users=get_service(request).store.user_count() == 0
     )
 
 
@@ -46,17 +35,17 @@ def login(
     next: str = Form("/", max_length=300),
 ) -> Response:
     """Check the password (Argon2); on success start a new signed session and go to ``next``."""
-    store = _service(request).store
+    store = get_service(request).store
     try:
         check_login_allowed(request, username)
     except ApiError as exc:
         audit(request, None, "login_throttled", detail=f"user {username[:64]!r}")
-        return _render(request, "login.html", 429, next=safe_next(next), message=exc.reason, no_users=False)
+        return render_page(request, "login.html", 429, next=safe_next(next), message=exc.reason, no_users=False)
     user = store.authenticate(username, password) if username and password else None
     if user is None:
         login_throttle(request).add(login_key(request, username))
         audit(request, None, "login_failed", detail=f"user {username[:64]!r}")
-        return _render(
+        return render_page(
             request, "login.html", 401, next=safe_next(next), message="Wrong user name or password.", no_users=False
         )
     login_throttle(request).reset(login_key(request, username))
@@ -81,12 +70,12 @@ def upload_link(request: Request, token: str, principal: Principal | None = Depe
         return RedirectResponse("/", status_code=303)
     try:
         username = request.app.state.upload_links.verify(token)
-        user = _service(request).store.get_user(username)
+        user = get_service(request).store.get_user(username)
         if user is None:
             raise ApiError(403, "upload_link_invalid", "upload link of a user that no longer exists")
     except ApiError as exc:
         audit(request, None, "upload_link_refused", detail=exc.error)
-        return _render(request, "error.html", exc.status, error=exc)
+        return render_page(request, "error.html", exc.status, error=exc)
     request.session.clear()
     request.session.update({"u": user.username, "s": "upload", "mine": []})
     audit(request, Principal(user.username, user.role, "upload"), "upload_link")

@@ -7,34 +7,26 @@ session and see only their own uploads.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from cxrtriage import DISCLAIMER
-from cxrtriage.serve.deps import get_service
+from cxrtriage.serve.deps import get_service, render_page
 from cxrtriage.serve.lan import qr_svg
 from cxrtriage.serve.routers.predict import read_upload
 from cxrtriage.serve.schemas import MAX_NAME_CHARS, MAX_SECTION_CHARS, SignOffIn
 from cxrtriage.serve.security import (
     Principal,
     audit,
-    authorize_study,
     check_upload_quota,
     page_principal,
+    readable_study,
     remember_upload,
     signer_name,
 )
 from cxrtriage.serve.service import ApiError, StudyService, study_out
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-
-
-def _render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-    t = request.app.state.templates
-    return t.TemplateResponse(request, name, {"disclaimer": DISCLAIMER, **ctx}, status_code=status)
 
 
 _LOOPBACK = ("127.", "localhost", "[::1]", "::1")
@@ -69,7 +61,7 @@ def index(
     else:
         mine = [service.store.get(s) for s in reversed(request.session.get("mine") or [])]
         recent = [study_out(r) for r in mine if r is not None]
-    return _render(
+    return render_page(
         request,
         "index.html",
         user=principal,
@@ -106,7 +98,7 @@ def upload_form(
         rec, duplicate, _ = service.predict(data, file.filename)
     except ApiError as exc:
         audit(request, principal, "upload_refused", detail=f"{exc.status} {exc.error}")
-        return _render(request, "error.html", exc.status, error=exc)
+        return render_page(request, "error.html", exc.status, error=exc)
     remember_upload(request, principal, rec.id)
     audit(request, principal, "upload", rec.id, "duplicate" if duplicate else "form")
     return RedirectResponse(f"/studies/{rec.id}" + ("?duplicate=1" if duplicate else ""), status_code=303)
@@ -122,12 +114,11 @@ def study_page(
     service: StudyService = Depends(get_service),
 ) -> HTMLResponse:
     try:
-        rec = service.get(study_id)
-        authorize_study(request, principal, rec.id)
+        rec = readable_study(request, principal, service, study_id)
     except ApiError as exc:
-        return _render(request, "error.html", exc.status, error=exc)
+        return render_page(request, "error.html", exc.status, error=exc)
     audit(request, principal, "read", rec.id, "page")
-    return _render(
+    return render_page(
         request,
         "study.html",
         s=study_out(rec),
@@ -152,10 +143,9 @@ def sign_off_form(
 ) -> Response:
     """The page's sign-off form: same rules and limits as ``POST /api/v1/studies/{id}/report/sign-off``."""
     try:
-        rec = service.get(study_id)
-        authorize_study(request, principal, rec.id)
+        rec = readable_study(request, principal, service, study_id)
     except ApiError as exc:
-        return _render(request, "error.html", exc.status, error=exc)
+        return render_page(request, "error.html", exc.status, error=exc)
     try:
         if not principal.can_sign:
             raise ApiError(403, "forbidden", f"user {principal.username!r} ({principal.role}) may not sign reports off")
@@ -166,7 +156,7 @@ def sign_off_form(
             raise ApiError(422, "invalid_sign_off", "; ".join(parts)) from None
         service.sign(study_id, signer_name(principal, body.radiologist), body.findings, body.impression)
     except ApiError as exc:
-        return _render(
+        return render_page(
             request,
             "study.html",
             exc.status,

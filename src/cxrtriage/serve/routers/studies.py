@@ -17,7 +17,7 @@ from cxrtriage.serve.schemas import ErrorOut, ReportOut, SignOffIn, StudyList, S
 from cxrtriage.serve.security import (
     Principal,
     audit,
-    authorize_study,
+    readable_study,
     require_full,
     require_principal,
     require_radiologist,
@@ -103,8 +103,7 @@ def get_study(
     principal: Principal = Depends(require_principal),
     service: StudyService = Depends(get_service),
 ) -> dict:
-    rec = service.get(study_id)
-    authorize_study(request, principal, rec.id)
+    rec = readable_study(request, principal, service, study_id)
     audit(request, principal, "read", rec.id, "json")
     return study_out(rec)
 
@@ -122,8 +121,7 @@ def picture(
     principal: Principal = Depends(require_principal),
     service: StudyService = Depends(get_service),
 ) -> FileResponse:
-    rec = service.get(study_id)
-    authorize_study(request, principal, rec.id)
+    rec = readable_study(request, principal, service, study_id)
     path = service.picture(rec, kind.value)
     audit(request, principal, "read", rec.id, f"{kind.value}.png")
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
@@ -143,8 +141,7 @@ def report(
     principal: Principal = Depends(require_principal),
     service: StudyService = Depends(get_service),
 ) -> Response:
-    rec = service.get(study_id)
-    authorize_study(request, principal, rec.id)
+    rec = readable_study(request, principal, service, study_id)
     data, media = service.report_file(rec, fmt.value)
     audit(request, principal, "read", rec.id, f"report.{fmt.value}")
     headers = {"Cache-Control": "private, no-store"}
