@@ -177,3 +177,12 @@ def add_models_argument(ap) -> None:
         default=None,
         help="model folder (repeatable; default: every shipped model)",
     )
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from ``/proc/PID/stat``; NaN if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")

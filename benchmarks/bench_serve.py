@@ -36,6 +36,7 @@ from _common import (  # noqa: E402
     cxr_serve,
     machine,
     percentiles,
+    process_cpu_s,
     process_memory_mb,
     real_cxr_uploads,
     run_threads,
@@ -164,7 +165,10 @@ def main(argv=None) -> int:
             models = httpx.get(url + "/api/v1/models").json()
             memory_start = process_memory_mb(proc.pid)
             one_client(url, warm, True)
+            cpu0 = process_cpu_s(proc.pid)
             lat = percentiles(one_client(url, single, False))
+            # server CPU per request: the work, robust to other jobs on the machine (unlike wall-clock latency)
+            cpu_ms_per_request = round(1e3 * (process_cpu_s(proc.pid) - cpu0) / max(1, lat["n"]), 2)
             lat_img = percentiles(one_client(url, withimg, True))
             conc_res = concurrent(url, conc, a.clients)
             health = httpx.get(url + "/api/v1/health").json()
@@ -180,6 +184,7 @@ def main(argv=None) -> int:
         "server_memory_mb": {"after_start": memory_start, "at_end": memory_end},
         "inputs": "distinct real chest X-rays (Kermany 224 px JPEG when ../shared/data exists), no duplicate uploads",
         "single_client_predict": lat,
+        "single_client_server_cpu_ms_per_request": cpu_ms_per_request,
         "single_client_predict_plus_both_pngs": lat_img,
         "concurrent": conc_res,
         "batch_scoring_onnxruntime": batch,

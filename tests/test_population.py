@@ -163,3 +163,22 @@ def test_cxr_predict_reports_refused_images(tmp_path, example_paths):
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith(f"{photo}: REFUSED: not a chest radiograph"), lines
     assert lines[1].startswith(str(example_paths[0])) and "REFUSED" not in lines[1]
+
+
+def test_gate_switches(tmp_path, shared_data_dir):
+    """--no-cxr-gate / --no-population-gate (typed settings): nothing refused, every result applicable."""
+    from cxrtriage.serve.service import StudyService
+    from cxrtriage.serve.settings import ServeSettings
+
+    settings = ServeSettings(model_dir=None, data_dir=tmp_path, cxr_gate=False, population_gate=False)
+    service = StudyService(settings)
+    assert service.engine.gate is None and service.engine.population_gate is None
+    buf = io.BytesIO()
+    Image.fromarray(_photo()).save(buf, format="PNG")
+    photo, _, _ = service.predict(buf.getvalue(), "photo.png")  # gate 1 off: scored, not refused
+    (adult,) = (p for s, rows in _test_part(shared_data_dir, 1).items() if s.startswith("nih") for _, p in rows)
+    rec, _, timings = service.predict(adult.read_bytes(), adult.name, source="pacs")
+    assert rec.source == "pacs" and timings["gates_ms"] == 0
+    for r in (photo, rec):
+        assert len(r.results) == 3 and all(x.applicable and x.population_warning is None for x in r.results)
+    service.store.close()

@@ -116,15 +116,23 @@ class GateFeatures:
     """Frozen ImageNet EfficientNet-Lite0 (packaged weights): pooled features of grayscale images.
 
     Calls are serialised by a lock (one forward pass at a time).
+
+    Parameters
+    ----------
+    threads : int, optional
+        PyTorch intra-op threads set before each call (``torch.set_num_threads``, process-wide);
+        None: leave PyTorch's setting. The server uses 1: on 2 shared cores, two OpenMP threads
+        made one image up to 20 times slower when other processes competed for the cores.
     """
 
     dim = 1280
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         from cxrtriage.models.registry import create_model
 
         self.model = create_model("efficientnet_lite0", num_classes=2, in_chans=1, pretrained=True).eval()
         self._lock = threading.Lock()
+        self.threads = threads
 
     def __call__(self, images: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Pooled features ``float32 (N, 1280)`` of ``uint8 (H, W)`` images."""
@@ -132,6 +140,8 @@ class GateFeatures:
 
         out = [np.zeros((0, self.dim), np.float32)]
         with self._lock, torch.inference_mode():
+            if self.threads is not None and torch.get_num_threads() != self.threads:
+                torch.set_num_threads(self.threads)
             for i in range(0, len(images), batch_size):
                 x = torch.from_numpy(np.stack([gate_input(im) for im in images[i : i + batch_size]]))
                 fmap = cast(Any, self.model).forward_features(x)

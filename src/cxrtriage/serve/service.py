@@ -405,19 +405,20 @@ class Engine:
             raise ValueError(f"two models with the same folder name among {', '.join(map(str, settings.model_dirs))}")
         #: key of the set of model versions served (:attr:`cxrtriage.store.Study.model_set`)
         self.model_set = model_set_key(m.config.version for m in self.models)
-        #: gate 1, "is this a chest radiograph?" (independent of the models); None when not shipped
-        self.gate: CxrGate | None = load_gate()
-        if self.gate is None:
+        #: gate 1, "is this a chest radiograph?" (independent of the models); None when not shipped or switched off
+        self.gate: CxrGate | None = load_gate() if settings.cxr_gate else None
+        if self.gate is None and settings.cxr_gate:
             log.warning("no chest-radiograph gate shipped (run `cxr fit-gate`); uploads are not checked for being CXRs")
-        #: gate 2, pediatric or adult (when a model declares its population); None when not shipped or not needed
+        #: gate 2, pediatric or adult (when a model declares its population); None when not shipped, not needed
+        #: or switched off
         self.population_gate: PopulationGate | None = None
-        if any(m.config.population for m in self.models):
+        if settings.population_gate and any(m.config.population for m in self.models):
             self.population_gate = load_population_gate()
             if self.population_gate is None:
                 log.warning("no population gate shipped (run `cxr fit-population`); every result is marked applicable")
         self._features: GateFeatures | None = None
         if self.gate is not None or self.population_gate is not None:
-            self._features = GateFeatures()
+            self._features = GateFeatures(threads=settings.gate_threads)
             self.gates(np.full((64, 64), 128, np.uint8))  # warm-up
 
     # the first model: the default one (``/api/v1/model``, start-up message)

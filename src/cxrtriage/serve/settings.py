@@ -91,7 +91,10 @@ class ServeSettings:
     upload_quota_per_hour : int
         Uploads one user may send per hour (sliding window, in memory); more -> 429. 0: no quota.
     threads : int
-        Inference threads (ONNX Runtime intra-op / torch).
+        Inference threads of each model (ONNX Runtime intra-op / torch).
+    gate_threads : int
+        PyTorch threads of the gates' feature extractor (:class:`cxrtriage.ood.gate.GateFeatures`); process-wide,
+        so models served with PyTorch (``prefer_onnx=False``) run with it too after the first upload.
     prefer_onnx : bool
         Serve with ONNX Runtime when possible (export ``model.onnx`` on start if missing and writable).
     cxr_gate : bool
@@ -121,6 +124,7 @@ class ServeSettings:
     https_only: bool = False
     upload_quota_per_hour: int = 2000
     threads: int = 2
+    gate_threads: int = 1
     prefer_onnx: bool = True
     cxr_gate: bool = True
     population_gate: bool = True
