@@ -109,6 +109,8 @@ def test_several_models_combine():
     assert r["ai_results"][0]["applicable"] is False and r["ai_results"][0]["flag"] is True
     r = build_report(results=[warned, adult_finding], study_id="0123456789abcdef")
     assert r["abnormal"] and r["flagged_by"] == ["adult"]
+    both = build_report(results=[ped_finding, adult_finding], study_id="0123456789abcdef")
+    assert both["flagged_by"] == ["ped", "adult"] and both["sections"]["impression"].count("AI draft") == 1
     html = render_html(r)
     assert "pediatric model, adult image" in html and DISCLAIMER in html
     assert render_pdf(r).startswith(b"%PDF")

@@ -156,7 +156,12 @@ def build_report(
         )
         findings = ""
         placeholder = lead["abnormal"].get("findings_placeholder", "")
-        impression = " ".join(dict.fromkeys(p["impression"] for p in flagged))
+        # each template ends its impression with the same "AI draft, to be confirmed..." sentence: say it once
+        heads = [p["impression"].split(" AI draft", 1) for p in flagged]
+        impression = " ".join(dict.fromkeys(h[0] for h in heads))
+        tail = next((h[1] for h in heads if len(h) == 2), None)
+        if tail is not None:
+            impression += " AI draft" + tail
     elif applicable:
         lead = load_template(applicable[0]["task"])
         flag = None
