@@ -1,0 +1,236 @@
+"""Agreement of a deployed model with the radiologists' signed reads, and the triage benefit.
+
+After deployment the reference standard is the reader's own label recorded at sign-off. Taking
+"the reader called a finding" as the truth and "the model raised a flag" as the call, the model's
+sensitivity, specificity, PPV and NPV against signed reads are :func:`cxrtriage.metrics.classification.metric_report`
+on a two-class problem (``no_finding``, ``finding``) with the calls given, so the 95 % intervals are the
+project's percentile bootstrap (Efron & Tibshirani 1993). Turnaround (received -> signed) is summarised
+by its median with a bootstrap interval, separately for flagged and unflagged studies: a triage
+worklist should shorten it for the flagged ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cxrtriage.metrics.classification import metric_report
+from cxrtriage.metrics.intervals import bootstrap_intervals
+from cxrtriage.metrics.report import Estimate
+
+__all__ = ["AGREEMENT_METRICS", "Agreement", "agreement", "agreement_over_time", "TurnaroundSummary", "turnaround"]
+
+#: The metrics reported against signed reads.
+AGREEMENT_METRICS: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
+
+_CLASSES = ["no_finding", "finding"]
+
+
+@dataclass
+class Agreement:
+    """Model flags against signed reads.
+
+    Attributes
+    ----------
+    n : int
+        Signed reads compared.
+    n_reader_positive : int
+        Reads in which the radiologist called a finding.
+    n_flagged : int
+        Studies the model flagged.
+    counts : dict str -> int
+        ``tp``, ``fp``, ``fn``, ``tn`` (the reader's call is the truth).
+    metrics : dict str -> Estimate
+        :data:`AGREEMENT_METRICS` with percentile-bootstrap 95 % intervals.
+    """
+
+    n: int
+    n_reader_positive: int
+    n_flagged: int
+    counts: dict[str, int]
+    metrics: dict[str, Estimate] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``dict`` (estimates as ``{"value", "ci95"}``)."""
+        return {
+            "n": self.n,
+            "n_reader_positive": self.n_reader_positive,
+            "n_flagged": self.n_flagged,
+            "counts": dict(self.counts),
+            "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
+        }
+
+
+def _bools(x: Sequence[bool] | np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1:
+        raise ValueError(f"{what} must be one-dimensional, got shape {a.shape}")
+    return a.astype(bool)
+
+
+def agreement(
+    reader_positive: Sequence[bool] | np.ndarray,
+    model_flag: Sequence[bool] | np.ndarray,
+    model_score: Sequence[float] | np.ndarray | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Agreement:
+    """Sensitivity, specificity, PPV, NPV and accuracy of model flags against the readers' calls.
+
+    Parameters
+    ----------
+    reader_positive : bool array-like ``(N,)``
+        True where the signed read called a finding (the reference standard).
+    model_flag : bool array-like ``(N,)``
+        True where the model flagged the study.
+    model_score : float array-like ``(N,)``, optional
+        The model's calibrated probability of a finding in [0, 1] (only used for the AUROC of the
+        underlying report; the flags are the calls). Default: the flags as 0/1.
+    n_boot : int
+        Bootstrap replicates of the intervals (0: none).
+    seed : int
+        Bootstrap seed.
+
+    Returns
+    -------
+    Agreement
+
+    Raises
+    ------
+    ValueError
+        Arrays of different lengths or scores outside [0, 1].
+    """
+    y = _bools(reader_positive, "reader_positive")
+    f = _bools(model_flag, "model_flag")
+    if y.shape != f.shape:
+        raise ValueError(f"reader_positive ({y.size}) and model_flag ({f.size}) differ in length")
+    s = f.astype(np.float64) if model_score is None else np.asarray(model_score, dtype=np.float64).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"model_score has {s.size} values for {y.size} reads")
+    if s.size and (not np.all(np.isfinite(s)) or s.min() < 0 or s.max() > 1):
+        raise ValueError("model_score must be finite and in [0, 1]")
+    counts = {
+        "tp": int((y & f).sum()),
+        "fp": int((~y & f).sum()),
+        "fn": int((y & ~f).sum()),
+        "tn": int((~y & ~f).sum()),
+    }
+    out = Agreement(int(y.size), int(y.sum()), int(f.sum()), counts)
+    if y.size == 0:
+        out.metrics = {k: Estimate(None) for k in AGREEMENT_METRICS}
+        return out
+    rep = metric_report(
+        y.astype(np.int64),
+        np.stack([1.0 - s, s], axis=1),
+        _CLASSES,
+        task="finding",
+        positive_class="finding",
+        n_boot=n_boot,
+        seed=seed,
+        y_pred=f.astype(np.int64),
+    )
+    out.metrics = {k: rep.metrics[k] for k in AGREEMENT_METRICS}
+    return out
+
+
+def agreement_over_time(
+    periods: Sequence[str],
+    reader_positive: Sequence[bool] | np.ndarray,
+    model_flag: Sequence[bool] | np.ndarray,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> list[tuple[str, Agreement]]:
+    """:func:`agreement` per period (e.g. ISO week of the sign-off), periods in sorted order.
+
+    Parameters
+    ----------
+    periods : sequence of str ``(N,)``
+        Period label of each read; labels sort chronologically (e.g. ``2026-W48``).
+    reader_positive, model_flag : bool array-like ``(N,)``
+    n_boot, seed
+        As in :func:`agreement` (fewer replicates by default: one report per period).
+
+    Returns
+    -------
+    list of (period, Agreement)
+    """
+    p = np.asarray(list(periods), dtype=object)
+    y = _bools(reader_positive, "reader_positive")
+    f = _bools(model_flag, "model_flag")
+    if not (p.size == y.size == f.size):
+        raise ValueError("periods, reader_positive and model_flag must have the same length")
+    return [(str(k), agreement(y[p == k], f[p == k], n_boot=n_boot, seed=seed)) for k in sorted(set(p.tolist()))]
+
+
+@dataclass(frozen=True)
+class TurnaroundSummary:
+    """Received -> signed times of one group of studies, minutes.
+
+    Attributes
+    ----------
+    n : int
+    median : Estimate
+        Median with a percentile-bootstrap 95 % interval.
+    p90 : float or None
+        90th percentile.
+    """
+
+    n: int
+    median: Estimate
+    p90: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``dict``."""
+        return {"n": self.n, "median": self.median.to_dict(), "p90": self.p90}
+
+
+def turnaround(
+    minutes: Sequence[float] | np.ndarray,
+    flagged: Sequence[bool] | np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, TurnaroundSummary]:
+    """Turnaround (received -> first signature) for flagged and unflagged studies.
+
+    Parameters
+    ----------
+    minutes : float array-like ``(N,)``
+        Received -> signed, minutes (>= 0).
+    flagged : bool array-like ``(N,)``
+        Whether the model flagged the study.
+    n_boot, seed
+        Bootstrap of the median.
+
+    Returns
+    -------
+    dict
+        ``{"flagged": TurnaroundSummary, "unflagged": TurnaroundSummary}``.
+
+    Raises
+    ------
+    ValueError
+        Lengths differ, or a negative or non-finite time.
+    """
+    t = np.asarray(minutes, dtype=np.float64).ravel()
+    f = _bools(flagged, "flagged")
+    if t.shape != f.shape:
+        raise ValueError(f"minutes ({t.size}) and flagged ({f.size}) differ in length")
+    if t.size and (not np.all(np.isfinite(t)) or t.min() < 0):
+        raise ValueError("turnaround minutes must be finite and >= 0")
+    out: dict[str, TurnaroundSummary] = {}
+    for name, mask in (("flagged", f), ("unflagged", ~f)):
+        g = t[mask]
+        if g.size == 0:
+            out[name] = TurnaroundSummary(0, Estimate(None), None)
+            continue
+        ci = bootstrap_intervals(lambda idx, g=g: {"median": float(np.median(g[idx]))}, g.size, n_boot, seed)
+        out[name] = TurnaroundSummary(
+            int(g.size), Estimate(float(np.median(g)), ci.get("median")), float(np.percentile(g, 90))
+        )
+    return out
