@@ -11,7 +11,7 @@ worklist should shorten it for the flagged ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +167,15 @@ def agreement_over_time(
     return [(str(k), agreement(y[p == k], f[p == k], n_boot=n_boot, seed=seed)) for k in sorted(set(p.tolist()))]
 
 
+def _median_of(g: np.ndarray) -> Callable[[np.ndarray], dict[str, float | None]]:
+    """Bootstrap statistic: the median of ``g`` at the resampled indices."""
+
+    def stat(idx: np.ndarray) -> dict[str, float | None]:
+        return {"median": float(np.median(g[idx]))}
+
+    return stat
+
+
 @dataclass(frozen=True)
 class TurnaroundSummary:
     """Received -> signed times of one group of studies, minutes.
@@ -229,7 +238,7 @@ def turnaround(
         if g.size == 0:
             out[name] = TurnaroundSummary(0, Estimate(None), None)
             continue
-        ci = bootstrap_intervals(lambda idx, g=g: {"median": float(np.median(g[idx]))}, g.size, n_boot, seed)
+        ci = bootstrap_intervals(_median_of(g), g.size, n_boot, seed)
         out[name] = TurnaroundSummary(
             int(g.size), Estimate(float(np.median(g)), ci.get("median")), float(np.percentile(g, 90))
         )

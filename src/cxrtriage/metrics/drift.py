@@ -96,7 +96,9 @@ def psi(reference_counts: Sequence[int] | np.ndarray, current_counts: Sequence[i
 
 
 def ks_from_histogram(
-    reference_counts: Sequence[int] | np.ndarray, current: Sequence[float] | np.ndarray, edges: Sequence[float]
+    reference_counts: Sequence[int] | np.ndarray,
+    current: Sequence[float] | np.ndarray,
+    edges: Sequence[float] | np.ndarray,
 ) -> tuple[float, float]:
     """Kolmogorov-Smirnov statistic of current scores against a binned reference distribution.
 
