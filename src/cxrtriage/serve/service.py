@@ -46,6 +46,7 @@ __all__ = [
     "sniff_format",
     "check_image_header",
     "pixel_sha256",
+    "reader_call",
     "DECODE_WAIT_S",
 ]
 
@@ -544,6 +545,50 @@ class StudyService:
             raise ApiError(404, "not_found", f"unknown picture {kind!r}")
         return self.store.write_derived(rec.id, kind, png_bytes(pil))
 
+    def heatmaps(self, rec: Study) -> list[dict]:
+        """The class activation maps stored for a study, one per model that made one.
+
+        Returns
+        -------
+        list of dict
+            ``{"model": str, "heat_class": str, "cam": (h, w) list of lists in [0, 1]}``.
+        """
+        if rec.cam is None:
+            return []
+        return [{"model": rec.model_name, "heat_class": rec.heat_class, "cam": rec.cam}]
+
+    def original_pixels(self, rec: Study) -> tuple[bytes, dict[str, str]]:
+        """The original 16-bit pixels of a DICOM study as raw little-endian bytes, and their geometry headers.
+
+        Returns
+        -------
+        (data, headers)
+            ``uint16`` row-major bytes; ``X-Width``, ``X-Height``, ``X-Offset`` (modality value = pixel +
+            offset, for 16-bit ranges), ``X-Window-Center`` / ``X-Window-Width``: a default
+            window over the 0.5-99.5 percentiles of the pixels, in pixel units.
+
+        Raises
+        ------
+        ApiError
+            404 when the study has no original pixels (not a DICOM upload, or stored before they were kept).
+        """
+        if not rec.original_file:
+            raise ApiError(404, "not_found", f"study {rec.id} has no original 16-bit pixels (not a DICOM upload)")
+        try:
+            px = self.store.load_original(rec.original_file)
+        except FileNotFoundError:
+            raise ApiError(404, "not_found", f"study {rec.id}: original pixels missing from the data folder") from None
+        lo, hi = (float(v) for v in np.percentile(px, [0.5, 99.5]))
+        headers = {
+            "X-Width": str(px.shape[1]),
+            "X-Height": str(px.shape[0]),
+            "X-Offset": f"{rec.original_offset or 0.0:g}",
+            "X-Window-Center": f"{(lo + hi) / 2:g}",
+            "X-Window-Width": f"{max(1.0, hi - lo):g}",
+            "Cache-Control": "private, max-age=3600",
+        }
+        return px.astype("<u2").tobytes(), headers
+
     def report_file(self, rec: Study, fmt: str) -> tuple[bytes, str]:
         """Report as ``json``, ``html`` or ``pdf`` bytes with its media type (the PDF cached per report version)."""
         if fmt == "json":
@@ -567,17 +612,74 @@ class StudyService:
         self.store.write_derived(rec.id, key, pdf, ".pdf")
         return pdf, "application/pdf"
 
-    def sign(self, study_id: str, radiologist: str, findings: str | None, impression: str | None) -> Study:
-        """Sign a draft report off (409 when already signed, 422 for an empty name)."""
+    def sign(
+        self,
+        study_id: str,
+        radiologist: str,
+        findings: str | None,
+        impression: str | None,
+        *,
+        username: str | None = None,
+        agrees_with_ai: bool | None = None,
+        reader_label: str | None = None,
+        amend: bool = False,
+    ) -> Study:
+        """Sign a draft report off, or amend a signed one; both store a new report version.
+
+        Parameters
+        ----------
+        study_id : str
+        radiologist : str
+            Name printed on the report.
+        findings, impression : str or None
+            Final wording (None: keep).
+        username : str, optional
+            The logged-in user (default ``radiologist``).
+        agrees_with_ai : bool, optional
+            The reader's agreement with the AI label.
+        reader_label : str, optional
+            The reader's own label, one of the model's classes (see :func:`reader_call`).
+        amend : bool
+            Amend a signed report instead of signing a draft.
+
+        Returns
+        -------
+        Study
+
+        Raises
+        ------
+        ApiError
+            404 unknown study; 409 signing a signed report or amending an unsigned one;
+            422 empty name or a label that is not a class of the model.
+        """
         from cxrtriage.report.draft import ReportError
+        from cxrtriage.report.draft import amend as amend_report
+        from cxrtriage.store import ReportConflictError
 
         rec = self.get(study_id)
+        call = reader_call(rec, agrees_with_ai, reader_label)
         try:
-            report = sign_off(rec.report, radiologist, findings, impression)
+            if amend:
+                report = amend_report(rec.report, radiologist, findings, impression, reader=call)
+            else:
+                report = sign_off(rec.report, radiologist, findings, impression, reader=call)
         except ReportError as exc:
-            code = 409 if rec.report.get("status") == "signed" else 422
-            raise ApiError(code, "conflict" if code == 409 else "invalid_sign_off", str(exc)) from None
-        self.store.update_report(study_id, report)
+            conflict = (rec.report.get("status") == "signed") != amend
+            raise ApiError(409 if conflict else 422, "conflict" if conflict else "invalid_sign_off", str(exc)) from None
+        try:
+            self.store.sign_report(
+                study_id,
+                report,
+                username=username or radiologist,
+                reader_label=call["label"] if call else None,
+                reader_finding=call["finding"] if call else None,
+                reader_agrees=call["agrees_with_ai"] if call else None,
+                amend=amend,
+            )
+        except ReportConflictError as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        except KeyError:
+            raise ApiError(404, "not_found", f"no study {study_id!r}") from None
         return self.get(study_id)
 
     def health(self) -> dict:
@@ -593,6 +695,58 @@ class StudyService:
             "studies": self.store.count() if db else -1,
             "version": __version__,
         }
+
+
+def reader_call(rec: Study, agrees_with_ai: bool | None, reader_label: str | None) -> dict | None:
+    """The reader's call of a sign-off: their label, whether it is a finding, and their agreement with the AI.
+
+    Parameters
+    ----------
+    rec : Study
+    agrees_with_ai : bool or None
+    reader_label : str or None
+        One of the study's classes (the keys of ``rec.probabilities``). When missing: the AI label if the
+        reader agrees; for two classes the other class if the reader disagrees.
+
+    Returns
+    -------
+    dict or None
+        ``{"label", "finding", "agrees_with_ai"}``; None when neither argument is given (no call recorded).
+
+    Raises
+    ------
+    ApiError
+        422: a label that is not a class, a disagreement without a label on a multi-class task, or an
+        agreement whose label differs from the AI label.
+    """
+    from cxrtriage.tasks import get_task
+
+    if agrees_with_ai is None and reader_label is None:
+        return None
+    classes = list(rec.probabilities)
+    if reader_label is None:
+        others = [c for c in classes if c != rec.label]
+        if agrees_with_ai:
+            reader_label = rec.label
+        elif len(others) == 1:
+            reader_label = others[0]
+        else:
+            raise ApiError(
+                422, "invalid_sign_off", f"disagreeing with {rec.label!r}: choose your label among {classes}"
+            )
+    if reader_label not in classes:
+        raise ApiError(422, "invalid_sign_off", f"reader_label {reader_label[:60]!r} is not one of {classes}")
+    if agrees_with_ai is None:
+        agrees_with_ai = reader_label == rec.label
+    elif agrees_with_ai and reader_label != rec.label:
+        raise ApiError(
+            422, "invalid_sign_off", f"agreeing with the AI label {rec.label!r} but labelling {reader_label!r}"
+        )
+    try:
+        normal = set(get_task(str(rec.report.get("task"))).normal_classes)
+    except (KeyError, ValueError):
+        normal = {c for c in classes if c.lower() in ("normal", "no_finding")}
+    return {"label": reader_label, "finding": reader_label not in normal, "agrees_with_ai": bool(agrees_with_ai)}
 
 
 def study_out(rec: Study) -> dict:

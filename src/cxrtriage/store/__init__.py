@@ -5,7 +5,8 @@ Layer 3: imports :mod:`cxrtriage.config`, :mod:`cxrtriage.tasks`,
 :mod:`cxrtriage.serve` (which uses it).
 """
 
-from cxrtriage.store.models import ROLES, AuditEvent, Base, Study, User
+from cxrtriage.store.models import ROLES, AuditEvent, Base, Notification, ReportVersion, Study, User
+from cxrtriage.store.reads import ReportConflictError, worklist_key
 from cxrtriage.store.store import (
     DB_NAME,
     DatabaseURLError,
@@ -21,6 +22,10 @@ from cxrtriage.store.users import UserError
 __all__ = [
     "ROLES",
     "AuditEvent",
+    "Notification",
+    "ReportConflictError",
+    "ReportVersion",
+    "worklist_key",
     "User",
     "UserError",
     "DB_NAME",
