@@ -30,7 +30,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     from cxrtriage.serve.lan import qr_terminal
     from cxrtriage.serve.security import ensure_initial_user
     from cxrtriage.serve.service import StudyService
-    from cxrtriage.serve.settings import INITIAL_PASSWORD_ENV, INITIAL_USER_ENV, ServeSettings
+    from cxrtriage.serve.settings import INITIAL_PASSWORD_ENV, INITIAL_USER_ENV, NotifySettings, ServeSettings
     from cxrtriage.store import DatabaseURLError, StoreUnavailableError, UserError, resolve_database_url
 
     try:  # a bad URL is reported before the model loads
@@ -51,6 +51,16 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         prefer_onnx=not a.torch,
         reject_ood=not a.no_ood,
     )
+    try:
+        settings.notify = NotifySettings(
+            threshold=a.notify_threshold,
+            webhook_url=a.notify_webhook,
+            smtp_host=a.notify_smtp,
+            email_to=tuple(a.notify_email_to),
+        )
+    except ValueError as exc:
+        print(f"cxr serve: {exc}", file=sys.stderr)
+        return 2
     try:  # one request = one image: multi-threaded BLAS for small NumPy products only adds contention
         from threadpoolctl import threadpool_limits
 
@@ -183,6 +193,16 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
         action="store_true",
         help="do not refuse non-radiographs nor images outside the model's population (not recommended)",
     )
+    g = p.add_argument_group("critical-finding notifications (off unless --notify-threshold is given)")
+    g.add_argument(
+        "--notify-threshold",
+        type=float,
+        default=None,
+        help="notify when a new study's AI priority (probability of a finding, 0-1) is at or above this",
+    )
+    g.add_argument("--notify-webhook", default=None, help="URL receiving a JSON POST per critical study")
+    g.add_argument("--notify-smtp", default=None, help="SMTP server host[:port] for e-mail notifications")
+    g.add_argument("--notify-email-to", action="append", default=[], help="e-mail recipient (repeatable)")
     commands["serve"] = _cmd_serve
 
     p = sub.add_parser("export", help="export a model folder to ONNX (model.onnx, checksum in the model card)")

@@ -114,7 +114,9 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
         if getattr(app.state, "service", None) is None:
             app.state.service = StudyService(settings)
         ensure_initial_user(app.state.service.store)
+        app.state.service.notifier.start()
         yield
+        app.state.service.notifier.stop()
         app.state.service.store.close()
 
     app = FastAPI(

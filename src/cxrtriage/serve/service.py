@@ -33,6 +33,7 @@ from cxrtriage.ood.gate import CxrGate, load_gate
 from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
 from cxrtriage.report.draft import build_report, sign_off
 from cxrtriage.report.render import render_html, render_json, render_pdf
+from cxrtriage.serve.lan import public_url
 from cxrtriage.serve.schemas import StudyOut
 from cxrtriage.serve.settings import ServeSettings
 from cxrtriage.store import Study, StudyStore, png_bytes
@@ -317,6 +318,10 @@ class StudyService:
         self.settings = settings
         self.engine = engine or Engine(settings)
         self.store = StudyStore(settings.data_dir, settings.database_url)
+        from cxrtriage.serve.notify import Notifier
+
+        #: critical-finding notifications (started by the app's lifespan)
+        self.notifier = Notifier(self.store, settings.notify, public_url(settings.host, settings.port))
         # decodes run on a pool of max_concurrent_decodes threads: at most that many at once, and the memory
         # the C allocator keeps after a decode stays in those threads' arenas instead of one per request thread
         self._decoders = concurrent.futures.ThreadPoolExecutor(
@@ -507,6 +512,8 @@ class StudyService:
         timings["store_ms"] = (t4 - t3) * 1e3
         timings["total_ms"] = (t4 - t0) * 1e3
         rec, inserted = self.store.insert(rec)
+        if inserted:
+            self.notifier.enqueue(rec)
         timings["store_ms"] += (time.perf_counter() - t4) * 1e3
         timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return rec, not inserted, timings

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ServeSettings", "SECRET_ENV", "SECRET_FILE", "INITIAL_USER_ENV", "INITIAL_PASSWORD_ENV"]
+__all__ = ["ServeSettings", "NotifySettings", "SECRET_ENV", "SECRET_FILE", "INITIAL_USER_ENV", "INITIAL_PASSWORD_ENV"]
 
 #: Environment variable holding the key that signs session cookies and QR upload links.
 SECRET_ENV = "CXRTRIAGE_SECRET_KEY"
@@ -18,6 +18,64 @@ SECRET_FILE = ".secret_key"
 #: With :data:`INITIAL_PASSWORD_ENV`: a radiologist account created at start-up when there is no user yet.
 INITIAL_USER_ENV = "CXRTRIAGE_INITIAL_USER"
 INITIAL_PASSWORD_ENV = "CXRTRIAGE_INITIAL_PASSWORD"
+
+
+@dataclass
+class NotifySettings:
+    """Critical-finding notifications (:mod:`cxrtriage.serve.notify`).
+
+    Attributes
+    ----------
+    threshold : float or None
+        A new study whose AI priority (calibrated probability of a finding, in [0, 1]) is at or above
+        this is critical and notified; None: no notifications.
+    webhook_url : str or None
+        ``http(s)://`` address that receives a JSON POST per critical study (header ``Idempotency-Key``).
+    smtp_host : str or None
+        SMTP server for e-mail notifications (``host`` or ``host:port``, port 25 by default); None: no e-mail.
+    email_from : str
+        Sender address.
+    email_to : tuple of str
+        Recipients (e-mail is sent only when non-empty and ``smtp_host`` is set).
+    max_attempts : int
+        Attempts per notification before it is marked ``failed`` (each logged).
+    backoff_s : float
+        Delay before the second attempt, seconds; doubled after each failure (exponential backoff).
+    max_backoff_s : float
+        Longest delay between attempts, seconds.
+    poll_s : float
+        How often the sender looks for due notifications, seconds.
+    timeout_s : float
+        Timeout of one delivery attempt, seconds.
+    """
+
+    threshold: float | None = None
+    webhook_url: str | None = None
+    smtp_host: str | None = None
+    email_from: str = "cxrtriage@localhost"
+    email_to: tuple[str, ...] = ()
+    max_attempts: int = 20
+    backoff_s: float = 2.0
+    max_backoff_s: float = 600.0
+    poll_s: float = 1.0
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"notification threshold must lie in [0, 1], got {self.threshold}")
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ValueError(f"notification webhook {self.webhook_url[:80]!r}: an http:// or https:// URL expected")
+        if self.max_attempts < 1 or self.backoff_s <= 0 or self.poll_s <= 0:
+            raise ValueError("notification max_attempts >= 1, backoff_s > 0 and poll_s > 0 expected")
+        self.email_to = tuple(self.email_to)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The configured channels: ``webhook`` and/or ``email`` (empty without a threshold)."""
+        if self.threshold is None:
+            return ()
+        out = ("webhook",) if self.webhook_url else ()
+        return out + (("email",) if self.smtp_host and self.email_to else ())
 
 
 @dataclass
@@ -68,6 +126,8 @@ class ServeSettings:
         Inference threads (ONNX Runtime intra-op / torch).
     prefer_onnx : bool
         Serve with ONNX Runtime when possible (export ``model.onnx`` on start if missing and writable).
+    notify : NotifySettings
+        Critical-finding notifications (webhook, e-mail); off by default.
     reject_ood : bool
         Refuse non-radiographs (colour check, gate 1 ``not_a_chest_radiograph``) and chest radiographs outside
         the model's population (Mahalanobis detector when fitted, ``outside_population``).
@@ -90,6 +150,7 @@ class ServeSettings:
     threads: int = 2
     prefer_onnx: bool = True
     reject_ood: bool = True
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def __post_init__(self) -> None:
         self.model_dir = Path(self.model_dir)
