@@ -120,6 +120,15 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit_score_reference(a: argparse.Namespace) -> int:
+    from cxrtriage.experiments.score_reference import fit_score_reference
+
+    d = _model_dir(a.model)
+    hist = fit_score_reference(d, data=a.data, n_bins=a.bins)
+    print(f"validation score histogram of {hist['n']} images written to {d / 'bundle.json'}: {hist['counts']}")
+    return 0
+
+
 def _cmd_fit_ood(a: argparse.Namespace) -> int:
     from cxrtriage.ood.fit import fit_ood
 
@@ -209,6 +218,15 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     add_model_argument(p)
     p.add_argument("--out", default=None, help="output file (default MODEL/model.onnx)")
     commands["export"] = _cmd_export
+
+    p = sub.add_parser(
+        "fit-score-reference",
+        help="store the validation score distribution in a model folder (the reference of drift monitoring)",
+    )
+    add_model_argument(p)
+    p.add_argument("--data", default=None, help="dataset (default: recorded in bundle.json)")
+    p.add_argument("--bins", type=int, default=20, help="histogram bins on [0, 1] (default 20)")
+    commands["fit-score-reference"] = _cmd_fit_score_reference
 
     p = sub.add_parser("fit-ood", help="fit the out-of-distribution detector (Mahalanobis) of a model folder")
     add_model_argument(p)

@@ -63,7 +63,7 @@ def score_histogram(scores: Sequence[float] | np.ndarray, n_bins: int = 10) -> d
     a = _scores(scores, "scores")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     counts, _ = np.histogram(a, bins=edges)
-    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+    return {"edges": [round(float(e), 10) for e in edges], "counts": [int(c) for c in counts]}
 
 
 def psi(reference_counts: Sequence[int] | np.ndarray, current_counts: Sequence[int] | np.ndarray) -> float:
