@@ -25,6 +25,8 @@ __all__ = [
     "ReportVersionOut",
     "ReportVersionList",
     "HeatmapOut",
+    "WorklistOut",
+    "WorklistItem",
     "StudyList",
     "MAX_NAME_CHARS",
     "MAX_SECTION_CHARS",
@@ -291,6 +293,47 @@ class HeatmapOut(BaseModel):
     model: str
     heat_class: str | None = Field(description="class whose evidence the map shows")
     cam: list[list[float]] = Field(description="(h, w) map normalised to [0, 1], row-major")
+
+
+class WorklistResult(BaseModel):
+    """One model's output in a worklist row."""
+
+    model_name: str
+    label: str
+    flag: bool = Field(description="the model raised a finding")
+    priority: float = Field(description="this model's calibrated probability of a finding, 0-1")
+    applicable: bool = Field(description="the image lies inside the population the model was validated on")
+
+
+class WorklistItem(BaseModel):
+    """One study in the worklist."""
+
+    study_id: str
+    received_at: str
+    source: str = Field(description="upload, pacs or stow")
+    source_format: str
+    priority: float = Field(description="AI priority: the highest calibrated probability of a finding, 0-1")
+    triage: Literal["no_finding", "finding"]
+    read_status: Literal["unread", "draft", "signed", "amended"]
+    reference_label: str | None
+    signed_at: str | None
+    results: list[WorklistResult]
+    thumbnail_url: str
+    page_url: str
+
+
+class WorklistCounts(BaseModel):
+    unread: int
+    unread_flagged: int = Field(description="unread studies the AI flagged: the ones to read first")
+    total: int
+
+
+class WorklistOut(BaseModel):
+    """A page of the worklist (``GET /api/v1/worklist``)."""
+
+    counts: WorklistCounts
+    items: list[WorklistItem]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last page")
 
 
 class ReportVersionList(BaseModel):

@@ -48,6 +48,7 @@ __all__ = [
     "check_image_header",
     "pixel_sha256",
     "reader_call",
+    "reader_labels",
     "DECODE_WAIT_S",
 ]
 
@@ -560,9 +561,9 @@ class StudyService:
         list of dict
             ``{"model": str, "heat_class": str, "cam": (h, w) list of lists in [0, 1]}``.
         """
-        if rec.cam is None:
-            return []
-        return [{"model": rec.model_name, "heat_class": rec.heat_class, "cam": rec.cam}]
+        return [
+            {"model": r.model_name, "heat_class": r.heat_class, "cam": r.cam} for r in rec.results if r.cam is not None
+        ]
 
     def original_pixels(self, rec: Study) -> tuple[bytes, dict[str, str]]:
         """The original 16-bit pixels of a DICOM study as raw little-endian bytes, and their geometry headers.
@@ -704,16 +705,44 @@ class StudyService:
         }
 
 
+#: The reader's triage-level labels (always offered, besides the classes of the models that ran).
+TRIAGE_LABELS = ("no_finding", "finding")
+
+
+def reader_labels(rec: Study) -> tuple[list[str], set[str]]:
+    """Labels a reader may choose for a study, and those meaning "no finding".
+
+    Returns
+    -------
+    (labels, normal)
+        ``no_finding``, ``finding``, then the classes of every model that ran (first seen first);
+        ``normal``: ``no_finding`` and the normal classes of those models' tasks.
+    """
+    from cxrtriage.tasks import UnknownTaskError, get_task
+
+    labels = list(TRIAGE_LABELS)
+    normal = {"no_finding"}
+    for r in rec.results:
+        labels += [c for c in r.probabilities if c not in labels]
+        try:
+            normal |= set(get_task(r.task).normal_classes)
+        except UnknownTaskError:
+            normal |= {c for c in r.probabilities if c.lower() in ("normal", "no_finding")}
+    return labels, normal
+
+
 def reader_call(rec: Study, agrees_with_ai: bool | None, reader_label: str | None) -> dict | None:
     """The reader's call of a sign-off: their label, whether it is a finding, and their agreement with the AI.
+
+    The AI's call is the study's combined triage (``finding`` when a model flagged it); agreeing means
+    calling the same (finding or no finding).
 
     Parameters
     ----------
     rec : Study
     agrees_with_ai : bool or None
     reader_label : str or None
-        One of the study's classes (the keys of ``rec.probabilities``). When missing: the AI label if the
-        reader agrees; for two classes the other class if the reader disagrees.
+        One of :func:`reader_labels`. When missing: the AI's call if the reader agrees, the other one if not.
 
     Returns
     -------
@@ -723,37 +752,28 @@ def reader_call(rec: Study, agrees_with_ai: bool | None, reader_label: str | Non
     Raises
     ------
     ApiError
-        422: a label that is not a class, a disagreement without a label on a multi-class task, or an
-        agreement whose label differs from the AI label.
+        422: an unknown label, or an agreement that contradicts the label (agreeing with a finding
+        while labelling a normal class, or the reverse).
     """
-    from cxrtriage.tasks import get_task
-
     if agrees_with_ai is None and reader_label is None:
         return None
-    classes = list(rec.probabilities)
+    labels, normal = reader_labels(rec)
+    ai_finding = rec.triage == "finding"
     if reader_label is None:
-        others = [c for c in classes if c != rec.label]
-        if agrees_with_ai:
-            reader_label = rec.label
-        elif len(others) == 1:
-            reader_label = others[0]
-        else:
-            raise ApiError(
-                422, "invalid_sign_off", f"disagreeing with {rec.label!r}: choose your label among {classes}"
-            )
-    if reader_label not in classes:
-        raise ApiError(422, "invalid_sign_off", f"reader_label {reader_label[:60]!r} is not one of {classes}")
+        reader_label = "finding" if ai_finding == bool(agrees_with_ai) else "no_finding"
+    if reader_label not in labels:
+        raise ApiError(422, "invalid_sign_off", f"reader_label {reader_label[:60]!r} is not one of {labels}")
+    finding = reader_label not in normal
     if agrees_with_ai is None:
-        agrees_with_ai = reader_label == rec.label
-    elif agrees_with_ai and reader_label != rec.label:
+        agrees_with_ai = finding == ai_finding
+    elif bool(agrees_with_ai) != (finding == ai_finding):
+        verb = "agreeing with" if agrees_with_ai else "disagreeing with"
         raise ApiError(
-            422, "invalid_sign_off", f"agreeing with the AI label {rec.label!r} but labelling {reader_label!r}"
+            422,
+            "invalid_sign_off",
+            f"{verb} the AI's {rec.triage} but labelling {reader_label!r} ({'a finding' if finding else 'no finding'})",
         )
-    try:
-        normal = set(get_task(str(rec.report.get("task"))).normal_classes)
-    except (KeyError, ValueError):
-        normal = {c for c in classes if c.lower() in ("normal", "no_finding")}
-    return {"label": reader_label, "finding": reader_label not in normal, "agrees_with_ai": bool(agrees_with_ai)}
+    return {"label": reader_label, "finding": finding, "agrees_with_ai": bool(agrees_with_ai)}
 
 
 def study_out(rec: Study) -> dict:

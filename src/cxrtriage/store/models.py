@@ -242,7 +242,7 @@ class ReportVersion(Base):
     reader_agrees : bool or None
         Agreement with the AI label, as marked by the radiologist.
     ai_label : str
-        The AI label the reader saw.
+        The AI's combined call the reader judged: ``finding`` or ``no_finding`` (the study's triage).
     username : str
         The logged-in user who signed.
     signed_by : str

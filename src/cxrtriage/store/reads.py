@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cxrtriage.store.models import Notification, ReportVersion, Study
+from cxrtriage.store.models import AuditEvent, ModelResult, Notification, ReportVersion, Study
 from cxrtriage.store.users import utc_now
 
 if TYPE_CHECKING:
@@ -34,8 +34,11 @@ class ReportConflictError(Exception):
     """A sign-off that conflicts with the report's state (signing a signed report, amending a draft, a race)."""
 
 
-def worklist_key(read_status: str, priority: float | None, received_at: str, study_id: str) -> str:
-    """Sort key of the worklist: unread first, then AI priority descending, then oldest first, then id.
+def worklist_key(read_status: str, flagged: bool, priority: float | None, received_at: str, study_id: str) -> str:
+    """Sort key of the worklist: unread first, then AI-flagged first, then AI priority descending, then oldest first.
+
+    The flag comes before the priority because the models' thresholds differ: a study one model flags at
+    P(finding) = 0.3 goes above an unflagged one another model scores 0.45.
 
     Only digits and lower-case hex of fixed widths, so that byte order, SQLite's ``BINARY`` and any
     PostgreSQL collation sort it alike; one indexed column serves the default order and keyset
@@ -44,6 +47,8 @@ def worklist_key(read_status: str, priority: float | None, received_at: str, stu
     Parameters
     ----------
     read_status : {"unread", "draft", "signed", "amended"}
+    flagged : bool
+        The study's combined triage is ``finding``.
     priority : float or None
         Calibrated probability of a finding in [0, 1] (clipped); None (no applicable model) sorts last.
     received_at : str
@@ -54,10 +59,10 @@ def worklist_key(read_status: str, priority: float | None, received_at: str, stu
     Returns
     -------
     str
-        ``1 + 7 + 17 + len(study_id)`` characters: status rank, ``round((1 - priority) * 1e6)`` zero-padded,
-        the received time's digits (to milliseconds), the id.
+        ``2 + 7 + 17 + len(study_id)`` characters: status rank (0 unread), flag rank (0 flagged),
+        ``round((1 - priority) * 1e6)`` zero-padded, the received time's digits (to milliseconds), the id.
     """
-    rank = "0" if read_status == "unread" else "1"
+    rank = ("0" if read_status == "unread" else "1") + ("0" if flagged else "1")
     if priority is None or priority != priority:  # None or NaN
         prio = _NO_PRIORITY
     else:
@@ -68,7 +73,9 @@ def worklist_key(read_status: str, priority: float | None, received_at: str, stu
 
 
 def _key_of(study: Study) -> str:
-    return worklist_key(study.read_status or "unread", getattr(study, "priority", None), study.received_at, study.id)
+    return worklist_key(
+        study.read_status or "unread", study.triage == "finding", study.priority, study.received_at, study.id
+    )
 
 
 @event.listens_for(Study, "before_insert")
@@ -137,6 +144,156 @@ class ReadsMixin:
             s.commit()
             return True
 
+    def worklist(
+        self,
+        *,
+        status: str | None = None,
+        flag: bool | None = None,
+        model: str | None = None,
+        source: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Study], str | None]:
+        """One page of the worklist: unread first, then AI priority descending, then oldest first.
+
+        Keyset pagination on the indexed ``worklist_key`` (no OFFSET): the first page of 100,000 studies
+        reads ``limit + 1`` index entries.
+
+        Parameters
+        ----------
+        status : {"unread", "draft", "signed", "amended"}, optional
+        flag : bool, optional
+            Only studies the AI flagged (True) or did not flag (False); with ``model``, that model's flag.
+        model : str, optional
+            Only studies this model analysed (:attr:`ModelResult.model_name`).
+        source : {"upload", "pacs", "stow"}, optional
+        since, until : str, optional
+            ISO 8601 dates or times (UTC): received at or after ``since``, before ``until``.
+        cursor : str, optional
+            ``next_cursor`` of the previous page.
+        limit : int
+            Studies per page (1-500).
+
+        Returns
+        -------
+        (studies, next_cursor)
+            Studies with their results loaded; ``next_cursor`` None on the last page.
+        """
+        limit = max(1, min(500, int(limit)))
+        q = select(Study).order_by(Study.worklist_key).limit(limit + 1)
+        if status is not None:
+            q = q.where(Study.read_status == status)
+        if model is not None:
+            sub = select(ModelResult.id).where(ModelResult.study_id == Study.id, ModelResult.model_name == model)
+            if flag is not None:
+                sub = sub.where(ModelResult.flag.is_(flag))
+            q = q.where(sub.exists())
+        elif flag is not None:
+            q = q.where(Study.triage == "finding") if flag else q.where(Study.triage != "finding")
+        if source is not None:
+            q = q.where(Study.source == source)
+        if since:
+            q = q.where(Study.received_at >= since)
+        if until:
+            q = q.where(Study.received_at < until)
+        if cursor:
+            q = q.where(Study.worklist_key > cursor)
+        with self._sessions() as s:
+            rows = list(s.scalars(q))
+        nxt = rows[limit - 1].worklist_key if len(rows) > limit else None
+        return rows[:limit], nxt
+
+    def worklist_counts(self) -> dict[str, int]:
+        """Counts for the top of the worklist: ``unread``, ``unread_flagged`` (indexed), ``total``."""
+        with self._sessions() as s:
+            unread = s.scalar(select(func.count()).select_from(Study).where(Study.read_status == "unread")) or 0
+            flagged = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Study)
+                    .where(Study.read_status == "unread", Study.triage == "finding")
+                )
+                or 0
+            )
+            total = s.scalar(select(func.count()).select_from(Study)) or 0
+        return {"unread": int(unread), "unread_flagged": int(flagged), "total": int(total)}
+
+    # -- monitoring -------------------------------------------------------
+    def signed_reads(self, since: str | None = None) -> list[dict[str, Any]]:
+        """Studies with a recorded reader's call, for monitoring against signed reads.
+
+        Parameters
+        ----------
+        since : str, optional
+            Only reads signed (latest version) at or after this ISO 8601 time.
+
+        Returns
+        -------
+        list of dict
+            ``study_id``, ``received_at``, ``first_signed_at``, ``signed_at``, ``reader_finding``,
+            ``reference_label``, ``triage`` and ``results`` (``model_name``, ``flag``, ``priority``, ``applicable``).
+        """
+        q = select(Study).where(Study.reader_finding.is_not(None), Study.first_signed_at.is_not(None))
+        if since:
+            q = q.where(Study.signed_at >= since)
+        with self._sessions() as s:
+            rows = list(s.scalars(q.order_by(Study.signed_at)))
+        return [
+            {
+                "study_id": st.id,
+                "received_at": st.received_at,
+                "first_signed_at": st.first_signed_at,
+                "signed_at": st.signed_at,
+                "reader_finding": bool(st.reader_finding),
+                "reference_label": st.reference_label,
+                "triage": st.triage,
+                "results": [
+                    {"model_name": r.model_name, "flag": r.flag, "priority": r.priority, "applicable": r.applicable}
+                    for r in st.results
+                ],
+            }
+            for st in rows
+        ]
+
+    def model_scores(self, since: str | None = None, limit: int = 20_000) -> dict[str, dict[str, list[Any]]]:
+        """Each model's priority scores and applicability on the most recent studies.
+
+        Parameters
+        ----------
+        since : str, optional
+            Only studies received at or after this ISO 8601 time.
+        limit : int
+            At most this many results (the newest).
+
+        Returns
+        -------
+        dict
+            ``model_name -> {"priority": [float], "applicable": [bool]}``.
+        """
+        q = select(ModelResult.model_name, ModelResult.priority, ModelResult.applicable).join(
+            Study, Study.id == ModelResult.study_id
+        )
+        if since:
+            q = q.where(Study.received_at >= since)
+        out: dict[str, dict[str, list[Any]]] = {}
+        with self._sessions() as s:
+            for name, prio, applicable in s.execute(q.order_by(Study.received_at.desc()).limit(limit)):
+                d = out.setdefault(str(name), {"priority": [], "applicable": []})
+                d["priority"].append(float(prio))
+                d["applicable"].append(bool(applicable))
+        return out
+
+    def audit_counts(self, actions: tuple[str, ...], since: str | None = None) -> dict[tuple[str, str], int]:
+        """Audit rows per ``(action, detail)`` of the given actions (e.g. ``upload``, ``upload_refused``)."""
+        q = select(AuditEvent.action, AuditEvent.detail, func.count()).where(AuditEvent.action.in_(actions))
+        if since:
+            q = q.where(AuditEvent.at >= since)
+        with self._sessions() as s:
+            rows = s.execute(q.group_by(AuditEvent.action, AuditEvent.detail)).all()
+        return {(str(a), str(d or "")): int(n) for a, d, n in rows}
+
     # -- report versions --------------------------------------------------
     def sign_report(
         self,
@@ -197,7 +354,7 @@ class ReadsMixin:
                     reader_label=reader_label,
                     reader_finding=reader_finding,
                     reader_agrees=reader_agrees,
-                    ai_label=st.label,
+                    ai_label=st.triage,
                     username=username[:64],
                     signed_by=report["signed_by"],
                     signed_at=report["signed_at"],

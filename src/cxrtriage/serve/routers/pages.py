@@ -24,7 +24,7 @@ from cxrtriage.serve.security import (
     remember_upload,
     signer_name,
 )
-from cxrtriage.serve.service import ApiError, StudyService, study_out
+from cxrtriage.serve.service import ApiError, StudyService, reader_labels, study_out
 from cxrtriage.store import Study
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -147,7 +147,7 @@ def _study_page(
         message=message,
         max_name=MAX_NAME_CHARS,
         max_section=MAX_SECTION_CHARS,
-        classes=list(rec.probabilities),
+        classes=reader_labels(rec)[0],
         versions=[v.to_dict() for v in service.store.report_versions(rec.id)],
         heatmaps=[
             {

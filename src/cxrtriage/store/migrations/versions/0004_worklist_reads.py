@@ -80,7 +80,7 @@ def upgrade() -> None:
         "studies",
         sa.column("id", sa.String),
         sa.column("received_at", sa.String),
-        sa.column("label", sa.Text),
+        sa.column("triage", sa.String),
         sa.column("report", json),
         sa.column("report_status", sa.String),
         sa.column("signed_by", sa.Text),
@@ -105,13 +105,14 @@ def upgrade() -> None:
         signed = row["report_status"] == "signed"
         status = "signed" if signed else "unread"
         prio = row.get("priority")
+        flagged = row["triage"] == "finding"
         conn.execute(
             studies.update()
             .where(studies.c.id == row["id"])
             .values(
                 read_status=status,
                 first_signed_at=row["signed_at"] if signed else None,
-                worklist_key=worklist_key(status, prio, row["received_at"], row["id"]),
+                worklist_key=worklist_key(status, flagged, prio, row["received_at"], row["id"]),
             )
         )
         if signed:
@@ -121,7 +122,7 @@ def upgrade() -> None:
                     version=1,
                     kind="sign",
                     report=row["report"],
-                    ai_label=row["label"],
+                    ai_label=row["triage"],
                     username=str(row["signed_by"] or "")[:64],
                     signed_by=row["signed_by"] or "",
                     signed_at=row["signed_at"] or row["received_at"],
