@@ -19,34 +19,18 @@ from cxrtriage.serve.notify import Notifier
 from cxrtriage.serve.settings import NotifySettings
 from cxrtriage.serve.testing import free_port
 from cxrtriage.store import Study, StudyStore
+from test_store import make_study
 
 
 def _study(i: int, p_finding: float) -> Study:
-    return Study(
-        id=f"{i:016x}",
-        received_at=f"2026-11-28T10:00:{i:02d}.000+00:00",
-        sha256=f"{i:064x}",
-        source_format="png",
-        image_file=f"images/00/{i}.png",
-        width=64,
-        height=64,
-        label="PNEUMONIA" if p_finding >= 0.5 else "NORMAL",
+    flagged = p_finding >= 0.5
+    return make_study(
+        i,
+        priority=p_finding,
+        flag=flagged,
+        triage="finding" if flagged else "no_finding",
+        label="PNEUMONIA" if flagged else "NORMAL",
         probabilities={"NORMAL": 1 - p_finding, "PNEUMONIA": p_finding},
-        threshold=0.5,
-        positive_class="PNEUMONIA",
-        triage="finding" if p_finding >= 0.5 else "no_finding",
-        model_name="m",
-        model_version="v1",
-        backend="onnxruntime",
-        heat_class=None,
-        cam=None,
-        ood_score=None,
-        dicom_meta=None,
-        report={"status": "draft"},
-        report_status="draft",
-        signed_by=None,
-        signed_at=None,
-        timings={},
     )
 
 
@@ -136,6 +120,7 @@ def test_webhook_exactly_once_per_critical_study_across_outage_and_restart(tmp_p
     assert sorted(got) == [f"{1:016x}:webhook", f"{3:016x}:webhook"]  # 0.95 and 0.71 >= 0.7; 0.69 is not
     assert len(receiver.deliveries) == 2  # here at least once was exactly once
     assert got[f"{1:016x}:webhook"]["priority"] == pytest.approx(0.95)
+    assert got[f"{1:016x}:webhook"]["models"][0]["label"] == "PNEUMONIA"
     assert got[f"{1:016x}:webhook"]["page_url"] == f"http://cxr.example/studies/{1:016x}"
     rows = {n.study_id: n for n in store.notifications()}
     assert rows[f"{1:016x}"].attempts >= 3 and rows[f"{1:016x}"].last_error is None

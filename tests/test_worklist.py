@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from test_store import backend, db_url, make_study, store  # noqa: F401 - fixtures of the store tests
 
 from cxrtriage.store import ReportConflictError, worklist_key
+from test_store import backend, db_url, make_study, store  # noqa: F401 - fixtures of the store tests
 
 
 def _fill(store):  # noqa: F811 - the fixture's name

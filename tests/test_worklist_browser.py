@@ -76,7 +76,9 @@ def base_url(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("worklist")
     add_user(tmp / "data", USER, PASSWORD, "radiologist")
-    settings = ServeSettings(model_dirs=all_shipped_model_dirs(), data_dir=tmp / "data", port=0, threads=1)
+    settings = ServeSettings(
+        model_dir=None, model_dirs=all_shipped_model_dirs(), data_dir=tmp / "data", port=0, threads=1
+    )
     with running_server(settings) as url:
         yield url
 
@@ -85,7 +87,9 @@ def _upload(page, path: Path | None = None, data: bytes | None = None, name: str
     body = path.read_bytes() if path is not None else data
     r = page.request.post(
         "/api/v1/predict",
-        multipart={"file": {"name": path.name if path else name, "mimeType": "application/octet-stream", "buffer": body}},
+        multipart={
+            "file": {"name": path.name if path else name, "mimeType": "application/octet-stream", "buffer": body}
+        },
     )
     assert r.ok, r.text()
     return r.json()
@@ -189,9 +193,7 @@ def test_reading_workflow(browser, base_url, example_paths, kermany_dir):
     # the monitoring page shows what the metrics code computes for these two reads
     page.goto("/monitoring")
     reads = [page.request.get(f"/api/v1/studies/{sid}").json() for sid in (target, ids[0])]
-    wl = {
-        it["study_id"]: it for it in page.request.get("/api/v1/worklist", params={"limit": 50}).json()["items"]
-    }
+    wl = {it["study_id"]: it for it in page.request.get("/api/v1/worklist", params={"limit": 50}).json()["items"]}
     truth_of = {target: not ai_finding, ids[0]: wl[ids[0]]["triage"] == "finding"}
     assert reads[0]["reference_label"] == ("no_finding" if ai_finding else "finding")
     for name in {r["model_name"] for sid in truth_of for r in wl[sid]["results"]}:
@@ -204,7 +206,9 @@ def test_reading_workflow(browser, base_url, example_paths, kermany_dir):
         for metric in ("sensitivity", "specificity", "ppv", "npv"):
             assert row.locator(f"td.{metric}").inner_text() == format_estimate(expected.metrics[metric])
     for img in ("#plot-agreement", "#plot-drift", "#plot-turnaround"):
-        page.wait_for_function(f"document.querySelector('{img}').complete && document.querySelector('{img}').naturalWidth > 0")
+        page.wait_for_function(
+            f"document.querySelector('{img}').complete && document.querySelector('{img}').naturalWidth > 0"
+        )
     monitoring_csv = page.request.get("/api/v1/monitoring.csv").text()
     assert monitoring_csv.startswith("model,period,metric") and "sensitivity" in monitoring_csv
     _save(page, "monitoring.png")

@@ -52,17 +52,16 @@ def agreement_figure(series: Mapping[str, Sequence[tuple[str, Agreement]]], dpi:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=dpi, sharey=True)
     for ax, metric in zip(axes, ("sensitivity", "specificity")):
         for k, (name, rows) in enumerate(series.items()):
-            pts = [(i, _err(a.metrics[metric])) for i, (_, a) in enumerate(rows)]
-            pts = [(i + 0.08 * k, e) for i, e in pts if e is not None]
-            if pts:
-                ax.errorbar(
-                    [p[0] for p in pts],
-                    [p[1][0] for p in pts],
-                    yerr=[[p[1][1] for p in pts], [p[1][2] for p in pts]],
-                    marker="o",
-                    capsize=3,
-                    label=name,
-                )
+            xs, ys, lo, hi = [], [], [], []
+            for i, (_, a) in enumerate(rows):
+                e = _err(a.metrics[metric])
+                if e is not None:
+                    xs.append(i + 0.08 * k)
+                    ys.append(e[0])
+                    lo.append(e[1])
+                    hi.append(e[2])
+            if xs:
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
         periods = next((list(dict(rows)) for rows in series.values() if rows), [])
         ax.set_xticks(range(len(periods)), periods, rotation=30, fontsize=8)
         ax.set_title(f"{metric} vs signed reads (95% CI)", fontsize=10)

@@ -17,8 +17,9 @@ Two measures of one shift, on scores in [0, 1] (the calibrated probability of a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -167,9 +168,7 @@ class DriftResult:
     current_share: list[float]
 
 
-def drift(
-    reference: dict[str, list[float] | list[int]], current: Sequence[float] | np.ndarray, min_n: int = 20
-) -> DriftResult:
+def drift(reference: Mapping[str, Any], current: Sequence[float] | np.ndarray, min_n: int = 20) -> DriftResult:
     """PSI and KS of current scores against a reference histogram from :func:`score_histogram`.
 
     Parameters

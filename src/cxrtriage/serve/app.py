@@ -132,7 +132,15 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
     tdir = resources.files("cxrtriage.serve") / "templates"
     app.state.templates = Jinja2Templates(directory=str(tdir))
     app.mount("/static", StaticFiles(directory=str(resources.files("cxrtriage.serve") / "static")), name="static")
-    for r in (auth.router, pages.router, predict.router, studies.router, system.router, worklist.router, monitoring.router):
+    for r in (
+        auth.router,
+        pages.router,
+        predict.router,
+        studies.router,
+        system.router,
+        worklist.router,
+        monitoring.router,
+    ):
         app.include_router(r)
     # innermost first: the signed session cookie (itsdangerous), the body limit, the CSRF Origin check, headers
     app.add_middleware(

@@ -41,17 +41,15 @@ USER_AGENT = "cxrtriage-notify/1"
 
 
 def critical_priority(study: Study) -> float | None:
-    """The AI priority of a study: its ``priority`` column, else the probability of its positive class.
+    """The AI priority of a study (:attr:`cxrtriage.store.Study.priority`: the highest calibrated probability
+    of a finding over the applicable models), or None when unknown.
 
     Returns
     -------
     float or None
-        In [0, 1]; None when neither is known.
+        In [0, 1].
     """
-    p = getattr(study, "priority", None)
-    if p is None and study.positive_class:
-        p = (study.probabilities or {}).get(study.positive_class)
-    return None if p is None else float(p)
+    return None if study.priority is None else float(study.priority)
 
 
 class Notifier:
@@ -92,9 +90,18 @@ class Notifier:
             "received_at": study.received_at,
             "priority": round(priority, 6),
             "threshold": self.settings.threshold,
-            "label": study.label,
             "triage": study.triage,
-            "model": {"name": study.model_name, "version": study.model_version},
+            "models": [
+                {
+                    "name": r.model_name,
+                    "version": r.model_version,
+                    "label": r.label,
+                    "flag": r.flag,
+                    "priority": round(r.priority, 6),
+                    "applicable": r.applicable,
+                }
+                for r in study.results
+            ],
             "page_url": f"{self.public_url}/studies/{study.id}",
             "disclaimer": DISCLAIMER,
         }
@@ -149,9 +156,10 @@ class Notifier:
         msg["From"] = self.settings.email_from
         msg["To"] = ", ".join(self.settings.email_to)
         msg["Message-ID"] = f"<{row.key.replace(':', '.')}@cxrtriage>"
+        labels = ", ".join(f"{m['name']}: {m['label']}" for m in p.get("models", []))
         msg.set_content(
-            f"The AI flagged study {p['study_id']} ({p['label']}, priority {p['priority']:.3f}, "
-            f"threshold {p['threshold']}).\nOpen it: {p['page_url']}\n\n{DISCLAIMER}\n"
+            f"The AI flagged study {p['study_id']} (priority {p['priority']:.3f}, threshold {p['threshold']}; "
+            f"{labels}).\nOpen it: {p['page_url']}\n\n{DISCLAIMER}\n"
         )
         with smtplib.SMTP(host, int(port or 25), timeout=self.settings.timeout_s) as smtp:
             smtp.send_message(msg)

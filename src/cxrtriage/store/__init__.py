@@ -5,7 +5,18 @@ Layer 3: imports :mod:`cxrtriage.config`, :mod:`cxrtriage.tasks`,
 :mod:`cxrtriage.serve` (which uses it).
 """
 
-from cxrtriage.store.models import ROLES, AuditEvent, Base, Notification, ReportVersion, Study, User
+from cxrtriage.store.models import (
+    ROLES,
+    SOURCES,
+    AuditEvent,
+    Base,
+    ModelResult,
+    Notification,
+    ReportVersion,
+    Study,
+    User,
+    model_set_key,
+)
 from cxrtriage.store.reads import ReportConflictError, worklist_key
 from cxrtriage.store.store import (
     DB_NAME,
@@ -21,6 +32,8 @@ from cxrtriage.store.users import UserError
 
 __all__ = [
     "ROLES",
+    "SOURCES",
+    "ModelResult",
     "AuditEvent",
     "Notification",
     "ReportConflictError",
@@ -38,4 +51,5 @@ __all__ = [
     "png_bytes",
     "resolve_database_url",
     "upgrade_database",
+    "model_set_key",
 ]

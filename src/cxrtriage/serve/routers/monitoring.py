@@ -81,16 +81,17 @@ class Monitoring:
             )
             sc = scores.get(name, {"priority": [], "applicable": []})
             applicable = np.array(sc["applicable"], dtype=bool)
-            if refs.get(name):
+            ref = refs.get(name)
+            if ref:
                 current = np.clip(np.array(sc["priority"], dtype=np.float64)[applicable], 0.0, 1.0)
-                self.drift[name] = drift(refs[name], current)
+                self.drift[name] = drift(ref, current)
             n = int(applicable.size)
             self.out_of_population[name] = {"n": n, "rate": float((~applicable).mean()) if n else None}
         counts = store.audit_counts(("upload", "upload_refused"), since)
         uploads = sum(v for (a, _), v in counts.items() if a == "upload")
         refused = {d: v for (a, d), v in counts.items() if a == "upload_refused"}
         total = uploads + sum(refused.values())
-        self.refusals = {
+        self.refusals: dict[str, Any] = {
             "uploads": uploads,
             "refused": sum(refused.values()),
             "rate": sum(refused.values()) / total if total else None,
@@ -111,9 +112,7 @@ class Monitoring:
                     "model_name": name,
                     "agreement": a.to_dict(),
                     "over_time": [{"period": p, **g.to_dict()} for p, g in self.over_time[name]],
-                    "drift": None
-                    if name not in self.drift
-                    else {k: v for k, v in vars(self.drift[name]).items()},
+                    "drift": None if name not in self.drift else {k: v for k, v in vars(self.drift[name]).items()},
                     "out_of_population": self.out_of_population[name],
                 }
                 for name, a in self.agreement.items()
@@ -138,13 +137,17 @@ class Monitoring:
                 w.writerow([name, "all", "psi", "" if d.psi is None else d.psi, "", "", d.n_current])
                 w.writerow([name, "all", "ks", "" if d.ks is None else d.ks, "", "", d.n_current])
             oop = self.out_of_population[name]
-            w.writerow([name, "all", "out_of_population_rate", "" if oop["rate"] is None else oop["rate"], "", "", oop["n"]])
+            w.writerow(
+                [name, "all", "out_of_population_rate", "" if oop["rate"] is None else oop["rate"], "", "", oop["n"]]
+            )
         for group, t in self.turnaround.items():
             lo, hi = t.median.ci95 if t.median.ci95 else ("", "")
             med = "" if t.median.value is None else t.median.value
             w.writerow(["all", "all", f"turnaround_median_minutes_{group}", med, lo, hi, t.n])
         r = self.refusals
-        w.writerow(["all", "all", "refusal_rate", "" if r["rate"] is None else r["rate"], "", "", r["uploads"] + r["refused"]])
+        w.writerow(
+            ["all", "all", "refusal_rate", "" if r["rate"] is None else r["rate"], "", "", r["uploads"] + r["refused"]]
+        )
         return buf.getvalue()
 
 
@@ -155,7 +158,11 @@ class Plot(StrEnum):
 
 
 _DAYS = Query(DEFAULT_DAYS, ge=1, le=3650, description="window: the last this many days")
-_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut},
+    403: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
 
 
 @router.get("/api/v1/monitoring", responses=_ERRORS, summary="Models against signed reads, drift, refusals, turnaround")

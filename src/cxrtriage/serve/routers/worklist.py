@@ -124,7 +124,9 @@ def worklist_api(
     request: Request,
     status: ReadStatus | None = Query(None, description="unread, draft, signed or amended"),
     flag: bool | None = Query(None, description="only flagged (true) or unflagged (false) studies"),
-    model: str | None = Query(None, max_length=200, description="only studies this model analysed (with flag: flagged)"),
+    model: str | None = Query(
+        None, max_length=200, description="only studies this model analysed (with flag: flagged)"
+    ),
     source: Source | None = Query(None, description="upload, pacs or stow"),
     since: str | None = Query(None, max_length=40, description="received at or after (ISO 8601 date or time, UTC)"),
     until: str | None = Query(None, max_length=40, description="received before (ISO 8601 date or time, UTC)"),
@@ -141,7 +143,11 @@ def worklist_api(
 @router.get(
     "/api/v1/worklist/thumbnails/{study_id}.png",
     response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}, "description": "PNG thumbnail"}, 404: {"model": ErrorOut}},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "PNG thumbnail"},
+        404: {"model": ErrorOut, "description": "No such study"},
+        **_ERRORS,
+    },
     summary="Small thumbnail of a study's image for the worklist",
 )
 def thumbnail(

@@ -7,7 +7,7 @@ outbox). Existing studies get their status from the report (signed -> ``signed``
 their first signature and a version-1 row from the signed report, and their sort key.
 
 Revision ID: 0004_worklist
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-28
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004_worklist"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -88,7 +88,7 @@ def upgrade() -> None:
         sa.column("read_status", sa.String),
         sa.column("first_signed_at", sa.String),
         sa.column("worklist_key", sa.String),
-        *([sa.column("priority", sa.Double)] if _has_priority(conn) else []),
+        sa.column("priority", sa.Double),
     )
     versions = sa.table(
         "report_versions",
@@ -104,7 +104,7 @@ def upgrade() -> None:
     for row in conn.execute(sa.select(studies)).mappings().all():
         signed = row["report_status"] == "signed"
         status = "signed" if signed else "unread"
-        prio = row.get("priority")
+        prio = row["priority"]
         flagged = row["triage"] == "finding"
         conn.execute(
             studies.update()
@@ -128,10 +128,6 @@ def upgrade() -> None:
                     signed_at=row["signed_at"] or row["received_at"],
                 )
             )
-
-
-def _has_priority(conn: sa.Connection) -> bool:
-    return "priority" in {c["name"] for c in sa.inspect(conn).get_columns("studies")}
 
 
 def downgrade() -> None:
