@@ -7,6 +7,7 @@ import pytest
 from scipy.stats import ks_2samp
 
 from cxrtriage.metrics.agreement import agreement, agreement_over_time, turnaround
+from cxrtriage.metrics.classification import metric_report
 from cxrtriage.metrics.drift import drift, ks_from_histogram, psi, score_histogram
 
 
@@ -49,6 +50,17 @@ def test_agreement_counts_and_intervals():
     assert a.metrics["specificity"].value == pytest.approx(5 / 6)
     assert a.metrics["ppv"].value == pytest.approx(3 / 4)
     assert a.metrics["npv"].value == pytest.approx(5 / 6)
+    # the same point values as the project's metric_report with these calls
+    rep = metric_report(
+        reader.astype(int),
+        np.stack([~flag, flag], 1).astype(float),
+        ["no", "yes"],
+        task="t",
+        n_boot=0,
+        y_pred=flag.astype(int),
+    )
+    for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy"):
+        assert a.metrics[k].value == pytest.approx(rep.value(k))
     lo, hi = a.metrics["sensitivity"].ci95
     assert 0 <= lo <= 0.75 <= hi <= 1
     d = a.to_dict()

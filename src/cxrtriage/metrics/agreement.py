@@ -2,9 +2,10 @@
 
 After deployment the reference standard is the reader's own label recorded at sign-off. Taking
 "the reader called a finding" as the truth and "the model raised a flag" as the call, the model's
-sensitivity, specificity, PPV and NPV against signed reads are :func:`cxrtriage.metrics.classification.metric_report`
-on a two-class problem (``no_finding``, ``finding``) with the calls given, so the 95 % intervals are the
-project's percentile bootstrap (Efron & Tibshirani 1993). Turnaround (received -> signed) is summarised
+sensitivity, specificity, PPV and NPV against signed reads are the definitions of
+:mod:`cxrtriage.metrics.classification` (``safe_div``: undefined when the denominator is 0) on the 2x2 table,
+with the project's percentile-bootstrap 95 % intervals (:func:`cxrtriage.metrics.intervals.bootstrap_intervals`;
+Efron & Tibshirani 1993). Turnaround (received -> signed) is summarised
 by its median with a bootstrap interval, separately for flagged and unflagged studies: a triage
 worklist should shorten it for the flagged ones.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cxrtriage.metrics.classification import metric_report
+from cxrtriage.metrics.classification import safe_div
 from cxrtriage.metrics.intervals import bootstrap_intervals
 from cxrtriage.metrics.report import Estimate
 
@@ -74,7 +75,6 @@ def _bools(x: Sequence[bool] | np.ndarray, what: str) -> np.ndarray:
 def agreement(
     reader_positive: Sequence[bool] | np.ndarray,
     model_flag: Sequence[bool] | np.ndarray,
-    model_score: Sequence[float] | np.ndarray | None = None,
     *,
     n_boot: int = 1000,
     seed: int = 0,
@@ -87,9 +87,6 @@ def agreement(
         True where the signed read called a finding (the reference standard).
     model_flag : bool array-like ``(N,)``
         True where the model flagged the study.
-    model_score : float array-like ``(N,)``, optional
-        The model's calibrated probability of a finding in [0, 1] (only used for the AUROC of the
-        underlying report; the flags are the calls). Default: the flags as 0/1.
     n_boot : int
         Bootstrap replicates of the intervals (0: none).
     seed : int
@@ -102,17 +99,12 @@ def agreement(
     Raises
     ------
     ValueError
-        Arrays of different lengths or scores outside [0, 1].
+        Arrays of different lengths or not one-dimensional.
     """
     y = _bools(reader_positive, "reader_positive")
     f = _bools(model_flag, "model_flag")
     if y.shape != f.shape:
         raise ValueError(f"reader_positive ({y.size}) and model_flag ({f.size}) differ in length")
-    s = f.astype(np.float64) if model_score is None else np.asarray(model_score, dtype=np.float64).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"model_score has {s.size} values for {y.size} reads")
-    if s.size and (not np.all(np.isfinite(s)) or s.min() < 0 or s.max() > 1):
-        raise ValueError("model_score must be finite and in [0, 1]")
     counts = {
         "tp": int((y & f).sum()),
         "fp": int((~y & f).sum()),
@@ -123,18 +115,34 @@ def agreement(
     if y.size == 0:
         out.metrics = {k: Estimate(None) for k in AGREEMENT_METRICS}
         return out
-    rep = metric_report(
-        y.astype(np.int64),
-        np.stack([1.0 - s, s], axis=1),
-        _CLASSES,
-        task="finding",
-        positive_class="finding",
-        n_boot=n_boot,
-        seed=seed,
-        y_pred=f.astype(np.int64),
-    )
-    out.metrics = {k: rep.metrics[k] for k in AGREEMENT_METRICS}
+    point = _agreement_point(y, f)
+    ci = bootstrap_intervals(_resampled(y, f), y.size, n_boot=n_boot, seed=seed)
+    out.metrics = {k: Estimate(point[k], ci.get(k) if point[k] is not None else None) for k in AGREEMENT_METRICS}
     return out
+
+
+def _resampled(y: np.ndarray, f: np.ndarray) -> Callable[[np.ndarray], dict[str, float | None]]:
+    """Bootstrap statistic: :func:`_agreement_point` on the resampled rows."""
+
+    def stat(idx: np.ndarray) -> dict[str, float | None]:
+        return _agreement_point(y[idx], f[idx])
+
+    return stat
+
+
+def _agreement_point(y: np.ndarray, f: np.ndarray) -> dict[str, float | None]:
+    """Sensitivity, specificity, PPV, NPV, accuracy of calls ``f`` against truth ``y`` (both bool ``(N,)``)."""
+    tp = int((y & f).sum())
+    fp = int((~y & f).sum())
+    fn = int((y & ~f).sum())
+    tn = int(y.size) - tp - fp - fn
+    return {
+        "sensitivity": safe_div(tp, tp + fn),
+        "specificity": safe_div(tn, tn + fp),
+        "ppv": safe_div(tp, tp + fp),
+        "npv": safe_div(tn, tn + fn),
+        "accuracy": safe_div(tp + tn, y.size),
+    }
 
 
 def agreement_over_time(

@@ -74,8 +74,7 @@ class Monitoring:
             rows = [(x, r) for x in self.reads for r in x["results"] if r["model_name"] == name]
             truth = np.array([x["reader_finding"] for x, _ in rows], dtype=bool)
             flags = np.array([r["flag"] for _, r in rows], dtype=bool)
-            prio = np.clip(np.array([r["priority"] for _, r in rows], dtype=np.float64), 0.0, 1.0)
-            self.agreement[name] = agreement(truth, flags, prio, n_boot=N_BOOT)
+            self.agreement[name] = agreement(truth, flags, n_boot=N_BOOT)
             self.over_time[name] = agreement_over_time(
                 [_week(x["signed_at"]) for x, _ in rows], truth, flags, n_boot=N_BOOT_PERIOD
             )
