@@ -187,9 +187,16 @@ def test_reading_workflow(browser, base_url, example_paths, kermany_dir):
     assert page.get_attribute("#viewer", "data-window") == "1200,600"
     after = page.evaluate(pixels)
     assert after != before
-    if page.locator("#heat-select option").count() > 1:
-        page.select_option("#heat-select", index=1)
-        page.wait_for_selector("#viewer[data-heat]")
+    page.click("#zoom-reset")
+    assert page.evaluate(pixels) == before  # back to the default window
+    _save(page, "viewer-dicom-16bit.png")
+    # a flagged study with a model's heatmap over it
+    page.goto(f"/studies/{ids[2]}")
+    page.wait_for_selector("#viewer[data-ready='1']")
+    assert page.locator("#heat-select option").count() >= 2
+    page.select_option("#heat-select", index=1)
+    page.wait_for_selector("#viewer[data-heat]")
+    page.locator("#viewer").scroll_into_view_if_needed()
     _save(page, "viewer.png")
 
     # the monitoring page shows what the metrics code computes for these two reads

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import load_only, selectinload
 
 from cxrtriage.store.models import AuditEvent, ModelResult, Notification, ReportVersion, Study
 from cxrtriage.store.users import utc_now
@@ -84,6 +85,30 @@ def _set_worklist_key(_mapper: Any, _conn: Any, study: Study) -> None:
     if not study.read_status:
         study.read_status = "unread"
     study.worklist_key = _key_of(study)
+
+
+#: Columns a worklist row shows (the rest, e.g. the report JSON, is not read).
+_WORKLIST_STUDY_COLUMNS = (
+    Study.id,
+    Study.received_at,
+    Study.source,
+    Study.source_format,
+    Study.priority,
+    Study.triage,
+    Study.read_status,
+    Study.reference_label,
+    Study.signed_at,
+    Study.worklist_key,
+)
+_WORKLIST_RESULT_COLUMNS = (
+    ModelResult.study_id,
+    ModelResult.position,
+    ModelResult.model_name,
+    ModelResult.label,
+    ModelResult.flag,
+    ModelResult.priority,
+    ModelResult.applicable,
+)
 
 
 class ReadsMixin:
@@ -179,10 +204,19 @@ class ReadsMixin:
         Returns
         -------
         (studies, next_cursor)
-            Studies with their results loaded; ``next_cursor`` None on the last page.
+            Studies with the worklist's columns and their results' model name, label, flag, priority and
+            applicability loaded (nothing else: no report, no CAM); ``next_cursor`` None on the last page.
         """
         limit = max(1, min(500, int(limit)))
-        q = select(Study).order_by(Study.worklist_key).limit(limit + 1)
+        q = (
+            select(Study)
+            .options(
+                load_only(*_WORKLIST_STUDY_COLUMNS),
+                selectinload(Study.results).load_only(*_WORKLIST_RESULT_COLUMNS),
+            )
+            .order_by(Study.worklist_key)
+            .limit(limit + 1)
+        )
         if status is not None:
             q = q.where(Study.read_status == status)
         if model is not None:

@@ -19,6 +19,7 @@
   var heat = document.createElement("canvas"); // the selected heatmap, coloured, CAM resolution
   var heatOn = false;
   var zoom = 1, tx = 0, ty = 0, fitted = false;
+  var defaultWindow = [128, 256]; // level, window of a fresh view (the file's percentiles for 16-bit pixels)
 
   // colour map of the heatmaps: blue -> cyan -> yellow -> red (a "jet"-like ramp), t in [0, 1]
   function ramp(t) {
@@ -83,6 +84,7 @@
         maxValue = 0;
         for (var i = 0; i < px.length; i++) if (px[i] > maxValue) maxValue = px[i];
         setRange(c, wd);
+        defaultWindow = [c, wd];
         info.textContent = "Original DICOM pixels, 16-bit (" + w + "x" + h + ", max " + maxValue + ")";
         root.dataset.bits = "16";
       });
@@ -154,8 +156,7 @@
   document.getElementById("zoom-in").addEventListener("click", function () { zoom *= 1.25; draw(); });
   document.getElementById("zoom-out").addEventListener("click", function () { zoom /= 1.25; draw(); });
   document.getElementById("zoom-reset").addEventListener("click", function () {
-    fit(); var c = root.dataset.original ? null : 128;
-    if (c !== null) { center.value = 128; width.value = 256; }
+    fit(); center.value = defaultWindow[0]; width.value = defaultWindow[1];
     applyWindow();
   });
 
