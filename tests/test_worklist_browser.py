@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +22,9 @@ import pytest
 from cxrtriage.metrics.agreement import agreement
 from cxrtriage.metrics.report import format_estimate
 from cxrtriage.serve.testing import add_user, running_server
+from test_e2e_browser import CHROMIUM, browser  # noqa: F401 - the module-scoped Chromium fixture
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 USER, PASSWORD = "drworklist", "worklist-password"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium not installed (apt-get install chromium)")
@@ -36,10 +34,13 @@ def _save(page, name: str) -> Path:
     out = REPO / "test-artifacts" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out))
-    if os.environ.get("CXRTRIAGE_UPDATE_SCREENSHOTS") == "1":
+    if os.environ.get("CXRTRIAGE_UPDATE_SCREENSHOTS") == "1":  # small palette PNGs for the docs
+        from PIL import Image
+
         docs = REPO / "docs" / "screenshots"
         docs.mkdir(parents=True, exist_ok=True)
-        shutil.copy(out, docs / name)
+        with Image.open(out) as im:
+            im.convert("RGB").quantize(colors=128).save(docs / name, optimize=True)
     return out
 
 
@@ -59,15 +60,6 @@ def _dicom16(example: Path) -> bytes:
     buf = io.BytesIO()
     write_dicom(buf, px, bits=16, window=(2000, 4000))
     return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +93,7 @@ def _rows(page) -> list[str]:
     return page.eval_on_selector_all("#worklist-rows tr[data-study-id]", "rs => rs.map(r => r.dataset.studyId)")
 
 
-def test_reading_workflow(browser, base_url, example_paths, kermany_dir):
+def test_reading_workflow(browser, base_url, example_paths, kermany_dir):  # noqa: F811 - the imported fixture
     page = browser.new_page(viewport={"width": 1200, "height": 820}, base_url=base_url)
     page.goto("/login")
     page.fill("input[name=username]", USER)

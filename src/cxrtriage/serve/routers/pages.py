@@ -22,7 +22,7 @@ from cxrtriage.serve.security import (
     page_principal,
     readable_study,
     remember_upload,
-    signer_name,
+    sign_as,
 )
 from cxrtriage.serve.service import ApiError, StudyService, reader_labels, study_out
 from cxrtriage.store import Study
@@ -181,29 +181,20 @@ def sign_off_form(
         if not principal.can_sign:
             raise ApiError(403, "forbidden", f"user {principal.username!r} ({principal.role}) may not sign reports off")
         try:
-            if agrees not in ("yes", "no"):
-                raise ApiError(422, "invalid_sign_off", "mark whether you agree with the AI label")
             body = SignOffIn(
                 radiologist=radiologist or None,
                 findings=findings or None,
                 impression=impression or None,
-                agrees_with_ai=agrees == "yes",
+                agrees_with_ai={"yes": True, "no": False}.get(agrees),
                 reader_label=reader_label or None,
                 amend=bool(amend),
             )
         except ValidationError as exc:
             parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
             raise ApiError(422, "invalid_sign_off", "; ".join(parts)) from None
-        service.sign(
-            study_id,
-            signer_name(principal, body.radiologist),
-            body.findings,
-            body.impression,
-            username=principal.username,
-            agrees_with_ai=body.agrees_with_ai,
-            reader_label=body.reader_label,
-            amend=body.amend,
-        )
+        if body.agrees_with_ai is None:
+            raise ApiError(422, "invalid_sign_off", "mark whether you agree with the AI's call")
+        sign_as(service, principal, study_id, body)
     except ApiError as exc:
         return _study_page(request, principal, service, rec, exc.status, message=exc.reason)
     audit(request, principal, "amend" if amend else "sign_off", study_id, "page")

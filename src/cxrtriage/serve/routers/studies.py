@@ -29,7 +29,7 @@ from cxrtriage.serve.security import (
     require_full,
     require_principal,
     require_radiologist,
-    signer_name,
+    sign_as,
 )
 from cxrtriage.serve.service import ApiError, StudyService, study_out
 
@@ -184,16 +184,7 @@ def sign_off(
     service: StudyService = Depends(get_service),
 ) -> dict:
     """Sign the draft off, or with ``amend: true`` amend the signed report; every signature is a kept version."""
-    rec = service.sign(
-        study_id,
-        signer_name(principal, body.radiologist),
-        body.findings,
-        body.impression,
-        username=principal.username,
-        agrees_with_ai=body.agrees_with_ai,
-        reader_label=body.reader_label,
-        amend=body.amend,
-    )
+    rec = sign_as(service, principal, study_id, body)
     audit(request, principal, "amend" if body.amend else "sign_off", rec.id, "api")
     return study_out(rec)
 

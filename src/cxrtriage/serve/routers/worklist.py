@@ -132,11 +132,13 @@ def worklist_api(
     until: str | None = Query(None, max_length=40, description="received before (ISO 8601 date or time, UTC)"),
     cursor: str | None = Query(None, max_length=120, pattern=r"^[0-9a-f]+$", description="next_cursor of a page"),
     limit: int = Query(50, ge=1, le=500),
+    poll: bool = Query(False, description="a background refresh of the worklist page (its load is audited, not these)"),
     principal: Principal = Depends(require_full),
     service: StudyService = Depends(get_service),
 ) -> dict:
     out = _page(service, status, flag, model, source, since, until, cursor, limit)
-    audit(request, principal, "list", detail=f"worklist {len(out['items'])} rows")
+    if not poll:
+        audit(request, principal, "list", detail=f"worklist {len(out['items'])} rows")
     return out
 
 

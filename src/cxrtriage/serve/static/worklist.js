@@ -77,9 +77,10 @@
     document.getElementById("count-total").textContent = c.total;
   }
 
-  function fetchPage(after) {
+  function fetchPage(after, isPoll) {
     var p = new URLSearchParams(params);
     if (after) p.set("cursor", after);
+    if (isPoll) p.set("poll", "true");
     return fetch("/api/v1/worklist?" + p.toString(), { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) {
         if (r.status === 401) { window.location.assign("/login?next=/worklist"); throw new Error("logged out"); }
@@ -88,10 +89,10 @@
       });
   }
 
-  function refresh() {
+  function refresh(isPoll) {
     // the first page again; pages loaded with "Load more" are kept until the user reloads
     if (extraPages) return Promise.resolve();
-    return fetchPage(null).then(function (page) {
+    return fetchPage(null, isPoll).then(function (page) {
       var keep = items[selected] && items[selected].study_id;
       var changed = JSON.stringify(page.items) !== JSON.stringify(items);
       counts(page.counts);
@@ -119,6 +120,6 @@
     else if (e.key === "Enter") { open(); e.preventDefault(); }
   });
 
-  refresh().then(function () { root.dataset.ready = "1"; });
-  setInterval(refresh, pollMs);
+  refresh(false).then(function () { root.dataset.ready = "1"; });
+  setInterval(function () { refresh(true); }, pollMs);
 })();
