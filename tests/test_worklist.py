@@ -121,3 +121,45 @@ def test_sign_amend_and_versions(store):  # noqa: F811
     (read,) = store.signed_reads()
     assert read["reader_finding"] is True and read["results"][0]["flag"] is True
     assert store.model_scores()["efficientnet_lite0"]["priority"] == [pytest.approx(0.93)]
+
+
+def test_migration_fills_existing_studies(tmp_path):
+    """A database at revision 0003 with a signed and an unsigned study: 0004 gives them status, key and version 1."""
+    from alembic import command
+    from sqlalchemy import column, insert, table
+
+    from cxrtriage.store import ModelResult, Study, StudyStore
+    from cxrtriage.store.store import _alembic_config, make_engine, resolve_database_url
+
+    engine = make_engine(resolve_database_url(None, tmp_path))
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0003")
+    signed, draft = make_study(1, priority=0.9), make_study(2, priority=0.2, flag=False, triage="no_finding")
+    signed.report = {
+        **signed.report,
+        "status": "signed",
+        "signed_by": "Dr Old (old)",
+        "signed_at": "2026-11-28T09:00:00",
+    }
+    signed.report_status, signed.signed_by, signed.signed_at = "signed", "Dr Old (old)", "2026-11-28T09:00:00"
+    old_columns = {"id", "received_at", "sha256", "model_set", "source", "source_format", "image_file", "width",
+                   "height", "triage", "priority", "dicom_meta", "report", "report_status", "signed_by", "signed_at",
+                   "timings"}  # fmt: skip
+    old_studies = table("studies", *(column(c, Study.__table__.c[c].type) for c in sorted(old_columns)))
+    with engine.begin() as conn:
+        for st in (signed, draft):
+            conn.execute(insert(old_studies), {k: v for k, v in st.to_dict().items() if k in old_columns})
+            row = {k: v for k, v in st.results[0].to_dict().items() if k != "id"}
+            conn.execute(insert(ModelResult.__table__), {**row, "study_id": st.id})
+    engine.dispose()
+    migrated = StudyStore(tmp_path)  # upgrade to head
+    try:
+        a, b = migrated.get(signed.id), migrated.get(draft.id)
+        assert (a.read_status, b.read_status) == ("signed", "unread")
+        assert a.first_signed_at == "2026-11-28T09:00:00" and b.first_signed_at is None
+        assert b.worklist_key < a.worklist_key  # unread first
+        (v,) = migrated.report_versions(signed.id)
+        assert (v.version, v.kind, v.signed_by, v.ai_label) == (1, "sign", "Dr Old (old)", "finding")
+        assert migrated.report_versions(draft.id) == []
+    finally:
+        migrated.close()
