@@ -64,6 +64,7 @@ def agreement_figure(series: Mapping[str, Sequence[tuple[str, Agreement]]], dpi:
                 ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
         periods = next((list(dict(rows)) for rows in series.values() if rows), [])
         ax.set_xticks(range(len(periods)), periods, rotation=30, fontsize=8)
+        ax.set_xlim(-0.5, max(1, len(periods)) - 0.5 + 0.08 * max(0, len(series) - 1))
         ax.set_title(f"{metric} vs signed reads (95% CI)", fontsize=10)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
