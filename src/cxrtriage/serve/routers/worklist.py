@@ -44,13 +44,17 @@ class Source(StrEnum):
     stow = "stow"
 
 
-def _day(value: str | None, what: str) -> str | None:
-    """An ISO date or date-time as the ``received_at`` prefix it compares with (422 when malformed)."""
+def _day(value: str | None, what: str, end: bool = False) -> str | None:
+    """An ISO date or date-time as the ``received_at`` text it compares with (422 when malformed).
+
+    A date alone as the ``end`` of a range includes that day (it becomes the next day's start).
+    """
     if not value:
         return None
     try:
         if len(value) == 10:
-            return _dt.date.fromisoformat(value).isoformat()
+            day = _dt.date.fromisoformat(value)
+            return (day + _dt.timedelta(days=1) if end else day).isoformat()
         return _dt.datetime.fromisoformat(value).astimezone(_dt.UTC).isoformat(timespec="milliseconds")
     except ValueError:
         raise ApiError(422, "invalid_request", f"{what}: {value[:40]!r} is not an ISO 8601 date or time") from None
@@ -100,7 +104,7 @@ def _page(
         model=model or None,
         source=source.value if source else None,
         since=_day(since, "since"),
-        until=_day(until, "until"),
+        until=_day(until, "until", end=True),
         cursor=cursor or None,
         limit=limit,
     )
@@ -129,7 +133,9 @@ def worklist_api(
     ),
     source: Source | None = Query(None, description="upload, pacs or stow"),
     since: str | None = Query(None, max_length=40, description="received at or after (ISO 8601 date or time, UTC)"),
-    until: str | None = Query(None, max_length=40, description="received before (ISO 8601 date or time, UTC)"),
+    until: str | None = Query(
+        None, max_length=40, description="received before this time, or up to this date inclusive (ISO 8601, UTC)"
+    ),
     cursor: str | None = Query(None, max_length=120, pattern=r"^[0-9a-f]+$", description="next_cursor of a page"),
     limit: int = Query(50, ge=1, le=500),
     poll: bool = Query(False, description="a background refresh of the worklist page (its load is audited, not these)"),
