@@ -35,12 +35,18 @@ N_BOOT_PERIOD = 200
 DEFAULT_DAYS = 90
 
 
+def _utc(ts: str) -> _dt.datetime:
+    """An ISO 8601 time; one without a zone (written by older versions) is UTC."""
+    t = _dt.datetime.fromisoformat(ts)
+    return t if t.tzinfo is not None else t.replace(tzinfo=_dt.UTC)
+
+
 def _minutes(start: str, end: str) -> float:
-    return (_dt.datetime.fromisoformat(end) - _dt.datetime.fromisoformat(start)).total_seconds() / 60.0
+    return (_utc(end) - _utc(start)).total_seconds() / 60.0
 
 
 def _week(ts: str) -> str:
-    y, w, _ = _dt.datetime.fromisoformat(ts).isocalendar()
+    y, w, _ = _utc(ts).isocalendar()
     return f"{y}-W{w:02d}"
 
 
