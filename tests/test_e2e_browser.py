@@ -105,8 +105,9 @@ def test_upload_and_result_page(browser, base_url, example_paths):
     shot = _save(page, "result-page.png")
     assert shot.stat().st_size > 50_000
 
-    # sign the report off through the page
-    page.click("summary")
+    # sign the report off through the page, agreeing with the AI's call
+    page.click("#signoff-details summary")
+    page.check("#agree-yes")
     page.fill("input[name=radiologist]", "Dr Browser")
     page.click("form.signoff button[type=submit]")
     page.wait_for_url("**signed=1")

@@ -251,7 +251,7 @@ def test_predict_real_images_and_everything_after(server, example_paths, data_di
 
     # page sign-off form
     other = results[next(n for n in results if n != j and results[n]["study_id"] != sid)]
-    form = {"radiologist": "Dr Form", "findings": "", "impression": "Confirmed."}
+    form = {"radiologist": "Dr Form", "findings": "", "impression": "Confirmed.", "agrees": "yes"}
     with _client(base, UPLOADER) as up:
         assert up.post(f"/studies/{other['study_id']}/sign-off", data=form).status_code == 403
     r = server.post(f"/studies/{other['study_id']}/sign-off", data=form, follow_redirects=False)

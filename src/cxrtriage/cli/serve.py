@@ -30,7 +30,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     from cxrtriage.serve.lan import qr_terminal
     from cxrtriage.serve.security import ensure_initial_user
     from cxrtriage.serve.service import StudyService
-    from cxrtriage.serve.settings import INITIAL_PASSWORD_ENV, INITIAL_USER_ENV, ServeSettings
+    from cxrtriage.serve.settings import INITIAL_PASSWORD_ENV, INITIAL_USER_ENV, NotifySettings, ServeSettings
     from cxrtriage.store import DatabaseURLError, StoreUnavailableError, UserError, resolve_database_url
 
     try:  # a bad URL is reported before the model loads
@@ -53,6 +53,16 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         cxr_gate=not (a.no_ood or a.no_cxr_gate),
         population_gate=not (a.no_ood or a.no_population_gate),
     )
+    try:
+        settings.notify = NotifySettings(
+            threshold=a.notify_threshold,
+            webhook_url=a.notify_webhook,
+            smtp_host=a.notify_smtp,
+            email_to=tuple(a.notify_email_to),
+        )
+    except ValueError as exc:
+        print(f"cxr serve: {exc}", file=sys.stderr)
+        return 2
     try:  # one request = one image: multi-threaded BLAS for small NumPy products only adds contention
         from threadpoolctl import threadpool_limits
 
@@ -111,6 +121,15 @@ def _cmd_export(a: argparse.Namespace) -> int:
     d = _model_dir(a.model)
     out = export_onnx(d, a.out)
     print(f"wrote {out} (sha256 {file_sha256(out)})")
+    return 0
+
+
+def _cmd_fit_score_reference(a: argparse.Namespace) -> int:
+    from cxrtriage.experiments.score_reference import fit_score_reference
+
+    d = _model_dir(a.model)
+    hist = fit_score_reference(d, data=a.data, n_bins=a.bins)
+    print(f"validation score histogram of {hist['n']} images written to {d / 'bundle.json'}: {hist['counts']}")
     return 0
 
 
@@ -223,12 +242,31 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
         help="gate 2 off: mark every model's result applicable, whatever the image's population (not recommended)",
     )
     p.add_argument("--no-ood", action="store_true", help="both gates off (--no-cxr-gate --no-population-gate)")
+    g = p.add_argument_group("critical-finding notifications (off unless --notify-threshold is given)")
+    g.add_argument(
+        "--notify-threshold",
+        type=float,
+        default=None,
+        help="notify when a new study's AI priority (probability of a finding, 0-1) is at or above this",
+    )
+    g.add_argument("--notify-webhook", default=None, help="URL receiving a JSON POST per critical study")
+    g.add_argument("--notify-smtp", default=None, help="SMTP server host[:port] for e-mail notifications")
+    g.add_argument("--notify-email-to", action="append", default=[], help="e-mail recipient (repeatable)")
     commands["serve"] = _cmd_serve
 
     p = sub.add_parser("export", help="export a model folder to ONNX (model.onnx, checksum in the model card)")
     add_model_argument(p)
     p.add_argument("--out", default=None, help="output file (default MODEL/model.onnx)")
     commands["export"] = _cmd_export
+
+    p = sub.add_parser(
+        "fit-score-reference",
+        help="store the validation score distribution in a model folder (the reference of drift monitoring)",
+    )
+    add_model_argument(p)
+    p.add_argument("--data", default=None, help="dataset (default: recorded in bundle.json)")
+    p.add_argument("--bins", type=int, default=20, help="histogram bins on [0, 1] (default 20)")
+    commands["fit-score-reference"] = _cmd_fit_score_reference
 
     p = sub.add_parser("fit-ood", help="fit the out-of-distribution detector (Mahalanobis) of a model folder")
     add_model_argument(p)

@@ -48,6 +48,7 @@ import re
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
 __all__ = [
     "is_dicom",
     "decode_dicom",
+    "decode_dicom_with_original",
+    "OriginalPixels",
     "DicomRefused",
     "ACCEPTED_MODALITIES",
     "RETAINED_KEYWORDS",
@@ -369,6 +372,50 @@ def decode_dicom(
         too deep to parse, an attribute value that is not a number), too many
         pixels, over the memory budget.
     """
+    img, meta, _ = _decode_bytes(data, name, max_pixels, accepted_modalities, max_bytes, keep_original=False)
+    return img, meta
+
+
+def decode_dicom_with_original(
+    data: bytes,
+    name: str = "<upload>",
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    accepted_modalities: tuple[str, ...] = ACCEPTED_MODALITIES,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> tuple[np.ndarray, dict, OriginalPixels]:
+    """:func:`decode_dicom`, plus the original pixels for window/level in a viewer.
+
+    Parameters
+    ----------
+    data, name, max_pixels, accepted_modalities, max_bytes
+        As in :func:`decode_dicom`.
+
+    Returns
+    -------
+    (image, metadata, original)
+        ``image`` and ``metadata`` as :func:`decode_dicom`; ``original`` the modality values
+        (step 1 of the pipeline, before any window; ``MONOCHROME1`` inverted) as ``uint16``
+        (see :class:`OriginalPixels`).
+
+    Raises
+    ------
+    DicomRefused, ImageReadError
+        As :func:`decode_dicom`.
+    """
+    img, meta, orig = _decode_bytes(data, name, max_pixels, accepted_modalities, max_bytes, keep_original=True)
+    assert orig is not None
+    return img, meta, orig
+
+
+def _decode_bytes(
+    data: bytes,
+    name: str,
+    max_pixels: int,
+    accepted_modalities: tuple[str, ...],
+    max_bytes: int,
+    keep_original: bool,
+) -> tuple[np.ndarray, dict, OriginalPixels | None]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -398,7 +445,7 @@ def decode_dicom(
         msg = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise ImageReadError(name, f"unreadable DICOM file ({exc.__class__.__name__}: {msg})") from None
     try:
-        return _decode_dataset(ds, name, max_pixels, accepted_modalities, max_bytes, len(data))
+        return _decode_dataset_full(ds, name, max_pixels, accepted_modalities, max_bytes, len(data), keep_original)
     except RecursionError:
         raise ImageReadError(name, "unreadable DICOM file (sequences nested too deeply)") from None
     except ImageReadError:
@@ -420,6 +467,20 @@ def decode_dicom(
 def _decode_dataset(
     ds: Dataset, name: str, max_pixels: int, accepted_modalities: tuple[str, ...], max_bytes: int, file_bytes: int
 ) -> tuple[np.ndarray, dict]:
+    """The checks and the pixel pipeline of :func:`decode_dicom` on a parsed data set."""
+    img, meta, _ = _decode_dataset_full(ds, name, max_pixels, accepted_modalities, max_bytes, file_bytes, False)
+    return img, meta
+
+
+def _decode_dataset_full(
+    ds: Dataset,
+    name: str,
+    max_pixels: int,
+    accepted_modalities: tuple[str, ...],
+    max_bytes: int,
+    file_bytes: int,
+    keep_original: bool,
+) -> tuple[np.ndarray, dict, OriginalPixels | None]:
     """The checks and the pixel pipeline of :func:`decode_dicom` on a parsed data set."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -467,10 +528,11 @@ def _decode_dataset(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             raw = ds.pixel_array
+            original = _original(raw, ds, photometric) if keep_original and raw.ndim == 2 else None
             if raw.ndim == 2:
                 fast = _display_uint8_float32(raw, ds, photometric, name)
                 if fast is not None:
-                    return fast, deidentified_metadata(ds)
+                    return fast, deidentified_metadata(ds), original
             arr = apply_modality_lut(raw, ds)
             arr = apply_voi_lut(arr, ds, index=0)
     except ImageReadError:
@@ -488,7 +550,41 @@ def _decode_dataset(
     arr = np.array(arr, dtype=np.float32)  # a float32 copy: the in-place stretch must not touch pydicom's array
     if arr.ndim != 2:
         raise DicomRefused(name, f"unexpected pixel array shape {arr.shape}; one grayscale frame expected")
-    return _stretch_uint8_inplace(arr, photometric, name), deidentified_metadata(ds)
+    return _stretch_uint8_inplace(arr, photometric, name), deidentified_metadata(ds), original
+
+
+@dataclass(frozen=True)
+class OriginalPixels:
+    """The original pixel values of a DICOM image, for window/level in a viewer.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        ``uint16 (Rows, Columns)``: modality values (after ``RescaleSlope``/``RescaleIntercept`` or the
+        Modality LUT) minus ``offset``, ``MONOCHROME1`` inverted (higher = brighter, as displayed);
+        clipped to [0, 65535] (a range wider than 16 bits is scaled down to it).
+    offset : float
+        ``modality value = pixels * scale + offset``.
+    scale : float
+        1 unless the modality range exceeded 16 bits.
+    """
+
+    pixels: np.ndarray
+    offset: float
+    scale: float = 1.0
+
+
+def _original(raw: np.ndarray, ds: Dataset, photometric: str) -> OriginalPixels:
+    """Modality values of ``raw`` as :class:`OriginalPixels` (one float64 copy)."""
+    from pydicom.pixels import apply_modality_lut
+
+    a = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    if photometric == "MONOCHROME1":
+        a = hi + lo - a  # keeps the range [lo, hi], inverted
+    scale = max(1.0, (hi - lo) / 65535.0)
+    u16 = np.clip(np.rint((a - lo) / scale), 0, 65535).astype(np.uint16)
+    return OriginalPixels(u16, lo, scale)
 
 
 def write_dicom(

@@ -176,6 +176,11 @@ class CalibrationSection:
         The same on the held-out test (``cxr ship``).
     method : str
         Method and references.
+    val_score_histogram : dict or None
+        Distribution of the calibrated validation probability of a finding (``1 - P(normal classes)``):
+        ``{"edges": (B + 1,) floats in [0, 1], "counts": (B,) ints, "n": int, "score": str}``
+        (:func:`cxrtriage.metrics.drift.score_histogram`; ``cxr fit-score-reference``), the reference of
+        the monitoring page's drift check.
     """
 
     temperature: float
@@ -196,6 +201,7 @@ class CalibrationSection:
     test_brier_before: float | None = None
     test_brier_after: float | None = None
     method: str = ""
+    val_score_histogram: dict[str, Any] | None = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 
 from cxrtriage import DISCLAIMER
 
-__all__ = ["build_report", "sign_off", "report_text", "ai_result_line", "load_template", "ReportError"]
+__all__ = ["build_report", "sign_off", "amend", "report_text", "ai_result_line", "load_template", "ReportError"]
 
 
 class ReportError(ValueError):
@@ -206,7 +206,12 @@ def _now() -> str:
 
 
 def sign_off(
-    report: dict, radiologist: str, findings: str | None = None, impression: str | None = None, when: str | None = None
+    report: dict,
+    radiologist: str,
+    findings: str | None = None,
+    impression: str | None = None,
+    when: str | None = None,
+    reader: dict | None = None,
 ) -> dict:
     """Return a signed copy of a draft report.
 
@@ -220,11 +225,14 @@ def sign_off(
         Final wording; the draft's is kept when not given.
     when : str, optional
         ISO 8601 UTC sign-off time (default now).
+    reader : dict, optional
+        The radiologist's call, ``{"label": str, "finding": bool, "agrees_with_ai": bool | None}``,
+        stored as ``reader`` and printed in the text.
 
     Returns
     -------
     dict
-        Copy with ``status = "signed"``, ``signed_by``, ``signed_at`` and new ``text``.
+        Copy with ``status = "signed"``, ``signed_by``, ``signed_at``, ``reader`` and new ``text``.
 
     Raises
     ------
@@ -233,6 +241,53 @@ def sign_off(
     """
     if report.get("status") == "signed":
         raise ReportError(f"report of study {report.get('study_id')} is already signed by {report.get('signed_by')}")
+    return _signed_copy(report, radiologist, findings, impression, when, reader)
+
+
+def amend(
+    report: dict,
+    radiologist: str,
+    findings: str | None = None,
+    impression: str | None = None,
+    when: str | None = None,
+    reader: dict | None = None,
+) -> dict:
+    """Return an amended copy of a signed report (the signed original is kept by the caller, never overwritten).
+
+    Parameters
+    ----------
+    report : dict
+        A signed report (``status == "signed"``).
+    radiologist : str
+        Name of the amending radiologist (1-200 characters after stripping).
+    findings, impression : str, optional
+        New wording; the signed report's is kept when not given.
+    when : str, optional
+        ISO 8601 UTC time of the amendment (default now).
+    reader : dict, optional
+        The radiologist's call, as in :func:`sign_off` (default: keep the signed report's).
+
+    Returns
+    -------
+    dict
+        Signed copy with ``amended = True``, the new ``signed_by``/``signed_at`` and ``text``.
+
+    Raises
+    ------
+    ReportError
+        The report is not signed, or an empty radiologist name.
+    """
+    if report.get("status") != "signed":
+        raise ReportError(f"report of study {report.get('study_id')} is not signed: sign it off instead of amending")
+    out = _signed_copy(report, radiologist, findings, impression, when, reader or report.get("reader"))
+    out["amended"] = True
+    out["text"] = report_text(out)
+    return out
+
+
+def _signed_copy(
+    report: dict, radiologist: str, findings: str | None, impression: str | None, when: str | None, reader: dict | None
+) -> dict:
     name = (radiologist or "").strip()
     if not name or len(name) > 200:
         raise ReportError("radiologist name required (1-200 characters)")
@@ -241,6 +296,8 @@ def sign_off(
         out["sections"]["findings"] = findings.strip()
     if impression is not None and impression.strip():
         out["sections"]["impression"] = impression.strip()
+    if reader is not None:
+        out["reader"] = dict(reader)
     out["status"] = "signed"
     out["signed_by"] = name
     out["signed_at"] = when or _now()
@@ -282,8 +339,13 @@ def report_text(report: dict) -> str:
     lines += [f"- {ai_result_line(ai)}" for ai in r["ai_results"]]
     if r.get("heatmap_url"):
         lines.append(f"Heatmap: {r['heatmap_url']}")
+    if r.get("reader") and r["reader"].get("label"):
+        agrees = r["reader"].get("agrees_with_ai")
+        verdict = "" if agrees is None else (" (agrees with the AI)" if agrees else " (disagrees with the AI)")
+        lines.append(f"Radiologist's label: {r['reader']['label']}{verdict}.")
     if r["status"] == "signed":
-        lines.append(f"Signed by {r['signed_by']} at {r['signed_at']}.")
+        what = "Amended and signed" if r.get("amended") else "Signed"
+        lines.append(f"{what} by {r['signed_by']} at {r['signed_at']}.")
     else:
         lines.append("Not signed: AI draft awaiting radiologist review.")
     lines += ["", r["disclaimer"]]

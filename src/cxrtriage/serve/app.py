@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cxrtriage import DISCLAIMER, __version__
 from cxrtriage.serve.lan import public_url
-from cxrtriage.serve.routers import auth, pages, predict, studies, system
+from cxrtriage.serve.routers import auth, monitoring, pages, predict, studies, system, worklist
 from cxrtriage.serve.security import (
     SESSION_COOKIE,
     AnonymousUploadGuard,
@@ -114,7 +114,9 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
         if getattr(app.state, "service", None) is None:
             app.state.service = StudyService(settings)
         ensure_initial_user(app.state.service.store)
+        app.state.service.notifier.start()
         yield
+        app.state.service.notifier.stop()
         app.state.service.store.close()
 
     app = FastAPI(
@@ -130,7 +132,15 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
     tdir = resources.files("cxrtriage.serve") / "templates"
     app.state.templates = Jinja2Templates(directory=str(tdir))
     app.mount("/static", StaticFiles(directory=str(resources.files("cxrtriage.serve") / "static")), name="static")
-    for r in (auth.router, pages.router, predict.router, studies.router, system.router):
+    for r in (
+        auth.router,
+        pages.router,
+        predict.router,
+        studies.router,
+        system.router,
+        worklist.router,
+        monitoring.router,
+    ):
         app.include_router(r)
     # innermost first: the signed session cookie (itsdangerous), the body limit, the CSRF Origin check, headers
     app.add_middleware(

@@ -24,6 +24,12 @@ __all__ = [
     "PredictOut",
     "HealthOut",
     "SignOffIn",
+    "ReaderCall",
+    "ReportVersionOut",
+    "ReportVersionList",
+    "HeatmapOut",
+    "WorklistOut",
+    "WorklistItem",
     "StudyList",
     "MAX_NAME_CHARS",
     "MAX_SECTION_CHARS",
@@ -95,6 +101,14 @@ class AIResult(BaseModel):
     heatmap_url: str | None
 
 
+class ReaderCall(BaseModel):
+    """The signing radiologist's call, recorded at sign-off."""
+
+    label: str | None = Field(description="the radiologist's own label (the study's reference label)")
+    finding: bool | None = Field(None, description="whether that label is a finding (not a normal class)")
+    agrees_with_ai: bool | None = Field(None, description="agreement with the AI label, as marked by the radiologist")
+
+
 class ReportOut(BaseModel):
     """Structured draft report (see :mod:`cxrtriage.report.draft`)."""
 
@@ -113,6 +127,9 @@ class ReportOut(BaseModel):
     signed_at: str | None
     disclaimer: str
     text: str = Field(description="plain-text rendering of the report")
+    version: int | None = Field(None, description="signed version (1 = first signature, > 1 = amendments)")
+    amended: bool = Field(False, description="True for an amendment of a signed report")
+    reader: ReaderCall | None = Field(None, description="the radiologist's call (signed reports)")
 
 
 class Timings(BaseModel):
@@ -243,6 +260,15 @@ class StudyOut(BaseModel):
     report_urls: dict[str, str] = Field(description="json, html and pdf downloads")
     page_url: str
     timings: Timings = Field(description="timings of the first analysis")
+    read_status: Literal["unread", "draft", "signed", "amended"] = Field(
+        "unread", description="worklist status: unread, draft (opened by a radiologist), signed, amended"
+    )
+    reference_label: str | None = Field(None, description="the signing radiologist's label (reference standard)")
+    reader_agrees: bool | None = Field(None, description="whether the radiologist agreed with the AI label")
+    first_signed_at: str | None = Field(None, description="time of the first signature (ISO 8601 UTC)")
+    original_url: str | None = Field(
+        None, description="original 16-bit pixels of a DICOM upload (raw little-endian uint16, for window/level)"
+    )
     disclaimer: str = DISCLAIMER
 
     @model_validator(mode="before")
@@ -251,7 +277,13 @@ class StudyOut(BaseModel):
         """A :class:`Study` becomes its columns, its model results and the computed URLs; anything else passes."""
         if not isinstance(data, Study):
             return data
-        return {**data.to_dict(), "results": list(data.results), **study_links(data.id)}
+        return {
+            **data.to_dict(),
+            "results": list(data.results),
+            **study_links(data.id),
+            "original_url": f"/api/v1/studies/{data.id}/original.u16" if data.original_file else None,
+            "read_status": data.read_status or "unread",
+        }
 
 
 class PredictOut(StudyOut):
@@ -300,3 +332,87 @@ class SignOffIn(BaseModel):
     impression: str | None = Field(
         None, max_length=MAX_SECTION_CHARS, description="final impression (default: keep the draft's)"
     )
+    agrees_with_ai: bool | None = Field(
+        None, description="the radiologist agrees (true) or disagrees (false) with the AI label"
+    )
+    reader_label: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_NAME_CHARS,
+        description="the radiologist's own label, one of the model's classes (default: the AI label when agreeing; "
+        "for two classes the other class when disagreeing); stored as the study's reference label",
+    )
+    amend: bool = Field(
+        False,
+        description="amend a signed report: a new version is stored, the signed ones are kept (409 when false "
+        "and the report is signed, or true and it is not)",
+    )
+
+
+class ReportVersionOut(BaseModel):
+    """One signed version of a report (``GET /api/v1/studies/{id}/report/versions``)."""
+
+    version: int
+    kind: Literal["sign", "amend"]
+    signed_by: str
+    signed_at: str
+    username: str
+    ai_label: str
+    reader_label: str | None
+    reader_finding: bool | None
+    reader_agrees: bool | None
+    report: ReportOut
+
+
+class HeatmapOut(BaseModel):
+    """One model's class activation map of a study (``GET /api/v1/studies/{id}/cam.json``)."""
+
+    model: str
+    heat_class: str | None = Field(description="class whose evidence the map shows")
+    cam: list[list[float]] = Field(description="(h, w) map normalised to [0, 1], row-major")
+
+
+class WorklistResult(BaseModel):
+    """One model's output in a worklist row."""
+
+    model_name: str
+    label: str
+    flag: bool = Field(description="the model raised a finding")
+    priority: float = Field(description="this model's calibrated probability of a finding, 0-1")
+    applicable: bool = Field(description="the image lies inside the population the model was validated on")
+
+
+class WorklistItem(BaseModel):
+    """One study in the worklist."""
+
+    study_id: str
+    received_at: str
+    source: str = Field(description="upload, pacs or stow")
+    source_format: str
+    priority: float = Field(description="AI priority: the highest calibrated probability of a finding, 0-1")
+    triage: Literal["no_finding", "finding"]
+    read_status: Literal["unread", "draft", "signed", "amended"]
+    reference_label: str | None
+    signed_at: str | None
+    results: list[WorklistResult]
+    thumbnail_url: str
+    page_url: str
+
+
+class WorklistCounts(BaseModel):
+    unread: int
+    unread_flagged: int = Field(description="unread studies the AI flagged: the ones to read first")
+    total: int
+
+
+class WorklistOut(BaseModel):
+    """A page of the worklist (``GET /api/v1/worklist``)."""
+
+    counts: WorklistCounts
+    items: list[WorklistItem]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last page")
+
+
+class ReportVersionList(BaseModel):
+    study_id: str
+    versions: list[ReportVersionOut]

@@ -42,6 +42,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cxrtriage.serve.deps import get_service
+from cxrtriage.serve.schemas import SignOffIn
 from cxrtriage.serve.service import ApiError, StudyService
 from cxrtriage.serve.settings import INITIAL_PASSWORD_ENV, INITIAL_USER_ENV
 from cxrtriage.store import Study, StudyStore, UserError
@@ -592,6 +593,28 @@ def signer_name(principal: Principal, display_name: str | None) -> str:
     if not name or name == principal.username:
         return principal.username
     return f"{name} ({principal.username})"
+
+
+def sign_as(service: StudyService, principal: Principal, study_id: str, body: SignOffIn) -> Study:
+    """Sign (or, with ``body.amend``, amend) a study's report as the logged-in radiologist, with the reader's call.
+
+    The caller checks the role (:func:`require_radiologist` or ``principal.can_sign``) and writes the audit row.
+
+    Raises
+    ------
+    ApiError
+        As :meth:`cxrtriage.serve.service.StudyService.sign`.
+    """
+    return service.sign(
+        study_id,
+        signer_name(principal, body.radiologist),
+        body.findings,
+        body.impression,
+        username=principal.username,
+        agrees_with_ai=body.agrees_with_ai,
+        reader_label=body.reader_label,
+        amend=body.amend,
+    )
 
 
 def login_redirect(next_path: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrtriage.config import ModelConfig
-from cxrtriage.data.dicom import decode_dicom, is_dicom
+from cxrtriage.data.dicom import OriginalPixels, decode_dicom_with_original, is_dicom
 from cxrtriage.data.io import ImageReadError, decode_image
 from cxrtriage.explain.cam import cam_from_features, normalize_cam, upsample_cam
 from cxrtriage.inference.backend import OnnxBackend, TorchBackend
@@ -35,6 +35,7 @@ from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
 from cxrtriage.ood.population import PopulationGate, load_population_gate, population_warning
 from cxrtriage.report.draft import build_report, sign_off
 from cxrtriage.report.render import render_html, render_json, render_pdf
+from cxrtriage.serve.lan import public_url
 from cxrtriage.serve.schemas import StudyOut, result_links
 from cxrtriage.serve.settings import ServeSettings
 from cxrtriage.store import ModelResult, Study, StudyStore, model_set_key, png_bytes
@@ -52,6 +53,8 @@ __all__ = [
     "sniff_format",
     "check_image_header",
     "pixel_sha256",
+    "reader_call",
+    "reader_labels",
     "DECODE_WAIT_S",
 ]
 
@@ -510,6 +513,10 @@ class StudyService:
         self.settings = settings
         self.engine = engine or Engine(settings)
         self.store = StudyStore(settings.data_dir, settings.database_url)
+        from cxrtriage.serve.notify import Notifier
+
+        #: critical-finding notifications (started by the app's lifespan)
+        self.notifier = Notifier(self.store, settings.notify, public_url(settings.host, settings.port))
         # decodes run on a pool of max_concurrent_decodes threads: at most that many at once, and the memory
         # the C allocator keeps after a decode stays in those threads' arenas instead of one per request thread
         self._decoders = concurrent.futures.ThreadPoolExecutor(
@@ -525,6 +532,16 @@ class StudyService:
     def decode(self, data: bytes, filename: str | None) -> tuple[np.ndarray, str, dict | None]:
         """Decode an upload; raise :class:`ApiError` (4xx) with a reason for anything unusable.
 
+        :meth:`decode_with_original` without the original DICOM pixels (see there).
+        """
+        img, fmt, meta, _ = self.decode_with_original(data, filename)
+        return img, fmt, meta
+
+    def decode_with_original(
+        self, data: bytes, filename: str | None
+    ) -> tuple[np.ndarray, str, dict | None, OriginalPixels | None]:
+        """Decode an upload, keeping a DICOM's original pixels; :class:`ApiError` (4xx) for anything unusable.
+
         Order: size -> format sniffed from the content -> dimensions and memory
         budget from the header (no pixel decoded yet) -> colour check on a
         thumbnail -> one full decode, on a pool of
@@ -533,8 +550,9 @@ class StudyService:
 
         Returns
         -------
-        (image, source_format, dicom_metadata)
-            ``uint8 (H, W)``, ``"png" | "jpeg" | "dicom"``, de-identified attributes or None.
+        (image, source_format, dicom_metadata, original)
+            ``uint8 (H, W)``, ``"png" | "jpeg" | "dicom"``, de-identified attributes or None, and for DICOM
+            the original 16-bit pixels (:class:`cxrtriage.data.dicom.OriginalPixels`, for window/level) or None.
 
         Raises
         ------
@@ -582,12 +600,12 @@ class StudyService:
             log.warning("decoder failure on %s (%s)", name, exc.__class__.__name__, exc_info=True)
             raise ApiError(422, "unreadable_image", f"{name}: cannot decode ({exc.__class__.__name__})") from None
 
-    def _decode(self, data: bytes, name: str, fmt: str) -> tuple[np.ndarray, str, dict | None]:
+    def _decode(self, data: bytes, name: str, fmt: str) -> tuple[np.ndarray, str, dict | None, OriginalPixels | None]:
         if fmt == "dicom":
-            img, meta = decode_dicom(
+            img, meta, original = decode_dicom_with_original(
                 data, name, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_decoded_bytes
             )
-            return img, fmt, meta
+            return img, fmt, meta, original
         if self.settings.cxr_gate:  # part of gate 1: a colour picture is not a chest radiograph
             m = colourfulness_of_bytes(data)
             if m > COLOURFULNESS_LIMIT:
@@ -599,7 +617,7 @@ class StudyService:
                 )
         # JPEG: MPO files from phone cameras carry extra frames; the first is the picture.
         img = decode_image(data, name, max_pixels=self.settings.max_pixels, allow_multiframe=(fmt == "jpeg"))
-        return img, fmt, None
+        return img, fmt, None, None
 
     # -- predict ----------------------------------------------------------
     def predict(self, data: bytes, filename: str | None = None, *, source: str = "upload") -> tuple[Study, bool, dict]:
@@ -631,7 +649,7 @@ class StudyService:
             nothing is stored then.
         """
         t0 = time.perf_counter()
-        img, fmt, meta = self.decode(data, filename)
+        img, fmt, meta, original = self.decode_with_original(data, filename)
         g = self.engine.gates(img)
         if self.settings.cxr_gate and not g.is_cxr:
             raise ApiError(
@@ -671,6 +689,7 @@ class StudyService:
         )
         t3 = time.perf_counter()
         rel = self.store.save_image(sha, img)
+        original_rel = self.store.save_original(sha, original.pixels) if original is not None else None
         timings = {
             "decode_ms": (t1 - t0) * 1e3 - g.ms,
             "gates_ms": g.ms,
@@ -698,11 +717,15 @@ class StudyService:
             signed_at=None,
             timings=timings,
             results=results,
+            original_file=original_rel,
+            original_offset=original.offset if original is not None else None,
         )
         t4 = time.perf_counter()
         timings["store_ms"] = (t4 - t3) * 1e3
         timings["total_ms"] = (t4 - t0) * 1e3
         rec, inserted = self.store.insert(rec)
+        if inserted:
+            self.notifier.enqueue(rec)
         timings["store_ms"] += (time.perf_counter() - t4) * 1e3
         timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return rec, not inserted, timings
@@ -786,6 +809,70 @@ class StudyService:
             raise ApiError(404, "not_found", f"unknown picture {kind!r}")
         return self.store.write_derived(rec.id, f"{kind}-{res.position}", png_bytes(pil))
 
+    def model_names(self) -> list[str]:
+        """Names of the models this server runs, in display order."""
+        return [m.model_name for m in self.engine.models]
+
+    def score_references(self) -> dict[str, dict | None]:
+        """Each served model's validation score histogram (``calibration.val_score_histogram`` of its bundle).
+
+        Returns
+        -------
+        dict
+            model name -> ``{"edges", "counts", ...}`` or None when the bundle stores none.
+        """
+        from cxrtriage.models.bundle import ModelBundle
+
+        out: dict[str, dict | None] = {}
+        for m in self.engine.models:
+            cal = ModelBundle.load(m.model_dir).calibration
+            out[m.model_name] = cal.val_score_histogram if cal is not None else None
+        return out
+
+    def heatmaps(self, rec: Study) -> list[dict]:
+        """The class activation maps stored for a study, one per model that made one.
+
+        Returns
+        -------
+        list of dict
+            ``{"model": str, "heat_class": str, "cam": (h, w) list of lists in [0, 1]}``.
+        """
+        return [
+            {"model": r.model_name, "heat_class": r.heat_class, "cam": r.cam} for r in rec.results if r.cam is not None
+        ]
+
+    def original_pixels(self, rec: Study) -> tuple[bytes, dict[str, str]]:
+        """The original 16-bit pixels of a DICOM study as raw little-endian bytes, and their geometry headers.
+
+        Returns
+        -------
+        (data, headers)
+            ``uint16`` row-major bytes; ``X-Width``, ``X-Height``, ``X-Offset`` (modality value = pixel +
+            offset, for 16-bit ranges), ``X-Window-Center`` / ``X-Window-Width``: a default
+            window over the 0.5-99.5 percentiles of the pixels, in pixel units.
+
+        Raises
+        ------
+        ApiError
+            404 when the study has no original pixels (not a DICOM upload, or stored before they were kept).
+        """
+        if not rec.original_file:
+            raise ApiError(404, "not_found", f"study {rec.id} has no original 16-bit pixels (not a DICOM upload)")
+        try:
+            px = self.store.load_original(rec.original_file)
+        except FileNotFoundError:
+            raise ApiError(404, "not_found", f"study {rec.id}: original pixels missing from the data folder") from None
+        lo, hi = (float(v) for v in np.percentile(px, [0.5, 99.5]))
+        headers = {
+            "X-Width": str(px.shape[1]),
+            "X-Height": str(px.shape[0]),
+            "X-Offset": f"{rec.original_offset or 0.0:g}",
+            "X-Window-Center": f"{(lo + hi) / 2:g}",
+            "X-Window-Width": f"{max(1.0, hi - lo):g}",
+            "Cache-Control": "private, max-age=3600",
+        }
+        return px.astype("<u2").tobytes(), headers
+
     def report_file(self, rec: Study, fmt: str) -> tuple[bytes, str]:
         """Report as ``json``, ``html`` or ``pdf`` bytes with its media type (the PDF cached per report version).
 
@@ -817,17 +904,74 @@ class StudyService:
         self.store.write_derived(rec.id, key, pdf, ".pdf")
         return pdf, "application/pdf"
 
-    def sign(self, study_id: str, radiologist: str, findings: str | None, impression: str | None) -> Study:
-        """Sign a draft report off (409 when already signed, 422 for an empty name)."""
+    def sign(
+        self,
+        study_id: str,
+        radiologist: str,
+        findings: str | None,
+        impression: str | None,
+        *,
+        username: str | None = None,
+        agrees_with_ai: bool | None = None,
+        reader_label: str | None = None,
+        amend: bool = False,
+    ) -> Study:
+        """Sign a draft report off, or amend a signed one; both store a new report version.
+
+        Parameters
+        ----------
+        study_id : str
+        radiologist : str
+            Name printed on the report.
+        findings, impression : str or None
+            Final wording (None: keep).
+        username : str, optional
+            The logged-in user (default ``radiologist``).
+        agrees_with_ai : bool, optional
+            The reader's agreement with the AI label.
+        reader_label : str, optional
+            The reader's own label, one of the model's classes (see :func:`reader_call`).
+        amend : bool
+            Amend a signed report instead of signing a draft.
+
+        Returns
+        -------
+        Study
+
+        Raises
+        ------
+        ApiError
+            404 unknown study; 409 signing a signed report or amending an unsigned one;
+            422 empty name or a label that is not a class of the model.
+        """
         from cxrtriage.report.draft import ReportError
+        from cxrtriage.report.draft import amend as amend_report
+        from cxrtriage.store import ReportConflictError
 
         rec = self.get(study_id)
+        call = reader_call(rec, agrees_with_ai, reader_label)
         try:
-            report = sign_off(rec.report, radiologist, findings, impression)
+            if amend:
+                report = amend_report(rec.report, radiologist, findings, impression, reader=call)
+            else:
+                report = sign_off(rec.report, radiologist, findings, impression, reader=call)
         except ReportError as exc:
-            code = 409 if rec.report.get("status") == "signed" else 422
-            raise ApiError(code, "conflict" if code == 409 else "invalid_sign_off", str(exc)) from None
-        self.store.update_report(study_id, report)
+            conflict = (rec.report.get("status") == "signed") != amend
+            raise ApiError(409 if conflict else 422, "conflict" if conflict else "invalid_sign_off", str(exc)) from None
+        try:
+            self.store.sign_report(
+                study_id,
+                report,
+                username=username or radiologist,
+                reader_label=call["label"] if call else None,
+                reader_finding=call["finding"] if call else None,
+                reader_agrees=call["agrees_with_ai"] if call else None,
+                amend=amend,
+            )
+        except ReportConflictError as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        except KeyError:
+            raise ApiError(404, "not_found", f"no study {study_id!r}") from None
         return self.get(study_id)
 
     def health(self) -> dict:
@@ -844,6 +988,77 @@ class StudyService:
             "studies": self.store.count() if db else -1,
             "version": __version__,
         }
+
+
+#: The reader's triage-level labels (always offered, besides the classes of the models that ran).
+TRIAGE_LABELS = ("no_finding", "finding")
+
+
+def reader_labels(rec: Study) -> tuple[list[str], set[str]]:
+    """Labels a reader may choose for a study, and those meaning "no finding".
+
+    Returns
+    -------
+    (labels, normal)
+        ``no_finding``, ``finding``, then the classes of every model that ran (first seen first);
+        ``normal``: ``no_finding`` and the normal classes of those models' tasks.
+    """
+    from cxrtriage.tasks import UnknownTaskError, get_task
+
+    labels = list(TRIAGE_LABELS)
+    normal = {"no_finding"}
+    for r in rec.results:
+        labels += [c for c in r.probabilities if c not in labels]
+        try:
+            normal |= set(get_task(r.task).normal_classes)
+        except UnknownTaskError:
+            normal |= {c for c in r.probabilities if c.lower() in ("normal", "no_finding")}
+    return labels, normal
+
+
+def reader_call(rec: Study, agrees_with_ai: bool | None, reader_label: str | None) -> dict | None:
+    """The reader's call of a sign-off: their label, whether it is a finding, and their agreement with the AI.
+
+    The AI's call is the study's combined triage (``finding`` when a model flagged it); agreeing means
+    calling the same (finding or no finding).
+
+    Parameters
+    ----------
+    rec : Study
+    agrees_with_ai : bool or None
+    reader_label : str or None
+        One of :func:`reader_labels`. When missing: the AI's call if the reader agrees, the other one if not.
+
+    Returns
+    -------
+    dict or None
+        ``{"label", "finding", "agrees_with_ai"}``; None when neither argument is given (no call recorded).
+
+    Raises
+    ------
+    ApiError
+        422: an unknown label, or an agreement that contradicts the label (agreeing with a finding
+        while labelling a normal class, or the reverse).
+    """
+    if agrees_with_ai is None and reader_label is None:
+        return None
+    labels, normal = reader_labels(rec)
+    ai_finding = rec.triage == "finding"
+    if reader_label is None:
+        reader_label = "finding" if ai_finding == bool(agrees_with_ai) else "no_finding"
+    if reader_label not in labels:
+        raise ApiError(422, "invalid_sign_off", f"reader_label {reader_label[:60]!r} is not one of {labels}")
+    finding = reader_label not in normal
+    if agrees_with_ai is None:
+        agrees_with_ai = finding == ai_finding
+    elif bool(agrees_with_ai) != (finding == ai_finding):
+        verb = "agreeing with" if agrees_with_ai else "disagreeing with"
+        raise ApiError(
+            422,
+            "invalid_sign_off",
+            f"{verb} the AI's {rec.triage} but labelling {reader_label!r} ({'a finding' if finding else 'no finding'})",
+        )
+    return {"label": reader_label, "finding": finding, "agrees_with_ai": bool(agrees_with_ai)}
 
 
 def study_out(rec: Study) -> dict:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
     "ServeSettings",
+    "NotifySettings",
     "all_shipped_model_dirs",
     "SECRET_ENV",
     "SECRET_FILE",
@@ -42,6 +43,64 @@ def all_shipped_model_dirs() -> tuple[Path, ...]:
         raise ModelLoadError(f"{zoo_dir()}: no shipped model; give one with --model")
     default = default_model_dir()
     return tuple(sorted(dirs, key=lambda d: (d != default, d.name)))
+
+
+@dataclass
+class NotifySettings:
+    """Critical-finding notifications (:mod:`cxrtriage.serve.notify`).
+
+    Attributes
+    ----------
+    threshold : float or None
+        A new study whose AI priority (calibrated probability of a finding, in [0, 1]) is at or above
+        this is critical and notified; None: no notifications.
+    webhook_url : str or None
+        ``http(s)://`` address that receives a JSON POST per critical study (header ``Idempotency-Key``).
+    smtp_host : str or None
+        SMTP server for e-mail notifications (``host`` or ``host:port``, port 25 by default); None: no e-mail.
+    email_from : str
+        Sender address.
+    email_to : tuple of str
+        Recipients (e-mail is sent only when non-empty and ``smtp_host`` is set).
+    max_attempts : int
+        Attempts per notification before it is marked ``failed`` (each logged).
+    backoff_s : float
+        Delay before the second attempt, seconds; doubled after each failure (exponential backoff).
+    max_backoff_s : float
+        Longest delay between attempts, seconds.
+    poll_s : float
+        How often the sender looks for due notifications, seconds.
+    timeout_s : float
+        Timeout of one delivery attempt, seconds.
+    """
+
+    threshold: float | None = None
+    webhook_url: str | None = None
+    smtp_host: str | None = None
+    email_from: str = "cxrtriage@localhost"
+    email_to: tuple[str, ...] = ()
+    max_attempts: int = 20
+    backoff_s: float = 2.0
+    max_backoff_s: float = 600.0
+    poll_s: float = 1.0
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"notification threshold must lie in [0, 1], got {self.threshold}")
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ValueError(f"notification webhook {self.webhook_url[:80]!r}: an http:// or https:// URL expected")
+        if self.max_attempts < 1 or self.backoff_s <= 0 or self.poll_s <= 0:
+            raise ValueError("notification max_attempts >= 1, backoff_s > 0 and poll_s > 0 expected")
+        self.email_to = tuple(self.email_to)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The configured channels: ``webhook`` and/or ``email`` (empty without a threshold)."""
+        if self.threshold is None:
+            return ()
+        out = ("webhook",) if self.webhook_url else ()
+        return out + (("email",) if self.smtp_host and self.email_to else ())
 
 
 @dataclass
@@ -97,6 +156,8 @@ class ServeSettings:
         so models served with PyTorch (``prefer_onnx=False``) run with it too after the first upload.
     prefer_onnx : bool
         Serve with ONNX Runtime when possible (export ``model.onnx`` on start if missing and writable).
+    notify : NotifySettings
+        Critical-finding notifications (webhook, e-mail); off by default.
     cxr_gate : bool
         Gate 1: refuse images that are not chest radiographs (``not_a_chest_radiograph``: colour check and the
         gate-1 detector, independent of any model).
@@ -129,6 +190,7 @@ class ServeSettings:
     cxr_gate: bool = True
     population_gate: bool = True
     model_dirs: tuple[Path, ...] = ()
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def __post_init__(self) -> None:
         if self.model_dirs:

@@ -5,7 +5,19 @@ Layer 3: imports :mod:`cxrtriage.config`, :mod:`cxrtriage.tasks`,
 :mod:`cxrtriage.serve` (which uses it).
 """
 
-from cxrtriage.store.models import ROLES, SOURCES, AuditEvent, Base, ModelResult, Study, User, model_set_key
+from cxrtriage.store.models import (
+    ROLES,
+    SOURCES,
+    AuditEvent,
+    Base,
+    ModelResult,
+    Notification,
+    ReportVersion,
+    Study,
+    User,
+    model_set_key,
+)
+from cxrtriage.store.reads import ReportConflictError, worklist_key
 from cxrtriage.store.store import (
     DB_NAME,
     DatabaseURLError,
@@ -23,6 +35,10 @@ __all__ = [
     "SOURCES",
     "ModelResult",
     "AuditEvent",
+    "Notification",
+    "ReportConflictError",
+    "ReportVersion",
+    "worklist_key",
     "User",
     "UserError",
     "DB_NAME",

@@ -17,11 +17,27 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Double, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["AuditEvent", "Base", "JSONValue", "ModelResult", "ROLES", "SOURCES", "Study", "User", "model_set_key"]
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "JSONValue",
+    "ModelResult",
+    "Notification",
+    "READ_STATUSES",
+    "ROLES",
+    "ReportVersion",
+    "SOURCES",
+    "Study",
+    "User",
+    "model_set_key",
+]
 
 #: User roles: ``uploader`` uploads and reads studies; ``radiologist`` also signs reports off.
 ROLES = ("uploader", "radiologist")
 
+#: Worklist status of a study: nobody has opened it; a radiologist opened it (report still a draft);
+#: signed; signed and amended at least once.
+READ_STATUSES = ("unread", "draft", "signed", "amended")
 #: Where a study came from: the web page / REST upload, a PACS C-STORE, a DICOMweb STOW-RS request.
 SOURCES = ("upload", "pacs", "stow")
 
@@ -90,6 +106,25 @@ class Study(Base):
         Mirror the report's sign-off.
     timings : dict of str to float
         Milliseconds per stage of the first analysis.
+    read_status : {"unread", "draft", "signed", "amended"}
+        Worklist status (:data:`READ_STATUSES`).
+    reference_label : str or None
+        The signing radiologist's own label (the study's reference standard), from the latest report version.
+    reader_finding : bool or None
+        Whether that label is a finding (not one of the tasks' normal classes).
+    reader_agrees : bool or None
+        Whether the radiologist marked agreement with the AI label.
+    first_signed_at : str or None
+        ISO 8601 UTC time of the first signature (turnaround = this - ``received_at``).
+    original_file : str or None
+        Path (relative to the data folder) of the original 16-bit pixels of a DICOM upload (16-bit grayscale
+        PNG, after the modality LUT, MONOCHROME1 inverted), for window/level in the viewer.
+    original_offset : float or None
+        Value to add to the stored 16-bit pixels to get the modality values (e.g. Hounsfield-like units).
+    worklist_key : str
+        Sort key of the worklist (:func:`cxrtriage.store.reads.worklist_key`): unread first, then flagged,
+        then AI priority descending, then oldest first; one indexed column so that keyset pagination is one
+        comparison.
     results : list of ModelResult
         One per model, ordered by :attr:`ModelResult.position` (loaded with the study).
     """
@@ -98,6 +133,8 @@ class Study(Base):
     __table_args__ = (
         UniqueConstraint("sha256", "model_set", name="uq_studies_sha256_model_set"),
         Index("studies_received", "received_at"),
+        Index("studies_worklist", "worklist_key"),
+        Index("studies_status_triage", "read_status", "triage"),
         Index("studies_priority", "priority"),
     )
 
@@ -118,6 +155,14 @@ class Study(Base):
     signed_by: Mapped[str | None] = mapped_column(Text)
     signed_at: Mapped[str | None] = mapped_column(String(40))
     timings: Mapped[dict[str, float]] = mapped_column(JSONValue)
+    read_status: Mapped[str] = mapped_column(String(16), default="unread", server_default="unread")
+    reference_label: Mapped[str | None] = mapped_column(Text, default=None)
+    reader_finding: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    reader_agrees: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    first_signed_at: Mapped[str | None] = mapped_column(String(40), default=None)
+    original_file: Mapped[str | None] = mapped_column(Text, default=None)
+    original_offset: Mapped[float | None] = mapped_column(Double, default=None)
+    worklist_key: Mapped[str] = mapped_column(String(120), default="", server_default="")
     results: Mapped[list[ModelResult]] = relationship(
         back_populates="study",
         order_by="ModelResult.position",
@@ -284,3 +329,107 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32))
     study_id: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(String(200))
+
+
+class ReportVersion(Base):
+    """One signed version of a study's report; a signed report is never overwritten.
+
+    Version 1 is the first signature; each amendment adds the next version, so the
+    history of a report is its rows in ``version`` order.
+
+    Attributes
+    ----------
+    id : int
+        Autoincrement primary key.
+    study_id : str
+        The study.
+    version : int
+        1, 2, ...; ``(study_id, version)`` is unique.
+    kind : {"sign", "amend"}
+    report : dict
+        The whole signed report (:mod:`cxrtriage.report.draft`) of this version.
+    reader_label : str or None
+        The radiologist's own label.
+    reader_finding : bool or None
+        Whether ``reader_label`` is a finding.
+    reader_agrees : bool or None
+        Agreement with the AI label, as marked by the radiologist.
+    ai_label : str
+        The AI's combined call the reader judged: ``finding`` or ``no_finding`` (the study's triage).
+    username : str
+        The logged-in user who signed.
+    signed_by : str
+        Display name and user name as printed on the report.
+    signed_at : str
+        ISO 8601 UTC time.
+    """
+
+    __tablename__ = "report_versions"
+    __table_args__ = (
+        UniqueConstraint("study_id", "version", name="uq_report_versions_study_version"),
+        Index("report_versions_signed", "signed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    report: Mapped[dict[str, Any]] = mapped_column(JSONValue)
+    reader_label: Mapped[str | None] = mapped_column(Text)
+    reader_finding: Mapped[bool | None] = mapped_column(Boolean)
+    reader_agrees: Mapped[bool | None] = mapped_column(Boolean)
+    ai_label: Mapped[str] = mapped_column(Text)
+    username: Mapped[str] = mapped_column(String(64))
+    signed_by: Mapped[str] = mapped_column(Text)
+    signed_at: Mapped[str] = mapped_column(String(40))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Column name -> value."""
+        return {attr.key: getattr(self, attr.key) for attr in self.__mapper__.column_attrs}
+
+
+class Notification(Base):
+    """A critical-finding notification waiting for, or done with, delivery (the outbox of :mod:`cxrtriage.serve.notify`).
+
+    Rows are written in the same process that stored the study and removed from the
+    queue only when delivered, so a restart resumes the pending ones (at-least-once).
+
+    Attributes
+    ----------
+    id : int
+        Autoincrement primary key.
+    key : str
+        Idempotency key ``<study_id>:<channel>`` (unique): sent as the ``Idempotency-Key`` header
+        so a receiver can drop a repeated delivery.
+    study_id : str
+    channel : {"webhook", "email"}
+    payload : dict
+        The JSON body (webhook) or the message fields (e-mail); no patient data.
+    status : {"pending", "delivered", "failed"}
+        ``failed`` after the configured number of attempts.
+    attempts : int
+    next_attempt_at : float
+        Unix time of the next attempt (exponential backoff).
+    created_at : str
+    delivered_at : str or None
+    last_error : str or None
+        At most 200 characters.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_notifications_key"),
+        Index("notifications_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(80))
+    study_id: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONValue)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[str] = mapped_column(String(40))
+    delivered_at: Mapped[str | None] = mapped_column(String(40))
+    last_error: Mapped[str | None] = mapped_column(String(200))

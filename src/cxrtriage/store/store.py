@@ -52,6 +52,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from cxrtriage.store.models import ROLES, AuditEvent, Study, User
+from cxrtriage.store.reads import ReadsMixin
 from cxrtriage.store.users import UserError, check_username, hash_password, utc_now, verify_password
 
 __all__ = [
@@ -290,7 +291,7 @@ def upgrade_database(engine: Engine) -> str:
     return rev or ""
 
 
-class StudyStore:
+class StudyStore(ReadsMixin):
     """Studies in a SQL database, their images on disk.
 
     Parameters

@@ -20,10 +20,20 @@ from cxrtriage.serve.service import ApiError
 router = APIRouter(tags=["auth"], include_in_schema=False)
 
 
+def _next(value: str) -> str:
+    """``safe_next`` of a given path; empty stays empty (then the landing page goes by role, :func:`landing_page`)."""
+    return safe_next(value) if value else ""
+
+
+def landing_page(role: str) -> str:
+    """Where a login without a ``next`` page goes: the worklist for radiologists, the upload page otherwise."""
+    return "/worklist" if role == "radiologist" else "/"
+
+
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, next: str = Query("/", max_length=300)) -> HTMLResponse:
+def login_page(request: Request, next: str = Query("", max_length=300)) -> HTMLResponse:
     return render_page(
-        request, "login.html", next=safe_next(next), message=None, no_users=get_service(request).store.user_count() == 0
+        request, "login.html", next=_next(next), message=None, no_users=get_service(request).store.user_count() == 0
     )
 
 
@@ -32,7 +42,7 @@ def login(
     request: Request,
     username: str = Form("", max_length=200),
     password: str = Form("", max_length=1024),
-    next: str = Form("/", max_length=300),
+    next: str = Form("", max_length=300),
 ) -> Response:
     """Check the password (Argon2); on success start a new signed session and go to ``next``."""
     store = get_service(request).store
@@ -40,19 +50,19 @@ def login(
         check_login_allowed(request, username)
     except ApiError as exc:
         audit(request, None, "login_throttled", detail=f"user {username[:64]!r}")
-        return render_page(request, "login.html", 429, next=safe_next(next), message=exc.reason, no_users=False)
+        return render_page(request, "login.html", 429, next=_next(next), message=exc.reason, no_users=False)
     user = store.authenticate(username, password) if username and password else None
     if user is None:
         login_throttle(request).add(login_key(request, username))
         audit(request, None, "login_failed", detail=f"user {username[:64]!r}")
         return render_page(
-            request, "login.html", 401, next=safe_next(next), message="Wrong user name or password.", no_users=False
+            request, "login.html", 401, next=_next(next), message="Wrong user name or password.", no_users=False
         )
     login_throttle(request).reset(login_key(request, username))
     request.session.clear()  # a fresh session: no fixation of an earlier one
     request.session.update({"u": user.username, "s": "full"})
     audit(request, Principal(user.username, user.role), "login")
-    return RedirectResponse(safe_next(next), status_code=303)
+    return RedirectResponse(safe_next(next) if next else landing_page(user.role), status_code=303)
 
 
 @router.post("/logout")

@@ -22,9 +22,10 @@ from cxrtriage.serve.security import (
     page_principal,
     readable_study,
     remember_upload,
-    signer_name,
+    sign_as,
 )
-from cxrtriage.serve.service import ApiError, StudyService, study_out
+from cxrtriage.serve.service import ApiError, StudyService, reader_labels, study_out
+from cxrtriage.store import Study
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -118,16 +119,43 @@ def study_page(
     except ApiError as exc:
         return render_page(request, "error.html", exc.status, error=exc)
     audit(request, principal, "read", rec.id, "page")
+    if principal.can_sign and service.store.mark_opened(rec.id):
+        rec = service.get(rec.id)
+    return _study_page(request, principal, service, rec, duplicate=bool(duplicate), signed=bool(signed))
+
+
+def _study_page(
+    request: Request,
+    principal: Principal,
+    service: StudyService,
+    rec: Study,
+    status: int = 200,
+    *,
+    duplicate: bool = False,
+    signed: bool = False,
+    message: str | None = None,
+) -> HTMLResponse:
+    """The study page: result, viewer, report, sign-off or amendment form, and the signed versions."""
     return render_page(
         request,
         "study.html",
+        status,
         s=study_out(rec),
         user=principal,
-        duplicate=bool(duplicate),
-        signed=bool(signed),
-        message=None,
+        duplicate=duplicate,
+        signed=signed,
+        message=message,
         max_name=MAX_NAME_CHARS,
         max_section=MAX_SECTION_CHARS,
+        classes=reader_labels(rec)[0],
+        versions=[v.to_dict() for v in service.store.report_versions(rec.id)],
+        heatmaps=[
+            {
+                **{k: m[k] for k in ("model", "heat_class")},
+                "url": f"/api/v1/studies/{rec.id}/cam.json?model={m['model']}",
+            }
+            for m in service.heatmaps(rec)
+        ],
     )
 
 
@@ -138,6 +166,9 @@ def sign_off_form(
     radiologist: str = Form(""),
     findings: str = Form(""),
     impression: str = Form(""),
+    agrees: str = Form(""),
+    reader_label: str = Form(""),
+    amend: int = Form(0),
     principal: Principal = Depends(page_principal),
     service: StudyService = Depends(get_service),
 ) -> Response:
@@ -150,23 +181,21 @@ def sign_off_form(
         if not principal.can_sign:
             raise ApiError(403, "forbidden", f"user {principal.username!r} ({principal.role}) may not sign reports off")
         try:
-            body = SignOffIn(radiologist=radiologist or None, findings=findings or None, impression=impression or None)
+            body = SignOffIn(
+                radiologist=radiologist or None,
+                findings=findings or None,
+                impression=impression or None,
+                agrees_with_ai={"yes": True, "no": False}.get(agrees),
+                reader_label=reader_label or None,
+                amend=bool(amend),
+            )
         except ValidationError as exc:
             parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
             raise ApiError(422, "invalid_sign_off", "; ".join(parts)) from None
-        service.sign(study_id, signer_name(principal, body.radiologist), body.findings, body.impression)
+        if body.agrees_with_ai is None:
+            raise ApiError(422, "invalid_sign_off", "mark whether you agree with the AI's call")
+        sign_as(service, principal, study_id, body)
     except ApiError as exc:
-        return render_page(
-            request,
-            "study.html",
-            exc.status,
-            s=study_out(rec),
-            user=principal,
-            duplicate=False,
-            signed=False,
-            message=exc.reason,
-            max_name=MAX_NAME_CHARS,
-            max_section=MAX_SECTION_CHARS,
-        )
-    audit(request, principal, "sign_off", study_id, "page")
+        return _study_page(request, principal, service, rec, exc.status, message=exc.reason)
+    audit(request, principal, "amend" if amend else "sign_off", study_id, "page")
     return RedirectResponse(f"/studies/{study_id}?signed=1", status_code=303)

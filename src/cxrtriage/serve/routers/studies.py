@@ -13,7 +13,15 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from cxrtriage.serve.deps import get_service
-from cxrtriage.serve.schemas import ErrorOut, ReportOut, SignOffIn, StudyList, StudyOut
+from cxrtriage.serve.schemas import (
+    ErrorOut,
+    HeatmapOut,
+    ReportOut,
+    ReportVersionList,
+    SignOffIn,
+    StudyList,
+    StudyOut,
+)
 from cxrtriage.serve.security import (
     Principal,
     audit,
@@ -21,9 +29,9 @@ from cxrtriage.serve.security import (
     require_full,
     require_principal,
     require_radiologist,
-    signer_name,
+    sign_as,
 )
-from cxrtriage.serve.service import StudyService, study_out
+from cxrtriage.serve.service import ApiError, StudyService, study_out
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
@@ -38,7 +46,7 @@ _ERROR_TEXT = {
     401: "Not logged in (HTTP Basic or the session cookie)",
     403: "Logged in, but not allowed (role or upload-only session)",
     404: "No such study (or picture)",
-    409: "Report already signed off",
+    409: "Report already signed off (or, amending, not signed yet)",
     422: "Invalid path, query or body parameters",
 }
 _AUTH = _errors(401, 403, 422)
@@ -58,6 +66,15 @@ _REPORT: dict[int | str, dict[str, Any]] = {
             "text/html": {"schema": {"type": "string"}},
             "application/pdf": {"schema": {"type": "string", "format": "binary"}},
         },
+    }
+}
+
+#: The original pixels: raw uint16 with their geometry in headers.
+_U16: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Raw little-endian uint16 pixels, row-major; headers X-Width, X-Height, X-Offset (add to get "
+        "modality values), X-Window-Center and X-Window-Width (the file's default window, if any)",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
 
@@ -157,7 +174,7 @@ def report(
     "/{study_id}/report/sign-off",
     response_model=StudyOut,
     responses=_errors(400, 401, 403, 404, 409, 422),
-    summary="Radiologist sign-off of the draft report (radiologists only)",
+    summary="Radiologist sign-off (or amendment) of the report, with the reader's call (radiologists only)",
 )
 def sign_off(
     request: Request,
@@ -166,6 +183,63 @@ def sign_off(
     principal: Principal = Depends(require_radiologist),
     service: StudyService = Depends(get_service),
 ) -> dict:
-    rec = service.sign(study_id, signer_name(principal, body.radiologist), body.findings, body.impression)
-    audit(request, principal, "sign_off", rec.id, "api")
+    """Sign the draft off, or with ``amend: true`` amend the signed report; every signature is a kept version."""
+    rec = sign_as(service, principal, study_id, body)
+    audit(request, principal, "amend" if body.amend else "sign_off", rec.id, "api")
     return study_out(rec)
+
+
+@router.get(
+    "/{study_id}/report/versions",
+    response_model=ReportVersionList,
+    responses=_404,
+    summary="Every signed version of the report (signature and amendments), oldest first",
+)
+def report_versions(
+    request: Request,
+    study_id: str = _ID,
+    principal: Principal = Depends(require_principal),
+    service: StudyService = Depends(get_service),
+) -> dict:
+    rec = readable_study(request, principal, service, study_id)
+    audit(request, principal, "read", rec.id, "report versions")
+    return {"study_id": rec.id, "versions": [v.to_dict() for v in service.store.report_versions(rec.id)]}
+
+
+@router.get(
+    "/{study_id}/cam.json",
+    response_model=HeatmapOut,
+    responses=_404,
+    summary="Class activation map of one model (normalised to [0, 1]) for the viewer's heatmap overlay",
+)
+def heatmap_data(
+    request: Request,
+    study_id: str = _ID,
+    model: str | None = Query(None, max_length=200, description="model name (default: the first with a map)"),
+    principal: Principal = Depends(require_principal),
+    service: StudyService = Depends(get_service),
+) -> dict:
+    rec = readable_study(request, principal, service, study_id)
+    maps = [m for m in service.heatmaps(rec) if model is None or m["model"] == model]
+    if not maps:
+        raise ApiError(404, "not_found", f"study {rec.id} has no heatmap" + (f" of model {model!r}" if model else ""))
+    audit(request, principal, "read", rec.id, "cam.json")
+    return maps[0]
+
+
+@router.get(
+    "/{study_id}/original.u16",
+    responses={**_U16, **_404},
+    response_class=Response,
+    summary="Original 16-bit pixels of a DICOM upload (raw little-endian uint16, row-major), for window/level",
+)
+def original_pixels(
+    request: Request,
+    study_id: str = _ID,
+    principal: Principal = Depends(require_principal),
+    service: StudyService = Depends(get_service),
+) -> Response:
+    rec = readable_study(request, principal, service, study_id)
+    data, headers = service.original_pixels(rec)
+    audit(request, principal, "read", rec.id, "original.u16")
+    return Response(content=data, media_type="application/octet-stream", headers=headers)
