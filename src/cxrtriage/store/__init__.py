@@ -6,6 +6,7 @@ Layer 3: imports :mod:`cxrtriage.config`, :mod:`cxrtriage.tasks`,
 """
 
 from cxrtriage.store.models import ROLES, AuditEvent, Base, Study, User
+from cxrtriage.store.outbox import Outbox, OutboxItem, OutgoingObject
 from cxrtriage.store.store import (
     DB_NAME,
     DatabaseURLError,
@@ -26,6 +27,9 @@ __all__ = [
     "DB_NAME",
     "Base",
     "DatabaseURLError",
+    "Outbox",
+    "OutboxItem",
+    "OutgoingObject",
     "StoreUnavailableError",
     "Study",
     "StudyStore",

@@ -1,0 +1,68 @@
+"""The DICOM objects sent back for one analysed image: the SR and the heatmap Secondary Capture."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cxrtriage.report.dicom_out import build_heatmap_sc, build_sr
+from cxrtriage.serve.service import ApiError, StudyService
+from cxrtriage.store import OutgoingObject, Study
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+__all__ = ["model_results", "result_objects", "part10_bytes"]
+
+log = logging.getLogger(__name__)
+
+
+def model_results(rec: Study) -> Sequence[Any]:
+    """The per-model results of a study (``rec.results``), or the study itself when it holds one model's result."""
+    results = getattr(rec, "results", None)
+    return list(results) if results else [rec]
+
+
+def part10_bytes(ds: Dataset) -> bytes:
+    """A data set as DICOM Part 10 file bytes (preamble, file meta, data set)."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def result_objects(service: StudyService, rec: Study, source: Dataset) -> list[OutgoingObject]:
+    """Build the SR and, when the study has a heatmap, the Secondary Capture for one received image.
+
+    Parameters
+    ----------
+    service : StudyService
+        Renders the heatmap overlay (cached in the data folder, de-identified pixels only).
+    rec : Study
+        The stored study of the image.
+    source : pydicom.dataset.Dataset
+        The received image's header (identifiers kept only to file the results beside it).
+
+    Returns
+    -------
+    list of OutgoingObject
+        ``[sr]`` or ``[sr, sc]``, ready for :meth:`cxrtriage.store.Outbox.enqueue`.
+    """
+    from PIL import Image
+
+    objs = []
+    sr = build_sr(source, model_results(rec), rec.id)
+    objs.append(OutgoingObject("sr", str(sr.SOPClassUID), str(sr.SOPInstanceUID), part10_bytes(sr), rec.id))
+    try:
+        path = service.picture(rec, "heatmap")
+    except ApiError:  # a model without a class activation map: no heatmap series
+        log.info("study %s has no heatmap: only the SR is sent", rec.id)
+        return objs
+    with Image.open(path) as im:
+        overlay = np.asarray(im.convert("RGB"))
+    sc = build_heatmap_sc(source, overlay, rec.id, rec.heat_class)
+    objs.append(OutgoingObject("sc", str(sc.SOPClassUID), str(sc.SOPInstanceUID), part10_bytes(sc), rec.id))
+    return objs

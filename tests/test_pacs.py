@@ -1,0 +1,285 @@
+"""Hospital integration against a real PACS: Orthanc on loopback, the DICOM listener, SR and heatmap back.
+
+Orthanc (Debian ``orthanc`` + ``orthanc-dicomweb``; ``scripts/test.sh`` installs them) runs as a
+subprocess with a generated configuration; the listener runs in-process with the real model.
+The images are real chest radiographs (``../shared/data`` when present, else the shipped examples)
+written as DX DICOM files with patient identifiers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxrtriage.data.dicom import write_dicom
+from cxrtriage.data.io import read_image
+from cxrtriage.serve.testing import copy_model_dir, find_model_dir, free_port
+
+pydicom = pytest.importorskip("pydicom")
+pytest.importorskip("pynetdicom", reason="pynetdicom not installed (pip install -e '.[serve]')")
+pytest.importorskip("highdicom", reason="highdicom not installed (pip install -e '.[serve]')")
+
+from cxrtriage.pacs.testing import OrthancServer, find_orthanc  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "kermany-pneumonia"
+EXAMPLES = REPO / "src" / "cxrtriage" / "examples"
+
+LISTENER_AE = "CXRTRIAGE"
+ORTHANC_AE = "ORTHANC"
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
+SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def real_cxr_paths(n: int) -> list[Path]:
+    """``n`` real chest radiographs: Kermany train images from ../shared/data, else the shipped examples."""
+    if (SHARED / "manifest.csv").is_file():
+        with open(SHARED / "manifest.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        return [SHARED / r["path"] for r in rows[:: max(1, len(rows) // n)][:n]]
+    return sorted(EXAMPLES.glob("*.jpg"))[:n]
+
+
+def dx_file(img: np.ndarray, patient: str = "Doe^Jane", patient_id: str = "PAT-001", **kw) -> bytes:
+    """A 16-bit DX DICOM file of ``img`` (uint8 (H, W)) with patient identifiers."""
+    buf = io.BytesIO()
+    write_dicom(
+        buf, img.astype(np.uint16) * 16, bits=16, window=(2048, 4096), patient_name=patient, patient_id=patient_id, **kw
+    )
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    src = find_model_dir()
+    if src is None:
+        pytest.skip("no trained model (shipped model missing and $CXRTRIAGE_TEST_MODEL unset)")
+    return copy_model_dir(src, tmp_path_factory.mktemp("pacs-model") / src.name)
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    from cxrtriage.serve.service import Engine
+    from cxrtriage.serve.settings import ServeSettings
+
+    return Engine(ServeSettings(model_dir=model_dir, data_dir=model_dir.parent / "unused", threads=1))
+
+
+@pytest.fixture(scope="module")
+def orthanc_binary() -> str:
+    found = find_orthanc()
+    if found is None:
+        pytest.skip(
+            "Orthanc is not installed and could not be (scripts/test.sh: apt-get install orthanc orthanc-dicomweb)"
+        )
+    return found
+
+
+def _listener(engine, data_dir: Path, port: int, return_to: str | None, **kw):
+    from cxrtriage.pacs.listener import Listener
+    from cxrtriage.pacs.settings import ListenSettings
+    from cxrtriage.serve.service import StudyService
+    from cxrtriage.serve.settings import ServeSettings
+
+    serve = ServeSettings(model_dir=engine.settings.model_dir, data_dir=data_dir, threads=1)
+    settings = ListenSettings(
+        service=serve,
+        ae_title=LISTENER_AE,
+        port=port,
+        return_to=return_to,
+        retry_base_s=0.2,
+        retry_max_s=1.0,
+        poll_s=0.5,
+        **kw,
+    )
+    return Listener(settings, StudyService(serve, engine))
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory, engine, orthanc_binary) -> Iterator[tuple[OrthancServer, object]]:
+    """Orthanc and the listener, each knowing the other: Orthanc forwards to ``cxr``, results go to ORTHANC."""
+    root = tmp_path_factory.mktemp("orthanc")
+    listen_port, dicom_port = free_port(), free_port()
+    orthanc = OrthancServer(
+        root, free_port(), dicom_port, ORTHANC_AE, {"cxr": (LISTENER_AE, "127.0.0.1", listen_port)}, orthanc_binary
+    )
+    orthanc.start()
+    listener = _listener(
+        engine, tmp_path_factory.mktemp("pacs-data"), listen_port, f"{ORTHANC_AE}@127.0.0.1:{dicom_port}"
+    )
+    listener.start()
+    try:
+        yield orthanc, listener
+    finally:
+        listener.stop()
+        orthanc.stop()
+
+
+def _wait_for_results(orthanc: OrthancServer, study: str, timeout: float = 60.0) -> dict[str, list[str]]:
+    """Instance ids of the SR and Secondary Capture series in an Orthanc study, once both are there."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, list[str]] = {}
+    while time.monotonic() < deadline:
+        found = {}
+        for series in orthanc.series_of_study(study):
+            for inst in series["Instances"]:
+                tags = orthanc.get(f"/instances/{inst}/simplified-tags")
+                found.setdefault(tags.get("SOPClassUID", ""), []).append(inst)
+        if SR_CLASS in found and SC_CLASS in found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError(f"no SR and heatmap in Orthanc study {study} after {timeout:.0f} s: {found}")
+
+
+def test_orthanc_round_trip_sr_and_heatmap(pacs, model_dir):
+    """Orthanc -> C-STORE -> cxr listen -> SR + heatmap C-STORE -> the same Orthanc study; SR probabilities == API."""
+    from cxrtriage import load_model
+    from cxrtriage.report.dicom_out import read_sr_probabilities
+
+    orthanc, listener = pacs
+    path = real_cxr_paths(1)[0]
+    dicom = dx_file(read_image(path))
+    src = pydicom.dcmread(io.BytesIO(dicom))
+    stored = orthanc.upload(dicom)
+    orthanc.send_to("cxr", [stored["ID"]])
+    found = _wait_for_results(orthanc, stored["ParentStudy"])
+    assert len(found[SR_CLASS]) == 1 and len(found[SC_CLASS]) == 1
+
+    sr = pydicom.dcmread(io.BytesIO(orthanc.instance_file(found[SR_CLASS][0])))
+    # filed into the same patient and study, referencing the analysed image
+    assert (sr.PatientName, sr.PatientID, sr.StudyInstanceUID) == (src.PatientName, src.PatientID, src.StudyInstanceUID)
+    assert sr.SeriesInstanceUID != src.SeriesInstanceUID
+    ref = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID
+    results = read_sr_probabilities(sr)
+    assert len(results) >= 1
+
+    # the same image through the Python API (ONNX Runtime, like the listener)
+    api_model = load_model(model_dir, backend="onnx", threads=1)
+    tmp = model_dir.parent / "roundtrip.dcm"
+    tmp.write_bytes(dicom)
+    api_probs = api_model.probabilities(str(tmp))[0]
+    got = results[0]
+    assert got["model_version"] == api_model.config.version
+    assert list(got["probabilities"]) == api_model.classes
+    np.testing.assert_allclose(list(got["probabilities"].values()), api_probs, atol=1e-6)
+    assert got["label"] in api_model.classes
+    text = sr.ContentSequence[1].TextValue
+    assert "Not a diagnosis" in text
+
+    sc = pydicom.dcmread(io.BytesIO(orthanc.instance_file(found[SC_CLASS][0])))
+    assert sc.StudyInstanceUID == src.StudyInstanceUID and sc.PatientID == src.PatientID
+    assert "AI" in sc.SeriesDescription and "not a diagnosis" in sc.SeriesDescription
+    assert sc.PhotometricInterpretation == "RGB" and sc.pixel_array.shape[2] == 3
+
+    # the store holds the de-identified study only; the outbox row's identifiers are erased once sent
+    rec = listener.service.store.recent(1)[0]
+    assert "PatientName" not in (rec.dicom_meta or {}) and "Doe" not in str(rec.to_dict())
+    rows = listener.outbox.items(rec.id)
+    assert {r.kind for r in rows} == {"sr", "sc"} and all(r.status == "sent" and r.dataset is None for r in rows)
+
+    # sending the same instance again files no duplicate (derived UIDs)
+    orthanc.send_to("cxr", [stored["ID"]])
+    time.sleep(1.0)
+    again = _wait_for_results(orthanc, stored["ParentStudy"])
+    assert len(again[SR_CLASS]) == 1 and len(again[SC_CLASS]) == 1
+
+
+def test_results_survive_a_pacs_outage(pacs):
+    """Orthanc down when the result is ready: it stays in the outbox and arrives after Orthanc restarts."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation
+
+    orthanc, listener = pacs
+    img = read_image(real_cxr_paths(2)[1])
+    dicom = dx_file(img, patient="Roe^Richard", patient_id="PAT-002")
+    src = pydicom.dcmread(io.BytesIO(dicom))
+    orthanc.stop()
+    try:
+        ae = AE("MODALITY1")
+        ae.add_requested_context(DigitalXRayImageStorageForPresentation)
+        assoc = ae.associate("127.0.0.1", listener.port, ae_title=LISTENER_AE)
+        assert assoc.is_established
+        status = assoc.send_c_store(src)
+        assoc.release()
+        assert status.Status == 0x0000
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pending = [r for r in listener.outbox.items() if r.status == "pending"]
+            if pending and all(r.attempts >= 2 for r in pending):
+                break
+            time.sleep(0.2)
+        assert pending and all(r.attempts >= 2 and r.last_error for r in pending), pending
+    finally:
+        orthanc.start()
+    # the image came from the modality straight to us, so the PACS learns of the study from the results
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and listener.outbox.counts().get("pending"):
+        time.sleep(0.25)
+    assert not listener.outbox.counts().get("pending"), listener.outbox.items()
+    found = orthanc.post("/tools/find", {"Level": "Study", "Query": {"StudyInstanceUID": src.StudyInstanceUID}})
+    assert len(found) == 1
+    got = _wait_for_results(orthanc, found[0], timeout=10)
+    assert len(got[SR_CLASS]) == 1 and len(got[SC_CLASS]) == 1
+
+
+def test_non_cxr_and_malformed_dicom_get_failure_statuses(pacs):
+    """CT, a DX whose Modality is CT, truncated pixels and a non-image: DIMSE failure statuses; the listener goes on."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage, DigitalXRayImageStorageForPresentation, Verification
+
+    _, listener = pacs
+    img = read_image(real_cxr_paths(3)[2])
+    good = pydicom.dcmread(io.BytesIO(dx_file(img, patient_id="PAT-003")))
+    ct = pydicom.dcmread(io.BytesIO(dx_file(img)))
+    ct.SOPClassUID, ct.Modality = CTImageStorage, "CT"
+    dx_ct = pydicom.dcmread(io.BytesIO(dx_file(img)))
+    dx_ct.Modality = "CT"
+    truncated = pydicom.dcmread(io.BytesIO(dx_file(img)))
+    truncated.PixelData = truncated.PixelData[:1000]
+    no_pixels = pydicom.dcmread(io.BytesIO(dx_file(img)))
+    del no_pixels.PixelData
+    refused_before = listener.refused
+
+    ae = AE("MODALITY1")
+    for ctx in (DigitalXRayImageStorageForPresentation, CTImageStorage, Verification):
+        ae.add_requested_context(ctx)
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title=LISTENER_AE)
+    assert assoc.is_established
+    try:
+        answers = {}
+        for name, ds in (("ct", ct), ("dx_ct", dx_ct), ("truncated", truncated), ("no_pixels", no_pixels)):
+            st = assoc.send_c_store(ds)
+            answers[name] = (int(st.Status), str(st.get("ErrorComment", "")))
+        assert answers["ct"][0] == 0x0122 and "not CR/DX" in answers["ct"][1]
+        assert answers["dx_ct"][0] == 0xC000 and "Modality CT" in answers["dx_ct"][1]
+        assert answers["truncated"][0] == 0xC000
+        assert answers["no_pixels"][0] == 0xC000 and "pixel data" in answers["no_pixels"][1]
+        # still alive on the same association, and for a good image
+        assert assoc.send_c_echo().Status == 0x0000
+        assert assoc.send_c_store(good).Status == 0x0000
+    finally:
+        assoc.release()
+    assert listener.refused - refused_before == 4
+
+
+def test_calling_ae_allow_list(engine, tmp_path):
+    """Only allow-listed calling AE titles may associate; others get A-ASSOCIATE-RJ."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    with _listener(engine, tmp_path, 0, None, allowed_calling=("GOODMOD",)) as listener:
+        for aet, ok in (("GOODMOD", True), ("INTRUDER", False)):
+            ae = AE(aet)
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", listener.port, ae_title=LISTENER_AE)
+            assert assoc.is_established is ok and assoc.is_rejected is (not ok)
+            if ok:
+                assert assoc.send_c_echo().Status == 0
+                assoc.release()
