@@ -283,3 +283,63 @@ def test_calling_ae_allow_list(engine, tmp_path):
             if ok:
                 assert assoc.send_c_echo().Status == 0
                 assoc.release()
+
+
+def _multipart_related(parts: list[tuple[str, bytes]], boundary: str = "cxr-boundary-7d1a") -> tuple[bytes, str]:
+    body = b"".join(f"--{boundary}\r\nContent-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n" for ctype, data in parts)
+    return body + f"--{boundary}--\r\n".encode(), f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def test_stow_rs_and_fhir(engine, tmp_path):
+    """STOW-RS stores the DX instances and answers a DICOM JSON response; the FHIR report validates."""
+    httpx = pytest.importorskip("httpx")
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+
+    from cxrtriage.serve.service import StudyService
+    from cxrtriage.serve.settings import ServeSettings
+    from cxrtriage.serve.testing import add_user, running_server
+
+    add_user(tmp_path, "rad", "rad-password-1")
+    settings = ServeSettings(model_dir=engine.settings.model_dir, data_dir=tmp_path, port=0, threads=1)
+    img = read_image(real_cxr_paths(4)[3])
+    good = dx_file(img, patient="Stow^Sam", patient_id="PAT-004")
+    ct = pydicom.dcmread(io.BytesIO(dx_file(img)))
+    ct.SOPClassUID, ct.Modality = "1.2.840.10008.5.1.4.1.1.2", "CT"
+    buf = io.BytesIO()
+    ct.save_as(buf, enforce_file_format=True)
+    body, ctype = _multipart_related(
+        [("application/dicom", good), ("application/dicom", buf.getvalue()), ("application/dicom", b"not dicom")]
+    )
+    with running_server(settings, StudyService(settings, engine)) as url, httpx.Client(base_url=url, timeout=60) as c:
+        assert c.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype}).status_code == 401
+        c.auth = ("rad", "rad-password-1")
+        r = c.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype})
+        assert r.status_code == 202 and r.headers["content-type"].startswith("application/dicom+json"), r.text
+        j = r.json()
+        stored, failed = j["00081199"]["Value"], j["00081198"]["Value"]
+        src = pydicom.dcmread(io.BytesIO(good))
+        assert [s["00081155"]["Value"][0] for s in stored] == [src.SOPInstanceUID]
+        assert [f["00081197"]["Value"][0] for f in failed] == [0x0122, 0xC000]
+        assert failed[0]["00081155"]["Value"][0] == ct.SOPInstanceUID
+        study = c.get(stored[0]["00081190"]["Value"][0]).json()
+        assert "Stow" not in str(study)
+
+        only_bad, ctype2 = _multipart_related([("application/dicom", b"not dicom")])
+        assert c.post("/dicomweb/studies", content=only_bad, headers={"Content-Type": ctype2}).status_code == 409
+        assert (
+            c.post("/dicomweb/studies", content=good, headers={"Content-Type": "application/dicom"}).status_code == 415
+        )
+
+        f = c.get(f"/api/v1/studies/{study['study_id']}/fhir")
+        assert f.status_code == 200 and f.headers["content-type"].startswith("application/fhir+json")
+        report = DiagnosticReport.model_validate(f.json())
+        assert report.status == "preliminary" and len(report.contained) == len(report.result) >= 1
+        obs = report.contained[0]
+        probs = {
+            comp.code.text.removeprefix("Probability of "): float(comp.valueQuantity.value)
+            for comp in obs.component
+            if comp.code.text.startswith("Probability")
+        }
+        assert probs == pytest.approx(study["probabilities"], abs=1e-12)
+        assert "Not a diagnosis" in report.conclusion
+        assert c.get("/api/v1/studies/0123456789abcdef/fhir").status_code == 404

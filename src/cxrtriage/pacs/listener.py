@@ -37,33 +37,23 @@ from cxrtriage.pacs.results import result_objects
 from cxrtriage.pacs.sender import Sender
 from cxrtriage.pacs.settings import ListenSettings
 from cxrtriage.report.dicom_out import source_header
+from cxrtriage.serve.interop import (
+    CANNOT_UNDERSTAND,
+    CXR_STORAGE_SOP_CLASSES,
+    PROCESSING_FAILURE,
+    SOP_CLASS_NOT_SUPPORTED,
+    SUCCESS,
+    failure_status,
+)
 from cxrtriage.serve.service import ApiError, StudyService
 from cxrtriage.store import Outbox
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = ["Listener", "CXR_STORAGE_SOP_CLASSES", "status_for"]
+__all__ = ["Listener"]
 
 log = logging.getLogger(__name__)
-
-#: Storage SOP classes of projection chest radiographs (PS3.4 B.5): CR Image Storage and the two
-#: Digital X-Ray Image Storage classes. Everything else is answered 0x0122.
-CXR_STORAGE_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.1": "CR Image Storage",
-    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
-    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
-}
-
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC000
-PROCESSING_FAILURE = 0x0110
-
-
-def status_for(exc: ApiError) -> int:
-    """The C-STORE failure status for a refused upload (413/503 -> 0xA700; 415/422 and others -> 0xC000)."""
-    return OUT_OF_RESOURCES if exc.status in (413, 503) else CANNOT_UNDERSTAND
 
 
 def _status(code: int, comment: str | None = None) -> Dataset:
@@ -140,7 +130,7 @@ class Listener:
         try:
             rec, duplicate, _ = self.service.predict(data, name)
         except ApiError as exc:
-            return self._refuse(status_for(exc), exc.reason.removeprefix(f"{name}: "), calling)
+            return self._refuse(failure_status(exc), exc.reason.removeprefix(f"{name}: "), calling)
         except Exception as exc:  # noqa: BLE001 - never let one instance stop the listener
             log.exception("C-STORE from %s: unexpected error", calling)
             return self._refuse(PROCESSING_FAILURE, f"processing failure ({exc.__class__.__name__})", calling)
@@ -153,7 +143,7 @@ class Listener:
         with self._count_lock:
             self.received += 1
         log.info("C-STORE from %s: study %s%s", calling, rec.id, " (same pixels as before)" if duplicate else "")
-        return 0x0000
+        return SUCCESS
 
     def _queue_results(self, data: bytes, rec: Any) -> None:
         import pydicom
@@ -168,7 +158,7 @@ class Listener:
     @staticmethod
     def handle_echo(event: Any) -> int:
         """``EVT_C_ECHO`` handler: always success (0x0000)."""
-        return 0x0000
+        return SUCCESS
 
     # -- life cycle -------------------------------------------------------
     def _ae(self) -> Any:

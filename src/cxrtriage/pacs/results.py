@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxrtriage.report.dicom_out import build_heatmap_sc, build_sr
+from cxrtriage.serve.interop import model_results
 from cxrtriage.serve.service import ApiError, StudyService
 from cxrtriage.store import OutgoingObject, Study
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = ["model_results", "result_objects", "part10_bytes"]
+__all__ = ["result_objects", "part10_bytes"]
 
 log = logging.getLogger(__name__)
-
-
-def model_results(rec: Study) -> Sequence[Any]:
-    """The per-model results of a study (``rec.results``), or the study itself when it holds one model's result."""
-    results = getattr(rec, "results", None)
-    return list(results) if results else [rec]
 
 
 def part10_bytes(ds: Dataset) -> bytes:

@@ -306,9 +306,7 @@ def build_sr(
         referenced_sop_instance_uid=source.SOPInstanceUID,
         relationship_type=contains,
     )
-    root.ContentSequence = ContentSequence(
-        [lang, comment, image, *[_model_container(r) for r in shown]], is_root=False
-    )
+    root.ContentSequence = ContentSequence([lang, comment, image, *[_model_container(r) for r in shown]], is_root=False)
     src = _filled_header(source)
     sr = ComprehensiveSR(
         evidence=[src],

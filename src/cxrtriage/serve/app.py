@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cxrtriage import DISCLAIMER, __version__
 from cxrtriage.serve.lan import public_url
-from cxrtriage.serve.routers import auth, pages, predict, studies, system
+from cxrtriage.serve.routers import auth, dicomweb, pages, predict, studies, system
 from cxrtriage.serve.security import (
     SESSION_COOKIE,
     AnonymousUploadGuard,
@@ -130,7 +130,7 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
     tdir = resources.files("cxrtriage.serve") / "templates"
     app.state.templates = Jinja2Templates(directory=str(tdir))
     app.mount("/static", StaticFiles(directory=str(resources.files("cxrtriage.serve") / "static")), name="static")
-    for r in (auth.router, pages.router, predict.router, studies.router, system.router):
+    for r in (auth.router, pages.router, predict.router, studies.router, dicomweb.router, system.router):
         app.include_router(r)
     # innermost first: the signed session cookie (itsdangerous), the body limit, the CSRF Origin check, headers
     app.add_middleware(

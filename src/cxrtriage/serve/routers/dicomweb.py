@@ -1,0 +1,184 @@
+"""DICOMweb STOW-RS: ``POST /dicomweb/studies`` stores chest radiographs sent as ``multipart/related``.
+
+Each ``application/dicom`` part goes through the web upload's code path
+(:meth:`cxrtriage.serve.service.StudyService.predict`: limits, decoding with
+de-identification, gates, models, store). The answer is the STOW-RS response
+module of DICOM PS3.18 10.5.3 as DICOM JSON (``application/dicom+json``):
+``ReferencedSOPSequence`` (0008,1199) for the stored instances and
+``FailedSOPSequence`` (0008,1198) with a ``FailureReason`` (0008,1197) for the
+refused ones (0x0122 not a CR/DX storage SOP class, 0xC000 cannot understand,
+0xA700 out of resources), each with its SOP Class and Instance UIDs. Status:
+200 all stored, 202 some stored, 409 none stored; 415 for a body that is not
+``multipart/related; type="application/dicom"``.
+
+The whole request counts against the upload size limit (``--max-upload-mb``).
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import io
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from cxrtriage.serve.deps import get_service
+from cxrtriage.serve.interop import (
+    CANNOT_UNDERSTAND,
+    CXR_STORAGE_SOP_CLASSES,
+    SOP_CLASS_NOT_SUPPORTED,
+    failure_status,
+)
+from cxrtriage.serve.schemas import ErrorOut
+from cxrtriage.serve.security import Principal, audit, check_upload_quota, remember_upload, require_uploader
+from cxrtriage.serve.service import ApiError, StudyService
+
+__all__ = ["router", "split_multipart_related"]
+
+router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
+
+#: DICOM JSON tags (PS3.18 F.2) of the STOW-RS response module.
+_REFERENCED_SOP_SEQUENCE = "00081199"
+_FAILED_SOP_SEQUENCE = "00081198"
+_SOP_CLASS = "00081150"
+_SOP_INSTANCE = "00081155"
+_FAILURE_REASON = "00081197"
+_RETRIEVE_URL = "00081190"
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "All instances stored (DICOM JSON STOW-RS response)",
+        "content": {"application/dicom+json": {}},
+    },
+    202: {"description": "Some instances stored, some refused (see FailedSOPSequence)"},
+    409: {"description": "No instance stored (see FailedSOPSequence)"},
+    **{
+        c: {"model": ErrorOut, "description": text}
+        for c, text in (
+            (400, "Malformed multipart/related body"),
+            (401, "Not logged in (HTTP Basic or the session cookie)"),
+            (413, "Request larger than the upload limit"),
+            (415, 'Not multipart/related; type="application/dicom"'),
+            (429, "Upload quota exceeded (see the Retry-After header)"),
+        )
+    },
+}
+
+
+def split_multipart_related(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
+    """The parts of a ``multipart/related`` body (RFC 2387) as ``(content type, bytes)``.
+
+    Parameters
+    ----------
+    content_type : str
+        The request's ``Content-Type`` header, with its ``boundary`` parameter.
+    body : bytes
+
+    Returns
+    -------
+    list of (str, bytes)
+
+    Raises
+    ------
+    ApiError
+        415 not ``multipart/related`` or a ``type`` other than ``application/dicom``; 400 no boundary or no part.
+    """
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype != "multipart/related":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f'Content-Type {ctype or "missing"}: multipart/related; type="application/dicom" expected',
+        )
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    param = msg.get_param("type")
+    declared = (param if isinstance(param, str) else "application/dicom").lower()
+    if declared != "application/dicom":
+        raise ApiError(
+            415, "unsupported_media_type", f"multipart/related of type {declared}: only application/dicom is accepted"
+        )
+    if not msg.get_boundary() or not msg.is_multipart():
+        raise ApiError(400, "bad_request", "multipart/related body without a boundary or parts")
+    parts = []
+    for part in msg.iter_parts():
+        payload = part.get_payload(decode=True)
+        parts.append((part.get_content_type(), payload if isinstance(payload, bytes) else b""))
+    if not parts:
+        raise ApiError(400, "bad_request", "multipart/related body with no part")
+    return parts
+
+
+def _uids(data: bytes) -> tuple[str, str]:
+    """SOP Class and Instance UIDs of a DICOM file (empty when unreadable)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        return str(ds.get("SOPClassUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")
+    except Exception:  # noqa: BLE001 - an unreadable part is refused below, with empty UIDs
+        return "", ""
+
+
+def _uid_attrs(sop_class: str, sop_instance: str) -> dict[str, Any]:
+    return {
+        _SOP_CLASS: {"vr": "UI", "Value": [sop_class]} if sop_class else {"vr": "UI"},
+        _SOP_INSTANCE: {"vr": "UI", "Value": [sop_instance]} if sop_instance else {"vr": "UI"},
+    }
+
+
+@router.post(
+    "/studies",
+    responses=_RESPONSES,
+    response_class=JSONResponse,
+    summary="STOW-RS: store DICOM chest radiographs (multipart/related; type=application/dicom)",
+)
+async def stow(
+    request: Request,
+    principal: Principal = Depends(require_uploader),
+    service: StudyService = Depends(get_service),
+) -> JSONResponse:
+    """Analyse and store each ``application/dicom`` part; the DICOM JSON STOW-RS response.
+
+    Each stored instance's ``RetrieveURL`` (0008,1190) is its cxrtriage study (JSON), not a WADO-RS URL.
+    """
+    from starlette.concurrency import run_in_threadpool
+
+    check_upload_quota(request, principal)
+    body = await request.body()
+    parts = split_multipart_related(request.headers.get("content-type", ""), body)
+    stored: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    base = str(request.base_url).rstrip("/")
+    for n, (ctype, data) in enumerate(parts, 1):
+        sop_class, sop_instance = await run_in_threadpool(_uids, data)
+        if ctype != "application/dicom":
+            reason, why = CANNOT_UNDERSTAND, f"part {n}: {ctype} is not application/dicom"
+        elif sop_class and sop_class not in CXR_STORAGE_SOP_CLASSES:
+            reason, why = SOP_CLASS_NOT_SUPPORTED, f"part {n}: SOP Class {sop_class} is not CR/DX image storage"
+        else:
+            try:
+                rec, duplicate, _ = await run_in_threadpool(service.predict, data, f"STOW-RS part {n}")
+            except ApiError as exc:
+                reason, why = failure_status(exc), exc.reason
+            else:
+                remember_upload(request, principal, rec.id)
+                audit(request, principal, "upload", rec.id, "stow-rs duplicate" if duplicate else "stow-rs")
+                stored.append(
+                    {
+                        **_uid_attrs(sop_class, sop_instance),
+                        _RETRIEVE_URL: {"vr": "UR", "Value": [f"{base}/api/v1/studies/{rec.id}"]},
+                    }
+                )
+                continue
+        audit(request, principal, "upload_refused", detail=f"stow-rs 0x{reason:04X} {why}")
+        failed.append({**_uid_attrs(sop_class, sop_instance), _FAILURE_REASON: {"vr": "US", "Value": [reason]}})
+    out: dict[str, Any] = {}
+    if stored:
+        out[_REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": stored}
+    if failed:
+        out[_FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": failed}
+    status = 200 if not failed else 202 if stored else 409
+    return JSONResponse(out, status_code=status, media_type="application/dicom+json")
