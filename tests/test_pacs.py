@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrtriage.data.dicom import write_dicom
 from cxrtriage.data.io import read_image
 from cxrtriage.serve.testing import copy_model_dir, find_model_dir, free_port
 
@@ -25,7 +24,7 @@ pydicom = pytest.importorskip("pydicom")
 pytest.importorskip("pynetdicom", reason="pynetdicom not installed (pip install -e '.[serve]')")
 pytest.importorskip("highdicom", reason="highdicom not installed (pip install -e '.[serve]')")
 
-from cxrtriage.pacs.testing import OrthancServer, find_orthanc  # noqa: E402
+from cxrtriage.pacs.testing import OrthancServer, dx_bytes, find_orthanc  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "kermany-pneumonia"
@@ -44,15 +43,6 @@ def real_cxr_paths(n: int) -> list[Path]:
             rows = list(csv.DictReader(fh))
         return [SHARED / r["path"] for r in rows[:: max(1, len(rows) // n)][:n]]
     return sorted(EXAMPLES.glob("*.jpg"))[:n]
-
-
-def dx_file(img: np.ndarray, patient: str = "Doe^Jane", patient_id: str = "PAT-001", **kw) -> bytes:
-    """A 16-bit DX DICOM file of ``img`` (uint8 (H, W)) with patient identifiers."""
-    buf = io.BytesIO()
-    write_dicom(
-        buf, img.astype(np.uint16) * 16, bits=16, window=(2048, 4096), patient_name=patient, patient_id=patient_id, **kw
-    )
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +134,7 @@ def test_orthanc_round_trip_sr_and_heatmap(pacs, model_dir):
 
     orthanc, listener = pacs
     path = real_cxr_paths(1)[0]
-    dicom = dx_file(read_image(path))
+    dicom = dx_bytes(read_image(path))
     src = pydicom.dcmread(io.BytesIO(dicom))
     stored = orthanc.upload(dicom)
     orthanc.send_to("cxr", [stored["ID"]])
@@ -198,7 +188,7 @@ def test_results_survive_a_pacs_outage(pacs):
 
     orthanc, listener = pacs
     img = read_image(real_cxr_paths(2)[1])
-    dicom = dx_file(img, patient="Roe^Richard", patient_id="PAT-002")
+    dicom = dx_bytes(img, patient_name="Roe^Richard", patient_id="PAT-002")
     src = pydicom.dcmread(io.BytesIO(dicom))
     orthanc.stop()
     try:
@@ -236,14 +226,14 @@ def test_non_cxr_and_malformed_dicom_get_failure_statuses(pacs):
 
     _, listener = pacs
     img = read_image(real_cxr_paths(3)[2])
-    good = pydicom.dcmread(io.BytesIO(dx_file(img, patient_id="PAT-003")))
-    ct = pydicom.dcmread(io.BytesIO(dx_file(img)))
+    good = pydicom.dcmread(io.BytesIO(dx_bytes(img, patient_id="PAT-003")))
+    ct = pydicom.dcmread(io.BytesIO(dx_bytes(img)))
     ct.SOPClassUID, ct.Modality = CTImageStorage, "CT"
-    dx_ct = pydicom.dcmread(io.BytesIO(dx_file(img)))
+    dx_ct = pydicom.dcmread(io.BytesIO(dx_bytes(img)))
     dx_ct.Modality = "CT"
-    truncated = pydicom.dcmread(io.BytesIO(dx_file(img)))
+    truncated = pydicom.dcmread(io.BytesIO(dx_bytes(img)))
     truncated.PixelData = truncated.PixelData[:1000]
-    no_pixels = pydicom.dcmread(io.BytesIO(dx_file(img)))
+    no_pixels = pydicom.dcmread(io.BytesIO(dx_bytes(img)))
     del no_pixels.PixelData
     refused_before = listener.refused
 
@@ -302,8 +292,8 @@ def test_stow_rs_and_fhir(engine, tmp_path):
     add_user(tmp_path, "rad", "rad-password-1")
     settings = ServeSettings(model_dir=engine.settings.model_dir, data_dir=tmp_path, port=0, threads=1)
     img = read_image(real_cxr_paths(4)[3])
-    good = dx_file(img, patient="Stow^Sam", patient_id="PAT-004")
-    ct = pydicom.dcmread(io.BytesIO(dx_file(img)))
+    good = dx_bytes(img, patient_name="Stow^Sam", patient_id="PAT-004")
+    ct = pydicom.dcmread(io.BytesIO(dx_bytes(img)))
     ct.SOPClassUID, ct.Modality = "1.2.840.10008.5.1.4.1.1.2", "CT"
     buf = io.BytesIO()
     ct.save_as(buf, enforce_file_format=True)

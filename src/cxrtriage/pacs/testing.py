@@ -9,6 +9,7 @@ REST call ``POST /modalities/{name}/store`` forwards instances to it.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -18,11 +19,45 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ORTHANC_BINARY", "DICOMWEB_PLUGIN", "OrthancServer", "find_orthanc", "orthanc_config"]
+import numpy as np
+
+from cxrtriage.data.dicom import write_dicom
+
+__all__ = ["ORTHANC_BINARY", "DICOMWEB_PLUGIN", "OrthancServer", "dx_bytes", "find_orthanc", "orthanc_config"]
 
 #: Where Debian installs the Orthanc server and its DICOMweb plugin.
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+def dx_bytes(img: np.ndarray, patient_name: str = "Doe^Jane", patient_id: str = "PAT-001", **kw: Any) -> bytes:
+    """A DX DICOM file of an 8-bit image as a modality would send it: 12 bits stored in 16, a window, identifiers.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        ``uint8 (H, W)`` grayscale radiograph.
+    patient_name, patient_id : str
+        Patient identifiers written into the file (made up).
+    **kw
+        Further options of :func:`cxrtriage.data.dicom.write_dicom`.
+
+    Returns
+    -------
+    bytes
+        DICOM Part 10 file (Explicit VR Little Endian), new Study/Series/SOP Instance UIDs.
+    """
+    buf: Any = io.BytesIO()  # write_dicom takes a path or a file-like object
+    write_dicom(
+        buf,
+        img.astype(np.uint16) * 16,
+        bits=16,
+        window=(2048, 4096),
+        patient_name=patient_name,
+        patient_id=patient_id,
+        **kw,
+    )
+    return buf.getvalue()
 
 
 def find_orthanc() -> str | None:
@@ -34,7 +69,12 @@ def find_orthanc() -> str | None:
 
 
 def orthanc_config(
-    root: Path, http_port: int, dicom_port: int, aet: str, modalities: dict[str, tuple[str, str, int]]
+    root: Path,
+    http_port: int,
+    dicom_port: int,
+    aet: str,
+    modalities: dict[str, tuple[str, str, int]],
+    concurrent_jobs: int = 2,
 ) -> dict[str, Any]:
     """Orthanc configuration (the JSON of its ``--config`` file) for a loopback test PACS.
 
@@ -48,6 +88,9 @@ def orthanc_config(
         Orthanc's AE title.
     modalities : dict of str to (AE title, host, port)
         Known DICOM peers (``DicomModalities``), e.g. ``{"cxr": ("CXRTRIAGE", "127.0.0.1", 11112)}``.
+    concurrent_jobs : int
+        Jobs Orthanc runs at once (``ConcurrentJobs``): each synchronous ``/modalities/{name}/store`` is one
+        job on one association.
     """
     cfg: dict[str, Any] = {
         "Name": "cxrtriage-test-pacs",
@@ -65,7 +108,7 @@ def orthanc_config(
         "DicomScuTimeout": 30,
         "DicomAssociationCloseDelay": 0,
         "StableAge": 1,
-        "ConcurrentJobs": 2,
+        "ConcurrentJobs": concurrent_jobs,
         "HttpThreadsCount": 8,
         "SaveJobs": False,
         "Plugins": [],
@@ -90,6 +133,8 @@ class OrthancServer:
         See :func:`orthanc_config`.
     binary : str, optional
         The executable (default :func:`find_orthanc`).
+    concurrent_jobs : int
+        See :func:`orthanc_config`.
     """
 
     def __init__(
@@ -100,6 +145,7 @@ class OrthancServer:
         aet: str = "ORTHANC",
         modalities: dict[str, tuple[str, str, int]] | None = None,
         binary: str | None = None,
+        concurrent_jobs: int = 2,
     ) -> None:
         self.root, self.http_port, self.dicom_port, self.aet = Path(root), http_port, dicom_port, aet
         self.binary = binary or find_orthanc()
@@ -107,7 +153,7 @@ class OrthancServer:
             raise FileNotFoundError("Orthanc not found (Debian: apt-get install orthanc orthanc-dicomweb)")
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path = self.root / "orthanc.json"
-        cfg = orthanc_config(self.root, http_port, dicom_port, aet, modalities or {})
+        cfg = orthanc_config(self.root, http_port, dicom_port, aet, modalities or {}, concurrent_jobs)
         self.config_path.write_text(json.dumps(cfg, indent=2))
         self.log_path = self.root / "orthanc.log"
         self.proc: subprocess.Popen[bytes] | None = None
