@@ -1,7 +1,8 @@
 """PACS round trip on loopback: N DX instances through Orthanc -> ``cxr listen`` -> SR + heatmap back to Orthanc.
 
 1. N distinct real chest radiographs (``../shared/data/kermany-pneumonia``; distinct decoded pixels, so
-   the study store's de-duplication by pixel hash keeps each one) are written as 16-bit DX DICOM files,
+   the study store's de-duplication by pixel hash keeps each one; images gate 1 or the model's
+   out-of-population check refuse are skipped and counted) are written as 16-bit DX DICOM files,
    each with its own patient, study, series and instance UIDs, and stored into a fresh Orthanc (REST
    ``POST /instances``; not timed).
 2. Timed: Orthanc forwards them to the listener with ``--associations`` synchronous
@@ -21,7 +22,6 @@ The machine is shared (2 cores): the load average before and after is recorded w
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import tempfile
@@ -30,11 +30,12 @@ import time
 from pathlib import Path
 
 from _common import RESULTS, machine, real_cxr_uploads
+from cxrtriage.data.dicom import decode_dicom
 from cxrtriage.data.io import decode_bytes
 from cxrtriage.pacs.listener import Listener
 from cxrtriage.pacs.settings import ListenSettings
 from cxrtriage.pacs.testing import OrthancServer, dx_bytes
-from cxrtriage.serve.service import StudyService
+from cxrtriage.serve.service import Engine, StudyService, pixel_sha256
 from cxrtriage.serve.settings import ServeSettings
 from cxrtriage.serve.testing import copy_model_dir, find_model_dir, free_port
 
@@ -42,20 +43,31 @@ SR = "1.2.840.10008.5.1.4.1.1.88.33"
 SC = "1.2.840.10008.5.1.4.1.1.7"
 
 
-def dx_instances(n: int) -> list[bytes]:
-    """``n`` DX DICOM files of distinct real chest radiographs (distinct decoded pixels), each its own patient."""
-    out, seen = [], set()
+def dx_instances(n: int, engine: Engine) -> tuple[list[bytes], int]:
+    """``n`` DX DICOM files of distinct real chest radiographs the gates accept, each its own patient.
+
+    Distinct decoded pixels (so the store's de-duplication by pixel hash keeps each one); images that gate 1
+    or the model's out-of-population check would refuse are skipped (their count is returned), so that every
+    instance sent is expected to produce one study, one SR and one heatmap.
+    """
+    out, seen, skipped = [], set(), 0
     for name, data in real_cxr_uploads(3 * n):
-        img = decode_bytes(data, name)
-        h = hashlib.sha256(img.tobytes() + str(img.shape).encode()).hexdigest()
+        k = len(out)
+        dicom = dx_bytes(decode_bytes(data, name), f"Bench^Patient{k:04d}", f"BENCH-{k:04d}")
+        img, _ = decode_dicom(dicom)  # the pixels the listener will see
+        h = pixel_sha256(img)
         if h in seen:
             continue
         seen.add(h)
-        k = len(out)
-        out.append(dx_bytes(img, f"Bench^Patient{k:04d}", f"BENCH-{k:04d}"))
+        det = engine.detector
+        score = engine.analyze(img).ood_score
+        if not engine.gate_check(img)[0] or (det is not None and score is not None and score > det.threshold):
+            skipped += 1
+            continue
+        out.append(dicom)
         if len(out) == n:
-            return out
-    raise RuntimeError(f"only {len(out)} distinct images found, {n} asked")
+            return out, skipped
+    raise RuntimeError(f"only {len(out)} distinct accepted images found, {n} asked")
 
 
 def main() -> None:
@@ -85,10 +97,11 @@ def main() -> None:
     settings = ListenSettings(
         service=serve, port=listen_port, return_to=f"ORTHANC@127.0.0.1:{dicom_port}", retry_base_s=0.5, poll_s=0.5
     )
+    service = StudyService(serve)
     print(f"making {a.n} DX instances ...", flush=True)
-    files = dx_instances(a.n)
+    files, skipped = dx_instances(a.n, service.engine)
     orthanc.start()
-    listener = Listener(settings, StudyService(serve))
+    listener = Listener(settings, service)
     listener.start()
     try:
         ids = [orthanc.upload(f)["ID"] for f in files]
@@ -139,6 +152,7 @@ def main() -> None:
         "associations": a.associations,
         "listener_inference_threads": a.threads,
         "model": src.name,
+        "images_skipped_because_the_gates_refuse_them": skipped,
         "received_ok": listener.received,
         "refused": listener.refused,
         "forward_errors": errors,

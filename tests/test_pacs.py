@@ -333,3 +333,119 @@ def test_stow_rs_and_fhir(engine, tmp_path):
         assert probs == pytest.approx(study["probabilities"], abs=1e-12)
         assert "Not a diagnosis" in report.conclusion
         assert c.get("/api/v1/studies/0123456789abcdef/fhir").status_code == 404
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_outbox_claims_once_backs_off_and_erases_sent_bytes(tmp_path, backend, request):
+    """Two senders never claim the same row; a failure is retried later; a sent row keeps no identifiers."""
+    from cxrtriage.store import Outbox, OutgoingObject, StudyStore
+
+    url = request.getfixturevalue("pg_server").create_database() if backend == "postgresql" else None
+    store = StudyStore(tmp_path, url)
+    try:
+        box = Outbox(store)
+        objs = [OutgoingObject("sr", SR_CLASS, f"2.25.{i}", b"DICM-bytes-with-Doe^Jane", "s1") for i in range(3)]
+        assert box.enqueue(objs, "A@h:1") == 3
+        assert box.enqueue(objs[:1], "A@h:1") == 0  # the same object for the same destination: not queued twice
+        assert box.enqueue(objs[:1], "B@h:2") == 1
+        first, second = box.claim("A@h:1", limit=2), box.claim("A@h:1", limit=10)
+        assert len(first) == 2 and len(second) == 1 and not {r.id for r in first} & {r.id for r in second}
+        assert box.claim("A@h:1") == []  # all leased
+        box.mark_failed(first[0].id, "association rejected", retry_in_s=60)
+        box.mark_sent(first[1].id)
+        rows = {r.id: r for r in box.items()}
+        assert rows[first[0].id].attempts == 1 and rows[first[0].id].status == "pending"
+        assert rows[first[1].id].status == "sent" and rows[first[1].id].dataset is None
+        assert box.claim("A@h:1") == []  # the failed one waits for its back-off
+        assert box.counts("A@h:1") == {"pending": 2, "sent": 1}
+    finally:
+        store.close()
+
+
+def test_cli_listen_subprocess(model_dir, tmp_path, capsys):
+    """``cxr listen`` (the real CLI) answers C-ECHO, refuses a bad --return-to, and stops cleanly on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from cxrtriage.cli.main import main
+
+    base = [sys.executable, "-m", "cxrtriage.cli", "listen", "--model", str(model_dir), "--data-dir", str(tmp_path)]
+    assert main(base[3:] + ["--return-to", "nowhere"]) == 2  # refused before the model loads
+    assert "AE@host:port" in capsys.readouterr().err
+    port = free_port()
+    proc = subprocess.Popen([*base, "--port", str(port), "--threads", "1"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"DICOM Storage SCP CXRTRIAGE on 127.0.0.1:{port}" in line, line
+        ae = AE("ECHOSCU")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", port, ae_title="CXRTRIAGE")
+        assert assoc.is_established and assoc.send_c_echo().Status == 0
+        assoc.release()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sr_and_fhir_builders_with_several_models():
+    """One model container / Observation per applicable model; a non-applicable model is left out."""
+    from types import SimpleNamespace
+
+    from cxrtriage.report.dicom_out import build_sr, read_sr_probabilities, source_header
+    from cxrtriage.report.fhir import diagnostic_report
+
+    img = read_image(sorted(EXAMPLES.glob("*.jpg"))[0])
+    src = source_header(pydicom.dcmread(io.BytesIO(dx_bytes(img))))
+    common = dict(threshold=None, positive_class=None, flag=None, population_warning=None)
+    results = [
+        SimpleNamespace(
+            model_name="pneumonia",
+            model_version="1",
+            task="pneumonia",
+            label="PNEUMONIA",
+            applicable=True,
+            probabilities={"NORMAL": 0.25, "PNEUMONIA": 0.75},
+            **{**common, "threshold": 0.4, "positive_class": "PNEUMONIA"},
+        ),
+        SimpleNamespace(
+            model_name="type",
+            model_version="2",
+            task="pneumonia_type",
+            label="viral",
+            applicable=False,
+            probabilities={"bacterial": 0.3, "viral": 0.7},
+            **common,
+        ),
+        SimpleNamespace(
+            model_name="finding",
+            model_version="3",
+            task="finding",
+            label="normal",
+            applicable=True,
+            probabilities={"abnormal": 0.1, "normal": 0.9},
+            **{**common, "population_warning": "adult model, child image"},
+        ),
+    ]
+    sr = build_sr(src, results, "0123456789abcdef")
+    back = read_sr_probabilities(sr)
+    assert [r["model_name"] for r in back] == ["pneumonia", "finding"]
+    assert back[0]["probabilities"] == {"NORMAL": 0.25, "PNEUMONIA": 0.75} and back[0]["threshold"] == 0.4
+    assert build_sr(src, results, "0123456789abcdef").SOPInstanceUID == sr.SOPInstanceUID  # derived, stable
+    assert build_sr(src, results, "fedcba9876543210").SOPInstanceUID != sr.SOPInstanceUID
+    with pytest.raises(ValueError, match="no applicable"):
+        build_sr(src, results[1:2], "0123456789abcdef")
+    fhir = diagnostic_report(
+        "0123456789abcdef",
+        "2026-11-28T12:00:00.000+00:00",
+        results,
+        report={"status": "signed", "signed_by": "Dr A", "impression": "Consolidation."},
+    )
+    assert fhir["status"] == "final" and len(fhir["contained"]) == 2
+    assert fhir["resultsInterpreter"] == [{"display": "Dr A"}] and fhir["conclusion"].startswith("Consolidation.")

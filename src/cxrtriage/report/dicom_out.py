@@ -23,6 +23,7 @@ class probabilities per image. Its tree::
         CONTAINS NUM   (CXR-THR, 99CXRTRIAGE, "Decision threshold") [no units]        binary tasks
         CONTAINS TEXT  (CXR-POS, 99CXRTRIAGE, "Positive class")                       binary tasks
         CONTAINS TEXT  (CXR-FLAG, 99CXRTRIAGE, "Triage flag")                         when set
+        CONTAINS TEXT  (CXR-POPWARN, 99CXRTRIAGE, "Population warning")               when set
 
 Codes from DICOM PS3.16 (DCM), LOINC (LN) and, for the concepts neither has,
 the private coding scheme ``99CXRTRIAGE`` (PS3.3 8.2: designators starting
@@ -230,6 +231,9 @@ def _model_container(r: Any) -> Any:
     flag = _attr(r, "flag")
     if flag:
         items.append(TextContentItem(_code("CXR-FLAG", "Triage flag"), str(flag), contains))
+    warning = _attr(r, "population_warning")
+    if warning:
+        items.append(TextContentItem(_code("CXR-POPWARN", "Population warning"), str(warning)[:1000], contains))
     box = ContainerContentItem(_code("CXR-RESULT", "AI model result"), relationship_type=contains)
     box.ContentSequence = ContentSequence(items, is_root=False)
     return box
@@ -255,10 +259,10 @@ def build_sr(
         ``SeriesInstanceUID``, ``SOPClassUID``, ``SOPInstanceUID``.
     results : sequence of ModelOutput
         Per-model results (attributes ``model_name``, ``model_version``, ``label``, ``probabilities``,
-        ``threshold``, ``positive_class``; optional ``task``, ``flag``, ``applicable``). Models marked
+        ``threshold``, ``positive_class``; optional ``task``, ``flag``, ``population_warning``, ``applicable``). Models marked
         ``applicable = False`` are left out.
     study_id : str
-        The study record's id (written as ``ContentLabel``-free text into the comment and used for the UIDs).
+        The study record's id (named in the comment and part of the derived UIDs).
     institution_name : str, optional
 
     Returns
@@ -322,7 +326,6 @@ def build_sr(
         is_verified=False,
     )
     sr.SeriesDescription = "AI result (cxrtriage) - research use, not a diagnosis"
-    sr.ContentLabel = "CXRTRIAGE"
     return sr
 
 
