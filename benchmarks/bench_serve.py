@@ -47,10 +47,11 @@ def one_client(url: str, uploads, fetch_images: bool) -> list[float]:
             if r.status_code != 200:
                 raise RuntimeError(f"{name}: {r.status_code} {r.text[:200]}")
             j = r.json()
-            if not (j["report"]["text"] and j["heatmap_url"] and not j["duplicate"]):
+            first = j["results"][0]
+            if not (j["report"]["text"] and first["heatmap_url"] and not j["duplicate"]):
                 raise RuntimeError(f"{name}: incomplete answer or unexpected duplicate")
             if fetch_images:
-                for u in (j["heatmap_url"], j["annotated_image_url"]):
+                for u in (first["heatmap_url"], first["annotated_image_url"]):
                     assert c.get(u).status_code == 200
             ms.append((time.perf_counter() - t0) * 1e3)
     return ms

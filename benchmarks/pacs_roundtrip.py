@@ -37,7 +37,7 @@ from cxrtriage.pacs.settings import ListenSettings
 from cxrtriage.pacs.testing import OrthancServer, dx_bytes
 from cxrtriage.serve.service import Engine, StudyService, pixel_sha256
 from cxrtriage.serve.settings import ServeSettings
-from cxrtriage.serve.testing import copy_model_dir, find_model_dir, free_port
+from cxrtriage.serve.testing import free_port
 
 SR = "1.2.840.10008.5.1.4.1.1.88.33"
 SC = "1.2.840.10008.5.1.4.1.1.7"
@@ -59,9 +59,7 @@ def dx_instances(n: int, engine: Engine) -> tuple[list[bytes], int]:
         if h in seen:
             continue
         seen.add(h)
-        det = engine.detector
-        score = engine.analyze(img).ood_score
-        if not engine.gate_check(img)[0] or (det is not None and score is not None and score > det.threshold):
+        if not engine.gate_check(img)[0] or not any(x.applicable for x in engine.analyze(img)):
             skipped += 1
             continue
         out.append(dicom)
@@ -75,15 +73,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="instances")
     ap.add_argument("--associations", type=int, default=4, help="parallel associations Orthanc -> listener")
     ap.add_argument("--threads", type=int, default=2, help="inference threads of the listener")
+    ap.add_argument("--model", action="append", help="model folder (repeat; default: every shipped model)")
     ap.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
     ap.add_argument("--out", type=Path, default=RESULTS / "pacs.json")
     a = ap.parse_args()
     load_before = [round(x, 2) for x in os.getloadavg()]
-    src = find_model_dir()
-    if src is None:
-        raise SystemExit("no model to benchmark")
     root = Path(tempfile.mkdtemp(prefix="cxr-pacs-bench-"))
-    model_dir = copy_model_dir(src, root / "model" / src.name)
     listen_port, dicom_port = free_port(), free_port()
     orthanc = OrthancServer(
         root / "orthanc",
@@ -93,7 +88,9 @@ def main() -> None:
         {"cxr": ("CXRTRIAGE", "127.0.0.1", listen_port)},
         concurrent_jobs=a.associations,
     )
-    serve = ServeSettings(model_dir=model_dir, data_dir=root / "data", threads=a.threads)
+    # the models of `cxr listen` without --model: every shipped model (or the given ones)
+    dirs = tuple(Path(m) for m in a.model or ())
+    serve = ServeSettings(model_dir=None, model_dirs=dirs, data_dir=root / "data", threads=a.threads)
     settings = ListenSettings(
         service=serve, port=listen_port, return_to=f"ORTHANC@127.0.0.1:{dicom_port}", retry_base_s=0.5, poll_s=0.5
     )
@@ -151,7 +148,7 @@ def main() -> None:
         "n_instances": a.n,
         "associations": a.associations,
         "listener_inference_threads": a.threads,
-        "model": src.name,
+        "models": [m.model_name for m in service.engine.models],
         "images_skipped_because_the_gates_refuse_them": skipped,
         "received_ok": listener.received,
         "refused": listener.refused,

@@ -1,7 +1,7 @@
 """Regenerate the SR example of docs/pacs.md: a real analysis, its SR as DCMTK's ``dsrdump`` renders it.
 
 A shipped example chest radiograph (Kermany et al. 2018, CC BY 4.0) is written as a DX DICOM file with a
-made-up patient, analysed by the shipped model through the listener's code path
+made-up patient, analysed by every shipped model (as ``cxr listen`` without ``--model``) through the listener's code path
 (``StudyService.predict`` then ``cxrtriage.pacs.results.result_objects``), and the SR that ``cxr listen``
 would send is dumped with ``dsrdump`` (Debian ``dcmtk``) between the markers of docs/pacs.md.
 
@@ -26,7 +26,6 @@ from cxrtriage.pacs.testing import dx_bytes
 from cxrtriage.report.dicom_out import source_header
 from cxrtriage.serve.service import StudyService
 from cxrtriage.serve.settings import ServeSettings
-from cxrtriage.serve.testing import find_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "pacs.md"
@@ -35,12 +34,9 @@ START, END = "<!-- dsrdump:start -->", "<!-- dsrdump:end -->"
 
 
 def main() -> None:
-    model = find_model_dir()
-    if model is None:
-        raise SystemExit("no shipped model")
     with tempfile.TemporaryDirectory() as tmp:
         data = dx_bytes(read_image(EXAMPLE), "Example^Patient", "EX-0001")
-        service = StudyService(ServeSettings(model_dir=model, data_dir=Path(tmp), threads=1))
+        service = StudyService(ServeSettings(model_dir=None, data_dir=Path(tmp), threads=1))  # every shipped model
         rec, _, _ = service.predict(data, EXAMPLE.name)
         header = source_header(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
         sr = next(o for o in result_objects(service, rec, header) if o.kind == "sr")

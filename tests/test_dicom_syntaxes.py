@@ -126,7 +126,7 @@ def test_the_server_scores_every_syntax(encoded, tmp_path):
         def score(path: Path) -> dict:
             r = client.post("/api/v1/predict", files={"file": (path.name, path.read_bytes(), "application/dicom")})
             assert r.status_code == 200, (path.name, r.text)
-            return r.json()
+            return r.json()["results"][0] | r.json()
 
         for modality, files in encoded.items():
             ref = score(files["original"])

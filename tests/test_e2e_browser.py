@@ -88,16 +88,16 @@ def test_upload_and_result_page(browser, base_url, example_paths):
     img = next(p for p in example_paths if p.name.startswith("PNEUMONIA"))
     page.set_input_files("#file", str(img))
     page.wait_for_url("**/studies/*", timeout=30_000)
-    page.wait_for_selector("#probabilities")
+    page.wait_for_selector("#model-results .probs")
     body = page.inner_text("body")
     assert DISCLAIMER in body
-    label = page.inner_text("#label")
+    label = page.inner_text(".model-result .model-label")
     assert label in ("NORMAL", "PNEUMONIA")
-    probs = page.inner_text("#probabilities")
+    probs = page.inner_text(".model-result .probs")
     assert "NORMAL" in probs and "PNEUMONIA" in probs and "%" in probs
     assert page.inner_text("#report-status") == "DRAFT"
     assert "Impression" in page.inner_text("#report")
-    for sel in ("#annotated", "#heatmap"):
+    for sel in (".model-result img.annotated", ".model-result img.heatmap"):
         page.wait_for_function(
             f"document.querySelector('{sel}').complete && document.querySelector('{sel}').naturalWidth > 0",
             timeout=30_000,

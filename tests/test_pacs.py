@@ -170,6 +170,7 @@ def test_orthanc_round_trip_sr_and_heatmap(pacs, model_dir):
 
     # the store holds the de-identified study only; the outbox row's identifiers are erased once sent
     rec = listener.service.store.recent(1)[0]
+    assert rec.source == "pacs"
     assert "PatientName" not in (rec.dicom_meta or {}) and "Doe" not in str(rec.to_dict())
     rows = listener.outbox.items(rec.id)
     assert {r.kind for r in rows} == {"sr", "sc"} and all(r.status == "sent" and r.dataset is None for r in rows)
@@ -330,7 +331,8 @@ def test_stow_rs_and_fhir(engine, tmp_path):
             for comp in obs.component
             if comp.code.text.startswith("Probability")
         }
-        assert probs == pytest.approx(study["probabilities"], abs=1e-12)
+        assert probs == pytest.approx(study["results"][0]["probabilities"], abs=1e-12)
+        assert study["source"] == "stow"
         assert "Not a diagnosis" in report.conclusion
         assert c.get("/api/v1/studies/0123456789abcdef/fhir").status_code == 404
 

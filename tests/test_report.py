@@ -11,21 +11,25 @@ from cxrtriage.report import ReportError, build_report, render_html, render_json
 from cxrtriage.tasks import TASKS
 
 
-def _report(task="pneumonia", label="PNEUMONIA", triage="finding", probs=None, threshold=0.4):
+def _result(task="pneumonia", label="PNEUMONIA", triage="finding", probs=None, threshold=0.4, name="m", **kw):
     classes = TASKS[task].classes
     probs = probs or {c: (0.9 if c == label else 0.1 / (len(classes) - 1)) for c in classes}
-    return build_report(
+    return dict(
         task=task,
         label=label,
         probabilities=probs,
         threshold=threshold,
         positive_class=TASKS[task].positive_class,
         triage=triage,
-        model_name="m",
+        model_name=name,
         model_version="v1",
-        study_id="0123456789abcdef",
-        heatmap_url="/h.png",
+        heatmap_url=f"/h.png?model={name}",
+        **kw,
     )
+
+
+def _report(task="pneumonia", label="PNEUMONIA", triage="finding", probs=None, threshold=0.4):
+    return build_report(results=[_result(task, label, triage, probs, threshold)], study_id="0123456789abcdef")
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -39,7 +43,7 @@ def test_every_task_has_normal_and_abnormal_drafts(task):
     ab = _report(task, pos, "finding")
     assert ab["abnormal"] and "ABNORMAL" in ab["flag"] and "90.0%" in ab["flag"]
     assert ab["sections"]["findings"] == "" and ab["findings_placeholder"]
-    assert ab["heatmap_url"] == "/h.png"
+    assert ab["heatmap_url"] == "/h.png?model=m" and ab["flagged_by"] == ["m"]
     for r in (normal, ab):
         assert r["disclaimer"] == DISCLAIMER and DISCLAIMER in r["text"]
         assert "Not signed" in r["text"]
@@ -82,3 +86,34 @@ def test_renderings(example_paths):
     # non-Latin-1 text must not break the PDF
     r2 = sign_off(_report(), "Dr Øyvind Ærø \u2014 \u4e2d\u6587")
     assert render_pdf(r2).startswith(b"%PDF")
+
+
+def test_several_models_combine():
+    """'No finding' only when every applicable model says so; a finding names its models; warned models listed."""
+    ped_finding = _result("pneumonia", "PNEUMONIA", "finding", name="ped")
+    adult_normal = _result("finding", "no_finding", "no_finding", name="adult")
+    adult_finding = _result("finding", "finding", "finding", name="adult")
+    r = build_report(results=[ped_finding, adult_normal], study_id="0123456789abcdef")
+    assert r["abnormal"] and r["flagged_by"] == ["ped"] and "ped" in r["flag"] and "adult" not in r["flag"]
+    assert r["heatmap_url"] == "/h.png?model=ped" and [a["model_name"] for a in r["ai_results"]] == ["ped", "adult"]
+    # the pediatric model outside its population: its finding is shown with the warning, not counted
+    warned = dict(
+        ped_finding,
+        applicable=False,
+        population_warning="outside the validated population: pediatric model, adult image",
+    )
+    r = build_report(results=[warned, adult_normal], study_id="0123456789abcdef")
+    assert not r["abnormal"] and r["flag"] is None and r["flagged_by"] == []
+    assert "No finding by any applicable model (adult)" in r["sections"]["impression"]
+    assert "WARNING: outside the validated population: pediatric model, adult image" in r["text"]
+    assert r["ai_results"][0]["applicable"] is False and r["ai_results"][0]["flag"] is True
+    r = build_report(results=[warned, adult_finding], study_id="0123456789abcdef")
+    assert r["abnormal"] and r["flagged_by"] == ["adult"]
+    html = render_html(r)
+    assert "pediatric model, adult image" in html and DISCLAIMER in html
+    assert render_pdf(r).startswith(b"%PDF")
+    none_apply = build_report(results=[warned], study_id="0123456789abcdef")
+    assert not none_apply["abnormal"] and "No AI result applies" in none_apply["sections"]["impression"]
+    assert none_apply["sections"]["findings"] == ""
+    with pytest.raises(ValueError):
+        build_report(results=[], study_id="0123456789abcdef")

@@ -85,89 +85,85 @@ def _dicom(img: np.ndarray, **kw) -> bytes:
     return buf.getvalue()
 
 
+def _r0(j: dict) -> dict:
+    """The first (here: the only) model's result of a study answer."""
+    return j["results"][0]
+
+
 def _check_study(j: dict, classes: list[str]) -> None:
-    assert set(j["probabilities"]) == set(classes)
-    assert abs(sum(j["probabilities"].values()) - 1) < 1e-6
-    assert j["label"] in classes
-    assert j["triage"] in ("no_finding", "finding")
+    r = _r0(j)
+    assert set(r["probabilities"]) == set(classes)
+    assert abs(sum(r["probabilities"].values()) - 1) < 1e-6
+    assert r["label"] in classes
+    assert j["triage"] in ("no_finding", "finding") and j["triage"] == r["triage"] and r["applicable"]
+    assert j["priority"] == pytest.approx(r["priority"])
     assert j["report"]["status"] in ("draft", "signed")
     assert j["report"]["disclaimer"] == DISCLAIMER
-    assert j["model"]["version"]
+    assert r["model_version"] and j["source"] == "upload"
     assert j["request_timings"]["total_ms"] > 0
 
 
 def test_study_out_is_built_from_the_stored_study():
-    """StudyOut reads the Study's columns (three renamed) and computes only ``model`` and the URLs."""
+    """StudyOut reads the Study's columns (two renamed) and its ModelResult rows; computes only the URLs."""
+    from cxrtriage.report import build_report
     from cxrtriage.serve.schemas import StudyOut
     from cxrtriage.serve.service import study_out
-    from cxrtriage.store import Study
+    from cxrtriage.store import ModelResult, Study
 
-    report = {
-        "study_id": "00000000000000ab",
-        "title": "t",
-        "task": "pneumonia",
-        "status": "draft",
-        "abnormal": False,
-        "flag": None,
-        "sections": {"technique": "a", "findings": "b", "impression": "c"},
-        "ai_result": {
-            "label": "NORMAL",
-            "probability": 0.9,
-            "probabilities": {"NORMAL": 0.9, "PNEUMONIA": 0.1},
-            "threshold": 0.4,
-            "positive_class": "PNEUMONIA",
-            "triage": "no_finding",
-        },
-        "model": {"name": "m", "version": "v"},
-        "heatmap_url": None,
-        "created_at": "x",
-        "signed_by": None,
-        "signed_at": None,
-        "disclaimer": DISCLAIMER,
-        "text": "t",
-    }
-    st = Study(
-        id="00000000000000ab",
-        received_at="2026-01-01T00:00:00.000+00:00",
-        sha256="ab" * 32,
-        source_format="dicom",
-        image_file="images/ab/x.png",
-        width=3,
-        height=2,
+    res = ModelResult(
+        study_id="00000000000000ab",
+        position=0,
+        model_name="m",
+        model_version="v",
+        task="pneumonia",
+        backend="torch",
         label="NORMAL",
         probabilities={"NORMAL": 0.9, "PNEUMONIA": 0.1},
         threshold=0.4,
         positive_class="PNEUMONIA",
-        triage="no_finding",
-        model_name="m",
-        model_version="v",
-        backend="torch",
+        flag=False,
+        priority=0.1,
+        applicable=True,
+        population_warning=None,
         heat_class=None,
         cam=None,
         ood_score=None,
+    )
+    report = build_report(results=[{**res.to_dict(), "triage": "no_finding"}], study_id="00000000000000ab")
+    st = Study(
+        id="00000000000000ab",
+        received_at="2026-01-01T00:00:00.000+00:00",
+        sha256="ab" * 32,
+        model_set="k",
+        source="upload",
+        source_format="dicom",
+        image_file="images/ab/x.png",
+        width=3,
+        height=2,
+        triage="no_finding",
+        priority=0.1,
         dicom_meta={"Modality": "DX"},
         report=report,
         report_status="draft",
         signed_by=None,
         signed_at=None,
         timings={"total_ms": 2.0},
+        results=[res],
     )
     out = StudyOut.model_validate(st)
-    assert (
-        out.study_id == st.id
-        and out.dicom == {"Modality": "DX"}
-        and out.heatmap_class is None
-        and out.heatmap_url is None
-    )
-    assert out.model == {"name": "m", "version": "v", "backend": "torch"}
+    assert out.study_id == st.id and out.dicom == {"Modality": "DX"} and out.priority == 0.1
+    (r,) = out.results
+    assert r.heatmap_class is None and r.heatmap_url is None and r.triage == "no_finding" and r.model_name == "m"
+    assert r.annotated_image_url == "/api/v1/studies/00000000000000ab/annotated.png?model=m"
+    assert r.card_url == "/api/v1/models/m/card"
     assert (
         out.report_urls["pdf"] == "/api/v1/studies/00000000000000ab/report.pdf"
         and out.page_url == "/studies/00000000000000ab"
     )
     d = study_out(st)
     assert StudyOut.model_validate(d).model_dump() == d  # the API dict validates against its own schema unchanged
-    st.cam, st.heat_class = [[0.5]], "NORMAL"
-    assert study_out(st)["heatmap_url"] == "/api/v1/studies/00000000000000ab/heatmap.png"
+    res.cam, res.heat_class = [[0.5]], "NORMAL"
+    assert study_out(st)["results"][0]["heatmap_url"] == "/api/v1/studies/00000000000000ab/heatmap.png?model=m"
 
 
 def test_system_endpoints(server):
@@ -203,19 +199,19 @@ def test_predict_real_images_and_everything_after(server, example_paths, data_di
         j = r.json()
         _check_study(j, classes)
         assert not j["duplicate"] and j["source_format"] == "jpeg"
-        correct += j["label"] == p.name.split("_")[0]
+        correct += _r0(j)["label"] == p.name.split("_")[0]
         results[p.name] = j
     assert correct >= 6, f"only {correct}/8 example images classified correctly"
 
     j = results[next(n for n in results if n.startswith("PNEUMONIA"))]
     sid = j["study_id"]
     # every URL in the answer works
-    for url in (j["annotated_image_url"], j["heatmap_url"], j["image_url"]):
+    for url in (_r0(j)["annotated_image_url"], _r0(j)["heatmap_url"], j["image_url"]):
         r = server.get(url)
         assert r.status_code == 200 and r.content.startswith(b"\x89PNG"), url
-    assert Image.open(io.BytesIO(server.get(j["heatmap_url"]).content)).mode == "RGB"
+    assert Image.open(io.BytesIO(server.get(_r0(j)["heatmap_url"]).content)).mode == "RGB"
     got = server.get(f"/api/v1/studies/{sid}").json()
-    assert got["probabilities"] == j["probabilities"] and got["study_id"] == sid
+    assert _r0(got)["probabilities"] == _r0(j)["probabilities"] and got["study_id"] == sid
     pdf = server.get(j["report_urls"]["pdf"])
     assert (
         pdf.status_code == 200 and pdf.content.startswith(b"%PDF") and pdf.headers["content-type"] == "application/pdf"
@@ -225,7 +221,9 @@ def test_predict_real_images_and_everything_after(server, example_paths, data_di
     rj = server.get(j["report_urls"]["json"]).json()
     assert rj["status"] == "draft" and rj["study_id"] == sid
     page = server.get(j["page_url"])
-    assert page.status_code == 200 and DISCLAIMER in page.text and j["label"] in page.text and "heatmap" in page.text
+    assert (
+        page.status_code == 200 and DISCLAIMER in page.text and _r0(j)["label"] in page.text and "heatmap" in page.text
+    )
     if j["triage"] == "finding":
         assert rj["abnormal"] and rj["flag"] and rj["sections"]["findings"] == "" and rj["heatmap_url"]
     normal = next(v for k, v in results.items() if v["triage"] == "no_finding")
@@ -270,9 +268,13 @@ def test_predict_real_images_and_everything_after(server, example_paths, data_di
     assert lst["total"] >= 8
     con = sqlite3.connect(data_dir / "studies.sqlite3")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    row = con.execute("SELECT sha256, label, report_status, signed_by FROM studies WHERE id = ?", (sid,)).fetchone()
+    row = con.execute(
+        "SELECT s.sha256, r.label, s.report_status, s.signed_by FROM studies s JOIN model_results r ON r.study_id = s.id "
+        "WHERE s.id = ?",
+        (sid,),
+    ).fetchone()
     con.close()
-    assert row[1] == j["label"] and row[2] == "signed" and row[3] == "Dr Test (rad)"
+    assert row[1] == _r0(j)["label"] and row[2] == "signed" and row[3] == "Dr Test (rad)"
     from cxrtriage.serve.service import pixel_sha256
 
     # the study's identity is the hash of the decoded pixels, not of the file
@@ -309,8 +311,8 @@ def test_dicom_uploads(server, example_paths, data_dir, photometric, bits):
     assert "PatientName" not in j["dicom"] and "DOE" not in r.text and "ID-98765" not in r.text
     # same picture as the JPEG original -> (almost) the same probabilities
     ref = _post(server, p.name, p.read_bytes()).json()
-    pos = ref["positive_class"] or ref["label"]
-    assert abs(j["probabilities"][pos] - ref["probabilities"][pos]) < 0.05
+    pos = _r0(ref)["positive_class"] or _r0(ref)["label"]
+    assert abs(_r0(j)["probabilities"][pos] - _r0(ref)["probabilities"][pos]) < 0.05
     # nothing identifying anywhere in the data folder
     for f in data_dir.rglob("*"):
         if f.is_file():
@@ -366,7 +368,7 @@ def test_odd_but_valid_images_are_handled(server, example_paths, tmp_path):
     p = example_paths[2]
     cxr = read_image(p)
     ref = _post(server, p.name, p.read_bytes()).json()
-    pos = ref["positive_class"]
+    pos = _r0(ref)["positive_class"]
     rgba = np.dstack([cxr, cxr, cxr, np.full_like(cxr, 255)])
     cmyk = io.BytesIO()
     Image.fromarray(np.dstack([cxr] * 3)).convert("CMYK").save(cmyk, format="JPEG", quality=95)
@@ -381,7 +383,7 @@ def test_odd_but_valid_images_are_handled(server, example_paths, tmp_path):
         r = _post(server, name, data, "text/plain")  # Content-Type is ignored
         assert r.status_code == 200, (name, r.text)
         j = r.json()
-        assert abs(j["probabilities"][pos] - ref["probabilities"][pos]) < 0.1, name
+        assert abs(_r0(j)["probabilities"][pos] - _r0(ref)["probabilities"][pos]) < 0.1, name
         assert "evil" not in r.text and "etc" not in j["image_url"]
     assert not Path("/etc/evil name.png").exists()
 
@@ -391,7 +393,7 @@ def test_non_radiographs_refused(server, model_dir):
     buf = io.BytesIO()
     Image.fromarray(skimage_data.astronaut()).save(buf, format="JPEG")
     r = _post(server, "astronaut.jpg", buf.getvalue())
-    assert r.status_code == 422 and r.json()["error"] == "not_a_radiograph"
+    assert r.status_code == 422 and r.json()["error"] == "not_a_chest_radiograph"
     refused = 0
     for name in ("page", "text", "camera", "coins", "moon", "horse"):
         img = getattr(skimage_data, name)()
@@ -428,8 +430,8 @@ def test_restart_keeps_studies(model_dir, tmp_path, example_paths):
         with _client(url) as c:
             assert c.get("/api/v1/health").json()["studies"] == n == 1
             got = c.get(f"/api/v1/studies/{j['study_id']}").json()
-            assert got["probabilities"] == j["probabilities"]
-            assert c.get(j["heatmap_url"]).status_code == 200
+            assert _r0(got)["probabilities"] == _r0(j)["probabilities"]
+            assert c.get(_r0(j)["heatmap_url"]).status_code == 200
             again = _post(c, "b.jpg", example_paths[4].read_bytes()).json()
             assert again["duplicate"] and again["study_id"] == j["study_id"]
 
@@ -439,8 +441,8 @@ def test_torch_fallback_server(model_dir, tmp_path, example_paths):
         with _client(url) as c:
             assert c.get("/api/v1/model").json()["backend"] == "torch"
             j = _post(c, "a.jpg", example_paths[5].read_bytes()).json()
-            assert j["model"]["backend"] == "torch" and j["heatmap_url"]
-            assert c.get(j["heatmap_url"]).status_code == 200
+            assert _r0(j)["backend"] == "torch" and _r0(j)["heatmap_url"]
+            assert c.get(_r0(j)["heatmap_url"]).status_code == 200
 
 
 def test_cli_serve_subprocess_prints_qr(model_dir, tmp_path):
@@ -490,7 +492,10 @@ def test_server_on_postgresql(model_dir, tmp_path, example_paths, pg_server):
             assert h["status"] == "ok" and h["database"] and h["studies"] == 0
             j = _post(c, "a.jpg", example_paths[6].read_bytes()).json()
             assert not j["duplicate"]
-            assert c.get(f"/api/v1/studies/{j['study_id']}").json()["probabilities"] == j["probabilities"]
+            assert (
+                c.get(f"/api/v1/studies/{j['study_id']}").json()["results"][0]["probabilities"]
+                == _r0(j)["probabilities"]
+            )
             r = c.post(f"/api/v1/studies/{j['study_id']}/report/sign-off", json={"radiologist": "Dr PG"})
             assert r.status_code == 200 and r.json()["report"]["signed_by"] == "Dr PG (rad)"
     assert not (d / "studies.sqlite3").exists()  # images on disk, rows in PostgreSQL

@@ -29,9 +29,11 @@ import cxrtriage
 from cxrtriage.store import (
     DB_NAME,
     DatabaseURLError,
+    ModelResult,
     StoreUnavailableError,
     Study,
     StudyStore,
+    model_set_key,
     resolve_database_url,
 )
 from cxrtriage.store.models import Base
@@ -67,9 +69,36 @@ def store(tmp_path, db_url) -> Iterator[StudyStore]:
     s.close()
 
 
+#: Keyword arguments of make_study that belong to the study's (single) model result.
+_RESULT_KEYS = {c.key for c in ModelResult.__table__.columns} - {"id", "study_id"}
+
+
 def make_study(i: int = 0, **kw: Any) -> Study:
-    """A complete study as the server stores it (values shaped like real ones)."""
+    """A complete study as the server stores it (values shaped like real ones), with one model result.
+
+    Keywords naming a :class:`ModelResult` column (``label``, ``model_version``...) set the result's value;
+    the study's ``model_set`` follows ``model_version``.
+    """
     sid = kw.pop("id", f"{i:016x}")
+    result: dict[str, Any] = dict(
+        position=0,
+        model_name="efficientnet_lite0",
+        model_version="pneumonia-v1",
+        task="pneumonia",
+        backend="onnxruntime",
+        label="PNEUMONIA",
+        probabilities={"PNEUMONIA": 0.93, "NORMAL": 0.07},
+        threshold=0.367,
+        positive_class="PNEUMONIA",
+        flag=True,
+        priority=0.93,
+        applicable=True,
+        population_warning=None,
+        heat_class="PNEUMONIA",
+        cam=[[0.0, 0.5], [1.0, 0.25]],
+        ood_score=12.5,
+    )
+    result.update({k: kw.pop(k) for k in list(kw) if k in _RESULT_KEYS})
     report = {
         "study_id": sid,
         "title": "Chest radiograph: AI draft report (pneumonia triage)",
@@ -79,7 +108,9 @@ def make_study(i: int = 0, **kw: Any) -> Study:
             "findings": "",
             "impression": "Consolidation — suggestive.",
         },
-        "ai_result": {"label": "PNEUMONIA", "probability": 0.93, "probabilities": {"PNEUMONIA": 0.93, "NORMAL": 0.07}},
+        "ai_results": [
+            {"label": "PNEUMONIA", "probability": 0.93, "probabilities": {"PNEUMONIA": 0.93, "NORMAL": 0.07}}
+        ],
         "signed_by": None,
         "signed_at": None,
     }
@@ -87,21 +118,14 @@ def make_study(i: int = 0, **kw: Any) -> Study:
         id=sid,
         received_at=f"2026-11-28T06:{i // 60 % 60:02d}:{i % 60:02d}.000+00:00",
         sha256=f"{i:064x}",
+        model_set=model_set_key([result["model_version"]]),
+        source="upload",
         source_format="png",
         image_file=f"images/00/{i:064x}.png",
         width=224,
         height=224,
-        label="PNEUMONIA",
-        probabilities={"PNEUMONIA": 0.93, "NORMAL": 0.07},
-        threshold=0.367,
-        positive_class="PNEUMONIA",
         triage="finding",
-        model_name="efficientnet_lite0",
-        model_version="pneumonia-v1",
-        backend="onnxruntime",
-        heat_class="PNEUMONIA",
-        cam=[[0.0, 0.5], [1.0, 0.25]],
-        ood_score=12.5,
+        priority=result["priority"],
         dicom_meta=None,
         report=report,
         report_status="draft",
@@ -110,7 +134,11 @@ def make_study(i: int = 0, **kw: Any) -> Study:
         timings={"decode_ms": 1.5, "inference_ms": 9.25},
     )
     values.update(kw)
-    return Study(**values)
+    return Study(**values, results=[ModelResult(**result)])
+
+
+def _result_values(st: Study) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.to_dict().items() if k not in ("id", "study_id")} for r in st.results]
 
 
 # ---------------------------------------------------------------------------
@@ -123,8 +151,10 @@ def test_insert_get_find(store):
     assert inserted and rec.id == st.id
     got = store.get(st.id)
     assert got is not None and got.to_dict() == make_study(1).to_dict()
-    assert store.find(st.sha256, "pneumonia-v1").id == st.id
-    assert store.find(st.sha256, "another-version") is None
+    assert _result_values(got) == _result_values(make_study(1)) and got.results[0].study_id == st.id
+    assert got.result("efficientnet_lite0") is got.results[0] and got.result("other") is None
+    assert store.find(st.sha256, model_set_key(["pneumonia-v1"])).id == st.id
+    assert store.find(st.sha256, model_set_key(["another-version"])) is None
     assert store.get("0123456789abcdef") is None
     assert store.ping()
 
@@ -133,7 +163,7 @@ def test_duplicate_insert_returns_existing(store):
     _, inserted = store.insert(make_study(2, id="aaaaaaaaaaaaaaaa"))
     assert inserted
     again, inserted = store.insert(make_study(2, id="bbbbbbbbbbbbbbbb", label="NORMAL"))
-    assert not inserted and again.id == "aaaaaaaaaaaaaaaa" and again.label == "PNEUMONIA"
+    assert not inserted and again.id == "aaaaaaaaaaaaaaaa" and again.results[0].label == "PNEUMONIA"
     assert store.count() == 1 and store.get("bbbbbbbbbbbbbbbb") is None
     # same upload, other model version: a new study
     _, inserted = store.insert(make_study(2, id="cccccccccccccccc", model_version="pneumonia-v2"))
@@ -205,19 +235,23 @@ def test_json_round_trip(store):
     )
     store.insert(st)
     got = store.get(st.id)
-    assert got.probabilities == probs and list(got.probabilities) == list(probs)
-    assert got.cam == cam and got.dicom_meta == dicom
+    res = got.results[0]
+    assert res.probabilities == probs and list(res.probabilities) == list(probs)
+    assert res.cam == cam and got.dicom_meta == dicom
     assert got.report["text"] == "Impression — «café» ✓\nline two" and got.report["nested"] == {"a": [1, None, True]}
-    assert got.ood_score is None and got.threshold is None
-    plain = make_study(7)  # no CAM, no DICOM: SQL NULL, not JSON 'null'
-    plain.cam = None
+    assert res.ood_score is None and res.threshold is None
+    plain = make_study(7, cam=None)  # no CAM, no DICOM: SQL NULL, not JSON 'null'
     store.insert(plain)
     with store.engine.connect() as conn:
         row = conn.execute(
-            text("SELECT cam IS NULL, dicom_meta IS NULL FROM studies WHERE id = :id"), {"id": plain.id}
+            text(
+                "SELECT r.cam IS NULL, s.dicom_meta IS NULL FROM studies s JOIN model_results r ON r.study_id = s.id "
+                "WHERE s.id = :id"
+            ),
+            {"id": plain.id},
         ).one()
     assert tuple(bool(v) for v in row) == (True, True)
-    assert store.get(plain.id).cam is None
+    assert store.get(plain.id).results[0].cam is None
 
 
 # ---------------------------------------------------------------------------
@@ -316,12 +350,87 @@ def test_legacy_sqlite_database_is_adopted(tmp_path):
     s = StudyStore(d)
     assert s.revision
     got = s.get("00000000000000aa")
+    res = got.results[0]
     assert (
-        got.probabilities == {"NORMAL": 0.9, "PNEUMONIA": 0.1} and got.cam is None and got.report == {"status": "draft"}
+        res.probabilities == {"NORMAL": 0.9, "PNEUMONIA": 0.1} and res.cam is None and got.report == {"status": "draft"}
     )
+    assert res.model_version == "v1" and not res.flag and res.priority == pytest.approx(0.1) and res.applicable
     rec, inserted = s.insert(make_study(9, sha256="ab", model_version="v1"))
     assert not inserted and rec.id == "00000000000000aa"
     s.close()
+
+
+def test_upgrade_from_0002_moves_the_model_columns(tmp_path, db_url):
+    """A database at revision 0002 with a study: 0003 moves its per-model columns into model_results."""
+    from alembic import command
+
+    from cxrtriage.store.store import _alembic_config, make_engine
+
+    url = resolve_database_url(db_url, tmp_path / "d")
+    engine = make_engine(url)
+    report = {
+        "study_id": "00000000000000aa",
+        "title": "t",
+        "task": "pneumonia",
+        "status": "draft",
+        "flag": "ABNORMAL: pneumonia",
+        "heatmap_url": "/api/v1/studies/00000000000000aa/heatmap.png",
+        "ai_result": {
+            "label": "PNEUMONIA",
+            "probability": 0.8,
+            "probabilities": {"NORMAL": 0.2, "PNEUMONIA": 0.8},
+            "threshold": 0.3,
+            "positive_class": "PNEUMONIA",
+            "triage": "finding",
+        },
+        "model": {"name": "m", "version": "v2"},
+    }
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "0002")
+            conn.execute(
+                text(
+                    "INSERT INTO studies (id, received_at, sha256, source_format, image_file, width, height, label, "
+                    "probabilities, threshold, positive_class, triage, model_name, model_version, backend, heat_class, "
+                    "cam, ood_score, dicom_meta, report, report_status, signed_by, signed_at, timings) VALUES "
+                    "('00000000000000aa', '2026-01-01T00:00:00.000+00:00', 'ab', 'png', 'images/ab/ab.png', 10, 20, "
+                    "'PNEUMONIA', :probs, 0.3, 'PNEUMONIA', 'finding', 'm', 'v2', 'onnxruntime', 'PNEUMONIA', :cam, "
+                    "7.5, NULL, :report, 'draft', NULL, NULL, '{\"total_ms\": 3.0}')"
+                ),
+                {
+                    "probs": '{"NORMAL": 0.2, "PNEUMONIA": 0.8}',
+                    "cam": "[[0.0, 1.0]]",
+                    "report": __import__("json").dumps(report),
+                },
+            )
+    finally:
+        engine.dispose()
+    s = StudyStore(tmp_path / "d", db_url)
+    try:
+        got = s.get("00000000000000aa")
+        assert got is not None and got.model_set == model_set_key(["v2"]) and got.source == "upload"
+        assert got.triage == "finding" and got.priority == pytest.approx(0.8)
+        (res,) = got.results
+        assert (res.model_name, res.model_version, res.task, res.backend, res.label) == (
+            "m",
+            "v2",
+            "pneumonia",
+            "onnxruntime",
+            "PNEUMONIA",
+        )
+        assert res.probabilities == {"NORMAL": 0.2, "PNEUMONIA": 0.8} and res.threshold == pytest.approx(0.3)
+        assert res.flag and res.applicable and res.population_warning is None
+        assert res.cam == [[0.0, 1.0]] and res.ood_score == pytest.approx(7.5) and res.heat_class == "PNEUMONIA"
+        assert "ai_result" not in got.report and got.report["ai_results"][0]["model_name"] == "m"
+        assert got.report["flagged_by"] == ["m"]
+        with s.engine.connect() as conn:
+            cols = {c["name"] for c in inspect(conn).get_columns("studies")}
+        assert not cols & {"label", "probabilities", "model_version", "cam"}
+        # the same image analysed by the same model version is still the same study
+        _, inserted = s.insert(make_study(9, sha256="ab", model_version="v2"))
+        assert not inserted
+    finally:
+        s.close()
 
 
 def test_sqlite_pragmas(tmp_path):
@@ -394,7 +503,7 @@ def test_cli_rejects_bad_database_url(tmp_path, capsys):
 
 _CHILD = r"""
 import sys
-from cxrtriage.store import Study, StudyStore
+from cxrtriage.store import ModelResult, Study, StudyStore
 
 store = StudyStore(sys.argv[1], sys.argv[2] or None)
 print("ready", flush=True)
@@ -402,12 +511,15 @@ i = 0
 while True:
     sid = f"{i:016x}"
     rec, inserted = store.insert(Study(
-        id=sid, received_at=f"2026-11-28T00:00:00.{i:06d}+00:00", sha256=f"{i:064x}", source_format="png",
-        image_file="images/x.png", width=1, height=1, label="NORMAL", probabilities={"NORMAL": 1.0},
-        threshold=None, positive_class=None, triage="no_finding", model_name="m", model_version="v",
-        backend="torch", heat_class=None, cam=[[float(i)]], ood_score=None, dicom_meta=None,
-        report={"status": "draft", "n": i}, report_status="draft", signed_by=None, signed_at=None,
-        timings={"total_ms": 1.0},
+        id=sid, received_at=f"2026-11-28T00:00:00.{i:06d}+00:00", sha256=f"{i:064x}", model_set="k",
+        source_format="png", image_file="images/x.png", width=1, height=1, triage="no_finding", priority=0.0,
+        dicom_meta=None, report={"status": "draft", "n": i}, report_status="draft", signed_by=None,
+        signed_at=None, timings={"total_ms": 1.0},
+        results=[ModelResult(
+            position=0, model_name="m", model_version="v", task="pneumonia", backend="torch", label="NORMAL",
+            probabilities={"NORMAL": 1.0}, threshold=None, positive_class=None, flag=False, priority=0.0,
+            applicable=True, population_warning=None, heat_class=None, cam=[[float(i)]], ood_score=None,
+        )],
     ))
     assert inserted
     print(sid, flush=True)  # reported as committed only after insert() returned
@@ -456,7 +568,7 @@ def test_no_lost_study_after_sigkill(tmp_path, db_url):
         assert missing == []
         assert s.count() >= len(reported)
         got = s.get(reported[-1])
-        assert got.report["n"] == int(reported[-1], 16) and got.cam == [[float(int(reported[-1], 16))]]
+        assert got.report["n"] == int(reported[-1], 16) and got.results[0].cam == [[float(int(reported[-1], 16))]]
         _, inserted = s.insert(make_study(10**6))  # still writable after the kill
         assert inserted
     finally:

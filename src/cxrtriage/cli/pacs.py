@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cxrtriage import DISCLAIMER
-from cxrtriage.cli.config_args import add_model_argument
 from cxrtriage.pacs.settings import ListenSettings
 
 __all__ = ["register"]
@@ -34,13 +33,15 @@ def _cmd_listen(a: argparse.Namespace) -> int:
         print(f"cxr listen: {exc}", file=sys.stderr)
         return 2
     serve = ServeSettings(
-        model_dir=_model_dir(a.model),
+        model_dir=None,
+        model_dirs=tuple(_model_dir(m) for m in a.model or ()),
         data_dir=Path(a.data_dir),
         database_url=a.database_url,
         max_upload_mb=a.max_instance_mb,
         threads=a.threads,
         prefer_onnx=not a.torch,
-        reject_ood=not a.no_ood,
+        cxr_gate=not (a.no_ood or a.no_cxr_gate),
+        population_gate=not (a.no_ood or a.no_population_gate),
     )
     settings = ListenSettings(
         service=serve,
@@ -61,11 +62,11 @@ def _cmd_listen(a: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     port = listener.start()
-    eng = listener.service.engine
+    models = ", ".join(f"{m.model_name} ({m.config.version})" for m in listener.service.engine.models)
     allowed = ", ".join(settings.allowed_calling) if settings.allowed_calling else "any calling AE title"
     print(
         f"cxr listen: DICOM Storage SCP {settings.ae_title} on {settings.host}:{port} (C-STORE CR/DX, C-ECHO; "
-        f"from {allowed}); model {eng.model_name} ({eng.config.version}); data in {serve.data_dir}"
+        f"from {allowed}); model(s): {models}; data in {serve.data_dir}"
     )
     if return_to is not None:
         pending = listener.outbox.counts(str(return_to)).get("pending", 0)
@@ -88,7 +89,13 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
         "listen",
         help="DICOM listener (C-STORE SCP): analyse CR/DX chest radiographs from a PACS, send SR + heatmap back",
     )
-    add_model_argument(p)
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="model folder or shipped model name (`cxr models`); repeat for several, each reported in the SR "
+        "(default: every shipped model, as cxr serve)",
+    )
     p.add_argument("--ae-title", default=_D["ae_title"], help="our AE title (default %(default)s)")
     p.add_argument("--host", default=_D["host"], help="listen address (default %(default)s); 0.0.0.0 for the network")
     p.add_argument("--port", type=int, default=_D["port"], help="DICOM port (default %(default)s)")
@@ -118,8 +125,12 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torch", action="store_true", help="PyTorch even if model.onnx exists")
     p.add_argument(
-        "--no-ood",
-        action="store_true",
-        help="do not refuse non-radiographs nor images outside the model's population (not recommended)",
+        "--no-cxr-gate", action="store_true", help="gate 1 off: accept images that are not chest radiographs"
     )
+    p.add_argument(
+        "--no-population-gate",
+        action="store_true",
+        help="gate 2 off: mark every model's result applicable, whatever the image's population (not recommended)",
+    )
+    p.add_argument("--no-ood", action="store_true", help="both gates off (--no-cxr-gate --no-population-gate)")
     commands["listen"] = _cmd_listen

@@ -39,7 +39,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         print(f"cxr serve: --database-url: {exc}", file=sys.stderr)
         return 2
     settings = ServeSettings(
-        model_dir=_model_dir(a.model),
+        model_dir=None,
+        model_dirs=tuple(_model_dir(m) for m in a.model or ()),
         data_dir=Path(a.data_dir),
         database_url=a.database_url,
         host=a.host,
@@ -49,7 +50,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         upload_quota_per_hour=a.upload_quota,
         threads=a.threads,
         prefer_onnx=not a.torch,
-        reject_ood=not a.no_ood,
+        cxr_gate=not (a.no_ood or a.no_cxr_gate),
+        population_gate=not (a.no_ood or a.no_population_gate),
     )
     try:  # one request = one image: multi-threaded BLAS for small NumPy products only adds contention
         from threadpoolctl import threadpool_limits
@@ -67,8 +69,10 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         print(f"cxr serve: ${INITIAL_USER_ENV} / ${INITIAL_PASSWORD_ENV}: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings, service)
+    models = ", ".join(f"{m.model_name} ({m.config.version}, {m.backend.name})" for m in service.engine.models)
     print(
-        f"cxrtriage server: model {service.engine.model_name} ({service.engine.config.version}) on {service.engine.backend.name}; data in {settings.data_dir}, database {service.store.url.render_as_string(hide_password=True)}"
+        f"cxrtriage server: {len(service.engine.models)} model(s): {models}; data in {settings.data_dir}, "
+        f"database {service.store.url.render_as_string(hide_password=True)}"
     )
     print(DISCLAIMER)
     if created:
@@ -153,7 +157,13 @@ def _cmd_fit_gate(a: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add the ``serve``, ``export``, ``fit-ood`` and ``fit-gate`` sub-commands."""
     p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
-    add_model_argument(p)
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="model folder or shipped model name (`cxr models`); repeat for several models, run on every upload "
+        "in this order (default: every shipped model)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="listen address; 0.0.0.0 to reach it from a phone on the LAN")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
@@ -179,10 +189,16 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torch", action="store_true", help="serve with PyTorch even if model.onnx exists")
     p.add_argument(
-        "--no-ood",
+        "--no-cxr-gate",
         action="store_true",
-        help="do not refuse non-radiographs nor images outside the model's population (not recommended)",
+        help="gate 1 off: do not refuse images that are not chest radiographs (not recommended)",
     )
+    p.add_argument(
+        "--no-population-gate",
+        action="store_true",
+        help="gate 2 off: mark every model's result applicable, whatever the image's population (not recommended)",
+    )
+    p.add_argument("--no-ood", action="store_true", help="both gates off (--no-cxr-gate --no-population-gate)")
     commands["serve"] = _cmd_serve
 
     p = sub.add_parser("export", help="export a model folder to ONNX (model.onnx, checksum in the model card)")

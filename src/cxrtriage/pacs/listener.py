@@ -128,7 +128,7 @@ class Listener:
             return self._refuse(CANNOT_UNDERSTAND, f"malformed data set ({exc.__class__.__name__})", calling)
         name = f"C-STORE from {calling}"
         try:
-            rec, duplicate, _ = self.service.predict(data, name)
+            rec, duplicate, _ = self.service.predict(data, name, source="pacs")
         except ApiError as exc:
             return self._refuse(failure_status(exc), exc.reason.removeprefix(f"{name}: "), calling)
         except Exception as exc:  # noqa: BLE001 - never let one instance stop the listener

@@ -10,7 +10,7 @@ import numpy as np
 
 from cxrtriage.report.dicom_out import build_heatmap_sc, build_sr
 from cxrtriage.serve.interop import model_results
-from cxrtriage.serve.service import ApiError, StudyService
+from cxrtriage.serve.service import StudyService
 from cxrtriage.store import OutgoingObject, Study
 
 if TYPE_CHECKING:
@@ -29,7 +29,10 @@ def part10_bytes(ds: Dataset) -> bytes:
 
 
 def result_objects(service: StudyService, rec: Study, source: Dataset) -> list[OutgoingObject]:
-    """Build the SR and, when the study has a heatmap, the Secondary Capture for one received image.
+    """Build the SR and, when a model has a heatmap, the Secondary Capture for one received image.
+
+    The SR holds every applicable model's result; the Secondary Capture shows the class activation map of
+    the first applicable model that has one.
 
     Parameters
     ----------
@@ -47,16 +50,17 @@ def result_objects(service: StudyService, rec: Study, source: Dataset) -> list[O
     """
     from PIL import Image
 
+    results = model_results(rec)
     objs = []
-    sr = build_sr(source, model_results(rec), rec.id)
+    sr = build_sr(source, results, rec.id)
     objs.append(OutgoingObject("sr", str(sr.SOPClassUID), str(sr.SOPInstanceUID), part10_bytes(sr), rec.id))
-    try:
-        path = service.picture(rec, "heatmap")
-    except ApiError:  # a model without a class activation map: no heatmap series
+    heat = next((r for r in results if r.applicable and r.cam is not None), None)
+    if heat is None:  # no applicable model with a class activation map: no heatmap series
         log.info("study %s has no heatmap: only the SR is sent", rec.id)
         return objs
+    path = service.picture(rec, "heatmap", heat.model_name)
     with Image.open(path) as im:
         overlay = np.asarray(im.convert("RGB"))
-    sc = build_heatmap_sc(source, overlay, rec.id, rec.heat_class)
+    sc = build_heatmap_sc(source, overlay, rec.id, f"{heat.model_name}: {heat.heat_class}")
     objs.append(OutgoingObject("sc", str(sc.SOPClassUID), str(sc.SOPInstanceUID), part10_bytes(sc), rec.id))
     return objs

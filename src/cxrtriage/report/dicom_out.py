@@ -22,7 +22,7 @@ class probabilities per image. Its tree::
         CONTAINS NUM   (CXR-PROB, 99CXRTRIAGE, "Probability of <class>") [no units]   one per class
         CONTAINS NUM   (CXR-THR, 99CXRTRIAGE, "Decision threshold") [no units]        binary tasks
         CONTAINS TEXT  (CXR-POS, 99CXRTRIAGE, "Positive class")                       binary tasks
-        CONTAINS TEXT  (CXR-FLAG, 99CXRTRIAGE, "Triage flag")                         when set
+        CONTAINS TEXT  (CXR-FLAG, 99CXRTRIAGE, "Triage flag")                         when known
         CONTAINS TEXT  (CXR-POPWARN, 99CXRTRIAGE, "Population warning")               when set
 
 Codes from DICOM PS3.16 (DCM), LOINC (LN) and, for the concepts neither has,
@@ -229,8 +229,9 @@ def _model_container(r: Any) -> Any:
     if r.positive_class:
         items.append(TextContentItem(_code("CXR-POS", "Positive class"), str(r.positive_class), contains))
     flag = _attr(r, "flag")
-    if flag:
-        items.append(TextContentItem(_code("CXR-FLAG", "Triage flag"), str(flag), contains))
+    if flag is not None:
+        text = "finding: flagged for priority review" if flag else "no finding flagged"
+        items.append(TextContentItem(_code("CXR-FLAG", "Triage flag"), text, contains))
     warning = _attr(r, "population_warning")
     if warning:
         items.append(TextContentItem(_code("CXR-POPWARN", "Population warning"), str(warning)[:1000], contains))
@@ -346,7 +347,7 @@ def build_heatmap_sc(
     study_id : str
         The study record's id (for the UIDs).
     heat_class : str, optional
-        Class whose activation is shown (goes into ``SeriesDescription`` / ``ImageComments``).
+        Class (and model) whose activation is shown (goes into ``ImageComments`` and ``DerivationDescription``).
 
     Returns
     -------
@@ -379,10 +380,10 @@ def build_heatmap_sc(
         transfer_syntax_uid="1.2.840.10008.1.2.1",
     )
     what = f" ({heat_class})" if heat_class else ""
-    sc.SeriesDescription = f"AI heatmap{what} (cxrtriage) - research use, not a diagnosis"[:64]
+    sc.SeriesDescription = "AI heatmap (cxrtriage) - research use, not a diagnosis"
     sc.ImageComments = f"Class activation map{what} overlaid by cxrtriage. {DISCLAIMER}"[:10240]
     sc.BurnedInAnnotation = "NO"
-    sc.DerivationDescription = "AI class activation map (CAM) overlay on the source radiograph"
+    sc.DerivationDescription = f"AI class activation map (CAM){what} overlaid on the source radiograph"[:1024]
     return sc
 
 

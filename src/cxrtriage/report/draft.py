@@ -4,7 +4,10 @@ One JSON template per task (``report/templates/<task>.json``, fallback
 ``default.json``) holds the wording: a pre-filled normal report for negative
 studies, and for positive studies an ``abnormal`` flag naming the predicted
 class and its probability, the heatmap reference and an empty findings field
-left for the radiologist. Every report starts with ``status = "draft"`` and
+left for the radiologist. One report combines the results of every model that
+analysed the image: "no finding" only when every applicable model says so, a
+finding names the models that raised it, and models outside their validated
+population are listed with their warning. Every report starts with ``status = "draft"`` and
 carries :data:`cxrtriage.DISCLAIMER`; it becomes ``"signed"`` only through
 :func:`sign_off` (who and when are recorded).
 """
@@ -14,12 +17,14 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from cxrtriage import DISCLAIMER
 
-__all__ = ["build_report", "sign_off", "report_text", "load_template", "ReportError"]
+__all__ = ["build_report", "sign_off", "report_text", "ai_result_line", "load_template", "ReportError"]
 
 
 class ReportError(ValueError):
@@ -47,39 +52,65 @@ def _pct(p: float | None) -> str:
     return f"{v:.1f}%" if v >= 1 or v == 0 else f"{v:.2g}%"
 
 
+def _model_part(r: Mapping[str, Any]) -> dict:
+    """One model's entry of ``ai_results``: its output, its own flag text from its task's template, applicability."""
+    t = load_template(r["task"])
+    label = r["label"]
+    probs = {k: float(v) for k, v in r["probabilities"].items()}
+    prob = float(probs.get(label, 0.0))
+    threshold = r.get("threshold")
+    flag = r["triage"] == "finding"
+    values = {
+        "label": label,
+        "label_text": t.get("label_text", {}).get(label, label),
+        "probability_pct": _pct(prob),
+        "threshold_pct": _pct(threshold) if threshold is not None else "argmax",
+    }
+    applicable = bool(r.get("applicable", True))
+    return {
+        "model_name": r["model_name"],
+        "model_version": r["model_version"],
+        "task": r["task"],
+        "label": label,
+        "probability": prob,
+        "probabilities": probs,
+        "threshold": threshold,
+        "positive_class": r.get("positive_class") or "",
+        "triage": r["triage"],
+        "flag": flag,
+        "flag_text": t["abnormal"]["flag"].format(**values) if flag else None,
+        "impression": t["abnormal" if flag else "normal"]["impression"].format(**values),
+        "applicable": applicable,
+        "population_warning": None
+        if applicable
+        else (r.get("population_warning") or "outside the validated population"),
+        "heatmap_url": r.get("heatmap_url"),
+    }
+
+
 def build_report(
     *,
-    task: str,
-    label: str,
-    probabilities: dict[str, float],
-    threshold: float | None,
-    positive_class: str,
-    triage: str,
-    model_name: str,
-    model_version: str,
+    results: Sequence[Mapping[str, Any]],
     study_id: str,
-    heatmap_url: str | None = None,
     created_at: str | None = None,
 ) -> dict:
-    """Fill the task's template for one prediction.
+    """Fill the draft report of one image from the results of one or more models.
+
+    The report is abnormal when at least one *applicable* model (inside the
+    population it was validated on) flags a finding; the flag names every
+    such model. "No finding" is written only when every applicable model
+    says so. Results of models outside their population are listed with
+    their warning and never change the triage.
 
     Parameters
     ----------
-    task : str
-        Task name (selects the template).
-    label : str
-        Predicted class.
-    probabilities : dict str -> float
-        Class probabilities in [0, 1].
-    threshold : float or None
-        Decision threshold on ``positive_class`` (binary tasks), else None.
-    positive_class : str
-    triage : {"no_finding", "finding"}
-        ``finding`` makes the report abnormal.
-    model_name, model_version : str
+    results : sequence of mapping
+        One per model, in display order, with keys ``task``, ``label``,
+        ``probabilities`` (dict str -> float in [0, 1]), ``threshold`` (float or
+        None), ``positive_class``, ``triage`` ({"no_finding", "finding"}),
+        ``model_name``, ``model_version`` and optionally ``applicable`` (bool,
+        default True), ``population_warning`` (str) and ``heatmap_url``.
     study_id : str
-    heatmap_url : str, optional
-        Attached to abnormal reports.
     created_at : str, optional
         ISO 8601 UTC time; default now.
 
@@ -87,43 +118,75 @@ def build_report(
     -------
     dict
         JSON-serialisable report: ``status`` ("draft"), ``abnormal`` (bool),
-        ``flag``, ``sections`` (technique, findings, impression),
-        ``findings_placeholder``, ``ai_result``, ``model``, ``heatmap_url``,
-        ``signed_by``/``signed_at`` (None), ``disclaimer`` and ``text``.
+        ``flag`` (None when normal), ``flagged_by`` (model names),
+        ``sections`` (technique, findings, impression), ``findings_placeholder``,
+        ``ai_results`` (one dict per model: output, ``flag``, ``flag_text``,
+        ``applicable``, ``population_warning``, ``heatmap_url``), ``heatmap_url``
+        (of the first flagging model), ``signed_by``/``signed_at`` (None),
+        ``disclaimer`` and ``text``.
+
+    Raises
+    ------
+    ValueError
+        ``results`` is empty.
     """
-    t = load_template(task)
-    abnormal = triage == "finding"
-    prob = float(probabilities.get(label, 0.0))
-    values = {
-        "label": label,
-        "label_text": t.get("label_text", {}).get(label, label),
-        "probability_pct": _pct(prob),
-        "threshold_pct": _pct(threshold) if threshold is not None else "argmax",
-    }
-    part = t["abnormal"] if abnormal else t["normal"]
+    if not results:
+        raise ValueError("build_report: no model result")
+    parts = [_model_part(r) for r in results]
+    applicable = [p for p in parts if p["applicable"]]
+    flagged = [p for p in applicable if p["flag"]]
+    abnormal = bool(flagged)
+    first = load_template(results[0]["task"])
+    if len(parts) == 1:
+        title, technique = first["title"], first["technique"]
+    else:
+        title = f"Chest radiograph: AI draft report ({len(parts)} models)"
+        technique = (
+            f"Single frontal chest radiograph, analysed by {len(parts)} AI classifiers: "
+            + ", ".join(f"{p['model_name']} ({p['task']})" for p in parts)
+            + "."
+        )
+    if abnormal:
+        lead = load_template(flagged[0]["task"])
+        flag = (
+            "ABNORMAL, raised by "
+            + ", ".join(p["model_name"] for p in flagged)
+            + ": "
+            + " ".join(f"[{p['model_name']}] {p['flag_text'].removeprefix('ABNORMAL: ')}" for p in flagged)
+        )
+        findings = ""
+        placeholder = lead["abnormal"].get("findings_placeholder", "")
+        impression = " ".join(dict.fromkeys(p["impression"] for p in flagged))
+    elif applicable:
+        lead = load_template(applicable[0]["task"])
+        flag = None
+        findings = lead["normal"]["findings"]
+        placeholder = ""
+        impression = (
+            lead["normal"]["impression"]
+            if len(parts) == 1
+            else f"No finding by any applicable model ({', '.join(p['model_name'] for p in applicable)}). "
+            + lead["normal"]["impression"]
+        )
+    else:
+        flag = None
+        findings = ""
+        placeholder = "Findings to be described by the radiologist (no AI model applies to this image)."
+        impression = (
+            "No AI result applies: the image lies outside the population every model was validated on. "
+            "To be read by a radiologist."
+        )
     report = {
         "study_id": study_id,
-        "title": t["title"],
-        "task": task,
+        "title": title,
         "status": "draft",
         "abnormal": abnormal,
-        "flag": part["flag"].format(**values) if abnormal else None,
-        "sections": {
-            "technique": t["technique"],
-            "findings": part["findings"].format(**values),
-            "impression": part["impression"].format(**values),
-        },
-        "findings_placeholder": part.get("findings_placeholder", ""),
-        "ai_result": {
-            "label": label,
-            "probability": prob,
-            "probabilities": {k: float(v) for k, v in probabilities.items()},
-            "threshold": threshold,
-            "positive_class": positive_class,
-            "triage": triage,
-        },
-        "model": {"name": model_name, "version": model_version},
-        "heatmap_url": heatmap_url if abnormal else None,
+        "flag": flag,
+        "flagged_by": [p["model_name"] for p in flagged],
+        "sections": {"technique": technique, "findings": findings, "impression": impression},
+        "findings_placeholder": placeholder,
+        "ai_results": parts,
+        "heatmap_url": flagged[0]["heatmap_url"] if flagged else None,
         "created_at": created_at or _now(),
         "signed_by": None,
         "signed_at": None,
@@ -180,12 +243,22 @@ def sign_off(
     return out
 
 
+def ai_result_line(ai: Mapping[str, Any]) -> str:
+    """One model's result as one line of text (label, probabilities, threshold, triage, population warning)."""
+    probs = ", ".join(f"{k} {_pct(v)}" for k, v in ai["probabilities"].items())
+    thr = f"{_pct(ai['threshold'])} on {ai['positive_class']}" if ai["threshold"] is not None else "most probable class"
+    line = (
+        f"{ai['model_name']} (version {ai['model_version']}): {ai['label']} ({_pct(ai['probability'])}); "
+        f"probabilities: {probs}; threshold: {thr}; triage: {ai['triage']}."
+    )
+    if not ai.get("applicable", True):
+        line += f" WARNING: {ai.get('population_warning')}; shown for information, not used in the triage."
+    return line
+
+
 def report_text(report: dict) -> str:
     """Plain-text rendering of a report (also stored in its ``text`` field)."""
     r = report
-    ai = r["ai_result"]
-    probs = ", ".join(f"{k} {_pct(v)}" for k, v in ai["probabilities"].items())
-    thr = f"{_pct(ai['threshold'])} on {ai['positive_class']}" if ai["threshold"] is not None else "most probable class"
     findings = r["sections"]["findings"] or f"[{r.get('findings_placeholder') or 'to be completed by the radiologist'}]"
     lines = [
         r["title"],
@@ -199,9 +272,9 @@ def report_text(report: dict) -> str:
         f"Findings: {findings}",
         f"Impression: {r['sections']['impression']}",
         "",
-        f"AI result: {ai['label']} ({_pct(ai['probability'])}); probabilities: {probs}; threshold: {thr}; triage: {ai['triage']}.",
-        f"Model: {r['model']['name']} version {r['model']['version']}.",
+        "AI results:",
     ]
+    lines += [f"- {ai_result_line(ai)}" for ai in r["ai_results"]]
     if r.get("heatmap_url"):
         lines.append(f"Heatmap: {r['heatmap_url']}")
     if r["status"] == "signed":

@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cxrtriage.report.draft import ai_result_line
+
 if TYPE_CHECKING:
     from jinja2 import Environment
 
@@ -141,19 +143,10 @@ def render_pdf(report: dict, images: list[tuple[str, bytes]] | None = None) -> b
     ):
         para(head, 11, "B")
         para(body, 10)
-    ai = r["ai_result"]
-    probs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in ai["probabilities"].items())
-    thr = (
-        f"{100 * ai['threshold']:.2f}% on {ai['positive_class']}"
-        if ai["threshold"] is not None
-        else "most probable class"
-    )
-    para("AI result", 11, "B")
-    para(
-        f"Label: {ai['label']} ({100 * ai['probability']:.1f}%). Probabilities: {probs}. Threshold: {thr}. Triage: {ai['triage']}.",
-        10,
-    )
-    para(f"Model: {r['model']['name']} version {r['model']['version']}", 9)
+    para("AI results", 11, "B")
+    for ai in r["ai_results"]:
+        warn = not ai.get("applicable", True)
+        para(ai_result_line(ai), 10, "B" if warn else "", (255, 244, 214) if warn else None)
     if images:
         n = len(images)
         side = min(85.0, (w - 5 * (n - 1)) / n)

@@ -59,10 +59,10 @@ def failure_status(exc: ApiError) -> int:
 
 
 def model_results(rec: Study) -> Sequence[Any]:
-    """The per-model results of a study (``rec.results``), or the study itself when it holds one model's result.
+    """The per-model results of a study (:attr:`cxrtriage.store.Study.results`), in display order.
 
-    Each item has ``model_name``, ``model_version``, ``label``, ``probabilities``, ``threshold`` and
-    ``positive_class`` (:class:`cxrtriage.report.dicom_out.ModelOutput`).
+    Each has ``model_name``, ``model_version``, ``task``, ``label``, ``probabilities``, ``threshold``,
+    ``positive_class``, ``flag``, ``applicable`` and ``population_warning``
+    (:class:`cxrtriage.report.dicom_out.ModelOutput`).
     """
-    results = getattr(rec, "results", None)
-    return list(results) if results else [rec]
+    return list(rec.results)

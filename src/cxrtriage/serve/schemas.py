@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import AliasChoices, BaseModel, Field, model_validator
 
 from cxrtriage import DISCLAIMER
-from cxrtriage.store.models import Study
+from cxrtriage.store.models import ModelResult, Study
 
 __all__ = [
     "ErrorOut",
@@ -18,6 +19,8 @@ __all__ = [
     "Timings",
     "StudyOut",
     "study_links",
+    "result_links",
+    "ModelResultOut",
     "PredictOut",
     "HealthOut",
     "SignOffIn",
@@ -31,10 +34,11 @@ class ErrorOut(BaseModel):
     """Every 4xx/5xx answer of the API."""
 
     error: str = Field(
-        description="machine-readable code, e.g. 'unsupported_media_type', 'not_a_radiograph' (colour image), "
-        "'not_a_chest_radiograph' (422: gate 1, independent of the model, says the image is not a chest "
-        "radiograph), 'outside_population' (422: a chest radiograph outside the population the model was "
-        "validated on, e.g. an adult image for a pediatric model; the model's result is not shown)"
+        description="machine-readable code, e.g. 'unsupported_media_type', "
+        "'not_a_chest_radiograph' (422: gate 1, independent of the models, says the image is not a chest "
+        "radiograph; colour pictures included), 'outside_population' (422: a chest radiograph outside the "
+        "population of every loaded model; when at least one model applies the study is stored and the others' "
+        "results carry applicable=false and a population_warning instead)"
     )
     reason: str = Field(description="human-readable explanation")
     status: int = Field(description="HTTP status code")
@@ -66,12 +70,23 @@ class ReportSections(BaseModel):
 
 
 class AIResult(BaseModel):
+    """One model's result as written in the report."""
+
+    model_name: str
+    model_version: str
+    task: str
     label: str
     probability: float = Field(ge=0, le=1, description="probability of the predicted label")
     probabilities: dict[str, float]
     threshold: float | None
     positive_class: str
     triage: Literal["no_finding", "finding"]
+    flag: bool = Field(description="this model raised a finding")
+    flag_text: str | None = Field(description="the model's abnormal-study flag text, None when it raised none")
+    impression: str = Field(description="the model's own impression sentence")
+    applicable: bool = Field(description="the image lies inside the population the model was validated on")
+    population_warning: str | None
+    heatmap_url: str | None
 
 
 class ReportOut(BaseModel):
@@ -79,15 +94,14 @@ class ReportOut(BaseModel):
 
     study_id: str
     title: str
-    task: str
     status: Literal["draft", "signed"]
-    abnormal: bool
-    flag: str | None = Field(description="abnormal-study flag text, None when normal")
+    abnormal: bool = Field(description="at least one applicable model raised a finding")
+    flag: str | None = Field(description="abnormal-study flag text naming the models that raised it, None when normal")
+    flagged_by: list[str] = Field(description="names of the applicable models that raised a finding")
     sections: ReportSections
     findings_placeholder: str = ""
-    ai_result: AIResult
-    model: dict[str, str]
-    heatmap_url: str | None
+    ai_results: list[AIResult] = Field(description="one per model, in the server's model order")
+    heatmap_url: str | None = Field(description="heatmap of the first model that raised a finding")
     created_at: str
     signed_by: str | None
     signed_at: str | None
@@ -106,63 +120,118 @@ class Timings(BaseModel):
     total_ms: float = 0.0
 
 
-def study_links(study_id: str, has_heatmap: bool) -> dict[str, Any]:
-    """API addresses of a study's pictures, reports and page.
+def study_links(study_id: str) -> dict[str, Any]:
+    """API addresses of a study's picture, reports and page.
 
     Parameters
     ----------
     study_id : str
+
+    Returns
+    -------
+    dict
+        ``image_url``, ``report_urls``, ``page_url``.
+    """
+    base = f"/api/v1/studies/{study_id}"
+    return {
+        "image_url": f"{base}/image.png",
+        "report_urls": {f: f"{base}/report.{f}" for f in ("json", "html", "pdf")},
+        "page_url": f"/studies/{study_id}",
+    }
+
+
+def result_links(study_id: str, model_name: str, has_heatmap: bool) -> dict[str, Any]:
+    """API addresses of one model's pictures of a study and of its model card.
+
+    Parameters
+    ----------
+    study_id : str
+    model_name : str
+        :attr:`cxrtriage.store.ModelResult.model_name`.
     has_heatmap : bool
         Whether a class activation map is stored (else ``heatmap_url`` is None).
 
     Returns
     -------
     dict
-        ``image_url``, ``annotated_image_url``, ``heatmap_url``, ``report_urls``, ``page_url``.
+        ``annotated_image_url``, ``heatmap_url``, ``card_url``.
     """
     base = f"/api/v1/studies/{study_id}"
+    q = "?model=" + quote(model_name, safe="")
     return {
-        "image_url": f"{base}/image.png",
-        "annotated_image_url": f"{base}/annotated.png",
-        "heatmap_url": f"{base}/heatmap.png" if has_heatmap else None,
-        "report_urls": {f: f"{base}/report.{f}" for f in ("json", "html", "pdf")},
-        "page_url": f"/studies/{study_id}",
+        "annotated_image_url": f"{base}/annotated.png{q}",
+        "heatmap_url": f"{base}/heatmap.png{q}" if has_heatmap else None,
+        "card_url": f"/api/v1/models/{quote(model_name, safe='')}/card",
     }
 
 
+class ModelResultOut(BaseModel):
+    """One model's result for a study."""
+
+    model_name: str = Field(description="model folder name")
+    model_version: str
+    task: str
+    backend: Literal["onnxruntime", "torch"]
+    label: str = Field(description="predicted class")
+    probabilities: dict[str, float] = Field(description="calibrated class probabilities")
+    threshold: float | None = Field(description="operating point: decision threshold on positive_class (binary tasks)")
+    positive_class: str | None
+    triage: Literal["no_finding", "finding"]
+    flag: bool = Field(description="this model raised a finding")
+    priority: float = Field(ge=0, le=1, description="calibrated probability of a finding according to this model")
+    applicable: bool = Field(description="the image lies inside the population the model was validated on (gate 2)")
+    population_warning: str | None = Field(
+        description="why not, when applicable is false, e.g. 'outside the validated population: pediatric model, adult image'"
+    )
+    heatmap_class: str | None = Field(validation_alias=AliasChoices("heatmap_class", "heat_class"))
+    ood_score: float | None = Field(
+        description="squared Mahalanobis distance of the model's pooled features (lower = more typical)"
+    )
+    annotated_image_url: str
+    heatmap_url: str | None
+    card_url: str = Field(description="the model card (Markdown)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_result(cls, data: Any) -> Any:
+        """A :class:`ModelResult` becomes its columns plus ``triage`` and the URLs; anything else passes."""
+        if not isinstance(data, ModelResult):
+            return data
+        return {
+            **data.to_dict(),
+            "triage": data.triage,
+            **result_links(data.study_id, data.model_name, data.cam is not None),
+        }
+
+
 # StudyOut is built from the stored cxrtriage.store.models.Study with StudyOut.model_validate(study):
-# fields named like a column take its value, three fields read a differently named column
-# (study_id <- id, heatmap_class <- heat_class, dicom <- dicom_meta), and only ``model`` and the
-# URLs are computed (_from_study). (The class docstring is the OpenAPI description: kept short.)
+# fields named like a column take its value, two fields read a differently named column
+# (study_id <- id, dicom <- dicom_meta), ``results`` from the ModelResult rows, and only the URLs are
+# computed (_from_study). (The class docstring is the OpenAPI description: kept short.)
 class StudyOut(BaseModel):
-    """A stored study."""
+    """A stored study: one image, the result of each model, the combined triage and the report."""
 
     study_id: str = Field(validation_alias=AliasChoices("study_id", "id"))
     received_at: str
     sha256: str = Field(
-        description="SHA-256 of the decoded 8-bit pixels and their shape (the study's identity; not of the file, "
-        "whose metadata may identify the patient)"
+        description="SHA-256 of the decoded 8-bit pixels and their shape (the study's identity with model_set; "
+        "not of the file, whose metadata may identify the patient)"
     )
+    model_set: str = Field(description="key of the set of model versions that analysed the image")
+    source: Literal["upload", "pacs", "stow"] = Field(description="how the image arrived")
     source_format: Literal["png", "jpeg", "dicom"]
     width: int
     height: int
-    label: str
-    probabilities: dict[str, float]
-    threshold: float | None
-    positive_class: str | None
-    triage: Literal["no_finding", "finding"]
-    model: dict[str, str] = Field(description="name, version, backend")
-    heatmap_class: str | None = Field(validation_alias=AliasChoices("heatmap_class", "heat_class"))
-    ood_score: float | None = Field(
-        description="squared Mahalanobis distance of the pooled features (lower = more typical)"
+    triage: Literal["no_finding", "finding"] = Field(description="'finding' when any applicable model raised one")
+    priority: float = Field(
+        ge=0, le=1, description="largest priority over the applicable models (worklist order; 0 when none applies)"
     )
+    results: list[ModelResultOut] = Field(description="one per model, in the server's model order")
     dicom: dict | None = Field(
         validation_alias=AliasChoices("dicom", "dicom_meta"),
         description="de-identified DICOM attributes (DICOM uploads only)",
     )
     image_url: str
-    annotated_image_url: str
-    heatmap_url: str | None
     report: ReportOut
     report_urls: dict[str, str] = Field(description="json, html and pdf downloads")
     page_url: str
@@ -172,14 +241,10 @@ class StudyOut(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_study(cls, data: Any) -> Any:
-        """A :class:`Study` becomes its columns plus the computed ``model`` and URLs; anything else passes."""
+        """A :class:`Study` becomes its columns, its model results and the computed URLs; anything else passes."""
         if not isinstance(data, Study):
             return data
-        return {
-            **data.to_dict(),
-            "model": {"name": data.model_name, "version": data.model_version, "backend": data.backend},
-            **study_links(data.id, data.cam is not None),
-        }
+        return {**data.to_dict(), "results": list(data.results), **study_links(data.id)}
 
 
 class PredictOut(StudyOut):
@@ -200,7 +265,8 @@ class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     model_loaded: bool
     database: bool
-    backend: str
+    backend: str = Field(description="backend of the first model")
+    models: list[str] = Field(default_factory=list, description="names of the loaded models, in order")
     studies: int
     version: str
 

@@ -25,6 +25,7 @@ from cxrtriage.config import ModelConfig
 from cxrtriage.data.dicom import decode_dicom, is_dicom
 from cxrtriage.data.io import ImageReadError, decode_image
 from cxrtriage.explain.cam import cam_from_features, normalize_cam, upsample_cam
+from cxrtriage.inference.backend import OnnxBackend, TorchBackend
 from cxrtriage.inference.loading import load_backend
 from cxrtriage.inference.predictor import predictions_from_probs
 from cxrtriage.metrics.calibration import softmax
@@ -33,14 +34,17 @@ from cxrtriage.ood.gate import CxrGate, load_gate
 from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
 from cxrtriage.report.draft import build_report, sign_off
 from cxrtriage.report.render import render_html, render_json, render_pdf
-from cxrtriage.serve.schemas import StudyOut
+from cxrtriage.serve.schemas import StudyOut, result_links
 from cxrtriage.serve.settings import ServeSettings
-from cxrtriage.store import Study, StudyStore, png_bytes
+from cxrtriage.store import ModelResult, Study, StudyStore, model_set_key, png_bytes
+from cxrtriage.tasks import get_task
 
 __all__ = [
     "ApiError",
     "Engine",
+    "ModelEngine",
     "Analysis",
+    "finding_priority",
     "StudyService",
     "safe_filename",
     "sniff_format",
@@ -169,75 +173,105 @@ def pixel_sha256(img: np.ndarray) -> str:
 
 @dataclass
 class Analysis:
-    """Model output for one image."""
+    """One model's output for one image.
 
-    probabilities: np.ndarray  # float64 (K,)
+    Attributes
+    ----------
+    probabilities : numpy.ndarray
+        ``float64 (K,)`` calibrated class probabilities.
+    label, label_index, triage
+        Predicted class, its index, ``"no_finding"`` or ``"finding"``.
+    cam : numpy.ndarray or None
+        ``float32 (h, w)`` class activation map in [0, 1] of the predicted class.
+    ood_score : float or None
+        Squared Mahalanobis distance on the model's pooled features (when a detector is fitted).
+    inference_ms, heatmap_ms : float
+        Milliseconds of the forward pass and of the CAM + OOD score.
+    priority : float
+        In [0, 1]: 1 - P(normal classes of the task); P(positive class) when the task has none.
+    applicable : bool
+        Inside the population the model was validated on (gate 2).
+    population_warning : str or None
+        Why not, when not applicable.
+    """
+
+    probabilities: np.ndarray
     label: str
     label_index: int
     triage: str
-    cam: np.ndarray | None  # float32 (h, w) in [0, 1]
+    cam: np.ndarray | None
     ood_score: float | None
     inference_ms: float
     heatmap_ms: float
+    priority: float = 0.0
+    applicable: bool = True
+    population_warning: str | None = None
 
 
-class Engine:
-    """The model behind the server: backend (ONNX Runtime or torch), decision rule, CAM, OOD detector.
+def finding_priority(probabilities: np.ndarray, config: ModelConfig) -> float:
+    """Calibrated probability of a finding according to one model.
 
     Parameters
     ----------
-    settings : ServeSettings
+    probabilities : numpy.ndarray
+        ``float (K,)`` class probabilities in the order of ``config.classes``.
+    config : ModelConfig
 
-    Notes
-    -----
-    ``analyze`` holds a lock around the forward pass: the backend uses all
-    ``settings.threads`` threads for one image, so requests are served one
-    at a time by the model while decoding and storing run in parallel.
+    Returns
+    -------
+    float
+        In [0, 1]: 1 - sum of P(normal classes of the task) (:attr:`cxrtriage.tasks.Task.normal_classes`);
+        for a task without normal classes, P(``config.positive_class``).
+    """
+    probs = dict(zip(config.classes, (float(p) for p in probabilities)))
+    normal = [c for c in get_task(config.task).normal_classes if c in probs]
+    if normal:
+        p = 1.0 - sum(probs[c] for c in normal)
+    else:
+        p = probs.get(config.positive_class, 0.0)
+    return float(min(1.0, max(0.0, p)))
+
+
+class ModelEngine:
+    """One model behind the server: backend (ONNX Runtime or torch), decision rule, CAM, OOD detector.
+
+    Parameters
+    ----------
+    model_dir : path
+        Model bundle folder.
+    settings : ServeSettings
+    lock : threading.Lock
+        Shared by the models of one server: one forward pass at a time.
+    position : int
+        Order of the model on the server.
     """
 
-    def __init__(self, settings: ServeSettings):
-        self.settings = settings
-        self.backend = load_backend(settings.model_dir, threads=settings.threads, prefer_onnx=settings.prefer_onnx)
+    def __init__(self, model_dir: Path, settings: ServeSettings, lock: threading.Lock, position: int = 0):
+        self.position = position
+        self.model_dir = Path(model_dir)
+        self.backend = load_backend(self.model_dir, threads=settings.threads, prefer_onnx=settings.prefer_onnx)
         self.config: ModelConfig = self.backend.require_config()
-        self.detector = MahalanobisDetector.load(settings.model_dir)
+        self.model_name = self.model_dir.resolve().name
+        self.detector = MahalanobisDetector.load(self.model_dir)
         fitted_for = self.detector.info.get("model_version") if self.detector is not None else None
         if fitted_for and fitted_for != self.config.version:
             log.warning(
                 "OOD detector in %s was fitted for model %s, not %s: ignored (run `cxr fit-ood`)",
-                settings.model_dir,
+                self.model_dir,
                 fitted_for,
                 self.config.version,
             )
             self.detector = None
-        self._lock = threading.Lock()
-        self.model_name = Path(settings.model_dir).resolve().name
-        if self.detector is None:
-            log.warning(
-                "no OOD detector in %s (run `cxr fit-ood`); only the colour check refuses non-radiographs",
-                settings.model_dir,
-            )
-        #: gate 1, "is this a chest radiograph?" (independent of the model); None when not shipped
-        self.gate: CxrGate | None = load_gate()
-        if self.gate is None:
-            log.warning("no chest-radiograph gate shipped (run `cxr fit-gate`); uploads are not checked for being CXRs")
+        self._lock = lock
         # warm-up: first run allocates buffers
         self.analyze(np.full((self.config.image_size, self.config.image_size), 128, np.uint8))
-        if self.gate is not None:
-            self.gate.score_images([np.full((64, 64), 128, np.uint8)])
-
-    def gate_check(self, img: np.ndarray) -> tuple[bool, float, float]:
-        """Gate 1 on one ``uint8 (H, W)`` image: ``(is_chest_radiograph, log-odds score, milliseconds)``.
-
-        Always ``(True, nan, 0)`` when no gate is shipped.
-        """
-        if self.gate is None:
-            return True, float("nan"), 0.0
-        t0 = time.perf_counter()
-        ok, score = self.gate.is_cxr(img)
-        return ok, score, (time.perf_counter() - t0) * 1e3
 
     def analyze(self, img: np.ndarray) -> Analysis:
-        """Classify one ``uint8 (H, W)`` image; CAM of the predicted class; OOD score."""
+        """Classify one ``uint8 (H, W)`` image: probabilities, decision, CAM of the predicted class, OOD score.
+
+        ``applicable`` is False (with a warning) when the model's Mahalanobis detector scores the image above
+        its threshold.
+        """
         c = self.config
         t0 = time.perf_counter()
         x = self.backend.preprocess(img)[None]
@@ -251,12 +285,28 @@ class Engine:
         if self.backend.head is not None:
             cam = normalize_cam(cam_from_features(fmap[0], self.backend.head[0], pred.label_index))
         t2 = time.perf_counter()
-        return Analysis(
-            probs[0], pred.label, pred.label_index, pred.triage, cam, score, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        a = Analysis(
+            probs[0],
+            pred.label,
+            pred.label_index,
+            pred.triage,
+            cam,
+            score,
+            (t1 - t0) * 1e3,
+            (t2 - t1) * 1e3,
+            priority=finding_priority(probs[0], c),
         )
+        det = self.detector
+        if det is not None and score is not None and score > det.threshold:
+            a.applicable = False
+            a.population_warning = (
+                f"outside the validated population of {self.model_name}: out-of-distribution score {score:.0f} > "
+                f"threshold {det.threshold:.0f} (Mahalanobis distance on the model's features)"
+            )
+        return a
 
-    def info(self) -> dict:
-        """Model description for ``GET /api/v1/model``."""
+    def info(self, gate: CxrGate | None = None) -> dict:
+        """Model description for ``GET /api/v1/models`` (and ``/api/v1/model``)."""
         c = self.config
         det = None
         if self.detector is not None:
@@ -286,16 +336,105 @@ class Engine:
             "onnx_sha256": getattr(self.backend, "sha256", None),
             "ood_detector": det,
             "cxr_gate": None
-            if self.gate is None
+            if gate is None
             else {
-                "threshold": self.gate.threshold,
-                "method": self.gate.info.get("method"),
+                "threshold": gate.threshold,
+                "method": gate.info.get("method"),
                 "test_part": {
-                    k: {g: v["refusal_rate"] for g, v in (self.gate.info.get("test_part") or {}).get(k, {}).items()}
+                    k: {g: v["refusal_rate"] for g, v in (gate.info.get("test_part") or {}).get(k, {}).items()}
                     for k in ("chest_radiographs", "not_chest_radiographs")
                 },
             },
         }
+
+
+class Engine:
+    """The models behind the server and the gates in front of them.
+
+    Parameters
+    ----------
+    settings : ServeSettings
+        ``settings.model_dirs`` are loaded in order.
+
+    Notes
+    -----
+    The forward passes share one lock: the backend uses all ``settings.threads``
+    threads for one image, so requests are served one at a time by the models
+    while decoding and storing run in parallel.
+    """
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self.models: list[ModelEngine] = [
+            ModelEngine(d, settings, self._lock, position=i) for i, d in enumerate(settings.model_dirs)
+        ]
+        names = [m.model_name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two models with the same folder name among {', '.join(map(str, settings.model_dirs))}")
+        #: key of the set of model versions served (:attr:`cxrtriage.store.Study.model_set`)
+        self.model_set = model_set_key(m.config.version for m in self.models)
+        #: gate 1, "is this a chest radiograph?" (independent of the models); None when not shipped
+        self.gate: CxrGate | None = load_gate()
+        if self.gate is None:
+            log.warning("no chest-radiograph gate shipped (run `cxr fit-gate`); uploads are not checked for being CXRs")
+        else:
+            self.gate.score_images([np.full((64, 64), 128, np.uint8)])
+
+    # the first model: the default one (``/api/v1/model``, start-up message)
+    @property
+    def config(self) -> ModelConfig:
+        """Configuration of the first model."""
+        return self.models[0].config
+
+    @property
+    def model_name(self) -> str:
+        """Folder name of the first model."""
+        return self.models[0].model_name
+
+    @property
+    def backend(self) -> OnnxBackend | TorchBackend:
+        """Backend of the first model."""
+        return self.models[0].backend
+
+    def model(self, name: str | None) -> ModelEngine:
+        """The loaded model of this folder name (default: the first); :class:`KeyError` if none."""
+        if name is None:
+            return self.models[0]
+        for m in self.models:
+            if m.model_name == name:
+                return m
+        raise KeyError(name)
+
+    def gate_check(self, img: np.ndarray) -> tuple[bool, float, float]:
+        """Gate 1 on one ``uint8 (H, W)`` image: ``(is_chest_radiograph, log-odds score, milliseconds)``.
+
+        Always ``(True, nan, 0)`` when no gate is shipped.
+        """
+        if self.gate is None:
+            return True, float("nan"), 0.0
+        t0 = time.perf_counter()
+        ok, score = self.gate.is_cxr(img)
+        return ok, score, (time.perf_counter() - t0) * 1e3
+
+    def analyze(self, img: np.ndarray) -> list[Analysis]:
+        """Every model on one ``uint8 (H, W)`` image, in order.
+
+        With ``settings.population_gate`` off every result is marked applicable.
+        """
+        out = [m.analyze(img) for m in self.models]
+        if not self.settings.population_gate:
+            for a in out:
+                a.applicable, a.population_warning = True, None
+        return out
+
+    def info(self) -> dict:
+        """Description of the first model for ``GET /api/v1/model``."""
+        return self.models[0].info(self.gate)
+
+    def infos(self) -> list[dict]:
+        """Description of every model for ``GET /api/v1/models``."""
+        return [m.info(self.gate) for m in self.models]
 
 
 def _now() -> str:
@@ -394,25 +533,36 @@ class StudyService:
                 data, name, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_decoded_bytes
             )
             return img, fmt, meta
-        if self.settings.reject_ood:
+        if self.settings.cxr_gate:  # part of gate 1: a colour picture is not a chest radiograph
             m = colourfulness_of_bytes(data)
             if m > COLOURFULNESS_LIMIT:
                 raise ApiError(
                     422,
-                    "not_a_radiograph",
-                    f"{name}: colour image (colourfulness {m:.0f} > {COLOURFULNESS_LIMIT:g}); chest radiographs are grayscale",
+                    "not_a_chest_radiograph",
+                    f"{name}: not a chest radiograph (gate 1: colour image, colourfulness {m:.0f} > "
+                    f"{COLOURFULNESS_LIMIT:g}; chest radiographs are grayscale)",
                 )
         # JPEG: MPO files from phone cameras carry extra frames; the first is the picture.
         img = decode_image(data, name, max_pixels=self.settings.max_pixels, allow_multiframe=(fmt == "jpeg"))
         return img, fmt, None
 
     # -- predict ----------------------------------------------------------
-    def predict(self, data: bytes, filename: str | None = None) -> tuple[Study, bool, dict]:
-        """Analyse an upload and store the study (or return the stored study of the same bytes).
+    def predict(self, data: bytes, filename: str | None = None, *, source: str = "upload") -> tuple[Study, bool, dict]:
+        """Analyse an upload with every loaded model and store the study (or return the stored study of the same image).
 
-        The study's identity is :func:`pixel_sha256` of the decoded image, so
-        the same pixels sent again (also re-encoded, renamed or with other
-        metadata) return the stored study.
+        The study's identity is :func:`pixel_sha256` of the decoded image and the
+        key of the set of model versions (:attr:`Engine.model_set`), so the same
+        pixels sent again (also re-encoded, renamed or with other metadata)
+        return the stored study.
+
+        Parameters
+        ----------
+        data : bytes
+            The uploaded file (PNG, JPEG or DICOM).
+        filename : str, optional
+            Used in messages only.
+        source : {"upload", "pacs", "stow"}
+            How the image arrived (:attr:`cxrtriage.store.Study.source`).
 
         Returns
         -------
@@ -421,86 +571,78 @@ class StudyService:
         Raises
         ------
         ApiError
-            413/415/422 for unusable uploads and non-radiographs (nothing is stored then).
+            413/415/422 for unusable uploads, ``not_a_chest_radiograph`` (gate 1) and
+            ``outside_population`` (gate 2: no loaded model was validated on the image's population);
+            nothing is stored then.
         """
         t0 = time.perf_counter()
         img, fmt, meta = self.decode(data, filename)
-        if self.settings.reject_ood:
+        if self.settings.cxr_gate:
             is_cxr, gate_score, _ = self.engine.gate_check(img)
             if not is_cxr:
                 raise ApiError(
                     422,
                     "not_a_chest_radiograph",
-                    f"{safe_filename(filename)}: not a chest radiograph (gate 1, independent of the model: "
+                    f"{safe_filename(filename)}: not a chest radiograph (gate 1, independent of the models: "
                     f"score {gate_score:.1f} < threshold {self.engine.gate.threshold if self.engine.gate else 0:.1f}, "
                     "log-odds of a chest radiograph); upload a frontal chest X-ray",
                 )
         sha = pixel_sha256(img)
-        cfg = self.engine.config
-        existing = self.store.find(sha, cfg.version)
+        existing = self.store.find(sha, self.engine.model_set)
         if existing is not None:
             return existing, True, {"total_ms": (time.perf_counter() - t0) * 1e3}
         t1 = time.perf_counter()
-        a = self.engine.analyze(img)
-        det = self.engine.detector
-        if self.settings.reject_ood and det is not None and a.ood_score is not None and a.ood_score > det.threshold:
+        analyses = self.engine.analyze(img)
+        if not any(a.applicable for a in analyses):
+            why = "; ".join(a.population_warning or "" for a in analyses)
             raise ApiError(
                 422,
                 "outside_population",
-                f"{safe_filename(filename)}: a chest radiograph, but outside the population model "
-                f"{self.engine.model_name} was validated on (out-of-distribution score {a.ood_score:.0f} > threshold "
-                f"{det.threshold:.0f}; Mahalanobis distance on the model's pooled features); its result is not shown",
+                f"{safe_filename(filename)}: a chest radiograph, but outside the population every model of this "
+                f"server was validated on ({why}); no result is shown",
             )
         t2 = time.perf_counter()
         sid = secrets.token_hex(8)
-        probs = {k: float(v) for k, v in zip(cfg.classes, a.probabilities)}
+        results = [self._result(m, a, sid) for m, a in zip(self.engine.models, analyses)]
         report = build_report(
-            task=cfg.task,
-            label=a.label,
-            probabilities=probs,
-            threshold=cfg.threshold,
-            positive_class=cfg.positive_class,
-            triage=a.triage,
-            model_name=self.engine.model_name,
-            model_version=cfg.version,
+            results=[
+                {
+                    **r.to_dict(),
+                    "triage": r.triage,
+                    "heatmap_url": result_links(sid, r.model_name, r.cam is not None)["heatmap_url"],
+                }
+                for r in results
+            ],
             study_id=sid,
-            heatmap_url=f"/api/v1/studies/{sid}/heatmap.png" if a.cam is not None else None,
         )
         t3 = time.perf_counter()
         rel = self.store.save_image(sha, img)
         timings = {
             "decode_ms": (t1 - t0) * 1e3,
-            "inference_ms": a.inference_ms,
-            "heatmap_ms": a.heatmap_ms,
+            "inference_ms": sum(a.inference_ms for a in analyses),
+            "heatmap_ms": sum(a.heatmap_ms for a in analyses),
             "report_ms": (t3 - t2) * 1e3,
         }
+        applicable = [r for r in results if r.applicable]
         rec = Study(
             id=sid,
             received_at=_now(),
             sha256=sha,
+            model_set=self.engine.model_set,
+            source=source,
             source_format=fmt,
             image_file=rel,
             width=int(img.shape[1]),
             height=int(img.shape[0]),
-            label=a.label,
-            probabilities=probs,
-            threshold=cfg.threshold,
-            positive_class=cfg.positive_class,
-            triage=a.triage,
-            model_name=self.engine.model_name,
-            model_version=cfg.version,
-            backend=self.engine.backend.name,
-            heat_class=a.label if a.cam is not None else None,
-            cam=np.round(np.nan_to_num(a.cam, nan=0.0, posinf=1.0, neginf=0.0), 4).tolist()
-            if a.cam is not None
-            else None,
-            ood_score=a.ood_score if a.ood_score is not None and np.isfinite(a.ood_score) else None,
+            triage="finding" if any(r.flag for r in applicable) else "no_finding",
+            priority=max((r.priority for r in applicable), default=0.0),
             dicom_meta=meta,
             report=report,
             report_status="draft",
             signed_by=None,
             signed_at=None,
             timings=timings,
+            results=results,
         )
         t4 = time.perf_counter()
         timings["store_ms"] = (t4 - t3) * 1e3
@@ -509,6 +651,32 @@ class StudyService:
         timings["store_ms"] += (time.perf_counter() - t4) * 1e3
         timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         return rec, not inserted, timings
+
+    @staticmethod
+    def _result(m: ModelEngine, a: Analysis, study_id: str) -> ModelResult:
+        """The stored row of one model's analysis."""
+        cfg = m.config
+        return ModelResult(
+            study_id=study_id,
+            position=m.position,
+            model_name=m.model_name,
+            model_version=cfg.version,
+            task=cfg.task,
+            backend=m.backend.name,
+            label=a.label,
+            probabilities={k: float(v) for k, v in zip(cfg.classes, a.probabilities)},
+            threshold=cfg.threshold,
+            positive_class=cfg.positive_class or None,
+            flag=a.triage == "finding",
+            priority=a.priority,
+            applicable=a.applicable,
+            population_warning=a.population_warning,
+            heat_class=a.label if a.cam is not None else None,
+            cam=np.round(np.nan_to_num(a.cam, nan=0.0, posinf=1.0, neginf=0.0), 4).tolist()
+            if a.cam is not None
+            else None,
+            ood_score=a.ood_score if a.ood_score is not None and np.isfinite(a.ood_score) else None,
+        )
 
     # -- read back --------------------------------------------------------
     def get(self, study_id: str) -> Study:
@@ -520,32 +688,54 @@ class StudyService:
             raise ApiError(404, "not_found", f"no study {study_id!r}")
         return rec
 
-    def picture(self, rec: Study, kind: str) -> Path:
-        """PNG file of ``kind`` (``image``, ``annotated``, ``heatmap``), rendered on first request and cached."""
+    def picture(self, rec: Study, kind: str, model: str | None = None) -> Path:
+        """PNG file of ``kind`` (``image``, ``annotated``, ``heatmap``), rendered on first request and cached.
+
+        Parameters
+        ----------
+        rec : Study
+        kind : {"image", "annotated", "heatmap"}
+        model : str, optional
+            :attr:`ModelResult.model_name` whose probabilities / activation map are drawn (default: the first).
+
+        Raises
+        ------
+        ApiError
+            404: unknown kind, no result of that model, or no heatmap.
+        """
         from cxrtriage.explain.overlay import annotate_probabilities, display_image, heatmap_overlay
 
         if kind == "image":
             return self.store.root / rec.image_file
-        path = self.store.derived_path(rec.id, kind)
+        res = rec.result(model)
+        if res is None:
+            raise ApiError(404, "not_found", f"study {rec.id} has no result of model {str(model)[:80]!r}")
+        path = self.store.derived_path(rec.id, f"{kind}-{res.position}")
         if path.is_file():
             return path
         img = self.store.load_image(rec.image_file)
         if kind == "annotated":
-            pil = annotate_probabilities(
-                img, rec.probabilities, rec.label, footer="Research use only. Not a diagnosis."
-            )
+            footer = "Research use only. Not a diagnosis."
+            if not res.applicable:
+                footer = "Outside the model's validated population. " + footer
+            pil = annotate_probabilities(img, res.probabilities, res.label, footer=footer)
         elif kind == "heatmap":
-            if rec.cam is None:
-                raise ApiError(404, "not_found", f"study {rec.id} has no heatmap (model without a GAP + linear head)")
+            if res.cam is None:
+                raise ApiError(
+                    404, "not_found", f"study {rec.id}: model {res.model_name} has no heatmap (no GAP + linear head)"
+                )
             base = display_image(img)
-            heat = upsample_cam(np.asarray(rec.cam, dtype=np.float32), base.size)
+            heat = upsample_cam(np.asarray(res.cam, dtype=np.float32), base.size)
             pil = heatmap_overlay(img, heat)
         else:
             raise ApiError(404, "not_found", f"unknown picture {kind!r}")
-        return self.store.write_derived(rec.id, kind, png_bytes(pil))
+        return self.store.write_derived(rec.id, f"{kind}-{res.position}", png_bytes(pil))
 
     def report_file(self, rec: Study, fmt: str) -> tuple[bytes, str]:
-        """Report as ``json``, ``html`` or ``pdf`` bytes with its media type (the PDF cached per report version)."""
+        """Report as ``json``, ``html`` or ``pdf`` bytes with its media type (the PDF cached per report version).
+
+        HTML and PDF show the annotated image of the first model and the heatmap of each flagging model.
+        """
         if fmt == "json":
             return render_json(rec.report), "application/json"
         if fmt not in ("html", "pdf"):
@@ -557,10 +747,15 @@ class StudyService:
             if cached.is_file():
                 return cached.read_bytes(), "application/pdf"
         images = [("AI annotation", self.picture(rec, "annotated").read_bytes())]
-        if rec.report.get("heatmap_url") and rec.cam is not None:
-            images.append(
-                (f"Heatmap (class activation map, {rec.heat_class})", self.picture(rec, "heatmap").read_bytes())
-            )
+        flagged = set(rec.report.get("flagged_by") or ())
+        for r in rec.results:
+            if r.model_name in flagged and r.cam is not None:
+                images.append(
+                    (
+                        f"Heatmap of {r.model_name} (class activation map, {r.heat_class})",
+                        self.picture(rec, "heatmap", r.model_name).read_bytes(),
+                    )
+                )
         if fmt == "html":
             return render_html(rec.report, images).encode("utf-8"), "text/html; charset=utf-8"
         pdf = render_pdf(rec.report, images)
@@ -590,6 +785,7 @@ class StudyService:
             "model_loaded": True,
             "database": db,
             "backend": self.engine.backend.name,
+            "models": [m.model_name for m in self.engine.models],
             "studies": self.store.count() if db else -1,
             "version": __version__,
         }

@@ -7,7 +7,14 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ServeSettings", "SECRET_ENV", "SECRET_FILE", "INITIAL_USER_ENV", "INITIAL_PASSWORD_ENV"]
+__all__ = [
+    "ServeSettings",
+    "all_shipped_model_dirs",
+    "SECRET_ENV",
+    "SECRET_FILE",
+    "INITIAL_USER_ENV",
+    "INITIAL_PASSWORD_ENV",
+]
 
 #: Environment variable holding the key that signs session cookies and QR upload links.
 SECRET_ENV = "CXRTRIAGE_SECRET_KEY"
@@ -20,14 +27,33 @@ INITIAL_USER_ENV = "CXRTRIAGE_INITIAL_USER"
 INITIAL_PASSWORD_ENV = "CXRTRIAGE_INITIAL_PASSWORD"
 
 
+def all_shipped_model_dirs() -> tuple[Path, ...]:
+    """Folders of every shipped model (``cxrtriage/zoo``), the default model first, then by name.
+
+    Raises
+    ------
+    cxrtriage.models.bundle.ModelLoadError
+        No model is shipped.
+    """
+    from cxrtriage.models.bundle import ModelLoadError, default_model_dir, shipped_models, zoo_dir
+
+    dirs = [zoo_dir() / n for n in shipped_models()]
+    if not dirs:
+        raise ModelLoadError(f"{zoo_dir()}: no shipped model; give one with --model")
+    default = default_model_dir()
+    return tuple(sorted(dirs, key=lambda d: (d != default, d.name)))
+
+
 @dataclass
 class ServeSettings:
     """Settings of one server.
 
     Attributes
     ----------
-    model_dir : pathlib.Path
-        Model bundle folder (``config.json`` + ``model.safetensors`` + ``bundle.json``, optionally ``model.onnx``, ``ood.npz``).
+    model_dir : pathlib.Path or None
+        One model bundle folder (``config.json`` + ``model.safetensors`` + ``bundle.json``, optionally
+        ``model.onnx``, ``ood.npz``): shorthand for ``model_dirs=(model_dir,)``. After construction it
+        is the first of ``model_dirs``.
     data_dir : pathlib.Path
         Where the images live, and the SQLite database ``studies.sqlite3``
         unless ``database_url`` is given.
@@ -68,12 +94,19 @@ class ServeSettings:
         Inference threads (ONNX Runtime intra-op / torch).
     prefer_onnx : bool
         Serve with ONNX Runtime when possible (export ``model.onnx`` on start if missing and writable).
-    reject_ood : bool
-        Refuse non-radiographs (colour check, gate 1 ``not_a_chest_radiograph``) and chest radiographs outside
-        the model's population (Mahalanobis detector when fitted, ``outside_population``).
+    cxr_gate : bool
+        Gate 1: refuse images that are not chest radiographs (``not_a_chest_radiograph``: colour check and the
+        gate-1 detector, independent of any model).
+    population_gate : bool
+        Gate 2: mark each model's result ``applicable=False`` with a warning when the image lies outside the
+        population that model was validated on; ``outside_population`` (422) only when no model applies.
+        Off: every result is marked applicable.
+    model_dirs : tuple of pathlib.Path
+        The models run on every upload, in display order. Empty (and no ``model_dir``): every shipped model
+        (:func:`cxrtriage.models.bundle.shipped_models`), the default model first.
     """
 
-    model_dir: Path
+    model_dir: Path | None
     data_dir: Path
     database_url: str | None = None
     host: str = "127.0.0.1"
@@ -89,10 +122,18 @@ class ServeSettings:
     upload_quota_per_hour: int = 2000
     threads: int = 2
     prefer_onnx: bool = True
-    reject_ood: bool = True
+    cxr_gate: bool = True
+    population_gate: bool = True
+    model_dirs: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
-        self.model_dir = Path(self.model_dir)
+        if self.model_dirs:
+            self.model_dirs = tuple(Path(d) for d in self.model_dirs)
+        elif self.model_dir is not None:
+            self.model_dirs = (Path(self.model_dir),)
+        else:
+            self.model_dirs = all_shipped_model_dirs()
+        self.model_dir = self.model_dirs[0]
         self.data_dir = Path(self.data_dir)
         if not self.secret_key:
             self.secret_key = os.environ.get(SECRET_ENV) or None

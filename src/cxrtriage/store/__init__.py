@@ -5,7 +5,7 @@ Layer 3: imports :mod:`cxrtriage.config`, :mod:`cxrtriage.tasks`,
 :mod:`cxrtriage.serve` (which uses it).
 """
 
-from cxrtriage.store.models import ROLES, AuditEvent, Base, Study, User
+from cxrtriage.store.models import ROLES, SOURCES, AuditEvent, Base, ModelResult, Study, User, model_set_key
 from cxrtriage.store.outbox import Outbox, OutboxItem, OutgoingObject
 from cxrtriage.store.store import (
     DB_NAME,
@@ -21,6 +21,8 @@ from cxrtriage.store.users import UserError
 
 __all__ = [
     "ROLES",
+    "SOURCES",
+    "ModelResult",
     "AuditEvent",
     "User",
     "UserError",
@@ -37,4 +39,5 @@ __all__ = [
     "png_bytes",
     "resolve_database_url",
     "upgrade_database",
+    "model_set_key",
 ]

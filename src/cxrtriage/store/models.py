@@ -1,4 +1,7 @@
-"""The one declaration of a stored study: the SQLAlchemy mapped class :class:`Study`.
+"""The one declaration of a stored study: the SQLAlchemy mapped classes :class:`Study` and :class:`ModelResult`.
+
+A study is one analysed image; it holds one :class:`ModelResult` per model that
+analysed it (several models behind one upload) and the combined triage.
 
 The database schema is created from it by the Alembic migrations in
 :mod:`cxrtriage.store.migrations` (never by ``create_all`` at start-up), and the
@@ -7,15 +10,20 @@ API schema :class:`cxrtriage.serve.schemas.StudyOut` reads its columns by name.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import JSON, Double, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, Double, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["AuditEvent", "Base", "JSONValue", "ROLES", "Study", "User"]
+__all__ = ["AuditEvent", "Base", "JSONValue", "ModelResult", "ROLES", "SOURCES", "Study", "User", "model_set_key"]
 
 #: User roles: ``uploader`` uploads and reads studies; ``radiologist`` also signs reports off.
 ROLES = ("uploader", "radiologist")
+
+#: Where a study came from: the web page / REST upload, a PACS C-STORE, a DICOMweb STOW-RS request.
+SOURCES = ("upload", "pacs", "stow")
 
 #: JSON column type: Python ``None`` is stored as SQL NULL (not the JSON text ``null``).
 #: Plain ``json`` on PostgreSQL (not ``jsonb``), so the key order of the stored
@@ -23,12 +31,28 @@ ROLES = ("uploader", "radiologist")
 JSONValue = JSON(none_as_null=True)
 
 
+def model_set_key(versions: Iterable[str]) -> str:
+    """Key of a set of model versions: the :attr:`Study.model_set` of studies those models analysed.
+
+    Parameters
+    ----------
+    versions : iterable of str
+        The model versions (order and repeats do not matter).
+
+    Returns
+    -------
+    str
+        16 hex characters: the start of the SHA-256 of the sorted, distinct versions joined by newlines.
+    """
+    return hashlib.sha256("\n".join(sorted(set(versions))).encode()).hexdigest()[:16]
+
+
 class Base(DeclarativeBase):
     """Declarative base of the study store (its ``metadata`` is Alembic's target)."""
 
 
 class Study(Base):
-    """One analysed upload: model output, draft or signed report, and where its image is.
+    """One analysed image: where it is, its combined triage, its report; one :class:`ModelResult` per model.
 
     Attributes
     ----------
@@ -39,73 +63,70 @@ class Study(Base):
         (sorts chronologically as text).
     sha256 : str
         Hex SHA-256 of the decoded pixels and their shape (``cxrtriage.serve.service.pixel_sha256``;
-        never of the uploaded file, whose metadata may identify the patient). ``(sha256, model_version)`` is unique.
+        never of the uploaded file, whose metadata may identify the patient).
+    model_set : str
+        Key of the set of model versions that analysed the image (16 hex characters,
+        ``cxrtriage.serve.service.model_set_key``). ``(sha256, model_set)`` is unique: the same
+        image analysed by the same models is one study.
+    source : {"upload", "pacs", "stow"}
+        How the image arrived (:data:`SOURCES`).
     source_format : {"png", "jpeg", "dicom"}
     image_file : str
         Path of the stored PNG, relative to the data folder.
     width, height : int
         Pixels of the decoded image.
-    label : str
-        Predicted class.
-    probabilities : dict of str to float
-        Class probabilities (sum 1).
-    threshold : float or None
-        Decision threshold on ``positive_class`` (binary tasks).
-    positive_class : str or None
     triage : {"no_finding", "finding"}
-    model_name, model_version, backend : str
-        Model folder name, model version, ``"onnxruntime"`` or ``"torch"``.
-    heat_class : str or None
-        Class whose activation map is stored.
-    cam : list of list of float or None
-        ``(h, w)`` normalised class activation map in [0, 1].
-    ood_score : float or None
-        Squared Mahalanobis distance (when a detector is fitted).
+        ``finding`` when at least one applicable model flags the image.
+    priority : float
+        In [0, 1]: the largest :attr:`ModelResult.priority` over the applicable results
+        (0 when none applies); the worklist is ordered by it.
     dicom_meta : dict or None
         De-identified DICOM attributes (DICOM uploads only).
     report : dict
-        The structured report (:mod:`cxrtriage.report.draft`).
+        The structured report (:mod:`cxrtriage.report.draft`), combining every model.
     report_status : {"draft", "signed"}
         Mirrors ``report["status"]``.
     signed_by, signed_at : str or None
         Mirror the report's sign-off.
     timings : dict of str to float
         Milliseconds per stage of the first analysis.
+    results : list of ModelResult
+        One per model, ordered by :attr:`ModelResult.position` (loaded with the study).
     """
 
     __tablename__ = "studies"
     __table_args__ = (
-        UniqueConstraint("sha256", "model_version", name="uq_studies_sha256_model_version"),
+        UniqueConstraint("sha256", "model_set", name="uq_studies_sha256_model_set"),
         Index("studies_received", "received_at"),
+        Index("studies_priority", "priority"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     received_at: Mapped[str] = mapped_column(String(40))
     sha256: Mapped[str] = mapped_column(String(64))
+    model_set: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16), default="upload", server_default="upload")
     source_format: Mapped[str] = mapped_column(String(16))
     image_file: Mapped[str] = mapped_column(Text)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
-    label: Mapped[str] = mapped_column(Text)
-    probabilities: Mapped[dict[str, float]] = mapped_column(JSONValue)
-    threshold: Mapped[float | None] = mapped_column(Double)
-    positive_class: Mapped[str | None] = mapped_column(Text)
     triage: Mapped[str] = mapped_column(String(32))
-    model_name: Mapped[str] = mapped_column(Text)
-    model_version: Mapped[str] = mapped_column(String(200))
-    backend: Mapped[str] = mapped_column(String(32))
-    heat_class: Mapped[str | None] = mapped_column(Text)
-    cam: Mapped[list[list[float]] | None] = mapped_column(JSONValue)
-    ood_score: Mapped[float | None] = mapped_column(Double)
+    priority: Mapped[float] = mapped_column(Double, default=0.0, server_default="0")
     dicom_meta: Mapped[dict[str, Any] | None] = mapped_column(JSONValue)
     report: Mapped[dict[str, Any]] = mapped_column(JSONValue)
     report_status: Mapped[str] = mapped_column(String(16))
     signed_by: Mapped[str | None] = mapped_column(Text)
     signed_at: Mapped[str | None] = mapped_column(String(40))
     timings: Mapped[dict[str, float]] = mapped_column(JSONValue)
+    results: Mapped[list[ModelResult]] = relationship(
+        back_populates="study",
+        order_by="ModelResult.position",
+        lazy="selectin",
+        cascade="all, delete-orphan",
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        """Column name -> value (JSON columns as Python objects).
+        """Column name -> value (JSON columns as Python objects); ``results`` not included.
 
         Returns
         -------
@@ -114,8 +135,97 @@ class Study(Base):
         """
         return {attr.key: getattr(self, attr.key) for attr in self.__mapper__.column_attrs}
 
+    def result(self, model_name: str | None = None) -> ModelResult | None:
+        """The result of the model named ``model_name`` (default: the first), or None.
+
+        Parameters
+        ----------
+        model_name : str, optional
+            :attr:`ModelResult.model_name`.
+
+        Returns
+        -------
+        ModelResult or None
+        """
+        if model_name is None:
+            return self.results[0] if self.results else None
+        return next((r for r in self.results if r.model_name == model_name), None)
+
     def __repr__(self) -> str:
-        return f"Study(id={self.id!r}, label={self.label!r}, model_version={self.model_version!r})"
+        return f"Study(id={self.id!r}, triage={self.triage!r}, model_set={self.model_set!r})"
+
+
+class ModelResult(Base):
+    """The output of one model for one study.
+
+    Attributes
+    ----------
+    id : int
+        Autoincrement primary key.
+    study_id : str
+        The study (foreign key ``studies.id``, indexed).
+    position : int
+        0-based order of the model on the server (the order of ``cxr serve --model``).
+    model_name, model_version, task, backend : str
+        Model folder name, model version, task name, ``"onnxruntime"`` or ``"torch"``.
+    label : str
+        Predicted class.
+    probabilities : dict of str to float
+        Calibrated class probabilities (sum 1), in the model's class order.
+    threshold : float or None
+        Decision threshold on ``positive_class`` (binary tasks).
+    positive_class : str or None
+    flag : bool
+        The model raised a finding (its triage is ``finding``).
+    priority : float
+        In [0, 1]: the calibrated probability of a finding according to this model,
+        1 - P(normal classes of the task) (= P(positive class) for binary tasks).
+    applicable : bool
+        The image lies inside the population the model was validated on (gate 2).
+    population_warning : str or None
+        Why not, when ``applicable`` is False, e.g.
+        ``"outside the validated population: pediatric model, adult image"``.
+    heat_class : str or None
+        Class whose activation map is stored.
+    cam : list of list of float or None
+        ``(h, w)`` normalised class activation map in [0, 1].
+    ood_score : float or None
+        Squared Mahalanobis distance on the model's pooled features (when a detector is fitted).
+    """
+
+    __tablename__ = "model_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(String(32), ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    model_name: Mapped[str] = mapped_column(Text)
+    model_version: Mapped[str] = mapped_column(String(200))
+    task: Mapped[str] = mapped_column(String(64))
+    backend: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(Text)
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSONValue)
+    threshold: Mapped[float | None] = mapped_column(Double)
+    positive_class: Mapped[str | None] = mapped_column(Text)
+    flag: Mapped[bool] = mapped_column(Boolean)
+    priority: Mapped[float] = mapped_column(Double)
+    applicable: Mapped[bool] = mapped_column(Boolean, default=True)
+    population_warning: Mapped[str | None] = mapped_column(Text)
+    heat_class: Mapped[str | None] = mapped_column(Text)
+    cam: Mapped[list[list[float]] | None] = mapped_column(JSONValue)
+    ood_score: Mapped[float | None] = mapped_column(Double)
+    study: Mapped[Study] = relationship(back_populates="results")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Column name -> value (JSON columns as Python objects), in declaration order."""
+        return {attr.key: getattr(self, attr.key) for attr in self.__mapper__.column_attrs}
+
+    @property
+    def triage(self) -> str:
+        """``"finding"`` when :attr:`flag`, else ``"no_finding"``."""
+        return "finding" if self.flag else "no_finding"
+
+    def __repr__(self) -> str:
+        return f"ModelResult(study_id={self.study_id!r}, model_name={self.model_name!r}, label={self.label!r})"
 
 
 class User(Base):

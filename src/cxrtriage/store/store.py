@@ -428,33 +428,39 @@ class StudyStore:
         with self._sessions() as s:
             return s.get(Study, study_id)
 
-    def find(self, sha256: str, model_version: str) -> Study | None:
-        """The study of an upload already analysed by this model version, or None."""
+    def find(self, sha256: str, model_set: str) -> Study | None:
+        """The study of an image already analysed by this set of models, or None.
+
+        Parameters
+        ----------
+        sha256 : str
+            :attr:`Study.sha256` of the decoded pixels.
+        model_set : str
+            :attr:`Study.model_set`, the key of the set of model versions.
+        """
         with self._sessions() as s:
-            return s.scalars(
-                select(Study).where(Study.sha256 == sha256, Study.model_version == model_version)
-            ).one_or_none()
+            return s.scalars(select(Study).where(Study.sha256 == sha256, Study.model_set == model_set)).one_or_none()
 
     def insert(self, study: Study) -> tuple[Study, bool]:
-        """Insert a study; if the same upload was stored meanwhile, return that one.
+        """Insert a study and its model results (one transaction); if the same image was stored meanwhile, return that one.
 
         Parameters
         ----------
         study : Study
-            A new (transient) study.
+            A new (transient) study, its :attr:`Study.results` attached.
 
         Returns
         -------
         (study, inserted) : (Study, bool)
             ``inserted`` is False when a study with the same
-            ``(sha256, model_version)`` existed (another request or replica
+            ``(sha256, model_set)`` existed (another request or replica
             stored it first): that study is returned instead, nothing is written.
 
         Raises
         ------
         RuntimeError
             The insert violated a constraint but no study with the same
-            ``(sha256, model_version)`` exists (an id collision).
+            ``(sha256, model_set)`` exists (an id collision).
         """
         with self._sessions() as s:
             s.add(study)
@@ -463,7 +469,7 @@ class StudyStore:
                 return study, True
             except IntegrityError:
                 s.rollback()
-        existing = self.find(study.sha256, study.model_version)
+        existing = self.find(study.sha256, study.model_set)
         if existing is None:
             raise RuntimeError(f"study {study.id}: id collision")
         return existing, False

@@ -160,7 +160,7 @@ async def stow(
             reason, why = SOP_CLASS_NOT_SUPPORTED, f"part {n}: SOP Class {sop_class} is not CR/DX image storage"
         else:
             try:
-                rec, duplicate, _ = await run_in_threadpool(service.predict, data, f"STOW-RS part {n}")
+                rec, duplicate, _ = await run_in_threadpool(service.predict, data, f"STOW-RS part {n}", source="stow")
             except ApiError as exc:
                 reason, why = failure_status(exc), exc.reason
             else:

@@ -68,7 +68,7 @@ def index(
         public_url=_base_for_phones(request),
         qr=qr_svg(link) if link else None,
         link_minutes=service.settings.upload_link_minutes,
-        model=service.engine.info(),
+        models=service.engine.infos(),
         recent=recent,
         max_mb=service.settings.max_upload_mb,
     )

@@ -118,11 +118,14 @@ def picture(
     request: Request,
     kind: PictureKind,
     study_id: str = _ID,
+    model: str | None = Query(
+        None, max_length=200, description="model name whose annotation / heatmap is drawn (default: the first)"
+    ),
     principal: Principal = Depends(require_principal),
     service: StudyService = Depends(get_service),
 ) -> FileResponse:
     rec = readable_study(request, principal, service, study_id)
-    path = service.picture(rec, kind.value)
+    path = service.picture(rec, kind.value, model)
     audit(request, principal, "read", rec.id, f"{kind.value}.png")
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 

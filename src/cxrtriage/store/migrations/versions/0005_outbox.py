@@ -1,7 +1,7 @@
 """Create the ``outbox`` table: DICOM results (SR, heatmap Secondary Capture) waiting to be sent to a PACS.
 
 Revision ID: 0005_outbox
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-28
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_outbox"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
