@@ -142,6 +142,9 @@ async def stow(
 ) -> JSONResponse:
     """Analyse and store each ``application/dicom`` part; the DICOM JSON STOW-RS response.
 
+    Body: ``Content-Type: multipart/related; type="application/dicom"; boundary=...``, one DICOM Part 10
+    file per part (not described as an OpenAPI request body: OpenAPI tools cannot encode multipart/related).
+
     Each stored instance's ``RetrieveURL`` (0008,1190) is its cxrtriage study (JSON), not a WADO-RS URL.
     """
     from starlette.concurrency import run_in_threadpool
