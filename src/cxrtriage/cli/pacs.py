@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cxrtriage import DISCLAIMER
+from cxrtriage.cli.serve import add_analysis_arguments, analysis_settings
 from cxrtriage.pacs.settings import ListenSettings
 
 __all__ = ["register"]
@@ -20,7 +21,6 @@ _D = {f.name: f.default for f in dataclasses.fields(ListenSettings)}
 
 
 def _cmd_listen(a: argparse.Namespace) -> int:
-    from cxrtriage.cli.serve import _model_dir
     from cxrtriage.pacs.listener import Listener
     from cxrtriage.pacs.settings import Destination
     from cxrtriage.serve.settings import ServeSettings
@@ -33,15 +33,7 @@ def _cmd_listen(a: argparse.Namespace) -> int:
         print(f"cxr listen: {exc}", file=sys.stderr)
         return 2
     serve = ServeSettings(
-        model_dir=None,
-        model_dirs=tuple(_model_dir(m) for m in a.model or ()),
-        data_dir=Path(a.data_dir),
-        database_url=a.database_url,
-        max_upload_mb=a.max_instance_mb,
-        threads=a.threads,
-        prefer_onnx=not a.torch,
-        cxr_gate=not (a.no_ood or a.no_cxr_gate),
-        population_gate=not (a.no_ood or a.no_population_gate),
+        **analysis_settings(a), data_dir=Path(a.data_dir), database_url=a.database_url, max_upload_mb=a.max_instance_mb
     )
     settings = ListenSettings(
         service=serve,
@@ -89,13 +81,6 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
         "listen",
         help="DICOM listener (C-STORE SCP): analyse CR/DX chest radiographs from a PACS, send SR + heatmap back",
     )
-    p.add_argument(
-        "--model",
-        action="append",
-        default=None,
-        help="model folder or shipped model name (`cxr models`); repeat for several, each reported in the SR "
-        "(default: every shipped model, as cxr serve)",
-    )
     p.add_argument("--ae-title", default=_D["ae_title"], help="our AE title (default %(default)s)")
     p.add_argument("--host", default=_D["host"], help="listen address (default %(default)s); 0.0.0.0 for the network")
     p.add_argument("--port", type=int, default=_D["port"], help="DICOM port (default %(default)s)")
@@ -122,15 +107,5 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument(
         "--retry-max", type=float, default=_D["retry_max_s"], help="longest wait between retries, s (%(default)s)"
     )
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--torch", action="store_true", help="PyTorch even if model.onnx exists")
-    p.add_argument(
-        "--no-cxr-gate", action="store_true", help="gate 1 off: accept images that are not chest radiographs"
-    )
-    p.add_argument(
-        "--no-population-gate",
-        action="store_true",
-        help="gate 2 off: mark every model's result applicable, whatever the image's population (not recommended)",
-    )
-    p.add_argument("--no-ood", action="store_true", help="both gates off (--no-cxr-gate --no-population-gate)")
+    add_analysis_arguments(p)
     commands["listen"] = _cmd_listen

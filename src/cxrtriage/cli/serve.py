@@ -7,11 +7,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cxrtriage import DISCLAIMER
 from cxrtriage.cli.config_args import add_model_argument
 
-__all__ = ["register"]
+__all__ = ["register", "add_analysis_arguments", "analysis_settings"]
 
 
 def _model_dir(value: str | None) -> Path:
@@ -39,8 +40,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         print(f"cxr serve: --database-url: {exc}", file=sys.stderr)
         return 2
     settings = ServeSettings(
-        model_dir=None,
-        model_dirs=tuple(_model_dir(m) for m in a.model or ()),
+        **analysis_settings(a),
         data_dir=Path(a.data_dir),
         database_url=a.database_url,
         host=a.host,
@@ -48,10 +48,6 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         max_upload_mb=a.max_upload_mb,
         https_only=a.https_only,
         upload_quota_per_hour=a.upload_quota,
-        threads=a.threads,
-        prefer_onnx=not a.torch,
-        cxr_gate=not (a.no_ood or a.no_cxr_gate),
-        population_gate=not (a.no_ood or a.no_population_gate),
     )
     try:  # one request = one image: multi-threaded BLAS for small NumPy products only adds contention
         from threadpoolctl import threadpool_limits
@@ -154,9 +150,12 @@ def _cmd_fit_gate(a: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    """Add the ``serve``, ``export``, ``fit-ood`` and ``fit-gate`` sub-commands."""
-    p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
+def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the models and gates behind an upload (``cxr serve``, ``cxr listen``).
+
+    ``--model`` (repeatable), ``--threads``, ``--torch``, ``--no-cxr-gate``, ``--no-population-gate``,
+    ``--no-ood``; :func:`analysis_settings` turns them into :class:`~cxrtriage.serve.settings.ServeSettings` fields.
+    """
     p.add_argument(
         "--model",
         action="append",
@@ -164,6 +163,36 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
         help="model folder or shipped model name (`cxr models`); repeat for several models, run on every upload "
         "in this order (default: every shipped model)",
     )
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--torch", action="store_true", help="serve with PyTorch even if model.onnx exists")
+    p.add_argument(
+        "--no-cxr-gate",
+        action="store_true",
+        help="gate 1 off: do not refuse images that are not chest radiographs (not recommended)",
+    )
+    p.add_argument(
+        "--no-population-gate",
+        action="store_true",
+        help="gate 2 off: mark every model's result applicable, whatever the image's population (not recommended)",
+    )
+    p.add_argument("--no-ood", action="store_true", help="both gates off (--no-cxr-gate --no-population-gate)")
+
+
+def analysis_settings(a: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~cxrtriage.serve.settings.ServeSettings` fields of :func:`add_analysis_arguments`' options."""
+    return {
+        "model_dir": None,
+        "model_dirs": tuple(_model_dir(m) for m in a.model or ()),
+        "threads": a.threads,
+        "prefer_onnx": not a.torch,
+        "cxr_gate": not (a.no_ood or a.no_cxr_gate),
+        "population_gate": not (a.no_ood or a.no_population_gate),
+    }
+
+
+def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
+    """Add the ``serve``, ``export``, ``fit-ood`` and ``fit-gate`` sub-commands."""
+    p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
     p.add_argument("--host", default="127.0.0.1", help="listen address; 0.0.0.0 to reach it from a phone on the LAN")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
@@ -186,19 +215,7 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument(
         "--upload-quota", type=int, default=2000, help="uploads per user per hour (default 2000; 0: no quota)"
     )
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--torch", action="store_true", help="serve with PyTorch even if model.onnx exists")
-    p.add_argument(
-        "--no-cxr-gate",
-        action="store_true",
-        help="gate 1 off: do not refuse images that are not chest radiographs (not recommended)",
-    )
-    p.add_argument(
-        "--no-population-gate",
-        action="store_true",
-        help="gate 2 off: mark every model's result applicable, whatever the image's population (not recommended)",
-    )
-    p.add_argument("--no-ood", action="store_true", help="both gates off (--no-cxr-gate --no-population-gate)")
+    add_analysis_arguments(p)
     commands["serve"] = _cmd_serve
 
     p = sub.add_parser("export", help="export a model folder to ONNX (model.onnx, checksum in the model card)")
