@@ -221,7 +221,8 @@ def test_results_survive_a_pacs_outage(pacs):
 
 
 def test_non_cxr_and_malformed_dicom_get_failure_statuses(pacs):
-    """CT, a DX whose Modality is CT, truncated pixels and a non-image: DIMSE failure statuses; the listener goes on."""
+    """CT, a DX whose Modality is CT, truncated or no pixels, a photograph: failure statuses; the listener goes on."""
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage, DigitalXRayImageStorageForPresentation, Verification
 
@@ -236,28 +237,37 @@ def test_non_cxr_and_malformed_dicom_get_failure_statuses(pacs):
     truncated.PixelData = truncated.PixelData[:1000]
     no_pixels = pydicom.dcmread(io.BytesIO(dx_bytes(img)))
     del no_pixels.PixelData
+    skimage_data = pytest.importorskip("skimage.data")
+    photo = pydicom.dcmread(io.BytesIO(dx_bytes(skimage_data.camera())))  # a photograph sent as DX: gate 1
+    rle = pydicom.dcmread(io.BytesIO(dx_bytes(img, patient_id="PAT-005")))
+    rle.compress(RLELossless)  # a compressed transfer syntax, accepted for CR/DX
     refused_before = listener.refused
 
     ae = AE("MODALITY1")
-    for ctx in (DigitalXRayImageStorageForPresentation, CTImageStorage, Verification):
+    for syntax in (ExplicitVRLittleEndian, RLELossless):  # one context per syntax, as modalities propose them
+        ae.add_requested_context(DigitalXRayImageStorageForPresentation, syntax)
+    for ctx in (CTImageStorage, Verification):
         ae.add_requested_context(ctx)
     assoc = ae.associate("127.0.0.1", listener.port, ae_title=LISTENER_AE)
     assert assoc.is_established
     try:
         answers = {}
-        for name, ds in (("ct", ct), ("dx_ct", dx_ct), ("truncated", truncated), ("no_pixels", no_pixels)):
+        cases = (("ct", ct), ("dx_ct", dx_ct), ("truncated", truncated), ("no_pixels", no_pixels), ("photo", photo))
+        for name, ds in cases:
             st = assoc.send_c_store(ds)
             answers[name] = (int(st.Status), str(st.get("ErrorComment", "")))
         assert answers["ct"][0] == 0x0122 and "not CR/DX" in answers["ct"][1]
         assert answers["dx_ct"][0] == 0xC000 and "Modality CT" in answers["dx_ct"][1]
         assert answers["truncated"][0] == 0xC000
         assert answers["no_pixels"][0] == 0xC000 and "pixel data" in answers["no_pixels"][1]
-        # still alive on the same association, and for a good image
+        assert answers["photo"][0] == 0xC000 and "not a chest radiograph" in answers["photo"][1]
+        # still alive on the same association, and for good images (also RLE Lossless compressed)
         assert assoc.send_c_echo().Status == 0x0000
         assert assoc.send_c_store(good).Status == 0x0000
+        assert assoc.send_c_store(rle).Status == 0x0000
     finally:
         assoc.release()
-    assert listener.refused - refused_before == 4
+    assert listener.refused - refused_before == 5
 
 
 def test_calling_ae_allow_list(engine, tmp_path):
