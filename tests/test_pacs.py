@@ -461,3 +461,27 @@ def test_sr_and_fhir_builders_with_several_models():
     )
     assert fhir["status"] == "final" and len(fhir["contained"]) == 2
     assert fhir["resultsInterpreter"] == [{"display": "Dr A"}] and fhir["conclusion"].startswith("Consolidation.")
+
+
+def test_orthanc_lua_auto_routing(engine, orthanc_binary, tmp_path):
+    """An Orthanc whose Lua script forwards each stored CR/DX to the listener: results come back, nothing loops."""
+    listen_port, dicom_port = free_port(), free_port()
+    orthanc = OrthancServer(
+        tmp_path / "orthanc",
+        free_port(),
+        dicom_port,
+        ORTHANC_AE,
+        {"cxr": (LISTENER_AE, "127.0.0.1", listen_port)},
+        orthanc_binary,
+        auto_route=True,
+    )
+    orthanc.start()
+    try:
+        with _listener(engine, tmp_path / "data", listen_port, f"{ORTHANC_AE}@127.0.0.1:{dicom_port}") as listener:
+            stored = orthanc.upload(dx_bytes(read_image(real_cxr_paths(5)[4]), patient_id="PAT-006"))
+            found = _wait_for_results(orthanc, stored["ParentStudy"])
+            assert len(found[SR_CLASS]) == 1 and len(found[SC_CLASS]) == 1
+            time.sleep(1.0)  # a forwarded SR or SC would have reached the listener by now
+            assert listener.received == 1 and listener.refused == 0  # the results were not routed back to it
+    finally:
+        orthanc.stop()

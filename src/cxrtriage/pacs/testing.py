@@ -23,7 +23,25 @@ import numpy as np
 
 from cxrtriage.data.dicom import write_dicom
 
-__all__ = ["ORTHANC_BINARY", "DICOMWEB_PLUGIN", "OrthancServer", "dx_bytes", "find_orthanc", "orthanc_config"]
+__all__ = [
+    "ORTHANC_BINARY",
+    "DICOMWEB_PLUGIN",
+    "AUTO_ROUTING_LUA",
+    "OrthancServer",
+    "dx_bytes",
+    "find_orthanc",
+    "orthanc_config",
+]
+
+#: Orthanc Lua script forwarding every received CR or DX instance to the modality ``cxr`` (auto-routing);
+#: the SR and Secondary Capture results (Modality SR, OT) stay where they are.
+AUTO_ROUTING_LUA = """
+function OnStoredInstance(instanceId, tags, metadata, origin)
+  if tags['Modality'] == 'CR' or tags['Modality'] == 'DX' then
+    SendToModality(instanceId, 'cxr')
+  end
+end
+"""
 
 #: Where Debian installs the Orthanc server and its DICOMweb plugin.
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
@@ -75,6 +93,7 @@ def orthanc_config(
     aet: str,
     modalities: dict[str, tuple[str, str, int]],
     concurrent_jobs: int = 2,
+    lua_scripts: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Orthanc configuration (the JSON of its ``--config`` file) for a loopback test PACS.
 
@@ -91,6 +110,8 @@ def orthanc_config(
     concurrent_jobs : int
         Jobs Orthanc runs at once (``ConcurrentJobs``): each synchronous ``/modalities/{name}/store`` is one
         job on one association.
+    lua_scripts : tuple of str
+        Paths of Lua scripts (``LuaScripts``), e.g. one holding :data:`AUTO_ROUTING_LUA`.
     """
     cfg: dict[str, Any] = {
         "Name": "cxrtriage-test-pacs",
@@ -112,6 +133,7 @@ def orthanc_config(
         "HttpThreadsCount": 8,
         "SaveJobs": False,
         "Plugins": [],
+        "LuaScripts": list(lua_scripts),
     }
     if Path(DICOMWEB_PLUGIN).is_file():
         cfg["Plugins"] = [DICOMWEB_PLUGIN]
@@ -135,6 +157,8 @@ class OrthancServer:
         The executable (default :func:`find_orthanc`).
     concurrent_jobs : int
         See :func:`orthanc_config`.
+    auto_route : bool
+        Forward every stored CR/DX instance to the modality ``cxr`` (:data:`AUTO_ROUTING_LUA`).
     """
 
     def __init__(
@@ -146,6 +170,7 @@ class OrthancServer:
         modalities: dict[str, tuple[str, str, int]] | None = None,
         binary: str | None = None,
         concurrent_jobs: int = 2,
+        auto_route: bool = False,
     ) -> None:
         self.root, self.http_port, self.dicom_port, self.aet = Path(root), http_port, dicom_port, aet
         self.binary = binary or find_orthanc()
@@ -153,7 +178,11 @@ class OrthancServer:
             raise FileNotFoundError("Orthanc not found (Debian: apt-get install orthanc orthanc-dicomweb)")
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path = self.root / "orthanc.json"
-        cfg = orthanc_config(self.root, http_port, dicom_port, aet, modalities or {}, concurrent_jobs)
+        lua: tuple[str, ...] = ()
+        if auto_route:
+            (self.root / "auto-routing.lua").write_text(AUTO_ROUTING_LUA)
+            lua = (str(self.root / "auto-routing.lua"),)
+        cfg = orthanc_config(self.root, http_port, dicom_port, aet, modalities or {}, concurrent_jobs, lua)
         self.config_path.write_text(json.dumps(cfg, indent=2))
         self.log_path = self.root / "orthanc.log"
         self.proc: subprocess.Popen[bytes] | None = None
