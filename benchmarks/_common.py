@@ -40,10 +40,12 @@ def machine() -> dict:
 
 
 @contextlib.contextmanager
-def cxr_serve(model_dir: Path, data_dir: Path, *extra: str, timeout: float = 120.0):
+def cxr_serve(model_dir, data_dir: Path, *extra: str, timeout: float = 120.0):
     """Run ``cxr serve`` (the real CLI) on a free loopback port; yield its base URL; stop it afterwards.
 
-    The user :data:`AUTH` (radiologist) is created first; clients send it with HTTP Basic. No upload quota.
+    ``model_dir``: a model folder, a list of them, or None (every shipped model). The user :data:`AUTH`
+    (radiologist) is created first; clients send it with HTTP Basic. No upload quota. The process's
+    ``startup_s`` (launch to first healthy answer) is set as an attribute of the yielded process.
     """
     import httpx
 
@@ -51,6 +53,7 @@ def cxr_serve(model_dir: Path, data_dir: Path, *extra: str, timeout: float = 120
     add_user(data_dir, AUTH[0], AUTH[1], "radiologist")
     cmd = serve_command(model_dir, data_dir, port, "--upload-quota", "0", *extra)
     log = open(data_dir.parent / f"server-{port}.log", "w") if data_dir.parent.exists() else subprocess.DEVNULL
+    t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
@@ -60,6 +63,7 @@ def cxr_serve(model_dir: Path, data_dir: Path, *extra: str, timeout: float = 120
                 raise RuntimeError(f"server exited with {proc.returncode}; see {getattr(log, 'name', 'log')}")
             try:
                 if httpx.get(url + "/api/v1/health", timeout=2).status_code == 200:
+                    proc.startup_s = round(time.monotonic() - t0, 2)  # type: ignore[attr-defined]
                     break
             except httpx.HTTPError:
                 pass
@@ -149,3 +153,27 @@ def write_result(name: str, data: dict) -> Path:
     out = RESULTS / name
     out.write_text(json.dumps(data, indent=2) + "\n")
     return out
+
+
+def process_memory_mb(pid: int) -> dict:
+    """Resident memory of a process from ``/proc/PID/status``: current (VmRSS) and peak (VmHWM), MB."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[{"VmRSS": "rss_mb", "VmHWM": "peak_rss_mb"}[key]] = round(int(val.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return out
+
+
+def add_models_argument(ap) -> None:
+    """``--model DIR`` (repeatable) of the serving benchmarks; None (not given): every shipped model."""
+    ap.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        default=None,
+        help="model folder (repeatable; default: every shipped model)",
+    )

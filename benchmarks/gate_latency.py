@@ -1,6 +1,6 @@
 """Milliseconds gate 1 ("is this a chest radiograph?") adds to each upload.
 
-Times :meth:`cxrtriage.serve.service.Engine.gate_check`'s work (resize to
+Times :meth:`cxrtriage.serve.service.Engine.gates`'s work (resize to
 128 px, frozen EfficientNet-Lite0 forward pass in torch, logistic
 regression) one image at a time, as the server does, on real chest
 radiographs of each population at their stored sizes and on a few

@@ -219,13 +219,14 @@ API_SNAPSHOT = {
     "n_boot: 'int' = 1000, seed: 'int' = 0, batch_size: 'int' = 32) -> 'MetricReport'",
     "read_image": "(path: 'str | Path', *, max_pixels: 'int' = 50000000) -> 'np.ndarray'",
     "Model.probabilities": "(self, inputs: 'Any', *, batch_size: 'int' = 32, workers: 'int' = 2) -> 'np.ndarray'",
-    "Model.predict": "(self, inputs: 'Any', *, batch_size: 'int' = 32, workers: 'int' = 2) -> 'list[Prediction]'",
+    "Model.predict": "(self, inputs: 'Any', *, batch_size: 'int' = 32, workers: 'int' = 2, cxr_gate: 'bool' = True) "
+    "-> 'list[Prediction]'",
     "Model.explain": "(self, image: 'Any', class_name: 'str | None' = None) -> 'np.ndarray'",
     "ImageDataset": "(data: 'str | Path', task: 'str', split: 'str | None' = None, "
     "transform: 'Callable[[np.ndarray], Any] | None' = None) -> 'None'",
     "Prediction": "(probabilities: 'dict[str, float]', label: 'str', label_index: 'int', threshold: 'float | None', "
     "positive_class: 'str', triage: 'str', extra: 'dict' = <factory>, source: 'str | None' = None, "
-    "ood_score: 'float | None' = None, out_of_distribution: 'bool | None' = None) -> None",
+    "ood_score: 'float | None' = None, out_of_distribution: 'bool | None' = None, refused: 'str | None' = None) -> None",
 }
 
 

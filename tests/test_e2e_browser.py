@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cxrtriage import DISCLAIMER
-from cxrtriage.serve.testing import add_user, copy_model_dir, find_model_dir, running_server
+from cxrtriage.serve.testing import add_user, find_model_dir, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
@@ -43,14 +43,13 @@ def browser():
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory):
-    src = find_model_dir()
-    if src is None:
+    if find_model_dir() is None:
         pytest.skip("no trained model")
     from cxrtriage.serve.settings import ServeSettings
 
     tmp = tmp_path_factory.mktemp("e2e")
     add_user(tmp / "data", "drbrowser", "browser-password", "radiologist")
-    settings = ServeSettings(model_dir=copy_model_dir(src, tmp / src.name), data_dir=tmp / "data", port=0)
+    settings = ServeSettings(model_dir=None, data_dir=tmp / "data", port=0)  # every shipped model
     with running_server(settings) as url:
         yield url
 
@@ -133,4 +132,55 @@ def test_refusal_shown_on_page(browser, base_url, tmp_path):
     assert "415" in page.inner_text("#status")
     assert page.url.rstrip("/") == base_url
     _save(page, "upload-page-phone-refusal.png", full_page=False)
+    page.close()
+
+
+def _adult_cxr(data: Path) -> Path:
+    """A COVID-19 Radiography Database 'Normal' (adult) image of the gates' test part (never fitted on)."""
+    from cxrtriage.ood.gate import gate_part
+    from cxrtriage.ood.population import population_rows
+
+    return next(
+        p
+        for pop, src, key, p in population_rows(data)
+        if src == "covid19-radiography/Normal" and gate_part(key) == "test"
+    )
+
+
+def test_adult_and_pediatric_uploads_show_the_right_models(browser, base_url, example_paths, shared_data_dir):
+    """An adult image: the adult model's result applies, the pediatric models carry the warning; a pediatric
+    image (shipped example): the reverse. Every model's block and heatmap is on the page."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    _login(page, base_url)
+    page.wait_for_url(base_url + "/")
+    models = page.inner_text(".model")
+    assert "finding-efficientnet_lite0" in models and "pneumonia-type-efficientnet_lite0" in models
+    cases = {
+        "adult": (_adult_cxr(shared_data_dir), "pediatric model, adult image", {"finding-efficientnet_lite0"}),
+        "pediatric": (
+            next(p for p in example_paths if p.name.startswith("NORMAL")),
+            "adult model, pediatric image",
+            {"pneumonia-efficientnet_lite0", "pneumonia-type-efficientnet_lite0"},
+        ),
+    }
+    for who, (img, warning, applicable) in cases.items():
+        page.goto(base_url + "/")
+        page.set_input_files("#file", str(img))
+        page.wait_for_url("**/studies/*", timeout=30_000)
+        page.wait_for_selector("#model-results .probs")
+        blocks = page.locator(".model-result")
+        assert blocks.count() == 3, who
+        for i in range(3):
+            b = blocks.nth(i)
+            name = b.get_attribute("data-model")
+            warned = b.locator(".population-warning")
+            if name in applicable:
+                assert warned.count() == 0, (who, name)
+            else:
+                assert warned.count() == 1 and warning in warned.inner_text(), (who, name)
+            assert b.locator("img.heatmap").count() == 1 and b.locator("a", has_text="Model card").count() == 1
+        sid = page.url.split("?")[0].rstrip("/").rsplit("/", 1)[1]
+        report = page.request.get(f"{base_url}/api/v1/studies/{sid}/report.html").text()
+        assert warning in report, who
+        _save(page, f"result-page-{who}.png")
     page.close()

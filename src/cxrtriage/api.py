@@ -48,6 +48,7 @@ from cxrtriage.metrics.classification import report_at_operating_point
 from cxrtriage.metrics.decision import decide
 from cxrtriage.metrics.report import MetricReport
 from cxrtriage.models.bundle import CONFIG_JSON, ModelBundle, ModelLoadError, shipped_models, zoo_dir
+from cxrtriage.ood.gate import CxrGate
 from cxrtriage.ood.mahalanobis import MahalanobisDetector
 from cxrtriage.tasks import get_task
 
@@ -262,6 +263,7 @@ class Model:
         self.backend = backend
         self.detector = detector
         self.device = device
+        self._gate: CxrGate | None = None  # gate 1, loaded by the first predict(cxr_gate=True)
 
     @property
     def classes(self) -> list[str]:
@@ -277,10 +279,19 @@ class Model:
         return f"Model({self.name!r}, classes={self.classes}, backend={self.backend.name!r}, device={self.device!r})"
 
     # -- streaming ---------------------------------------------------------
-    def _prepare(self, name: str, item: Any, skip: list[tuple[str, str]] | None) -> np.ndarray | None:
+    def _prepare(
+        self,
+        name: str,
+        item: Any,
+        skip: list[tuple[str, str]] | None,
+        gate_scores: dict[str, float] | None = None,
+    ) -> np.ndarray | None:
         c = self.config
         try:
-            return preprocess(_to_gray(name, item), c.image_size, c.intensity, c.mean, c.std)
+            gray = _to_gray(name, item)
+            if gate_scores is not None and self._gate is not None:
+                gate_scores[name] = float(self._gate.score_images([gray])[0])
+            return preprocess(gray, c.image_size, c.intensity, c.mean, c.std)
         except ImageReadError as exc:
             if skip is None:
                 raise
@@ -294,6 +305,7 @@ class Model:
         workers: int,
         names: list[str],
         skip: list[tuple[str, str]] | None = None,
+        gate_scores: dict[str, float] | None = None,
     ) -> Iterator[np.ndarray]:
         """``float32 (B, 1, S, S)`` batches; decoding runs one batch ahead in a thread pool."""
         if batch_size < 1 or workers < 1:
@@ -312,7 +324,7 @@ class Model:
             pending: list[tuple[str, Future]] = []
             current: list[tuple[str, Future]] = []
             for name, item in _iter_inputs(inputs):
-                current.append((name, pool.submit(self._prepare, name, item, skip)))
+                current.append((name, pool.submit(self._prepare, name, item, skip, gate_scores)))
                 if len(current) == batch_size:
                     if pending:
                         batch = collect(pending)
@@ -332,11 +344,12 @@ class Model:
         workers: int,
         with_ood: bool,
         skip: list[tuple[str, str]] | None = None,
+        gate_scores: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
         names: list[str] = []
         want = with_ood and self.detector is not None
         logits, feats = self.backend.run(
-            self._batches(inputs, batch_size, workers, names, skip), features="pooled" if want else "none"
+            self._batches(inputs, batch_size, workers, names, skip, gate_scores), features="pooled" if want else "none"
         )
         probs = softmax(logits, self.config.temperature) if len(logits) else np.zeros((0, len(self.classes)))
         scores = self.detector.score(feats) if want and self.detector is not None and len(feats) else None
@@ -371,13 +384,20 @@ class Model:
         """
         return self._run(inputs, batch_size, workers, with_ood=False)[0]
 
-    def predict(self, inputs: Any, *, batch_size: int = 32, workers: int = 2) -> list[Prediction]:
+    def predict(
+        self, inputs: Any, *, batch_size: int = 32, workers: int = 2, cxr_gate: bool = True
+    ) -> list[Prediction]:
         """Predictions at the model's shipped operating point, one per image.
 
         Parameters
         ----------
         inputs, batch_size, workers
             As in :meth:`probabilities`.
+        cxr_gate : bool
+            Check every image with gate 1 ("is this a chest radiograph?",
+            :mod:`cxrtriage.ood.gate`, as the server does): a refused image's
+            prediction has ``refused`` set to the reason and its label must not be used.
+            False: skip the check.
 
         Returns
         -------
@@ -386,17 +406,30 @@ class Model:
             threshold on ``positive_class``; otherwise arg-max), ``triage``, ``source``
             (path or ``inputs[i]``) and, when the model has an out-of-distribution
             detector (``cxr fit-ood``), ``ood_score`` and ``out_of_distribution``
-            (``True``: the model does not apply to this image; do not use its label).
+            (``True``: atypical for the model's training images), and ``refused`` (gate 1).
 
         Raises
         ------
         cxrtriage.ImageReadError, TypeError
             As in :meth:`probabilities`.
         """
-        probs, scores, names = self._run(inputs, batch_size, workers, with_ood=True)
+        gate_scores: dict[str, float] | None = None
+        if cxr_gate and self._gate is None:
+            from cxrtriage.ood.gate import GateFeatures, load_gate
+
+            self._gate = load_gate()
+            if self._gate is not None:
+                self._gate.features = GateFeatures()
+        if cxr_gate and self._gate is not None:
+            gate_scores = {}
+        probs, scores, names = self._run(inputs, batch_size, workers, with_ood=True, gate_scores=gate_scores)
         preds = predictions_from_probs(probs, self.config)
         for i, p in enumerate(preds):
             p.source = names[i]
+            if gate_scores is not None and self._gate is not None:
+                g = gate_scores.get(names[i], float("inf"))
+                if g < self._gate.threshold:
+                    p.refused = self._gate.refusal_text(g)
             if scores is not None and self.detector is not None:
                 p.ood_score = float(scores[i])
                 p.out_of_distribution = bool(scores[i] > self.detector.threshold)

@@ -229,6 +229,10 @@ class ModelConfig:
         Softmax temperature (1.0 = uncalibrated; set by temperature scaling).
     version : str
         Model version string shown in reports and the API.
+    population : {"pediatric", "adult"} or None
+        The population the model was trained and validated on (gate 2,
+        :data:`cxrtriage.ood.population.POPULATIONS`): the server shows the model's
+        result on an image of another population with a warning. None: not declared (never warned).
 
     Training summary, calibration details and the ONNX checksum live in the
     model bundle's sections (:class:`cxrtriage.models.bundle.ModelBundle`), not here.
@@ -246,6 +250,11 @@ class ModelConfig:
     positive_class: str = ""
     temperature: float = 1.0
     version: str = "0"
+    population: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.population not in (None, "pediatric", "adult"):
+            raise ValueError(f"population {self.population!r}: 'pediatric', 'adult' or null expected")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` (JSON-serialisable)."""

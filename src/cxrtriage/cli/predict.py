@@ -14,11 +14,17 @@ __all__ = ["register"]
 
 def _cmd_predict(a: argparse.Namespace) -> int:
     from cxrtriage.inference.run import predict_files
+    from cxrtriage.ood.gate import load_gate
 
-    results, errors = predict_files(a.model, a.images, a.out, with_gradcam=not a.no_gradcam)
+    gate = None if a.no_cxr_gate else load_gate()
+    results, errors = predict_files(
+        a.model, a.images, a.out, with_gradcam=not a.no_gradcam, refuse=gate.refusal if gate is not None else None
+    )
     for r in results:
         if a.json:
             print(json.dumps(r))
+        elif "refused" in r:
+            print(f"{r['path']}: REFUSED: {r['refused']}")
         else:
             probs = ", ".join(f"{c} {p:.3f}" for c, p in r["probabilities"].items())
             thr = f"; threshold {r['threshold']:.3f} on {r['positive_class']}" if r["threshold"] is not None else ""
@@ -44,6 +50,12 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument("--out", default="predictions", help="folder for <stem>_annotated.png and <stem>_gradcam.png")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM heatmaps")
+    p.add_argument(
+        "--no-cxr-gate",
+        action="store_true",
+        help='classify every image without gate 1 ("is this a chest radiograph?"); refused images are reported '
+        "with the reason by default",
+    )
     commands["predict"] = _cmd_predict
     d = sub.add_parser("demo", help="predict the shipped examples with the shipped model and write an HTML page")
     add_model_argument(d)

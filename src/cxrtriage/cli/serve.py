@@ -1,4 +1,4 @@
-"""``cxr serve``, ``cxr export``, ``cxr fit-ood`` and ``cxr fit-gate`` (a plugin of :mod:`cxrtriage.cli`)."""
+"""``cxr serve``, ``cxr export``, ``cxr fit-ood``, ``cxr fit-gate`` and ``cxr fit-population`` (a plugin of :mod:`cxrtriage.cli`)."""
 
 from __future__ import annotations
 
@@ -150,6 +150,30 @@ def _cmd_fit_gate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit_population(a: argparse.Namespace) -> int:
+    import torch
+
+    from cxrtriage.ood.population import POPULATION_DIR, fit_population
+
+    data = Path(a.data)
+    if not data.is_dir():
+        raise ValueError(f"{data}: no such folder (the chest X-ray datasets, e.g. ../shared/data)")
+    torch.set_num_threads(max(1, a.threads))
+    out = Path(a.out) if a.out else POPULATION_DIR
+    info = fit_population(data, out, per_source=a.per_source, seed=a.seed)
+    print(
+        f"population gate written to {out} (gate.npz, gate.json); threshold (log-odds of pediatric) {info['threshold']:.2f}"
+    )
+    for k, v in info["test_part"]["by_source"].items():
+        print(
+            f"test part, {k}: {v['misrouted']}/{v['n']} routed to the other population ({100 * v['misrouted_rate']:.1f}%)"
+        )
+    if a.json:
+        Path(a.json).write_text(json.dumps(info, indent=2) + "\n")
+        print(f"figures written to {a.json}")
+    return 0
+
+
 def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
     """The options of the models and gates behind an upload (``cxr serve``, ``cxr listen``).
 
@@ -191,7 +215,7 @@ def analysis_settings(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    """Add the ``serve``, ``export``, ``fit-ood`` and ``fit-gate`` sub-commands."""
+    """Add the ``serve``, ``export``, ``fit-ood``, ``fit-gate`` and ``fit-population`` sub-commands."""
     p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
     p.add_argument("--host", default="127.0.0.1", help="listen address; 0.0.0.0 to reach it from a phone on the LAN")
     p.add_argument("--port", type=int, default=8000)
@@ -242,3 +266,16 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the figures (refusal rates per part) to this file")
     commands["fit-gate"] = _cmd_fit_gate
+
+    p = sub.add_parser(
+        "fit-population", help="refit gate 2, the pediatric-vs-adult population classifier shipped with cxrtriage"
+    )
+    p.add_argument("--data", default="../shared/data", help="folder holding the chest X-ray datasets")
+    p.add_argument(
+        "--out", default=None, help="output folder (default: the packaged gate, cxrtriage/ood/population_gate)"
+    )
+    p.add_argument("--per-source", type=int, default=400, help="images drawn per source (dataset or class)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="PyTorch threads of the feature extractor")
+    p.add_argument("--json", default=None, help="also write the figures (misrouted rates per source) to this file")
+    commands["fit-population"] = _cmd_fit_population

@@ -41,8 +41,12 @@ class Prediction:
         Out-of-distribution score (squared Mahalanobis distance of the pooled features, >= 0)
         when the model has a detector (``cxr fit-ood``); ``None`` otherwise.
     out_of_distribution : bool or None
-        ``ood_score`` above the detector's threshold: the model does not apply to this image and
-        its probabilities should not be used (the server refuses such uploads with a 422).
+        ``ood_score`` above the detector's threshold: the image is atypical for the model's
+        training images (reported; the server decides applicability by population, gate 2).
+    refused : str or None
+        Why the image was refused before use, e.g. ``"not a chest radiograph (gate 1: ...)"``;
+        set by :meth:`cxrtriage.api.Model.predict` and ``cxr predict``. When set, the
+        probabilities and label are not a result and must not be used.
     """
 
     probabilities: dict[str, float]
@@ -55,9 +59,10 @@ class Prediction:
     source: str | None = None
     ood_score: float | None = None
     out_of_distribution: bool | None = None
+    refused: str | None = None
 
     def to_dict(self) -> dict:
-        """JSON-serialisable ``dict`` (OOD fields and ``source`` only when set)."""
+        """JSON-serialisable ``dict`` (OOD fields, ``refused`` and ``source`` only when set)."""
         out: dict = {
             "label": self.label,
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
@@ -65,7 +70,7 @@ class Prediction:
             "positive_class": self.positive_class,
             "triage": self.triage,
         }
-        for key in ("source", "ood_score", "out_of_distribution"):
+        for key in ("source", "ood_score", "out_of_distribution", "refused"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from cxrtriage.data.io import ImageReadError, read_image
 from cxrtriage.explain.gradcam import gradcam
@@ -14,7 +16,11 @@ __all__ = ["predict_files"]
 
 
 def predict_files(
-    model_dir: str | Path | None, paths: Sequence[str | Path], out: str | Path, with_gradcam: bool = True
+    model_dir: str | Path | None,
+    paths: Sequence[str | Path],
+    out: str | Path,
+    with_gradcam: bool = True,
+    refuse: Callable[[np.ndarray], str | None] | None = None,
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Classify image files; write ``<stem>_annotated.png`` and ``<stem>_gradcam.png``.
 
@@ -28,25 +34,37 @@ def predict_files(
         Output folder for the pictures (created).
     with_gradcam : bool
         Also compute the Grad-CAM heatmap of the predicted class.
+    refuse : callable, optional
+        ``uint8 (H, W)`` image -> reason to refuse it (e.g. gate 1, "not a chest radiograph") or None.
+        A refused image is not classified: its result is ``{"path", "refused": reason}``.
 
     Returns
     -------
     (results, errors)
         ``results``: one dict per readable image (``path``, ``label``,
         ``probabilities``, ``threshold``, ``positive_class``, ``triage``,
-        ``annotated``, ``gradcam``, ``model``); ``errors``: ``(path, reason)``
-        for unreadable files (never raised, so one bad file costs nothing else).
+        ``annotated``, ``gradcam``, ``model``; or ``path`` and ``refused``), in
+        input order; ``errors``: ``(path, reason)`` for unreadable files (never
+        raised, so one bad file costs nothing else).
     """
     predictor = Predictor(model_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results, errors = [], []
     images = []
+    refused: dict[str, str] = {}
     for p in paths:
         try:
-            images.append((str(p), read_image(p)))
+            img = read_image(p)
         except ImageReadError as exc:
             errors.append((exc.path, exc.reason))
+            continue
+        reason = refuse(img) if refuse is not None else None
+        if reason is not None:
+            refused[str(p)] = reason
+            results.append({"path": str(p), "refused": reason})
+        else:
+            images.append((str(p), img))
     preds = predictor.predict([im for _, im in images]) if images else []
     footer = "AI draft - research use only, not a diagnosis"
     for (path, img), pred in zip(images, preds):
@@ -60,4 +78,6 @@ def predict_files(
             heatmap_overlay(img, heat).save(cam)
             r["gradcam"] = str(cam)
         results.append(r)
+    order = {str(p): i for i, p in enumerate(paths)}
+    results.sort(key=lambda r: order.get(r["path"], 0))
     return results, errors

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -180,6 +180,18 @@ class CxrGate:
         s = float(self.score_images([img])[0])
         return s >= self.threshold, s
 
+    def refusal(self, img: np.ndarray) -> str | None:
+        """The reason to refuse one ``uint8 (H, W)`` image as not a chest radiograph, or None when accepted."""
+        ok, s = self.is_cxr(img)
+        return None if ok else self.refusal_text(s)
+
+    def refusal_text(self, score: float) -> str:
+        """The refusal reason for a score below the threshold (log-odds)."""
+        return (
+            f"not a chest radiograph (gate 1: score {score:.1f} < threshold {self.threshold:.1f}, "
+            "log-odds of a chest radiograph)"
+        )
+
     def save(self, folder: str | Path) -> None:
         """Write ``gate.npz`` and ``gate.json`` into ``folder``."""
         d = Path(folder)
@@ -194,7 +206,7 @@ class CxrGate:
         (d / GATE_JSON).write_text(json.dumps(dict(self.info, threshold=self.threshold), indent=2) + "\n")
 
     @classmethod
-    def load(cls, folder: str | Path = GATE_DIR) -> CxrGate:
+    def load(cls, folder: str | Path = GATE_DIR) -> Self:
         """Read a gate written by :meth:`save`.
 
         Raises

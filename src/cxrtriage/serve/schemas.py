@@ -60,6 +60,12 @@ class ModelInfo(BaseModel):
     cxr_gate: dict | None = Field(
         None, description="gate 1 ('is this a chest radiograph?'): threshold and test-part refusal rates, if shipped"
     )
+    population: Literal["pediatric", "adult"] | None = Field(
+        None, description="population the model was validated on (gate 2 warns outside it); None: not declared"
+    )
+    population_gate: dict | None = Field(
+        None, description="gate 2 (pediatric vs adult): threshold and test-part misrouted rates, if shipped"
+    )
     disclaimer: str = DISCLAIMER
 
 
@@ -113,8 +119,9 @@ class Timings(BaseModel):
     """Server-side time per stage of this request, milliseconds."""
 
     decode_ms: float = 0.0
-    inference_ms: float = 0.0
-    heatmap_ms: float = 0.0
+    gates_ms: float = Field(0.0, description="gate 1 (chest radiograph?) and gate 2 (population), one feature pass")
+    inference_ms: float = Field(0.0, description="forward passes of every model")
+    heatmap_ms: float = Field(0.0, description="class activation maps and OOD scores of every model")
     report_ms: float = 0.0
     store_ms: float = 0.0
     total_ms: float = 0.0

@@ -30,8 +30,9 @@ from cxrtriage.inference.loading import load_backend
 from cxrtriage.inference.predictor import predictions_from_probs
 from cxrtriage.metrics.calibration import softmax
 from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness_of_bytes
-from cxrtriage.ood.gate import CxrGate, load_gate
+from cxrtriage.ood.gate import CxrGate, GateFeatures, load_gate
 from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
+from cxrtriage.ood.population import PopulationGate, load_population_gate, population_warning
 from cxrtriage.report.draft import build_report, sign_off
 from cxrtriage.report.render import render_html, render_json, render_pdf
 from cxrtriage.serve.schemas import StudyOut, result_links
@@ -42,6 +43,7 @@ from cxrtriage.tasks import get_task
 __all__ = [
     "ApiError",
     "Engine",
+    "GateResult",
     "ModelEngine",
     "Analysis",
     "finding_priority",
@@ -172,6 +174,31 @@ def pixel_sha256(img: np.ndarray) -> str:
 
 
 @dataclass
+class GateResult:
+    """What the two gates say about one image.
+
+    Attributes
+    ----------
+    is_cxr : bool
+        Gate 1: a chest radiograph (True when gate 1 is not shipped).
+    cxr_score : float
+        Gate 1 log-odds of a chest radiograph (NaN when not shipped).
+    population : {"pediatric", "adult"} or None
+        Gate 2 (None when not shipped or no model declares a population).
+    population_score : float
+        Gate 2 log-odds of pediatric (NaN when not run).
+    ms : float
+        Milliseconds of both gates.
+    """
+
+    is_cxr: bool = True
+    cxr_score: float = float("nan")
+    population: str | None = None
+    population_score: float = float("nan")
+    ms: float = 0.0
+
+
+@dataclass
 class Analysis:
     """One model's output for one image.
 
@@ -269,8 +296,8 @@ class ModelEngine:
     def analyze(self, img: np.ndarray) -> Analysis:
         """Classify one ``uint8 (H, W)`` image: probabilities, decision, CAM of the predicted class, OOD score.
 
-        ``applicable`` is False (with a warning) when the model's Mahalanobis detector scores the image above
-        its threshold.
+        Applicability is decided by the caller (:meth:`Engine.analyze`, gate 2); the Mahalanobis score is
+        only reported (``ood_score``).
         """
         c = self.config
         t0 = time.perf_counter()
@@ -285,7 +312,7 @@ class ModelEngine:
         if self.backend.head is not None:
             cam = normalize_cam(cam_from_features(fmap[0], self.backend.head[0], pred.label_index))
         t2 = time.perf_counter()
-        a = Analysis(
+        return Analysis(
             probs[0],
             pred.label,
             pred.label_index,
@@ -296,17 +323,9 @@ class ModelEngine:
             (t2 - t1) * 1e3,
             priority=finding_priority(probs[0], c),
         )
-        det = self.detector
-        if det is not None and score is not None and score > det.threshold:
-            a.applicable = False
-            a.population_warning = (
-                f"outside the validated population of {self.model_name}: out-of-distribution score {score:.0f} > "
-                f"threshold {det.threshold:.0f} (Mahalanobis distance on the model's features)"
-            )
-        return a
 
-    def info(self, gate: CxrGate | None = None) -> dict:
-        """Model description for ``GET /api/v1/models`` (and ``/api/v1/model``)."""
+    def info(self, gate: CxrGate | None = None, population_gate: PopulationGate | None = None) -> dict:
+        """Model description for ``GET /api/v1/models`` (and ``/api/v1/model``), with the gates' figures."""
         c = self.config
         det = None
         if self.detector is not None:
@@ -335,6 +354,18 @@ class ModelEngine:
             "backend": self.backend.name,
             "onnx_sha256": getattr(self.backend, "sha256", None),
             "ood_detector": det,
+            "population": c.population,
+            "population_gate": None
+            if population_gate is None
+            else {
+                "threshold": population_gate.threshold,
+                "method": population_gate.info.get("method"),
+                "caveat": population_gate.info.get("caveat"),
+                "test_part": {
+                    k: v["misrouted_rate"]
+                    for k, v in (population_gate.info.get("test_part") or {}).get("by_source", {}).items()
+                },
+            },
             "cxr_gate": None
             if gate is None
             else {
@@ -378,8 +409,16 @@ class Engine:
         self.gate: CxrGate | None = load_gate()
         if self.gate is None:
             log.warning("no chest-radiograph gate shipped (run `cxr fit-gate`); uploads are not checked for being CXRs")
-        else:
-            self.gate.score_images([np.full((64, 64), 128, np.uint8)])
+        #: gate 2, pediatric or adult (when a model declares its population); None when not shipped or not needed
+        self.population_gate: PopulationGate | None = None
+        if any(m.config.population for m in self.models):
+            self.population_gate = load_population_gate()
+            if self.population_gate is None:
+                log.warning("no population gate shipped (run `cxr fit-population`); every result is marked applicable")
+        self._features: GateFeatures | None = None
+        if self.gate is not None or self.population_gate is not None:
+            self._features = GateFeatures()
+            self.gates(np.full((64, 64), 128, np.uint8))  # warm-up
 
     # the first model: the default one (``/api/v1/model``, start-up message)
     @property
@@ -406,35 +445,50 @@ class Engine:
                 return m
         raise KeyError(name)
 
-    def gate_check(self, img: np.ndarray) -> tuple[bool, float, float]:
-        """Gate 1 on one ``uint8 (H, W)`` image: ``(is_chest_radiograph, log-odds score, milliseconds)``.
+    def gates(self, img: np.ndarray) -> GateResult:
+        """Gates 1 and 2 on one ``uint8 (H, W)`` image, from one computation of their shared features.
 
-        Always ``(True, nan, 0)`` when no gate is shipped.
+        A gate that is not shipped answers "chest radiograph" (gate 1) or "not checked" (gate 2).
         """
-        if self.gate is None:
-            return True, float("nan"), 0.0
         t0 = time.perf_counter()
-        ok, score = self.gate.is_cxr(img)
-        return ok, score, (time.perf_counter() - t0) * 1e3
+        out = GateResult()
+        if self._features is None:
+            return out
+        feats = self._features([img])
+        if self.gate is not None:
+            out.cxr_score = float(self.gate.score(feats)[0])
+            out.is_cxr = out.cxr_score >= self.gate.threshold
+        if self.population_gate is not None:
+            pops, scores = self.population_gate.population_of(feats)
+            out.population, out.population_score = pops[0], float(scores[0])
+        out.ms = (time.perf_counter() - t0) * 1e3
+        return out
 
-    def analyze(self, img: np.ndarray) -> list[Analysis]:
-        """Every model on one ``uint8 (H, W)`` image, in order.
+    def analyze(self, img: np.ndarray, population: str | None = None) -> list[Analysis]:
+        """Every model on one ``uint8 (H, W)`` image, in order, with its applicability (gate 2).
 
-        With ``settings.population_gate`` off every result is marked applicable.
+        Parameters
+        ----------
+        img : numpy.ndarray
+            ``uint8 (H, W)``.
+        population : {"pediatric", "adult"} or None
+            The image's population from :meth:`gates`; None (or ``settings.population_gate`` off): every
+            result is applicable.
         """
         out = [m.analyze(img) for m in self.models]
-        if not self.settings.population_gate:
-            for a in out:
-                a.applicable, a.population_warning = True, None
+        if self.settings.population_gate:
+            for m, a in zip(self.models, out):
+                a.population_warning = population_warning(m.config.population, population)
+                a.applicable = a.population_warning is None
         return out
 
     def info(self) -> dict:
         """Description of the first model for ``GET /api/v1/model``."""
-        return self.models[0].info(self.gate)
+        return self.models[0].info(self.gate, self.population_gate)
 
     def infos(self) -> list[dict]:
         """Description of every model for ``GET /api/v1/models``."""
-        return [m.info(self.gate) for m in self.models]
+        return [m.info(self.gate, self.population_gate) for m in self.models]
 
 
 def _now() -> str:
@@ -577,22 +631,21 @@ class StudyService:
         """
         t0 = time.perf_counter()
         img, fmt, meta = self.decode(data, filename)
-        if self.settings.cxr_gate:
-            is_cxr, gate_score, _ = self.engine.gate_check(img)
-            if not is_cxr:
-                raise ApiError(
-                    422,
-                    "not_a_chest_radiograph",
-                    f"{safe_filename(filename)}: not a chest radiograph (gate 1, independent of the models: "
-                    f"score {gate_score:.1f} < threshold {self.engine.gate.threshold if self.engine.gate else 0:.1f}, "
-                    "log-odds of a chest radiograph); upload a frontal chest X-ray",
-                )
+        g = self.engine.gates(img)
+        if self.settings.cxr_gate and not g.is_cxr:
+            raise ApiError(
+                422,
+                "not_a_chest_radiograph",
+                f"{safe_filename(filename)}: not a chest radiograph (gate 1, independent of the models: "
+                f"score {g.cxr_score:.1f} < threshold {self.engine.gate.threshold if self.engine.gate else 0:.1f}, "
+                "log-odds of a chest radiograph); upload a frontal chest X-ray",
+            )
         sha = pixel_sha256(img)
         existing = self.store.find(sha, self.engine.model_set)
         if existing is not None:
             return existing, True, {"total_ms": (time.perf_counter() - t0) * 1e3}
         t1 = time.perf_counter()
-        analyses = self.engine.analyze(img)
+        analyses = self.engine.analyze(img, g.population)
         if not any(a.applicable for a in analyses):
             why = "; ".join(a.population_warning or "" for a in analyses)
             raise ApiError(
@@ -618,7 +671,8 @@ class StudyService:
         t3 = time.perf_counter()
         rel = self.store.save_image(sha, img)
         timings = {
-            "decode_ms": (t1 - t0) * 1e3,
+            "decode_ms": (t1 - t0) * 1e3 - g.ms,
+            "gates_ms": g.ms,
             "inference_ms": sum(a.inference_ms for a in analyses),
             "heatmap_ms": sum(a.heatmap_ms for a in analyses),
             "report_ms": (t3 - t2) * 1e3,

@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,18 +27,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_command(model_dir: str | Path, data_dir: str | Path, port: int, *extra: str) -> list[str]:
+def serve_command(
+    model_dir: str | Path | Sequence[str | Path] | None, data_dir: str | Path, port: int, *extra: str
+) -> list[str]:
     """Argument vector that starts ``cxr serve`` (the real CLI, this interpreter) on ``127.0.0.1:port``.
 
+    ``model_dir``: one model folder, several (``--model`` repeated), or None (every shipped model).
     ``extra`` are further ``cxr serve`` options, e.g. ``"--database-url", url``.
     """
+    dirs = [] if model_dir is None else [model_dir] if isinstance(model_dir, (str, Path)) else list(model_dir)
     return [
         sys.executable,
         "-m",
         "cxrtriage.cli",
         "serve",
-        "--model",
-        str(model_dir),
+        *(arg for d in dirs for arg in ("--model", str(d))),
         "--data-dir",
         str(data_dir),
         "--host",
