@@ -2,7 +2,7 @@
 
 A shipped example chest radiograph (Kermany et al. 2018, CC BY 4.0) is written as a DX DICOM file with a
 made-up patient, analysed by every shipped model (as ``cxr listen`` without ``--model``) through the listener's code path
-(``StudyService.predict`` then ``cxrtriage.pacs.results.result_objects``), and the SR that ``cxr listen``
+(``StudyService.predict`` then ``cxrtriage.serve.interop.result_objects``), and the SR that ``cxr listen``
 would send is dumped with ``dsrdump`` (Debian ``dcmtk``) between the markers of docs/pacs.md.
 
 Usage::
@@ -21,9 +21,9 @@ from pathlib import Path
 import pydicom
 
 from cxrtriage.data.io import read_image
-from cxrtriage.pacs.results import result_objects
 from cxrtriage.pacs.testing import dx_bytes
 from cxrtriage.report.dicom_out import source_header
+from cxrtriage.serve.interop import result_objects
 from cxrtriage.serve.service import StudyService
 from cxrtriage.serve.settings import ServeSettings
 

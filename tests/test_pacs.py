@@ -388,6 +388,8 @@ def test_cli_listen_subprocess(model_dir, tmp_path, capsys):
     base = [sys.executable, "-m", "cxrtriage.cli", "listen", "--model", str(model_dir), "--data-dir", str(tmp_path)]
     assert main(base[3:] + ["--return-to", "nowhere"]) == 2  # refused before the model loads
     assert "AE@host:port" in capsys.readouterr().err
+    assert main(["serve", "--data-dir", str(tmp_path), "--return-to", "ORTHANC@pacs"]) == 2
+    assert "AE@host:port" in capsys.readouterr().err
     port = free_port()
     proc = subprocess.Popen([*base, "--port", str(port), "--threads", "1"], stdout=subprocess.PIPE, text=True)
     try:
@@ -485,3 +487,47 @@ def test_orthanc_lua_auto_routing(engine, orthanc_binary, tmp_path):
             assert listener.received == 1 and listener.refused == 0  # the results were not routed back to it
     finally:
         orthanc.stop()
+
+
+def test_stow_rs_results_go_to_the_pacs(pacs, engine, tmp_path):
+    """With dicom_return_to (cxr serve --return-to), a STOW-RS instance's SR and heatmap reach the PACS."""
+    httpx = pytest.importorskip("httpx")
+    from cxrtriage.pacs.sender import Sender
+    from cxrtriage.pacs.settings import Destination
+    from cxrtriage.serve.service import StudyService
+    from cxrtriage.serve.settings import ServeSettings
+    from cxrtriage.serve.testing import add_user, running_server
+    from cxrtriage.store import Outbox
+
+    orthanc, _ = pacs
+    add_user(tmp_path, "rad", "rad-password-1")
+    to = f"{ORTHANC_AE}@127.0.0.1:{orthanc.dicom_port}"
+    settings = ServeSettings(
+        model_dir=engine.settings.model_dir, data_dir=tmp_path, port=0, threads=1, dicom_return_to=to
+    )
+    service = StudyService(settings, engine)
+    sender = Sender(Outbox(service.store), Destination.parse(to), "CXRTRIAGE", poll_s=0.2)
+    dicom = dx_bytes(read_image(real_cxr_paths(6)[5]), patient_name="Stow^Sue", patient_id="PAT-007")
+    src = pydicom.dcmread(io.BytesIO(dicom))
+    body, ctype = _multipart_related([("application/dicom", dicom)])
+    sender.start()
+    try:
+        with (
+            running_server(settings, service) as url,
+            httpx.Client(base_url=url, timeout=60, auth=("rad", "rad-password-1")) as c,
+        ):
+            r = c.post("/dicomweb/studies", content=body, headers={"Content-Type": ctype})
+            assert r.status_code == 200, r.text
+            deadline = time.monotonic() + 30
+            found: list[str] = []
+            while not found and time.monotonic() < deadline:
+                found = orthanc.post(
+                    "/tools/find", {"Level": "Study", "Query": {"StudyInstanceUID": src.StudyInstanceUID}}
+                )
+                time.sleep(0.2)
+            got = _wait_for_results(orthanc, found[0], timeout=20)
+            assert len(got[SR_CLASS]) == 1 and len(got[SC_CLASS]) == 1
+            sr = pydicom.dcmread(io.BytesIO(orthanc.instance_file(got[SR_CLASS][0])))
+            assert str(sr.PatientName) == "Stow^Sue"
+    finally:
+        sender.stop()

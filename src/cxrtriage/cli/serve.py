@@ -39,6 +39,15 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     except DatabaseURLError as exc:
         print(f"cxr serve: --database-url: {exc}", file=sys.stderr)
         return 2
+    if a.return_to:
+        from cxrtriage.pacs.settings import Destination, check_ae_title
+
+        try:
+            a.return_to = str(Destination.parse(a.return_to))
+            check_ae_title(a.dicom_ae_title)
+        except ValueError as exc:
+            print(f"cxr serve: {exc}", file=sys.stderr)
+            return 2
     settings = ServeSettings(
         **analysis_settings(a),
         data_dir=Path(a.data_dir),
@@ -48,6 +57,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         max_upload_mb=a.max_upload_mb,
         https_only=a.https_only,
         upload_quota_per_hour=a.upload_quota,
+        dicom_return_to=a.return_to,
+        dicom_ae_title=a.dicom_ae_title,
     )
     try:  # one request = one image: multi-threaded BLAS for small NumPy products only adds contention
         from threadpoolctl import threadpool_limits
@@ -86,14 +97,28 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     if settings.host in ("127.0.0.1", "localhost"):
         print("Listening on loopback only; use --host 0.0.0.0 to open the page from a phone on the same network.")
     qr_terminal(app.state.public_url)
+    sender = None
+    if settings.dicom_return_to:  # STOW-RS results: the outbox sender of cxr listen, in this process
+        from cxrtriage.pacs.sender import Sender
+        from cxrtriage.pacs.settings import Destination
+        from cxrtriage.store import Outbox
+
+        sender = Sender(Outbox(service.store), Destination.parse(settings.dicom_return_to), settings.dicom_ae_title)
+        sender.start()
+        app.state.wake_sender = sender.wake
+        print(f"STOW-RS results (SR + heatmap Secondary Capture) go to {settings.dicom_return_to}")
     sys.stdout.flush()
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning" if not a.verbose else "info",
-        access_log=a.verbose,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning" if not a.verbose else "info",
+            access_log=a.verbose,
+        )
+    finally:
+        if sender is not None:
+            sender.stop()
     return 0
 
 
@@ -216,6 +241,8 @@ def analysis_settings(a: argparse.Namespace) -> dict[str, Any]:
 
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add the ``serve``, ``export``, ``fit-ood``, ``fit-gate`` and ``fit-population`` sub-commands."""
+    from cxrtriage.serve.settings import ServeSettings
+
     p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
     p.add_argument("--host", default="127.0.0.1", help="listen address; 0.0.0.0 to reach it from a phone on the LAN")
     p.add_argument("--port", type=int, default=8000)
@@ -238,6 +265,15 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     )
     p.add_argument(
         "--upload-quota", type=int, default=2000, help="uploads per user per hour (default 2000; 0: no quota)"
+    )
+    p.add_argument(
+        "--return-to",
+        default=None,
+        metavar="AE@HOST:PORT",
+        help="send the SR and heatmap of each DICOMweb STOW-RS instance to this PACS by C-STORE (as cxr listen)",
+    )
+    p.add_argument(
+        "--dicom-ae-title", default=ServeSettings.dicom_ae_title, help="our AE title when sending them (%(default)s)"
     )
     add_analysis_arguments(p)
     commands["serve"] = _cmd_serve

@@ -28,15 +28,12 @@ not recognised).
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from cxrtriage.pacs.results import result_objects
 from cxrtriage.pacs.sender import Sender
 from cxrtriage.pacs.settings import ListenSettings
-from cxrtriage.report.dicom_out import source_header
 from cxrtriage.serve.interop import (
     CANNOT_UNDERSTAND,
     CXR_STORAGE_SOP_CLASSES,
@@ -44,6 +41,7 @@ from cxrtriage.serve.interop import (
     SOP_CLASS_NOT_SUPPORTED,
     SUCCESS,
     failure_status,
+    queue_results,
 )
 from cxrtriage.serve.service import ApiError, StudyService
 from cxrtriage.store import Outbox
@@ -146,13 +144,8 @@ class Listener:
         return SUCCESS
 
     def _queue_results(self, data: bytes, rec: Any) -> None:
-        import pydicom
-
         assert self.sender is not None and self.settings.return_to is not None
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-        header = source_header(ds)
-        objs = result_objects(self.service, rec, header)
-        self.outbox.enqueue(objs, str(self.settings.return_to))
+        queue_results(self.service, rec, data, str(self.settings.return_to))
         self.sender.wake()
 
     @staticmethod

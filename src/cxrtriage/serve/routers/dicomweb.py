@@ -12,6 +12,9 @@ refused ones (0x0122 not a CR/DX storage SOP class, 0xC000 cannot understand,
 ``multipart/related; type="application/dicom"``.
 
 The whole request counts against the upload size limit (``--max-upload-mb``).
+With ``cxr serve --return-to AE@host:port`` (``ServeSettings.dicom_return_to``)
+the SR and heatmap Secondary Capture of each stored instance are queued in the
+outbox, as ``cxr listen`` does, and sent to that PACS.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import io
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -28,14 +32,18 @@ from cxrtriage.serve.deps import get_service
 from cxrtriage.serve.interop import (
     CANNOT_UNDERSTAND,
     CXR_STORAGE_SOP_CLASSES,
+    PROCESSING_FAILURE,
     SOP_CLASS_NOT_SUPPORTED,
     failure_status,
+    queue_results,
 )
 from cxrtriage.serve.schemas import ErrorOut
 from cxrtriage.serve.security import Principal, audit, check_upload_quota, remember_upload, require_uploader
 from cxrtriage.serve.service import ApiError, StudyService
 
 __all__ = ["router", "split_multipart_related"]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
@@ -167,6 +175,21 @@ async def stow(
             except ApiError as exc:
                 reason, why = failure_status(exc), exc.reason
             else:
+                destination = service.settings.dicom_return_to
+                if destination:
+                    try:  # the SR and heatmap for the PACS, sent by the outbox sender (cxr serve --return-to)
+                        await run_in_threadpool(queue_results, service, rec, data, destination)
+                        wake = getattr(request.app.state, "wake_sender", None)
+                        if wake is not None:
+                            wake()
+                    except Exception as exc:  # noqa: BLE001 - the study is stored; the client may send again
+                        log.exception("STOW-RS part %d: study %s stored, but building its results failed", n, rec.id)
+                        reason, why = PROCESSING_FAILURE, f"results not built ({exc.__class__.__name__})"
+                        audit(request, principal, "upload_refused", rec.id, f"stow-rs 0x{reason:04X} {why}")
+                        failed.append(
+                            {**_uid_attrs(sop_class, sop_instance), _FAILURE_REASON: {"vr": "US", "Value": [reason]}}
+                        )
+                        continue
                 remember_upload(request, principal, rec.id)
                 audit(request, principal, "upload", rec.id, "stow-rs duplicate" if duplicate else "stow-rs")
                 stored.append(
