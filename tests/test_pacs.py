@@ -450,6 +450,7 @@ def test_sr_and_fhir_builders_with_several_models():
     sr = build_sr(src, results, "0123456789abcdef")
     back = read_sr_probabilities(sr)
     assert [r["model_name"] for r in back] == ["pneumonia", "finding"]
+    assert sr.ContentSequence[-1].TextValue.startswith("type 2: ")  # the left-out model is named, with why
     assert back[0]["probabilities"] == {"NORMAL": 0.25, "PNEUMONIA": 0.75} and back[0]["threshold"] == 0.4
     assert build_sr(src, results, "0123456789abcdef").SOPInstanceUID == sr.SOPInstanceUID  # derived, stable
     assert build_sr(src, results, "fedcba9876543210").SOPInstanceUID != sr.SOPInstanceUID

@@ -24,6 +24,7 @@ class probabilities per image. Its tree::
         CONTAINS TEXT  (CXR-POS, 99CXRTRIAGE, "Positive class")                       binary tasks
         CONTAINS TEXT  (CXR-FLAG, 99CXRTRIAGE, "Triage flag")                         when known
         CONTAINS TEXT  (CXR-POPWARN, 99CXRTRIAGE, "Population warning")               when set
+      CONTAINS  TEXT   (CXR-NA, 99CXRTRIAGE, "Model not applicable") = model, version, why   one per left-out model
 
 Codes from DICOM PS3.16 (DCM), LOINC (LN) and, for the concepts neither has,
 the private coding scheme ``99CXRTRIAGE`` (PS3.3 8.2: designators starting
@@ -261,7 +262,7 @@ def build_sr(
     results : sequence of ModelOutput
         Per-model results (attributes ``model_name``, ``model_version``, ``label``, ``probabilities``,
         ``threshold``, ``positive_class``; optional ``task``, ``flag``, ``population_warning``, ``applicable``). Models marked
-        ``applicable = False`` are left out.
+        ``applicable = False`` get no result container, only a "Model not applicable" line saying why.
     study_id : str
         The study record's id (named in the comment and part of the derived UIDs).
     institution_name : str, optional
@@ -311,7 +312,18 @@ def build_sr(
         referenced_sop_instance_uid=source.SOPInstanceUID,
         relationship_type=contains,
     )
-    root.ContentSequence = ContentSequence([lang, comment, image, *[_model_container(r) for r in shown]], is_root=False)
+    skipped = [
+        TextContentItem(
+            _code("CXR-NA", "Model not applicable"),
+            f"{r.model_name} {r.model_version}: {_attr(r, 'population_warning') or 'outside its population'}"[:1000],
+            contains,
+        )
+        for r in results
+        if r not in shown
+    ]
+    root.ContentSequence = ContentSequence(
+        [lang, comment, image, *[_model_container(r) for r in shown], *skipped], is_root=False
+    )
     src = _filled_header(source)
     sr = ComprehensiveSR(
         evidence=[src],
