@@ -27,6 +27,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from cxrtriage.serve.deps import get_service
 from cxrtriage.serve.interop import (
@@ -40,6 +41,7 @@ from cxrtriage.serve.interop import (
 from cxrtriage.serve.schemas import ErrorOut
 from cxrtriage.serve.security import Principal, audit, check_upload_quota, remember_upload, require_uploader
 from cxrtriage.serve.service import ApiError, StudyService
+from cxrtriage.store import Study
 
 __all__ = ["router", "split_multipart_related"]
 
@@ -137,6 +139,39 @@ def _uid_attrs(sop_class: str, sop_instance: str) -> dict[str, Any]:
     }
 
 
+class _PartRefused(Exception):
+    """A part that was not stored: its STOW-RS ``FailureReason`` (a DIMSE status) and why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+async def _store_part(
+    request: Request, service: StudyService, n: int, ctype: str, data: bytes, sop_class: str
+) -> tuple[Study, bool]:
+    """Analyse and store one part, queue its results when ``dicom_return_to`` is set; :class:`_PartRefused` else."""
+    if ctype != "application/dicom":
+        raise _PartRefused(CANNOT_UNDERSTAND, f"part {n}: {ctype} is not application/dicom")
+    if sop_class and sop_class not in CXR_STORAGE_SOP_CLASSES:
+        raise _PartRefused(SOP_CLASS_NOT_SUPPORTED, f"part {n}: SOP Class {sop_class} is not CR/DX image storage")
+    try:
+        rec, duplicate, _ = await run_in_threadpool(service.predict, data, f"STOW-RS part {n}", source="stow")
+    except ApiError as exc:
+        raise _PartRefused(failure_status(exc), exc.reason) from None
+    destination = service.settings.dicom_return_to
+    if destination:
+        try:  # the SR and heatmap for the PACS, sent by the outbox sender (cxr serve --return-to)
+            await run_in_threadpool(queue_results, service, rec, data, destination)
+        except Exception as exc:  # noqa: BLE001 - the study is stored; the client may send again
+            log.exception("STOW-RS part %d: study %s stored, but building its results failed", n, rec.id)
+            raise _PartRefused(PROCESSING_FAILURE, f"results not built ({exc.__class__.__name__})") from None
+        wake = getattr(request.app.state, "wake_sender", None)
+        if wake is not None:
+            wake()
+    return rec, duplicate
+
+
 @router.post(
     "/studies",
     responses=_RESPONSES,
@@ -155,8 +190,6 @@ async def stow(
 
     Each stored instance's ``RetrieveURL`` (0008,1190) is its cxrtriage study (JSON), not a WADO-RS URL.
     """
-    from starlette.concurrency import run_in_threadpool
-
     check_upload_quota(request, principal)
     body = await request.body()
     parts = split_multipart_related(request.headers.get("content-type", ""), body)
@@ -165,42 +198,22 @@ async def stow(
     base = str(request.base_url).rstrip("/")
     for n, (ctype, data) in enumerate(parts, 1):
         sop_class, sop_instance = await run_in_threadpool(_uids, data)
-        if ctype != "application/dicom":
-            reason, why = CANNOT_UNDERSTAND, f"part {n}: {ctype} is not application/dicom"
-        elif sop_class and sop_class not in CXR_STORAGE_SOP_CLASSES:
-            reason, why = SOP_CLASS_NOT_SUPPORTED, f"part {n}: SOP Class {sop_class} is not CR/DX image storage"
-        else:
-            try:
-                rec, duplicate, _ = await run_in_threadpool(service.predict, data, f"STOW-RS part {n}", source="stow")
-            except ApiError as exc:
-                reason, why = failure_status(exc), exc.reason
-            else:
-                destination = service.settings.dicom_return_to
-                if destination:
-                    try:  # the SR and heatmap for the PACS, sent by the outbox sender (cxr serve --return-to)
-                        await run_in_threadpool(queue_results, service, rec, data, destination)
-                        wake = getattr(request.app.state, "wake_sender", None)
-                        if wake is not None:
-                            wake()
-                    except Exception as exc:  # noqa: BLE001 - the study is stored; the client may send again
-                        log.exception("STOW-RS part %d: study %s stored, but building its results failed", n, rec.id)
-                        reason, why = PROCESSING_FAILURE, f"results not built ({exc.__class__.__name__})"
-                        audit(request, principal, "upload_refused", rec.id, f"stow-rs 0x{reason:04X} {why}")
-                        failed.append(
-                            {**_uid_attrs(sop_class, sop_instance), _FAILURE_REASON: {"vr": "US", "Value": [reason]}}
-                        )
-                        continue
-                remember_upload(request, principal, rec.id)
-                audit(request, principal, "upload", rec.id, "stow-rs duplicate" if duplicate else "stow-rs")
-                stored.append(
-                    {
-                        **_uid_attrs(sop_class, sop_instance),
-                        _RETRIEVE_URL: {"vr": "UR", "Value": [f"{base}/api/v1/studies/{rec.id}"]},
-                    }
-                )
-                continue
-        audit(request, principal, "upload_refused", detail=f"stow-rs 0x{reason:04X} {why}")
-        failed.append({**_uid_attrs(sop_class, sop_instance), _FAILURE_REASON: {"vr": "US", "Value": [reason]}})
+        try:
+            rec, duplicate = await _store_part(request, service, n, ctype, data, sop_class)
+        except _PartRefused as refused:
+            audit(request, principal, "upload_refused", detail=f"stow-rs 0x{refused.status:04X} {refused}")
+            failed.append(
+                {**_uid_attrs(sop_class, sop_instance), _FAILURE_REASON: {"vr": "US", "Value": [refused.status]}}
+            )
+            continue
+        remember_upload(request, principal, rec.id)
+        audit(request, principal, "upload", rec.id, "stow-rs duplicate" if duplicate else "stow-rs")
+        stored.append(
+            {
+                **_uid_attrs(sop_class, sop_instance),
+                _RETRIEVE_URL: {"vr": "UR", "Value": [f"{base}/api/v1/studies/{rec.id}"]},
+            }
+        )
     out: dict[str, Any] = {}
     if stored:
         out[_REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": stored}
