@@ -59,7 +59,8 @@ def dx_instances(n: int, engine: Engine) -> tuple[list[bytes], int]:
         if h in seen:
             continue
         seen.add(h)
-        if not engine.gate_check(img)[0] or not any(x.applicable for x in engine.analyze(img)):
+        g = engine.gates(img)
+        if not g.is_cxr or not any(x.applicable for x in engine.analyze(img, g.population)):
             skipped += 1
             continue
         out.append(dicom)
