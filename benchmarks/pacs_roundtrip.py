@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -142,7 +143,9 @@ def main() -> None:
             per_study_ok += kinds.get(SR) == 1 and kinds.get(SC) == 1
     finally:
         listener.stop()
+        listener.service.store.close()
         orthanc.stop()
+        shutil.rmtree(root, ignore_errors=True)  # Orthanc's storage and the study store of this run
     result = {
         "what": "Orthanc -> C-STORE (parallel associations) -> cxr listen (decode, gates, model, heatmap, store) "
         "-> outbox -> C-STORE SR + heatmap Secondary Capture -> Orthanc; loopback, one machine",
