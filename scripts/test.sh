@@ -14,13 +14,18 @@ fi
 # DCMTK and GDCM, the reference DICOM toolkits: tests/test_dicom_syntaxes.py re-encodes DX and CR files with them.
 command -v dcmcjpls >/dev/null 2>&1 || missing+=(dcmtk)
 command -v gdcmconv >/dev/null 2>&1 || missing+=(libgdcm-tools)
+# Orthanc with its DICOMweb plugin: the real PACS of tests/test_pacs.py (round trip, outage) and benchmarks/pacs_roundtrip.py.
+if ! command -v Orthanc >/dev/null 2>&1 && [ ! -x /usr/sbin/Orthanc ]; then
+  missing+=(orthanc)
+fi
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
   else
-    echo "not installed and no root apt-get: ${missing[*]}; the browser / PostgreSQL / DICOM-syntax tests will be skipped" >&2
+    echo "not installed and no root apt-get: ${missing[*]}; the browser / PostgreSQL / DICOM-syntax / PACS tests will be skipped" >&2
   fi
 fi
 python3 -m pip install --quiet -e ".[serve,dev]"

@@ -7,11 +7,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cxrtriage import DISCLAIMER
 from cxrtriage.cli.config_args import add_model_argument
 
-__all__ = ["register"]
+__all__ = ["register", "add_analysis_arguments", "analysis_settings"]
 
 
 def _model_dir(value: str | None) -> Path:
@@ -38,9 +39,17 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     except DatabaseURLError as exc:
         print(f"cxr serve: --database-url: {exc}", file=sys.stderr)
         return 2
+    if a.return_to:
+        from cxrtriage.pacs.settings import Destination, check_ae_title
+
+        try:
+            a.return_to = str(Destination.parse(a.return_to))
+            check_ae_title(a.dicom_ae_title)
+        except ValueError as exc:
+            print(f"cxr serve: {exc}", file=sys.stderr)
+            return 2
     settings = ServeSettings(
-        model_dir=None,
-        model_dirs=tuple(_model_dir(m) for m in a.model or ()),
+        **analysis_settings(a),
         data_dir=Path(a.data_dir),
         database_url=a.database_url,
         host=a.host,
@@ -48,10 +57,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         max_upload_mb=a.max_upload_mb,
         https_only=a.https_only,
         upload_quota_per_hour=a.upload_quota,
-        threads=a.threads,
-        prefer_onnx=not a.torch,
-        cxr_gate=not (a.no_ood or a.no_cxr_gate),
-        population_gate=not (a.no_ood or a.no_population_gate),
+        dicom_return_to=a.return_to,
+        dicom_ae_title=a.dicom_ae_title,
     )
     try:
         settings.notify = NotifySettings(
@@ -100,14 +107,28 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     if settings.host in ("127.0.0.1", "localhost"):
         print("Listening on loopback only; use --host 0.0.0.0 to open the page from a phone on the same network.")
     qr_terminal(app.state.public_url)
+    sender = None
+    if settings.dicom_return_to:  # STOW-RS results: the outbox sender of cxr listen, in this process
+        from cxrtriage.pacs.sender import Sender
+        from cxrtriage.pacs.settings import Destination
+        from cxrtriage.store import Outbox
+
+        sender = Sender(Outbox(service.store), Destination.parse(settings.dicom_return_to), settings.dicom_ae_title)
+        sender.start()
+        app.state.wake_sender = sender.wake
+        print(f"STOW-RS results (SR + heatmap Secondary Capture) go to {settings.dicom_return_to}")
     sys.stdout.flush()
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning" if not a.verbose else "info",
-        access_log=a.verbose,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning" if not a.verbose else "info",
+            access_log=a.verbose,
+        )
+    finally:
+        if sender is not None:
+            sender.stop()
     return 0
 
 
@@ -197,9 +218,12 @@ def _cmd_fit_population(a: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    """Add the ``serve``, ``export``, ``fit-ood``, ``fit-gate`` and ``fit-population`` sub-commands."""
-    p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
+def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the models and gates behind an upload (``cxr serve``, ``cxr listen``).
+
+    ``--model`` (repeatable), ``--threads``, ``--torch``, ``--no-cxr-gate``, ``--no-population-gate``,
+    ``--no-ood``; :func:`analysis_settings` turns them into :class:`~cxrtriage.serve.settings.ServeSettings` fields.
+    """
     p.add_argument(
         "--model",
         action="append",
@@ -207,6 +231,38 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
         help="model folder or shipped model name (`cxr models`); repeat for several models, run on every upload "
         "in this order (default: every shipped model)",
     )
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--torch", action="store_true", help="serve with PyTorch even if model.onnx exists")
+    p.add_argument(
+        "--no-cxr-gate",
+        action="store_true",
+        help="gate 1 off: do not refuse images that are not chest radiographs (not recommended)",
+    )
+    p.add_argument(
+        "--no-population-gate",
+        action="store_true",
+        help="gate 2 off: mark every model's result applicable, whatever the image's population (not recommended)",
+    )
+    p.add_argument("--no-ood", action="store_true", help="both gates off (--no-cxr-gate --no-population-gate)")
+
+
+def analysis_settings(a: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~cxrtriage.serve.settings.ServeSettings` fields of :func:`add_analysis_arguments`' options."""
+    return {
+        "model_dir": None,
+        "model_dirs": tuple(_model_dir(m) for m in a.model or ()),
+        "threads": a.threads,
+        "prefer_onnx": not a.torch,
+        "cxr_gate": not (a.no_ood or a.no_cxr_gate),
+        "population_gate": not (a.no_ood or a.no_population_gate),
+    }
+
+
+def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
+    """Add the ``serve``, ``export``, ``fit-ood``, ``fit-gate`` and ``fit-population`` sub-commands."""
+    from cxrtriage.serve.settings import ServeSettings
+
+    p = sub.add_parser("serve", help="web page + REST API for uploads, predictions, heatmaps and draft reports")
     p.add_argument("--host", default="127.0.0.1", help="listen address; 0.0.0.0 to reach it from a phone on the LAN")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
@@ -229,19 +285,16 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument(
         "--upload-quota", type=int, default=2000, help="uploads per user per hour (default 2000; 0: no quota)"
     )
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--torch", action="store_true", help="serve with PyTorch even if model.onnx exists")
     p.add_argument(
-        "--no-cxr-gate",
-        action="store_true",
-        help="gate 1 off: do not refuse images that are not chest radiographs (not recommended)",
+        "--return-to",
+        default=None,
+        metavar="AE@HOST:PORT",
+        help="send the SR and heatmap of each DICOMweb STOW-RS instance to this PACS by C-STORE (as cxr listen)",
     )
     p.add_argument(
-        "--no-population-gate",
-        action="store_true",
-        help="gate 2 off: mark every model's result applicable, whatever the image's population (not recommended)",
+        "--dicom-ae-title", default=ServeSettings.dicom_ae_title, help="our AE title when sending them (%(default)s)"
     )
-    p.add_argument("--no-ood", action="store_true", help="both gates off (--no-cxr-gate --no-population-gate)")
+    add_analysis_arguments(p)
     g = p.add_argument_group("critical-finding notifications (off unless --notify-threshold is given)")
     g.add_argument(
         "--notify-threshold",

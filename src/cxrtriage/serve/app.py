@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cxrtriage import DISCLAIMER, __version__
 from cxrtriage.serve.lan import public_url
-from cxrtriage.serve.routers import auth, monitoring, pages, predict, studies, system, worklist
+from cxrtriage.serve.routers import auth, dicomweb, monitoring, pages, predict, studies, system, worklist
 from cxrtriage.serve.security import (
     SESSION_COOKIE,
     AnonymousUploadGuard,
@@ -137,6 +137,7 @@ def create_app(settings: ServeSettings, service: StudyService | None = None) -> 
         pages.router,
         predict.router,
         studies.router,
+        dicomweb.router,
         system.router,
         worklist.router,
         monitoring.router,

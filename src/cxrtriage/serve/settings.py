@@ -168,6 +168,11 @@ class ServeSettings:
     model_dirs : tuple of pathlib.Path
         The models run on every upload, in display order. Empty (and no ``model_dir``): every shipped model
         (:func:`cxrtriage.models.bundle.shipped_models`), the default model first.
+    dicom_return_to : str or None
+        ``AE@host:port`` of the PACS that receives the SR and heatmap of each instance stored by DICOMweb
+        STOW-RS (queued in the outbox; ``cxr serve --return-to`` also starts the sender). None: not sent.
+    dicom_ae_title : str
+        Our AE title on the associations that send them.
     """
 
     model_dir: Path | None
@@ -191,6 +196,8 @@ class ServeSettings:
     population_gate: bool = True
     model_dirs: tuple[Path, ...] = ()
     notify: NotifySettings = field(default_factory=NotifySettings)
+    dicom_return_to: str | None = None
+    dicom_ae_title: str = "CXRTRIAGE"
 
     def __post_init__(self) -> None:
         if self.model_dirs:

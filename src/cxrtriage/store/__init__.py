@@ -18,6 +18,7 @@ from cxrtriage.store.models import (
     model_set_key,
 )
 from cxrtriage.store.reads import ReportConflictError, worklist_key
+from cxrtriage.store.outbox import Outbox, OutboxItem, OutgoingObject
 from cxrtriage.store.store import (
     DB_NAME,
     DatabaseURLError,
@@ -44,6 +45,9 @@ __all__ = [
     "DB_NAME",
     "Base",
     "DatabaseURLError",
+    "Outbox",
+    "OutboxItem",
+    "OutgoingObject",
     "StoreUnavailableError",
     "Study",
     "StudyStore",

@@ -170,6 +170,42 @@ def report(
     return Response(content=data, media_type=media, headers=headers)
 
 
+#: The FHIR answer: a DiagnosticReport as FHIR JSON.
+_FHIR: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "FHIR R4 (4.3.0) DiagnosticReport with one contained Observation per model (class probabilities)",
+        "content": {"application/fhir+json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+@router.get(
+    "/{study_id}/fhir",
+    responses={**_FHIR, **_404},
+    response_model=None,
+    response_class=Response,
+    summary="The report as a FHIR DiagnosticReport (with Observations for the probabilities)",
+)
+def fhir(
+    request: Request,
+    study_id: str = _ID,
+    principal: Principal = Depends(require_principal),
+    service: StudyService = Depends(get_service),
+) -> Response:
+    """Built with ``fhir.resources`` and validated by it (:func:`cxrtriage.report.fhir.diagnostic_report`)."""
+    import json
+
+    from cxrtriage.report.fhir import diagnostic_report
+    from cxrtriage.serve.interop import model_results
+
+    rec = readable_study(request, principal, service, study_id)
+    body = diagnostic_report(rec.id, rec.received_at, model_results(rec), report=rec.report)
+    audit(request, principal, "read", rec.id, "fhir")
+    return Response(
+        content=json.dumps(body), media_type="application/fhir+json", headers={"Cache-Control": "private, no-store"}
+    )
+
+
 @router.post(
     "/{study_id}/report/sign-off",
     response_model=StudyOut,
