@@ -16,6 +16,7 @@ from cxrtriage.cli import evaluate as evaluate_cli
 from cxrtriage.cli import experiments as experiments_cli
 from cxrtriage.cli import models as models_cli
 from cxrtriage.cli import predict as predict_cli
+from cxrtriage.cli import score as score_cli
 from cxrtriage.cli import serve as serve_cli
 from cxrtriage.cli import train as train_cli
 from cxrtriage.cli import users as users_cli
@@ -38,7 +39,17 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 #: Modules that add sub-commands: each has ``register(subparsers, commands)``,
 #: which adds its parsers and maps each command name to ``fn(args) -> int``.
-COMMAND_GROUPS = [train_cli, models_cli, evaluate_cli, predict_cli, serve_cli, users_cli, experiments_cli, audit_cli]
+COMMAND_GROUPS = [
+    train_cli,
+    models_cli,
+    evaluate_cli,
+    predict_cli,
+    serve_cli,
+    users_cli,
+    experiments_cli,
+    audit_cli,
+    score_cli,
+]
 
 
 def main(argv: list[str] | None = None) -> int:
