@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     from cxrtriage.data.io import ImageReadError
     from cxrtriage.models.bundle import ModelLoadError
 
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(raw)
+    if args.command == "train":  # `cxr train --nproc N` hands its own options on to torchrun
+        args.train_argv = raw[raw.index("train") + 1 :]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return COMMANDS[args.command](args)
