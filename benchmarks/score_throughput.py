@@ -4,7 +4,8 @@ The archive is a temporary manifest listing the shared Kermany images again and 
 row number) up to ``--n`` rows: no image is copied. ``cxr score`` runs as a subprocess (the real CLI); the
 resident memory of its whole process tree (scorer + decoding workers) is sampled every 0.1 s. The ONNX
 Runtime limit is the same model and session settings run on batches already decoded and preprocessed in
-memory, measured just before and just after the scoring run (their mean is the reference).
+memory, measured just before and just after the scoring run (their mean is the reference), with the
+scorer's thread count and with every core (the better of the two is the strict reference).
 
 Writes ``benchmarks/results/score.json``. Usage::
 
@@ -81,7 +82,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", default=str(RESULTS / "score.json"))
@@ -91,7 +92,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "archive.csv"
         distinct = write_manifest(manifest, a.n)
+        cores = psutil.cpu_count() or 1
         limit_before = onnx_limit(model_dir, a.threads, a.batch_size)
+        all_before = onnx_limit(model_dir, cores, a.batch_size) if cores != a.threads else limit_before
         cmd = [
             sys.executable, "-m", "cxrtriage.cli", "score", "--model", str(model_dir), "--data", str(manifest),
             "--out", str(Path(tmp) / "predictions.parquet"), "--workers", str(a.workers), "--threads",
@@ -117,12 +120,14 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"cxr score failed ({proc.returncode}): {out}")
         limit_after = onnx_limit(model_dir, a.threads, a.batch_size)
+        all_after = onnx_limit(model_dir, cores, a.batch_size) if cores != a.threads else limit_after
         import pyarrow.dataset as ds
 
         rows = ds.dataset(Path(tmp) / "predictions.parquet").count_rows()
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     reported = float(out.strip().split("; ")[-1].split()[0])
     limit = (limit_before + limit_after) / 2
+    best = max(limit, (all_before + all_after) / 2)
     result = {
         "benchmark": "cxr score on a manifest archive vs ONNX Runtime alone (same model, threads, batch)",
         "model": model_dir.name,
@@ -136,7 +141,10 @@ def main() -> None:
         "score_wall_seconds_including_startup": round(wall, 1),
         "onnxruntime_images_per_second_before": round(limit_before, 1),
         "onnxruntime_images_per_second_after": round(limit_after, 1),
-        "ratio_score_to_onnxruntime": round(reported / limit, 3),
+        "onnxruntime_all_cores_images_per_second_before": round(all_before, 1),
+        "onnxruntime_all_cores_images_per_second_after": round(all_after, 1),
+        "ratio_score_to_onnxruntime_same_threads": round(reported / limit, 3),
+        "ratio_score_to_onnxruntime_best": round(reported / best, 3),
         "peak_rss_mb_scoring_process": round(peak[0] / 2**20, 1),
         "peak_pss_mb_process_tree": round(peak[2] / 2**20, 1),
         "peak_rss_mb_process_tree_summed": round(peak[1] / 2**20, 1),

@@ -9,6 +9,7 @@ training did.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -108,11 +109,15 @@ def strict_from_dict(cls: type[_T], data: dict[str, Any], source: str = "") -> _
     return cls(**data)
 
 
-def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field whose help text and choices live with it (read by ``cxrtriage.cli.config_args``)."""
+def _opt(
+    default: Any, help: str, choices: tuple[str, ...] | None = None, parse: Callable[[str], Any] | None = None
+) -> Any:
+    """A dataclass field whose help text, choices and command-line parser live with it (``cxrtriage.cli.config_args``)."""
     meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = choices
+    if parse is not None:
+        meta["parse"] = parse
     return field(default=default, metadata=meta)
 
 
@@ -197,7 +202,9 @@ class TrainConfig:
         "multi-class tasks) or macro_sensitivity (balanced accuracy of the arg-max call)",
         SELECT_METRICS,
     )
-    device: str = _opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N (one GPU)")
+    device: str = _opt(
+        "auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N (one GPU)", parse=check_device
+    )
     precision: str = _opt(
         PRECISION_AUTO,
         "auto (bf16-mixed on a GPU with bfloat16, else 16-mixed with a gradient scaler on a GPU; 32-true on CPU) "
@@ -254,7 +261,7 @@ class ScoreConfig:
     batch_size: int = _opt(64, "images per forward pass")
     workers: int = _opt(2, "decoding worker processes (0: decode in the scoring process)")
     threads: int = _opt(2, "threads of the forward pass (ONNX Runtime intra-op or torch)")
-    device: str = _opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    device: str = _opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N", parse=check_device)
     heatmaps: bool = _opt(False, "write CAM heatmap PNGs of the images called positive (finding) beside OUT")
     rows_per_part: int = _opt(2048, "images per Parquet part file (what a crash can lose at most)")
 

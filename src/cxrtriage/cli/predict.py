@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from cxrtriage.cli.config_args import add_model_argument
+from cxrtriage.cli.config_args import add_device_argument, add_model_argument
 
 __all__ = ["register"]
 
@@ -15,7 +15,7 @@ __all__ = ["register"]
 def _cmd_predict(a: argparse.Namespace) -> int:
     from cxrtriage.inference.run import predict_files
 
-    results, errors = predict_files(a.model, a.images, a.out, with_gradcam=not a.no_gradcam)
+    results, errors = predict_files(a.model, a.images, a.out, with_gradcam=not a.no_gradcam, device=a.device)
     for r in results:
         if a.json:
             print(json.dumps(r))
@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument("--out", default="predictions", help="folder for <stem>_annotated.png and <stem>_gradcam.png")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM heatmaps")
+    add_device_argument(p)
     commands["predict"] = _cmd_predict
     d = sub.add_parser("demo", help="predict the shipped examples with the shipped model and write an HTML page")
     add_model_argument(d)

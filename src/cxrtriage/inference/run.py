@@ -14,7 +14,11 @@ __all__ = ["predict_files"]
 
 
 def predict_files(
-    model_dir: str | Path | None, paths: Sequence[str | Path], out: str | Path, with_gradcam: bool = True
+    model_dir: str | Path | None,
+    paths: Sequence[str | Path],
+    out: str | Path,
+    with_gradcam: bool = True,
+    device: str = "cpu",
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Classify image files; write ``<stem>_annotated.png`` and ``<stem>_gradcam.png``.
 
@@ -28,6 +32,8 @@ def predict_files(
         Output folder for the pictures (created).
     with_gradcam : bool
         Also compute the Grad-CAM heatmap of the predicted class.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 
     Returns
     -------
@@ -37,7 +43,7 @@ def predict_files(
         ``annotated``, ``gradcam``, ``model``); ``errors``: ``(path, reason)``
         for unreadable files (never raised, so one bad file costs nothing else).
     """
-    predictor = Predictor(model_dir)
+    predictor = Predictor(model_dir, device=device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results, errors = [], []

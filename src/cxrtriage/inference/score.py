@@ -51,7 +51,7 @@ from cxrtriage.data.transforms import preprocess
 from cxrtriage.explain.cam import cam_from_features, normalize_cam
 from cxrtriage.explain.overlay import heatmap_overlay
 from cxrtriage.inference.backend import OnnxBackend, TorchBackend
-from cxrtriage.inference.device import resolve_device
+from cxrtriage.inference.loading import load_backend
 from cxrtriage.metrics.calibration import softmax
 from cxrtriage.metrics.decision import decide
 from cxrtriage.models.bundle import resolve_model_dir
@@ -205,14 +205,7 @@ def _prepared_batches(items: Sequence[Item], cfg: ScoreConfig, mc: ModelConfig) 
 
 def _load_backend(model_dir: str | Path, cfg: ScoreConfig) -> OnnxBackend | TorchBackend:
     """ONNX Runtime on the CPU (exported on demand), PyTorch on a GPU."""
-    device = resolve_device(cfg.device)
-    if device == "cpu":
-        from cxrtriage.inference.loading import load_backend
-
-        return load_backend(model_dir, threads=cfg.threads)
-    backend = TorchBackend.from_dir(model_dir, threads=cfg.threads, channels_last=True)
-    backend.model.to(device)
-    return backend
+    return load_backend(model_dir, threads=cfg.threads, device=cfg.device)
 
 
 class _PartWriter:

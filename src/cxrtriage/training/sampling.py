@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,7 +104,7 @@ class SeededItems(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, item: tuple[int, int]):  # type: ignore[override]
+    def __getitem__(self, item: tuple[int, int]) -> Any:
         i, s = item
         random.seed(s)
         np.random.seed(s)

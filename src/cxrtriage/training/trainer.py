@@ -171,10 +171,10 @@ def _gathered_val_probs(
     longest = max(len(sh) for sh in shards)
     probs = _val_probs(backend, images[mine], image_size, intensity) if len(mine) else np.zeros((0, 0))
     k = probs.shape[1] if len(mine) else 0
-    k = int(fabric.all_reduce(torch.tensor(k), reduce_op="max"))
+    k = int(cast(torch.Tensor, fabric.all_reduce(torch.tensor(k), reduce_op="max")))
     padded = torch.zeros((longest, k), dtype=torch.float64)
     padded[: len(mine)] = torch.from_numpy(probs.reshape(len(mine), k))
-    gathered = fabric.all_gather(padded.to(fabric.device)).cpu().numpy()  # (world, longest, k)
+    gathered = cast(torch.Tensor, fabric.all_gather(padded.to(fabric.device))).cpu().numpy()  # (world, longest, k)
     return np.concatenate([gathered[r, : len(sh)] for r, sh in enumerate(shards)])
 
 
@@ -411,8 +411,11 @@ def train(
             seen += len(yb)
             if progress:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-        totals = fabric.all_reduce(
-            torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=fabric.device), reduce_op="sum"
+        totals = cast(
+            torch.Tensor,
+            fabric.all_reduce(
+                torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=fabric.device), reduce_op="sum"
+            ),
         )
         loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         probs = _gathered_val_probs(fabric, val_backend, x_va, cfg.image_size, cfg.intensity)
