@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from _common import RESULTS, SHARED, machine
+from _common import RESULTS, SHARED, machine, uptime, write_json
 from cxrtriage.inference.backend import OnnxBackend, config_batches
 from cxrtriage.models.bundle import resolve_model_dir
 
@@ -88,7 +87,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "score.json"))
     a = ap.parse_args()
     model_dir = resolve_model_dir(a.model)
-    uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    uptime_before = uptime()
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "archive.csv"
         distinct = write_manifest(manifest, a.n)
@@ -124,7 +123,7 @@ def main() -> None:
         import pyarrow.dataset as ds
 
         rows = ds.dataset(Path(tmp) / "predictions.parquet").count_rows()
-    uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    uptime_after = uptime()
     reported = float(out.strip().split("; ")[-1].split()[0])
     limit = (limit_before + limit_after) / 2
     best = max(limit, (all_before + all_after) / 2)
@@ -154,9 +153,7 @@ def main() -> None:
         "cxr_score_output": out.strip(),
         "machine": machine(),
     }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_json(a.out, result)
 
 
 if __name__ == "__main__":

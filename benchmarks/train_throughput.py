@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, SHARED, machine
+from _common import RESULTS, SHARED, machine, uptime, write_json
 
 
 def write_manifest(path: Path, n_train: int, n_val: int) -> None:
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=str(RESULTS / "train.json"))
     a = ap.parse_args()
-    uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    uptime_before = uptime()
     per_rank = max(1, a.threads // a.nproc)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "manifest.csv"
@@ -105,12 +105,10 @@ def main() -> None:
         "runs": runs,
         "speedup_ddp_vs_one_process": round(runs[1]["images_per_second"] / runs[0]["images_per_second"], 3),
         "uptime_before": uptime_before,
-        "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "uptime_after": uptime(),
         "machine": machine(),
     }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_json(a.out, result)
 
 
 if __name__ == "__main__":
