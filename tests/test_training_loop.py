@@ -87,3 +87,25 @@ def test_bad_precision_is_a_value_error(tiny_folder_dataset: Path, tmp_path: Pat
     cfg = TrainConfig(data=str(tiny_folder_dataset), out=str(tmp_path / "m"), arch="cnn4", precision="17-odd")
     with pytest.raises(ValueError, match="precision"):
         train(cfg, progress=False)
+
+
+def test_dataloader_workers_do_not_change_the_run(tiny_folder_dataset: Path, tmp_path: Path) -> None:
+    """Augmentation seeds travel with the items and dropout is seeded per step: --workers 1 == --workers 0."""
+    histories = []
+    for workers in (0, 1):
+        cfg = TrainConfig(
+            data=str(tiny_folder_dataset),
+            out=str(tmp_path / f"w{workers}"),
+            arch="cnn4",
+            pretrained=False,
+            image_size=64,
+            epochs=1,
+            batch_size=8,
+            val_fraction=0.5,
+            workers=workers,
+            cache_dir=str(tmp_path / "cache"),
+        )
+        train(cfg, progress=False)
+        histories.append(_history(Path(cfg.out)))
+    assert histories[0] == histories[1]
+    assert ModelBundle.load(tmp_path / "w1").training.runtime["workers"] == 1

@@ -389,7 +389,9 @@ def train(
             from tqdm import tqdm
 
             bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
-        for xb, yb in bar:
+        for step, (xb, yb) in enumerate(bar):
+            # the model's own randomness (dropout) per step and rank, whether items were built here or in workers
+            torch.manual_seed(((cfg.seed * 1000 + epoch) * 100_003 + step) * 64 + fabric.global_rank)
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             if aux_criterion is not None:
