@@ -1,7 +1,8 @@
 """Data-parallel training on CPUs: 2 gloo processes under torchrun, on real Kermany images.
 
 * the 2-process run (``cxr train --nproc 2``, which starts torchrun) ends at the validation AUROC of the
-  single-process run with the same global batch (within 0.01);
+  single-process run with the same global batch (within 0.01): same batches, same augmentation, batch norm
+  over the global batch (no dropout, whose masks are per process);
 * a rank killed with SIGKILL takes the run down; ``--resume`` in one process (another world size)
   continues after the last checkpointed epoch and keeps the history written before the kill.
 """
@@ -61,7 +62,7 @@ def _argv(cfg: TrainConfig) -> list[str]:
     return [
         "--data", cfg.data, "--out", cfg.out, "--arch", cfg.arch, "--image-size", str(cfg.image_size),
         "--epochs", str(cfg.epochs), "--batch-size", str(cfg.batch_size), "--threads", "1",
-        "--cache-dir", str(cfg.cache_dir), "--lr", str(cfg.lr), "--quiet",
+        "--cache-dir", str(cfg.cache_dir), "--lr", str(cfg.lr), "--drop-rate", str(cfg.drop_rate), "--quiet",
         *([] if cfg.pretrained else ["--no-pretrained"]),
     ]  # fmt: skip
 
@@ -93,6 +94,7 @@ def test_two_gloo_processes_reach_the_single_process_auroc(kermany_subset: Path,
         image_size=64,
         epochs=2,
         batch_size=32,
+        drop_rate=0.0,  # dropout masks are drawn per process; batch norm is global (global_bn)
         threads=1,
         cache_dir=str(tmp_path.parent / "ddp-cache"),
     )

@@ -188,6 +188,7 @@ class TrainConfig:
     )
     hflip: bool = _opt(False, "random horizontal flips (off by default: a flip puts the heart on the right)")
     label_smoothing: float = _opt(0.1, "cross-entropy label smoothing (0 = none)")
+    drop_rate: float = _opt(0.2, "dropout before the classifier (cnn4 uses at least 0.5)")
     pretrained: bool = _opt(True, "start from ImageNet weights where a packaged source exists")
     threads: int = _opt(2, "torch CPU threads (torch.set_num_threads)")
     channels_last: bool = _opt(True, "channels-last memory format (faster convolutions on CPU)")

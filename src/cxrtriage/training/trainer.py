@@ -17,9 +17,9 @@ Data-parallel training (``DistributedDataParallel``: gloo on CPUs, NCCL on GPUs)
 global batch between the processes, keeping the class-balanced draw. Training loss and accuracy are summed
 over the processes, validation is scored in shards and gathered; only the global rank 0 writes
 checkpoints, history and the model folder. Checkpoints hold the full (unsharded) state, so ``resume`` works
-with another number of processes. On GPUs batch normalisation is synchronised across processes
-(``SyncBatchNorm``); PyTorch has no CPU implementation, so on CPUs each process normalises its own share of
-the batch.
+with another number of processes. Batch normalisation uses the statistics of the global batch
+(``SyncBatchNorm`` on GPUs, :func:`cxrtriage.training.global_bn.global_batchnorm` on CPUs). Dropout masks
+are drawn per process, so a data-parallel run matches the single-process run closely, not bit for bit.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from cxrtriage.models.bundle import ModelBundle, SplitSection, TrainingSummary
 from cxrtriage.models.registry import create_model, model_entry
 from cxrtriage.tasks import get_task
 from cxrtriage.training.aux import AuxHeadNet, aux_targets
+from cxrtriage.training.global_bn import global_batchnorm
 from cxrtriage.training.optim import build_optimizer, build_scheduler
 from cxrtriage.training.sampling import GlobalBatchSampler, SeededItems
 
@@ -304,9 +305,16 @@ def train(
         raise ValueError(f"unknown balance mode {cfg.balance!r}; choose from {', '.join(BALANCE_MODES)}")
     criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
 
-    net = create_model(cfg.arch, task.num_classes, pretrained=cfg.pretrained and model_entry(cfg.arch).has_pretrained)
+    net = create_model(
+        cfg.arch,
+        task.num_classes,
+        pretrained=cfg.pretrained and model_entry(cfg.arch).has_pretrained,
+        drop_rate=cfg.drop_rate,
+    )
     if fabric.world_size > 1 and fabric.device.type == "cuda":
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    elif fabric.world_size > 1:
+        net = global_batchnorm(net)  # PyTorch's SyncBatchNorm is GPU-only
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     val_backend = TorchBackend(net, threads=None, channels_last=cfg.channels_last)
