@@ -12,7 +12,7 @@ model are those of the plain network.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ def _global_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     import torch.distributed as dist
 
     if not self.training or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return type(self).__mro__[1].forward(self, x)  # the original class's forward
+        return cast(Any, type(self).__mro__[1]).forward(self, x)  # the original class's forward
     import warnings
 
     from torch.distributed.nn.functional import all_reduce
