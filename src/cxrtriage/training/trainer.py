@@ -268,10 +268,11 @@ def train(
         train_s, val_s = list(split[0]), list(split[1])
     train_s = _subset(train_s, cfg.max_train_images, cfg.seed)
     paths = [s.path for s in train_s + val_s]
-    if not rank0:
-        fabric.barrier()  # rank 0 decodes and writes the cache first; the others then read it
+    node_leader = fabric.local_rank == 0
+    if not node_leader:
+        fabric.barrier()  # each node's local rank 0 decodes and writes the cache first; the others then read it
     cache = load_cached(paths, cfg.image_size, cfg.cache_dir, progress=progress)
-    if rank0:
+    if node_leader:
         fabric.barrier()
     n_tr = len(train_s)
     targets_all = np.array([s.target for s in train_s + val_s])
