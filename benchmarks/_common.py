@@ -186,3 +186,15 @@ def process_cpu_s(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return float("nan")
+
+
+def uptime() -> str:
+    """``uptime`` output: the load of the shared machine when a figure was measured."""
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` as indented JSON to ``path`` (folders created) and print it."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(data, indent=2))

@@ -56,22 +56,17 @@ def _history(out: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
 
 
+def _tiny(data: Path, tmp_path: Path, name: str, **kw: object) -> TrainConfig:
+    """cnn4 at 64 px on the tiny dataset, half of it for validation, into ``tmp_path/name``."""
+    base = {"arch": "cnn4", "pretrained": False, "image_size": 64, "batch_size": 8, "val_fraction": 0.5}
+    return TrainConfig(data=str(data), out=str(tmp_path / name), cache_dir=str(tmp_path / "cache"), **{**base, **kw})
+
+
 def test_fixed_seed_is_deterministic_on_cpu(tiny_folder_dataset: Path, tmp_path: Path) -> None:
     """Two runs with the same seed give the same history and weights; defaults run on CPU with 2 threads."""
     runs = []
     for name in ("a", "b"):
-        cfg = TrainConfig(
-            data=str(tiny_folder_dataset),
-            out=str(tmp_path / name),
-            arch="cnn4",
-            pretrained=False,
-            image_size=64,
-            epochs=2,
-            batch_size=8,
-            val_fraction=0.5,
-            cache_dir=str(tmp_path / "cache"),
-        )
-        train(cfg, progress=False)
+        train(_tiny(tiny_folder_dataset, tmp_path, name, epochs=2), progress=False)
         runs.append(tmp_path / name)
     a, b = runs
     assert _history(a) == _history(b) and len(_history(a)) == 2
@@ -87,3 +82,14 @@ def test_bad_precision_is_a_value_error(tiny_folder_dataset: Path, tmp_path: Pat
     cfg = TrainConfig(data=str(tiny_folder_dataset), out=str(tmp_path / "m"), arch="cnn4", precision="17-odd")
     with pytest.raises(ValueError, match="precision"):
         train(cfg, progress=False)
+
+
+def test_dataloader_workers_do_not_change_the_run(tiny_folder_dataset: Path, tmp_path: Path) -> None:
+    """Augmentation seeds travel with the items and dropout is seeded per step: --workers 1 == --workers 0."""
+    histories = []
+    for workers in (0, 1):
+        cfg = _tiny(tiny_folder_dataset, tmp_path, f"w{workers}", epochs=1, workers=workers)
+        train(cfg, progress=False)
+        histories.append(_history(Path(cfg.out)))
+    assert histories[0] == histories[1]
+    assert ModelBundle.load(tmp_path / "w1").training.runtime["workers"] == 1

@@ -9,6 +9,7 @@ training did.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +17,9 @@ from typing import Any, TypeVar
 __all__ = [
     "TrainConfig",
     "ModelConfig",
+    "ScoreConfig",
     "ConfigKeyError",
+    "check_device",
     "strict_from_dict",
     "SELECT_METRICS",
     "OPTIMIZERS",
@@ -43,12 +46,38 @@ INTENSITY_METHODS = ("equalize", "minmax", "none")
 #: Training augmentation levels (``TrainConfig.augment``; see :func:`cxrtriage.data.transforms.build_train_transform`).
 AUGMENT_LEVELS = ("standard", "strong")
 
-#: Accelerators (``TrainConfig.device``), passed to Lightning Fabric; ``auto`` picks CUDA when available, else CPU.
+#: Device kinds (``TrainConfig.device``, ``ScoreConfig.device`` and ``--device`` of the other commands): ``auto``
+#: picks CUDA when available, else CPU; ``cuda:N`` names one GPU (:func:`check_device`).
 DEVICES = ("auto", "cpu", "cuda")
+
+#: Training precisions besides Lightning Fabric's own names: ``auto`` is ``bf16-mixed`` on a GPU that supports
+#: bfloat16, else ``16-mixed`` (float16 autocast with a gradient scaler) on a GPU, and ``32-true`` on the CPU.
+PRECISION_AUTO = "auto"
 
 #: ``TrainConfig`` fields that say where a run executes, not what it computes: a resumed run takes them
 #: from the new invocation, every other field from the checkpoint.
-RUNTIME_FIELDS = ("device", "devices", "strategy", "threads")
+RUNTIME_FIELDS = ("device", "devices", "strategy", "threads", "workers", "compile", "precision")
+
+
+def check_device(device: str) -> str:
+    """Validate a device string: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``N >= 0``).
+
+    Returns
+    -------
+    str
+        ``device`` unchanged.
+
+    Raises
+    ------
+    ValueError
+        Any other value (the message lists the accepted forms).
+    """
+    kind, _, index = device.partition(":")
+    if kind in DEVICES and not index and ":" not in device:
+        return device
+    if kind == "cuda" and index.isdigit():
+        return device
+    raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
 _T = TypeVar("_T")
@@ -80,11 +109,15 @@ def strict_from_dict(cls: type[_T], data: dict[str, Any], source: str = "") -> _
     return cls(**data)
 
 
-def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field whose help text and choices live with it (read by ``cxrtriage.cli.config_args``)."""
+def _opt(
+    default: Any, help: str, choices: tuple[str, ...] | None = None, parse: Callable[[str], Any] | None = None
+) -> Any:
+    """A dataclass field whose help text, choices and command-line parser live with it (``cxrtriage.cli.config_args``)."""
     meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = choices
+    if parse is not None:
+        meta["parse"] = parse
     return field(default=default, metadata=meta)
 
 
@@ -155,6 +188,7 @@ class TrainConfig:
     )
     hflip: bool = _opt(False, "random horizontal flips (off by default: a flip puts the heart on the right)")
     label_smoothing: float = _opt(0.1, "cross-entropy label smoothing (0 = none)")
+    drop_rate: float = _opt(0.2, "dropout before the classifier (cnn4 uses at least 0.5)")
     pretrained: bool = _opt(True, "start from ImageNet weights where a packaged source exists")
     threads: int = _opt(2, "torch CPU threads (torch.set_num_threads)")
     channels_last: bool = _opt(True, "channels-last memory format (faster convolutions on CPU)")
@@ -169,13 +203,25 @@ class TrainConfig:
         "multi-class tasks) or macro_sensitivity (balanced accuracy of the arg-max call)",
         SELECT_METRICS,
     )
-    device: str = _opt("auto", "accelerator for Lightning Fabric (auto: CUDA when available, else CPU)", DEVICES)
-    precision: str = _opt(
-        "32-true",
-        "Lightning Fabric precision, e.g. 32-true, bf16-mixed, 16-mixed (on CPU, Fabric runs 16-mixed as bf16-mixed)",
+    device: str = _opt(
+        "auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N (one GPU)", parse=check_device
     )
-    devices: int = _opt(1, "number of devices (processes) for Lightning Fabric; more than 1 means data-parallel")
+    precision: str = _opt(
+        PRECISION_AUTO,
+        "auto (bf16-mixed on a GPU with bfloat16, else 16-mixed with a gradient scaler on a GPU; 32-true on CPU) "
+        "or a Lightning Fabric precision: 32-true, bf16-mixed, 16-mixed",
+    )
+    devices: int = _opt(
+        1,
+        "devices (processes) on this node for Lightning Fabric; more than 1 means data-parallel (under torchrun "
+        "the launcher's process count is used)",
+    )
     strategy: str = _opt("auto", "Lightning Fabric strategy, e.g. auto, ddp (launch with torchrun for several nodes)")
+    workers: int = _opt(0, "DataLoader worker processes for augmentation (0: in the training process)")
+    compile: bool = _opt(False, "torch.compile the model (needs a C++ compiler; pays off on GPUs and long runs)")
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` (JSON-serialisable)."""
@@ -198,6 +244,39 @@ class TrainConfig:
             Unknown key (message names it and ``source``).
         """
         return strict_from_dict(cls, data, source)
+
+
+@_document_fields
+@dataclass
+class ScoreConfig:
+    """Settings of streaming batch scoring (``cxr score``, :func:`cxrtriage.inference.score.score`).
+
+    The output is a Parquet dataset: a folder of ``part-*.parquet`` files, one per ``rows_per_part`` images,
+    each written whole (temporary name, then renamed), so a crash loses at most one part and a re-run skips
+    the images already in it.
+    """
+
+    data: str = _opt("", "folder of images (searched recursively) or a CSV manifest with a path column")
+    out: str = _opt("predictions.parquet", "output Parquet dataset (a folder of part files)")
+    model: str | None = _opt(None, "model folder or shipped model name (default: the shipped pneumonia model)")
+    batch_size: int = _opt(64, "images per forward pass")
+    workers: int = _opt(2, "decoding worker processes (0: decode in the scoring process)")
+    threads: int = _opt(2, "threads of the forward pass (ONNX Runtime intra-op or torch)")
+    device: str = _opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N", parse=check_device)
+    heatmaps: bool = _opt(False, "write CAM heatmap PNGs of the images called positive (finding) beside OUT")
+    rows_per_part: int = _opt(2048, "images per Parquet part file (what a crash can lose at most)")
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        for name in ("batch_size", "rows_per_part", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``dict`` (JSON-serialisable)."""
+        return asdict(self)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import shlex
 import sys
 from collections.abc import Callable
 
-from cxrtriage.cli.config_args import add_model_argument
+from cxrtriage.cli.config_args import add_device_argument, add_model_argument
 
 __all__ = ["register"]
 
@@ -29,6 +29,7 @@ def _cmd_audit(a: argparse.Namespace) -> int:
         write_bundle=a.write_bundle,
         cache_dir=a.cache_dir,
         command=command,
+        device=a.device,
     )
     s = res.section
     print(f"audit of {s.n} images from {', '.join(s.data)}")
@@ -56,4 +57,5 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write-bundle", action="store_true", help="store the figures in the bundle, re-render the card")
     p.add_argument("--cache-dir", default=None)
+    add_device_argument(p)
     commands["audit"] = _cmd_audit

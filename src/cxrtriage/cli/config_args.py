@@ -14,7 +14,13 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["add_dataclass_arguments", "add_model_argument", "dataclass_from_args", "exposed_fields"]
+__all__ = [
+    "add_dataclass_arguments",
+    "add_device_argument",
+    "add_model_argument",
+    "dataclass_from_args",
+    "exposed_fields",
+]
 
 T = TypeVar("T")
 
@@ -114,7 +120,7 @@ def add_dataclass_arguments(
                     flag, dest=f.name, action="store_true", default=False, help=f"{text} (off by default)"
                 )
             continue
-        kwargs: dict[str, Any] = {"dest": f.name, "type": typ, "help": text}
+        kwargs: dict[str, Any] = {"dest": f.name, "type": f.metadata.get("parse", typ), "help": text}
         if "choices" in f.metadata:
             kwargs["choices"] = tuple(f.metadata["choices"])
         if f.name in required:
@@ -153,3 +159,11 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="model folder or shipped model name (`cxr models`; default: the shipped pneumonia model)",
     )
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--device`` option of commands that run a trained model (help and check from ``ScoreConfig.device``)."""
+    from cxrtriage.config import ScoreConfig, check_device
+
+    help_text = next(f for f in dataclasses.fields(ScoreConfig) if f.name == "device").metadata["help"]
+    parser.add_argument("--device", type=check_device, default="auto", help=help_text + " (default: %(default)s)")

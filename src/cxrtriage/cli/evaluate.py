@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from cxrtriage.cli.config_args import add_model_argument
+from cxrtriage.cli.config_args import add_device_argument, add_model_argument
 
 __all__ = ["register"]
 
@@ -15,7 +15,16 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         return _cmd_evaluate_many(a)
     from cxrtriage.experiments.evaluate import evaluate
 
-    res = evaluate(a.model, a.data[0], a.out, split=a.split, cache_dir=a.cache_dir, progress=not a.quiet, by=a.by)
+    res = evaluate(
+        a.model,
+        a.data[0],
+        a.out,
+        split=a.split,
+        cache_dir=a.cache_dir,
+        progress=not a.quiet,
+        by=a.by,
+        device=a.device,
+    )
     from cxrtriage.metrics.report import format_estimate
 
     m, r = res.metrics, res.report
@@ -43,7 +52,9 @@ def _cmd_evaluate_many(a: argparse.Namespace) -> int:
     from cxrtriage.experiments.evaluate import evaluate_many
     from cxrtriage.metrics.report import format_estimate
 
-    res = evaluate_many(a.model, a.data, a.out, split=a.split, cache_dir=a.cache_dir, progress=not a.quiet, by=a.by)
+    res = evaluate_many(
+        a.model, a.data, a.out, split=a.split, cache_dir=a.cache_dir, progress=not a.quiet, by=a.by, device=a.device
+    )
     for name, r in res.results.items():
         rep = r.report
         key = "sensitivity" if rep.is_binary else "macro_sensitivity"
@@ -76,5 +87,6 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
         help="also report metrics per value of this manifest column (or age_band); repeatable",
     )
     p.add_argument("--cache-dir", default=None)
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true")
     commands["evaluate"] = _cmd_evaluate

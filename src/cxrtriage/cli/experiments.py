@@ -77,6 +77,7 @@ _TRAIN_FIELDS = (
     "precision",
     "devices",
     "strategy",
+    "workers",
 )
 
 #: Command-specific defaults that differ from ``TrainConfig``'s (smaller, faster runs for repeated training).

@@ -17,6 +17,7 @@ from cxrtriage.cli import experiments as experiments_cli
 from cxrtriage.cli import models as models_cli
 from cxrtriage.cli import pacs as pacs_cli
 from cxrtriage.cli import predict as predict_cli
+from cxrtriage.cli import score as score_cli
 from cxrtriage.cli import serve as serve_cli
 from cxrtriage.cli import train as train_cli
 from cxrtriage.cli import users as users_cli
@@ -49,6 +50,7 @@ COMMAND_GROUPS = [
     users_cli,
     experiments_cli,
     audit_cli,
+    score_cli,
 ]
 
 
@@ -59,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     from cxrtriage.data.io import ImageReadError
     from cxrtriage.models.bundle import ModelLoadError
 
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(raw)
+    if args.command == "train":  # `cxr train --nproc N` hands its own options on to torchrun
+        args.train_argv = raw[raw.index("train") + 1 :]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return COMMANDS[args.command](args)

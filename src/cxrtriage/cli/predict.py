@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from cxrtriage.cli.config_args import add_model_argument
+from cxrtriage.cli.config_args import add_device_argument, add_model_argument
 
 __all__ = ["register"]
 
@@ -18,7 +18,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     gate = None if a.no_cxr_gate else load_gate()
     results, errors = predict_files(
-        a.model, a.images, a.out, with_gradcam=not a.no_gradcam, refuse=gate.refusal if gate is not None else None
+        a.model, a.images, a.out, with_gradcam=not a.no_gradcam, refuse=gate.refusal if gate is not None else None,
+        device=a.device,
     )
     for r in results:
         if a.json:
@@ -56,6 +57,7 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
         help='classify every image without gate 1 ("is this a chest radiograph?"); refused images are reported '
         "with the reason by default",
     )
+    add_device_argument(p)
     commands["predict"] = _cmd_predict
     d = sub.add_parser("demo", help="predict the shipped examples with the shipped model and write an HTML page")
     add_model_argument(d)

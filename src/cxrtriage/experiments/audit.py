@@ -195,6 +195,7 @@ def run_audit(
     cache_dir: str | None = None,
     n_examples: int = 4,
     command: str = "",
+    device: str = "cpu",
 ) -> AuditResult:
     """Run the shortcut audit of a model on one or more labelled datasets.
 
@@ -228,6 +229,8 @@ def run_audit(
         Example panels on the page.
     command : str
         The command line, recorded.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``: a GPU runs the model in PyTorch, the CPU in ONNX Runtime.
 
     Returns
     -------
@@ -286,7 +289,7 @@ def run_audit(
     y = np.array([s.target for s in kept])
     masks = np.stack([lung_mask(im) for im in images])
 
-    backend = load_backend(bundle.directory or model or "", export_if_missing=False)
+    backend = load_backend(bundle.directory or model or "", export_if_missing=False, device=device)
 
     def probabilities(imgs: np.ndarray) -> np.ndarray:
         return softmax(backend.run(config_batches(imgs, cfg))[0], cfg.temperature)

@@ -210,6 +210,7 @@ def evaluate_many(
     progress: bool = False,
     n_boot: int = 1000,
     by: list[str] | None = None,
+    device: str = "cpu",
 ) -> MultiEvaluation:
     """Evaluate one model on several datasets; one row per dataset in ``external.*``.
 
@@ -221,7 +222,7 @@ def evaluate_many(
         Dataset folders or manifests (at least one); names from :func:`dataset_names`.
     out : path
         Output folder; dataset ``name`` gets ``out/<name>/`` with the files of :func:`evaluate`.
-    split, cache_dir, progress, n_boot, by
+    split, cache_dir, progress, n_boot, by, device
         As in :func:`evaluate`, applied to every dataset.
 
     Returns
@@ -239,7 +240,7 @@ def evaluate_many(
         raise ValueError("evaluate_many: no dataset given")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor(model_dir)
+    predictor = Predictor(model_dir, device=device)
     results: dict[str, EvaluationResult] = {}
     for name, data in zip(dataset_names(datasets), datasets):
         results[name] = evaluate(
@@ -264,6 +265,7 @@ def evaluate(
     n_boot: int = 1000,
     by: list[str] | None = None,
     predictor: Predictor | None = None,
+    device: str = "cpu",
 ) -> EvaluationResult:
     """Evaluate a model on every image of a dataset (or one split of it).
 
@@ -290,6 +292,8 @@ def evaluate(
         :func:`cxrtriage.experiments.subgroups.subgroup_metrics`.
     predictor : Predictor, optional
         An already loaded model (then ``model_dir`` is only recorded).
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for the model (when ``predictor`` is not given).
 
     Returns
     -------
@@ -301,7 +305,7 @@ def evaluate(
         No labelled image of the task's classes, or none readable.
     """
     t0 = time.time()
-    predictor = predictor or Predictor(model_dir)
+    predictor = predictor or Predictor(model_dir, device=device)
     cfg = predictor.config
     task = get_task(cfg.task)
     scored = score_dataset(predictor, data, split, cache_dir, n_boot, progress)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from cxrtriage.inference.backend import ONNX_NAME, OnnxBackend, TorchBackend
+from cxrtriage.inference.device import resolve_device
 from cxrtriage.inference.export import export_onnx
 
 __all__ = ["load_backend"]
@@ -20,11 +21,16 @@ log = logging.getLogger(__name__)
 
 
 def load_backend(
-    model_dir: str | Path, threads: int = 2, prefer_onnx: bool = True, export_if_missing: bool = True
+    model_dir: str | Path,
+    threads: int = 2,
+    prefer_onnx: bool = True,
+    export_if_missing: bool = True,
+    device: str = "cpu",
 ) -> OnnxBackend | TorchBackend:
     """The fastest available backend for a model folder.
 
-    ONNX Runtime when ``model.onnx`` exists and matches its recorded checksum;
+    On a GPU (``device`` resolving to ``cuda:N``, :func:`cxrtriage.inference.device.resolve_device`):
+    PyTorch there. On the CPU: ONNX Runtime when ``model.onnx`` exists and matches its recorded checksum;
     if it is missing (or stale) and the folder is writable, it is exported
     first; otherwise PyTorch.
 
@@ -33,6 +39,11 @@ def load_backend(
     OnnxBackend or TorchBackend
     """
     d = Path(model_dir)
+    where = resolve_device(device)
+    if where != "cpu":
+        backend = TorchBackend.from_dir(d, threads, channels_last=True)
+        backend.model.to(where)
+        return backend
     if prefer_onnx:
         try:
             return OnnxBackend(d, threads)

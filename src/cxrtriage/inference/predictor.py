@@ -10,6 +10,7 @@ import numpy as np
 
 from cxrtriage.config import ModelConfig
 from cxrtriage.inference.backend import TorchBackend
+from cxrtriage.inference.device import resolve_device
 from cxrtriage.metrics.decision import decide
 from cxrtriage.models.bundle import resolve_model_dir
 from cxrtriage.tasks import get_task
@@ -85,6 +86,8 @@ class Predictor:
         Model folder (default: the shipped model).
     threads : int
         ``torch.set_num_threads`` (2 on the reference machine).
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`cxrtriage.inference.device.resolve_device`).
 
     Attributes
     ----------
@@ -94,8 +97,11 @@ class Predictor:
     config : ModelConfig
     """
 
-    def __init__(self, model_dir: str | Path | None = None, threads: int = 2) -> None:
+    def __init__(self, model_dir: str | Path | None = None, threads: int = 2, device: str = "cpu") -> None:
         self.backend = TorchBackend.from_dir(model_dir, threads=threads)
+        self.device = resolve_device(device)
+        if self.device != "cpu":
+            self.backend.model.to(self.device)
         self.model = self.backend.model
         self.config: ModelConfig = self.backend.require_config()
         self.task = get_task(self.config.task)

@@ -21,6 +21,7 @@ def predict_files(
     out: str | Path,
     with_gradcam: bool = True,
     refuse: Callable[[np.ndarray], str | None] | None = None,
+    device: str = "cpu",
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Classify image files; write ``<stem>_annotated.png`` and ``<stem>_gradcam.png``.
 
@@ -37,6 +38,8 @@ def predict_files(
     refuse : callable, optional
         ``uint8 (H, W)`` image -> reason to refuse it (e.g. gate 1, "not a chest radiograph") or None.
         A refused image is not classified: its result is ``{"path", "refused": reason}``.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 
     Returns
     -------
@@ -47,7 +50,7 @@ def predict_files(
         input order; ``errors``: ``(path, reason)`` for unreadable files (never
         raised, so one bad file costs nothing else).
     """
-    predictor = Predictor(model_dir)
+    predictor = Predictor(model_dir, device=device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results, errors = [], []

@@ -10,6 +10,16 @@ with ``resume=True`` continues after its last finished epoch.
 Device, precision and data-parallel training go through Lightning Fabric
 (``TrainConfig.device``, ``precision``, ``devices``, ``strategy``); the optimiser
 and the per-step cosine schedule come from timm (:mod:`cxrtriage.training.optim`).
+
+Data-parallel training (``DistributedDataParallel``: gloo on CPUs, NCCL on GPUs) runs under ``torchrun``
+(one or several nodes; Fabric picks up the launcher's environment) or with ``devices > 1`` on one node.
+``batch_size`` is the global batch; :class:`cxrtriage.training.sampling.GlobalBatchSampler` splits every
+global batch between the processes, keeping the class-balanced draw. Training loss and accuracy are summed
+over the processes, validation is scored in shards and gathered; only the global rank 0 writes
+checkpoints, history and the model folder. Checkpoints hold the full (unsharded) state, so ``resume`` works
+with another number of processes. Batch normalisation uses the statistics of the global batch
+(``SyncBatchNorm`` on GPUs, :func:`cxrtriage.training.global_bn.global_batchnorm` on CPUs). Dropout masks
+are drawn per process, so a data-parallel run matches the single-process run closely, not bit for bit.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import torch
 from lightning.fabric import Fabric
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
 from cxrtriage.cards.training_plots import plot_history
 from cxrtriage.config import BALANCE_MODES, RUNTIME_FIELDS, SELECT_METRICS, ModelConfig, TrainConfig
@@ -38,6 +48,7 @@ from cxrtriage.data.discover import Sample, discover
 from cxrtriage.data.split import dataset_root, train_val_from_samples
 from cxrtriage.data.transforms import build_train_transform
 from cxrtriage.inference.backend import TorchBackend, preprocessed_batches
+from cxrtriage.inference.device import fabric_device, resolve_device, resolve_precision
 from cxrtriage.metrics.calibration import softmax
 from cxrtriage.metrics.classification import metric_report
 from cxrtriage.metrics.operating_point import choose_threshold
@@ -46,7 +57,9 @@ from cxrtriage.models.bundle import ModelBundle, SplitSection, TrainingSummary
 from cxrtriage.models.registry import create_model, model_entry
 from cxrtriage.tasks import get_task
 from cxrtriage.training.aux import AuxHeadNet, aux_targets
+from cxrtriage.training.global_bn import global_batchnorm
 from cxrtriage.training.optim import build_optimizer, build_scheduler
+from cxrtriage.training.sampling import GlobalBatchSampler, SeededItems
 
 __all__ = ["train", "TrainResult", "make_fabric"]
 
@@ -94,9 +107,16 @@ def _set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
 
 
+def launched_by_torchrun() -> bool:
+    """Whether this process was started by ``torchrun`` (torch elastic sets ``TORCHELASTIC_RUN_ID``)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "LOCAL_WORLD_SIZE" in os.environ
+
+
 def make_fabric(cfg: TrainConfig) -> Fabric:
     """A launched Lightning Fabric for ``cfg.device``, ``cfg.precision``, ``cfg.devices`` and ``cfg.strategy``.
 
+    Under ``torchrun`` the launcher's process counts win: ``devices`` = ``LOCAL_WORLD_SIZE``, nodes =
+    ``WORLD_SIZE / LOCAL_WORLD_SIZE``, and strategy ``ddp`` when there is more than one process.
     ``torch.set_num_threads(cfg.threads)`` is applied after the launch (Fabric's launchers would otherwise
     divide the CPU cores between processes).
 
@@ -106,8 +126,23 @@ def make_fabric(cfg: TrainConfig) -> Fabric:
         Fabric rejects the combination (e.g. ``16-mixed`` on CPU, ``cuda`` without a GPU).
     """
     try:
+        accelerator, devices = fabric_device(cfg.device, cfg.devices)
+        precision = resolve_precision(cfg.precision, resolve_device(cfg.device))
+        strategy, num_nodes = cfg.strategy, 1
+        if launched_by_torchrun():
+            local, world = int(os.environ["LOCAL_WORLD_SIZE"]), int(os.environ["WORLD_SIZE"])
+            devices = local if accelerator == "cpu" or isinstance(devices, int) else devices
+            num_nodes = max(1, world // local)
+            if world > 1 and strategy == "auto":
+                strategy = "ddp"
+        elif isinstance(devices, int) and devices > 1 and strategy == "auto":
+            strategy = "ddp"
         fabric = Fabric(
-            accelerator=cfg.device, precision=cast(Any, cfg.precision), devices=cfg.devices, strategy=cfg.strategy
+            accelerator=accelerator,
+            precision=cast(Any, precision),
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
         )
         fabric.launch()
     except (ValueError, RuntimeError, TypeError, MisconfigurationException) as exc:
@@ -123,6 +158,25 @@ def _val_probs(backend: TorchBackend, images: np.ndarray, image_size: int, inten
     """Validation probabilities ``float64 (N, K)`` of cached ``uint8 (N, S, S)`` images (one forward pass)."""
     logits, _ = backend.run(preprocessed_batches(images, image_size, intensity, batch_size=64))
     return softmax(logits)
+
+
+def _gathered_val_probs(
+    fabric: Fabric, backend: TorchBackend, images: np.ndarray, image_size: int, intensity: str
+) -> np.ndarray:
+    """:func:`_val_probs` of all images, each process scoring one contiguous shard (gathered, input order)."""
+    world = fabric.world_size
+    if world == 1:
+        return _val_probs(backend, images, image_size, intensity)
+    shards = np.array_split(np.arange(len(images)), world)
+    mine = shards[fabric.global_rank]
+    longest = max(len(sh) for sh in shards)
+    probs = _val_probs(backend, images[mine], image_size, intensity) if len(mine) else np.zeros((0, 0))
+    k = probs.shape[1] if len(mine) else 0
+    k = int(cast(torch.Tensor, fabric.all_reduce(torch.tensor(k), reduce_op="max")))
+    padded = torch.zeros((longest, k), dtype=torch.float64)
+    padded[: len(mine)] = torch.from_numpy(probs.reshape(len(mine), k))
+    gathered = cast(torch.Tensor, fabric.all_gather(padded.to(fabric.device))).cpu().numpy()  # (world, longest, k)
+    return np.concatenate([gathered[r, : len(sh)] for r, sh in enumerate(shards)])
 
 
 def _subset(samples: list[Sample], n: int | None, seed: int) -> list[Sample]:
@@ -204,6 +258,8 @@ def train(
         cfg = saved
 
     fabric = make_fabric(cfg)
+    rank0 = fabric.is_global_zero
+    progress = progress and rank0
     _seed_all(cfg.seed)
     task = get_task(cfg.task)
     if split is None:
@@ -212,7 +268,12 @@ def train(
         train_s, val_s = list(split[0]), list(split[1])
     train_s = _subset(train_s, cfg.max_train_images, cfg.seed)
     paths = [s.path for s in train_s + val_s]
+    node_leader = fabric.local_rank == 0
+    if not node_leader:
+        fabric.barrier()  # each node's local rank 0 decodes and writes the cache first; the others then read it
     cache = load_cached(paths, cfg.image_size, cfg.cache_dir, progress=progress)
+    if node_leader:
+        fabric.barrier()
     n_tr = len(train_s)
     targets_all = np.array([s.target for s in train_s + val_s])
     tr_rows = np.nonzero(cache.index < n_tr)[0]
@@ -233,7 +294,7 @@ def train(
         val_patients=len({s.patient_id for s in val_s}),
     )
     for path, reason in cache.failures:
-        print(f"skipped {path}: {reason}")
+        fabric.print(f"skipped {path}: {reason}")
 
     train_tf = build_train_transform(cfg.intensity, cfg.hflip, augment=cfg.augment, image_size=cfg.image_size)
     counts = np.bincount(y_tr, minlength=task.num_classes).astype(np.float64)
@@ -245,7 +306,16 @@ def train(
         raise ValueError(f"unknown balance mode {cfg.balance!r}; choose from {', '.join(BALANCE_MODES)}")
     criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
 
-    net = create_model(cfg.arch, task.num_classes, pretrained=cfg.pretrained and model_entry(cfg.arch).has_pretrained)
+    net = create_model(
+        cfg.arch,
+        task.num_classes,
+        pretrained=cfg.pretrained and model_entry(cfg.arch).has_pretrained,
+        drop_rate=cfg.drop_rate,
+    )
+    if fabric.world_size > 1 and fabric.device.type == "cuda":
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    elif fabric.world_size > 1:
+        net = global_batchnorm(net)  # PyTorch's SyncBatchNorm is GPU-only
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     val_backend = TorchBackend(net, threads=None, channels_last=cfg.channels_last)
@@ -267,6 +337,8 @@ def train(
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, len(y_tr), cfg)
     t_initial = scheduler.t_initial  # of this invocation: raised epochs stretch the rest of a resumed schedule
+    if cfg.compile:
+        model = cast(nn.Module, torch.compile(model))
     model, optimizer = fabric.setup(model, optimizer)
     criterion = criterion.to(fabric.device)
     if ema is not None:
@@ -292,25 +364,33 @@ def train(
         scheduler.step_update(num_updates=num_updates)
         log.info("resuming %s after epoch %d", out, rest["epoch"])
 
-    dataset = CachedDataset(x_tr, y_tr, train_tf)
+    dataset = SeededItems(CachedDataset(x_tr, y_tr, train_tf))
+    sampler = GlobalBatchSampler(
+        len(y_cls),
+        cfg.batch_size,
+        (1.0 / counts)[y_cls] if cfg.balance == "sampler" else None,
+        cfg.seed,
+        rank=fabric.global_rank,
+        world_size=fabric.world_size,
+    )
+    pin = fabric.device.type == "cuda"
     stale = start_epoch - 1 - best["epoch"] if best["epoch"] else 0
     for epoch in range(start_epoch, cfg.epochs + 1):
         if stale >= cfg.patience:
             log.info("early stopping: no validation %s gain for %d epochs", cfg.select_metric, stale)
             break
         _seed_all(cfg.seed * 1000 + epoch)  # per-epoch seed: a resumed run draws the same batches
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        if cfg.balance == "sampler":
-            weights = (1.0 / counts)[y_cls]
-            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(y_cls), replacement=True, generator=gen)
-            loader = DataLoader(
-                dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(y_tr) > cfg.batch_size
-            )
-        else:
-            loader = DataLoader(
-                dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=len(y_tr) > cfg.batch_size
-            )
-        loader = cast(DataLoader, fabric.setup_dataloaders(loader))
+        sampler.set_epoch(epoch)
+        loader = DataLoader(
+            dataset,
+            batch_size=sampler.per_rank,
+            sampler=sampler,
+            num_workers=cfg.workers,
+            pin_memory=pin,
+            persistent_workers=False,
+        )
+        # the sampler already splits the data between processes: Fabric only moves batches to the device
+        loader = cast(DataLoader, fabric.setup_dataloaders(loader, use_distributed_sampler=False))
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         bar: Any = loader
@@ -318,7 +398,9 @@ def train(
             from tqdm import tqdm
 
             bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
-        for xb, yb in bar:
+        for step, (xb, yb) in enumerate(bar):
+            # the model's own randomness (dropout) per step and rank, whether items were built here or in workers
+            torch.manual_seed(((cfg.seed * 1000 + epoch) * 100_003 + step) * 64 + fabric.global_rank)
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             if aux_criterion is not None:
@@ -340,7 +422,14 @@ def train(
             seen += len(yb)
             if progress:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-        probs = _val_probs(val_backend, x_va, cfg.image_size, cfg.intensity)
+        totals = cast(
+            torch.Tensor,
+            fabric.all_reduce(
+                torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=fabric.device), reduce_op="sum"
+            ),
+        )
+        loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
+        probs = _gathered_val_probs(fabric, val_backend, x_va, cfg.image_size, cfg.intensity)
         val_loss = float(-np.log(np.clip(probs[np.arange(len(y_va)), y_va], 1e-12, None)).mean())
         epoch_report = metric_report(  # arg-max calls: the threshold is chosen only after the last epoch
             y_va, probs, task.classes, task=task.name, positive_class=task.positive_class or None, n_boot=0
@@ -384,8 +473,9 @@ def train(
             },
             last_path,
         )
-        _write_history(history, out / "history.csv")
-        print(
+        if rank0:
+            _write_history(history, out / "history.csv")
+        fabric.print(
             f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
             f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} AUROC {row['val_auroc']} "
             f"macro sensitivity {row['val_macro_sensitivity']:.3f}",
@@ -420,11 +510,13 @@ def train(
         skipped=skipped,
         runtime={
             "device": str(fabric.device),
-            "precision": cfg.precision,
+            "precision": resolve_precision(cfg.precision, str(fabric.device)),
             "world_size": fabric.world_size,
             "strategy": type(fabric.strategy).__name__,
             "threads": torch.get_num_threads(),
             "channels_last": cfg.channels_last,
+            "workers": cfg.workers,
+            "compile": cfg.compile,
         },
     )
     mcfg = ModelConfig(
@@ -439,7 +531,22 @@ def train(
         version=f"{task.name}-{cfg.arch}-{cfg.image_size}px-seed{cfg.seed}",
     )
     net = net.cpu().to(memory_format=torch.contiguous_format)
-    ModelBundle(mcfg, train_config=cfg, training=summary, split=split_section).save(out, net)
-    _write_history(history, out / "history.csv")
-    plot_history(history, out)
+    if isinstance(net, nn.Module) and fabric.world_size > 1 and fabric.device.type == "cuda":
+        net = _plain_batchnorm(net)
+    if rank0:
+        ModelBundle(mcfg, train_config=cfg, training=summary, split=split_section).save(out, net)
+        _write_history(history, out / "history.csv")
+        plot_history(history, out)
+    fabric.barrier()
     return TrainResult(out, int(best["epoch"]), metrics, wall, cache.failures)
+
+
+def _plain_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace ``SyncBatchNorm`` layers by ``BatchNorm2d`` with the same state (the saved model runs anywhere)."""
+    if isinstance(module, nn.SyncBatchNorm):
+        bn = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        bn.load_state_dict(module.state_dict())
+        return bn
+    for name, child in module.named_children():
+        setattr(module, name, _plain_batchnorm(child))
+    return module

@@ -1,0 +1,115 @@
+"""``cxr score``: streaming batch scoring into Parquet, with workers, resume, heatmaps and a Dask job."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+import pyarrow.dataset as ds  # noqa: E402
+
+from cxrtriage.cli.main import main  # noqa: E402
+from cxrtriage.config import ScoreConfig  # noqa: E402
+from cxrtriage.inference.backend import OnnxBackend  # noqa: E402
+from cxrtriage.inference.score import heatmap_dir, list_inputs, score, score_dask  # noqa: E402
+from cxrtriage.models.bundle import resolve_model_dir  # noqa: E402
+
+
+def _table(out: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in ds.dataset(out).to_table().to_pylist()}
+
+
+@pytest.fixture()
+def archive(examples_dir: Path, tmp_path: Path) -> Path:
+    """The 8 shipped examples plus a truncated JPEG, in a nested folder."""
+    root = tmp_path / "archive"
+    (root / "a" / "b").mkdir(parents=True)
+    for i, p in enumerate(sorted(examples_dir.glob("*.jpg"))):
+        shutil.copy(p, root / ("a/b" if i % 2 else "a") / p.name)
+    data = (examples_dir / "NORMAL_IM-0664-0001.jpg").read_bytes()
+    (root / "broken.jpg").write_bytes(data[: len(data) // 3])
+    return root
+
+
+def test_score_folder_matches_the_backend_and_reports_corrupt_files(archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred.parquet"
+    rc = main(
+        ["score", "--data", str(archive), "--out", str(out), "--workers", "2", "--threads", "1",
+         "--batch-size", "3", "--rows-per-part", "4", "--heatmaps", "--device", "cpu", "--quiet"]
+    )  # fmt: skip
+    assert rc == 0
+    assert len(list(out.glob("part-*.parquet"))) == 3  # 9 rows in parts of 4
+    rows = _table(out)
+    assert len(rows) == 9
+    broken = rows[str(archive / "broken.jpg")]
+    assert broken["label"] is None and "truncated" in broken["error"]
+    good = sorted(k for k, r in rows.items() if r["error"] is None)
+    backend = OnnxBackend(resolve_model_dir(None), threads=1)
+    want = backend.probabilities(good)
+    got = np.array([[rows[k]["p_NORMAL"], rows[k]["p_PNEUMONIA"]] for k in good])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    findings = {k for k in good if rows[k]["triage"] == "finding"}
+    assert findings and all(Path(rows[k]["heatmap"]).is_file() for k in findings)
+    assert all(rows[k]["heatmap"] is None for k in good if k not in findings)
+    assert len(list(heatmap_dir(out).glob("*.png"))) == len(findings)
+
+
+def test_resume_skips_scored_ids_and_manifest_ids(examples_dir: Path, tmp_path: Path) -> None:
+    paths = sorted(examples_dir.glob("*.jpg"))
+    manifest = tmp_path / "archive.csv"
+    rows = [(f"study-{i}", str(paths[i % len(paths)])) for i in range(12)]  # files listed more than once
+
+    def write(n: int) -> None:
+        with manifest.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "path"])
+            w.writerows(rows[:n])
+
+    out = tmp_path / "pred.parquet"
+    write(5)  # the "crashed" first run got through 5 images
+    first = score(ScoreConfig(data=str(manifest), out=str(out), workers=0, threads=1, device="cpu"), progress=False)
+    (out / ".part-stale-00000.parquet.tmp").write_bytes(b"half a file")  # a part cut off by a crash
+    write(12)
+    second = score(ScoreConfig(data=str(manifest), out=str(out), workers=1, threads=1, device="cpu"), progress=False)
+    assert (first.scored, second.scored, second.already_done) == (5, 7, 5)
+    table = _table(out)
+    assert sorted(table) == sorted(k for k, _ in rows)
+    assert not list(out.glob(".*.tmp"))
+    # the same file under two ids gets the same probabilities
+    assert table["study-0"]["p_PNEUMONIA"] == pytest.approx(table["study-8"]["p_PNEUMONIA"], abs=1e-6)
+
+
+def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "m.csv"
+    bad.write_text("file,label\nx.png,NORMAL\n")
+    with pytest.raises(ValueError, match="'path' column"):
+        list_inputs(bad)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        list_inputs(tmp_path / "missing")
+    with pytest.raises(ValueError, match="unknown device"):
+        ScoreConfig(device="gpu")
+
+
+def test_dask_job_on_two_local_workers_matches_local_scoring(examples_dir: Path, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    local = tmp_path / "local.parquet"
+    score(ScoreConfig(data=str(examples_dir), out=str(local), workers=0, threads=1, device="cpu"), progress=False)
+    out = tmp_path / "dask.parquet"
+    cfg = ScoreConfig(data=str(examples_dir), out=str(out), threads=1, device="cpu", rows_per_part=2)
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        res = score_dask(cfg, client, partition_size=3)
+        assert res.scored == 8 and len(client.scheduler_info()["workers"]) == 2
+        again = score_dask(cfg, client, partition_size=3)
+    assert again.scored == 0 and again.already_done == 8
+    a, b = _table(local), _table(out)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert b[k]["label"] == a[k]["label"]
+        assert b[k]["p_PNEUMONIA"] == pytest.approx(a[k]["p_PNEUMONIA"], abs=1e-6)
