@@ -18,7 +18,11 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     gate = None if a.no_cxr_gate else load_gate()
     results, errors = predict_files(
-        a.model, a.images, a.out, with_gradcam=not a.no_gradcam, refuse=gate.refusal if gate is not None else None,
+        a.model,
+        a.images,
+        a.out,
+        with_gradcam=not a.no_gradcam,
+        refuse=gate.refusal if gate is not None else None,
         device=a.device,
     )
     for r in results:

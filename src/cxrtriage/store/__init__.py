@@ -17,8 +17,8 @@ from cxrtriage.store.models import (
     User,
     model_set_key,
 )
-from cxrtriage.store.reads import ReportConflictError, worklist_key
 from cxrtriage.store.outbox import Outbox, OutboxItem, OutgoingObject
+from cxrtriage.store.reads import ReportConflictError, worklist_key
 from cxrtriage.store.store import (
     DB_NAME,
     DatabaseURLError,
