@@ -76,7 +76,12 @@ def test_every_module_in_the_table_belongs_to_that_extra():
             current = m.group(1)
         elif current and (m := re.match(r'\s+"([A-Za-z0-9_.\-]+)', line)):
             extras[m.group(1).lower()] = current
-    dist_of = {"fpdf": "fpdf2", "multipart": "python-multipart", "python_multipart": "python-multipart"}
+    dist_of = {
+        "fpdf": "fpdf2",
+        "multipart": "python-multipart",
+        "python_multipart": "python-multipart",
+        "fhir": "fhir.resources",
+    }
     for module, extra in EXTRA_OF_MODULE.items():
         if module == "starlette":  # comes with fastapi
             continue
