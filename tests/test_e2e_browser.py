@@ -8,7 +8,6 @@ Screenshots go to ``test-artifacts/`` (and to ``docs/screenshots/`` with ``CXRTR
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -54,14 +53,19 @@ def base_url(tmp_path_factory):
         yield url
 
 
-def _save(page, name: str, full_page: bool = True) -> Path:
+def save_screenshot(page, name: str, full_page: bool = True) -> Path:
+    """Screenshot to ``test-artifacts/NAME``; with ``CXRTRIAGE_UPDATE_SCREENSHOTS=1`` also a small palette PNG
+    (128 colours) in ``docs/screenshots/`` for the README and the docs."""
     out = REPO / "test-artifacts" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out), full_page=full_page)
-    if os.environ.get("CXRTRIAGE_UPDATE_SCREENSHOTS") == "1":  # refresh the README's screenshots on request
+    if os.environ.get("CXRTRIAGE_UPDATE_SCREENSHOTS") == "1":
+        from PIL import Image
+
         docs = REPO / "docs" / "screenshots"
         docs.mkdir(parents=True, exist_ok=True)
-        shutil.copy(out, docs / name)
+        with Image.open(out) as im:
+            im.convert("RGB").quantize(colors=128).save(docs / name, optimize=True)
     return out
 
 
@@ -82,7 +86,7 @@ def test_upload_and_result_page(browser, base_url, example_paths):
     page.wait_for_url(base_url + "/")
     assert DISCLAIMER in page.inner_text("body") and "drbrowser" in page.inner_text("#user")
     assert page.locator(".qr-img svg").count() == 1
-    _save(page, "upload-page.png", full_page=False)
+    save_screenshot(page, "upload-page.png", full_page=False)
 
     img = next(p for p in example_paths if p.name.startswith("PNEUMONIA"))
     page.set_input_files("#file", str(img))
@@ -102,7 +106,7 @@ def test_upload_and_result_page(browser, base_url, example_paths):
             timeout=30_000,
         )
         assert page.eval_on_selector(sel, "e => e.naturalWidth") >= 224
-    shot = _save(page, "result-page.png")
+    shot = save_screenshot(page, "result-page.png")
     assert shot.stat().st_size > 50_000
 
     # sign the report off through the page, agreeing with the AI's call
@@ -132,7 +136,7 @@ def test_refusal_shown_on_page(browser, base_url, tmp_path):
     page.wait_for_selector("#status.error", timeout=30_000)
     assert "415" in page.inner_text("#status")
     assert page.url.rstrip("/") == base_url
-    _save(page, "upload-page-phone-refusal.png", full_page=False)
+    save_screenshot(page, "upload-page-phone-refusal.png", full_page=False)
     page.close()
 
 
@@ -184,5 +188,5 @@ def test_adult_and_pediatric_uploads_show_the_right_models(browser, base_url, ex
         report = page.request.get(f"{base_url}/api/v1/studies/{sid}/report.html").text()
         assert warning in report, who
         if who == "adult":  # the docs show this one (docs/serving.md)
-            _save(page, "result-page-adult.png")
+            save_screenshot(page, "result-page-adult.png")
     page.close()

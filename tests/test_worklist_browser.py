@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,26 +21,11 @@ import pytest
 from cxrtriage.metrics.agreement import agreement
 from cxrtriage.metrics.report import format_estimate
 from cxrtriage.serve.testing import add_user, running_server
-from test_e2e_browser import CHROMIUM, browser  # noqa: F401 - the module-scoped Chromium fixture
+from test_e2e_browser import CHROMIUM, browser, save_screenshot  # noqa: F401 - the module-scoped Chromium fixture
 
-REPO = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "drworklist", "worklist-password"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium not installed (apt-get install chromium)")
-
-
-def _save(page, name: str) -> Path:
-    out = REPO / "test-artifacts" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(out))
-    if os.environ.get("CXRTRIAGE_UPDATE_SCREENSHOTS") == "1":  # small palette PNGs for the docs
-        from PIL import Image
-
-        docs = REPO / "docs" / "screenshots"
-        docs.mkdir(parents=True, exist_ok=True)
-        with Image.open(out) as im:
-            im.convert("RGB").quantize(colors=128).save(docs / name, optimize=True)
-    return out
 
 
 def _kermany(kermany_dir: Path, label: str, k: int) -> Path:
@@ -119,7 +103,7 @@ def test_reading_workflow(browser, base_url, example_paths, kermany_dir):  # noq
     flagged_prio = [studies[i]["priority"] for i in ids[:n_flagged]]
     assert flagged_prio == sorted(flagged_prio, reverse=True)
     assert page.inner_text("#count-unread-flagged") == str(n_flagged)
-    _save(page, "worklist.png")
+    save_screenshot(page, "worklist.png", full_page=False)
 
     # an eleventh upload appears without a reload
     eleventh = _upload(page, _kermany(kermany_dir, "PNEUMONIA", 1))
@@ -181,7 +165,7 @@ def test_reading_workflow(browser, base_url, example_paths, kermany_dir):  # noq
     assert after != before
     page.click("#zoom-reset")
     assert page.evaluate(pixels) == before  # back to the default window
-    _save(page, "viewer-dicom-16bit.png")
+    save_screenshot(page, "viewer-dicom-16bit.png", full_page=False)
     # a flagged study with a model's heatmap over it
     page.goto(f"/studies/{ids[2]}")
     page.wait_for_selector("#viewer[data-ready='1']")
@@ -189,7 +173,7 @@ def test_reading_workflow(browser, base_url, example_paths, kermany_dir):  # noq
     page.select_option("#heat-select", index=1)
     page.wait_for_selector("#viewer[data-heat]")
     page.locator("#viewer").scroll_into_view_if_needed()
-    _save(page, "viewer.png")
+    save_screenshot(page, "viewer.png", full_page=False)
 
     # the monitoring page shows what the metrics code computes for these two reads
     page.goto("/monitoring")
@@ -210,5 +194,5 @@ def test_reading_workflow(browser, base_url, example_paths, kermany_dir):  # noq
         )
     monitoring_csv = page.request.get("/api/v1/monitoring.csv").text()
     assert monitoring_csv.startswith("model,period,metric") and "sensitivity" in monitoring_csv
-    _save(page, "monitoring.png")
+    save_screenshot(page, "monitoring.png", full_page=False)
     page.close()

@@ -36,7 +36,7 @@
     td = document.createElement("td");
     it.results.forEach(function (r) {
       var s = text("span", r.model_name + ": " + r.label + (r.flag ? " (flag)" : "") + (r.applicable ? "" : " [outside population]"),
-        "tag " + (r.flag ? "finding" : "no_finding"));
+        "tag " + (!r.applicable ? "outside" : r.flag ? "finding" : "no_finding"));  // grey: not counted in the triage
       td.appendChild(s); td.appendChild(document.createTextNode(" "));
     });
     tr.appendChild(td);
