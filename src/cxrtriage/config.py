@@ -260,7 +260,7 @@ class ScoreConfig:
     out: str = _opt("predictions.parquet", "output Parquet dataset (a folder of part files)")
     model: str | None = _opt(None, "model folder or shipped model name (default: the shipped pneumonia model)")
     batch_size: int = _opt(64, "images per forward pass")
-    workers: int = _opt(2, "decoding worker processes (0: decode in the scoring process)")
+    workers: int = _opt(2, "decoding worker processes (0: one decoding thread in the scoring process)")
     threads: int = _opt(2, "threads of the forward pass (ONNX Runtime intra-op or torch)")
     device: str = _opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N", parse=check_device)
     heatmaps: bool = _opt(False, "write CAM heatmap PNGs of the images called positive (finding) beside OUT")

@@ -183,11 +183,26 @@ def _chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
 
 
 def _prepared_batches(items: Sequence[Item], cfg: ScoreConfig, mc: ModelConfig) -> Iterator[list[tuple[Item, Any]]]:
-    """Prepared batches in input order; ``cfg.workers`` processes decode ahead (bounded: 2 batches per worker)."""
+    """Prepared batches in input order; ``cfg.workers`` processes decode ahead (bounded: 2 batches per worker),
+    or with ``cfg.workers == 0`` one thread of this process decodes the next batch."""
     fn = functools.partial(_prepare, image_size=mc.image_size, intensity=mc.intensity, mean=mc.mean, std=mc.std)
     if cfg.workers == 0:
-        for chunk in _chunks(items, cfg.batch_size):
-            yield [fn(it) for it in chunk]
+        # one thread decodes the next batch while the caller runs the network (PIL, NumPy and ONNX Runtime
+        # release the GIL), with no inter-process copy of the tensors
+        from concurrent.futures import ThreadPoolExecutor
+
+        def prepare_chunk(chunk: Sequence[Item]) -> list[tuple[Item, Any]]:
+            return [fn(it) for it in chunk]
+
+        with ThreadPoolExecutor(1) as ex:
+            ahead = None
+            for chunk in _chunks(items, cfg.batch_size):
+                nxt = ex.submit(prepare_chunk, chunk)
+                if ahead is not None:
+                    yield ahead.result()
+                ahead = nxt
+            if ahead is not None:
+                yield ahead.result()
         return
     # fork: the workers start at once and share the parent's pages (PIL, NumPy, the code) copy-on-write;
     # they only decode and resize (PIL/NumPy), never touch torch or ONNX Runtime state they inherit
