@@ -148,9 +148,10 @@ def percentiles(ms: list[float]) -> dict:
     }
 
 
-def write_result(name: str, data: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_result(name: str | Path, data: dict) -> Path:
+    """Write ``data`` as indented JSON to ``RESULTS / name`` (an absolute ``name`` is used as it is); folders created."""
     out = RESULTS / name
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2) + "\n")
     return out
 
@@ -194,7 +195,6 @@ def uptime() -> str:
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    """Write ``data`` as indented JSON to ``path`` (folders created) and print it."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    """:func:`write_result` to ``path`` (relative to the working folder) and print the JSON."""
+    write_result(Path(path).resolve(), data)
     print(json.dumps(data, indent=2))
