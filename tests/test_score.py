@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,14 @@ import pyarrow.dataset as ds  # noqa: E402
 from cxrtriage.cli.main import main  # noqa: E402
 from cxrtriage.config import ScoreConfig  # noqa: E402
 from cxrtriage.inference.backend import OnnxBackend  # noqa: E402
-from cxrtriage.inference.score import heatmap_dir, list_inputs, score, score_dask  # noqa: E402
+from cxrtriage.inference.score import (  # noqa: E402
+    MAX_AUTO_STREAMS,
+    heatmap_dir,
+    list_inputs,
+    score,
+    score_dask,
+    stream_count,
+)
 from cxrtriage.models.bundle import resolve_model_dir  # noqa: E402
 
 
@@ -81,6 +89,32 @@ def test_resume_skips_scored_ids_and_manifest_ids(examples_dir: Path, tmp_path: 
     assert not list(out.glob(".*.tmp"))
     # the same file under two ids gets the same probabilities
     assert table["study-0"]["p_PNEUMONIA"] == pytest.approx(table["study-8"]["p_PNEUMONIA"], abs=1e-6)
+
+
+def test_streams_score_in_parallel_and_write_in_input_order(archive: Path, tmp_path: Path) -> None:
+    """Several batches in flight (each stream decoding its own) give the rows of one stream, in the same order."""
+    outs = {}
+    for streams in (1, 3):
+        out = tmp_path / f"s{streams}.parquet"
+        cfg = ScoreConfig(data=str(archive), out=str(out), workers=0, streams=streams, batch_size=2, device="cpu")
+        res = score(cfg, progress=False)
+        assert (res.scored, res.errors) == (8, 1)
+        outs[streams] = ds.dataset(out).to_table().to_pylist()
+    assert [r["id"] for r in outs[3]] == [r["id"] for r in outs[1]] == [p for _, p in list_inputs(archive)]
+    for a, b in zip(outs[1], outs[3]):
+        assert a["label"] == b["label"] and a["error"] == b["error"]
+        if a["error"] is None:
+            assert a["p_PNEUMONIA"] == pytest.approx(b["p_PNEUMONIA"], abs=1e-6)
+
+
+def test_stream_count_defaults_to_one_per_core_on_onnxruntime(tmp_path: Path) -> None:
+    backend = OnnxBackend(resolve_model_dir(None), threads=1)
+    cores = len(os.sched_getaffinity(0))
+    assert stream_count(ScoreConfig(streams=5), backend) == 5
+    assert stream_count(ScoreConfig(), backend) == max(1, min(MAX_AUTO_STREAMS, cores))
+    assert stream_count(ScoreConfig(threads=cores), backend) == 1
+    with pytest.raises(ValueError, match="streams must be >= 0"):
+        ScoreConfig(streams=-1)
 
 
 def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:

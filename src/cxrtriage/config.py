@@ -259,9 +259,13 @@ class ScoreConfig:
     data: str = _opt("", "folder of images (searched recursively) or a CSV manifest with a path column")
     out: str = _opt("predictions.parquet", "output Parquet dataset (a folder of part files)")
     model: str | None = _opt(None, "model folder or shipped model name (default: the shipped pneumonia model)")
-    batch_size: int = _opt(64, "images per forward pass")
-    workers: int = _opt(2, "decoding worker processes (0: one decoding thread in the scoring process)")
-    threads: int = _opt(2, "threads of the forward pass (ONNX Runtime intra-op or torch)")
+    batch_size: int = _opt(32, "images per forward pass")
+    workers: int = _opt(0, "decoding worker processes (0: each stream decodes its own batch)")
+    streams: int = _opt(
+        0,
+        "batches in flight at once, each run by its own thread (0: one per CPU core, at most 8, on the CPU; 1 on a GPU)",
+    )
+    threads: int = _opt(1, "threads of each forward pass (ONNX Runtime intra-op or torch)")
     device: str = _opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N", parse=check_device)
     heatmaps: bool = _opt(False, "write CAM heatmap PNGs of the images called positive (finding) beside OUT")
     rows_per_part: int = _opt(2048, "images per Parquet part file (what a crash can lose at most)")
@@ -271,8 +275,9 @@ class ScoreConfig:
         for name in ("batch_size", "rows_per_part", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        for name in ("workers", "streams"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` (JSON-serialisable)."""

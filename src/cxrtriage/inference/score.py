@@ -1,9 +1,10 @@
 """Streaming batch scoring of large image archives (``cxr score``) into a Parquet dataset.
 
-Images are listed (a folder, searched recursively, or a CSV manifest), decoded and preprocessed by worker
-processes (:func:`cxrtriage.data.io.read_image`, :func:`cxrtriage.data.transforms.preprocess`), scored batch by
-batch through :meth:`cxrtriage.inference.backend.Backend.run` (ONNX Runtime on the CPU, PyTorch on a GPU) and
-appended to ``OUT/part-*.parquet``. Memory stays constant: only a few batches are in flight and at most
+Images are listed (a folder, searched recursively, or a CSV manifest), decoded and preprocessed
+(:func:`cxrtriage.data.io.read_image`, :func:`cxrtriage.data.transforms.preprocess`) by the scoring threads
+themselves or by worker processes, scored batch by batch through :meth:`cxrtriage.inference.backend.Backend.run`
+(ONNX Runtime on the CPU, PyTorch on a GPU), several batches at once (:func:`stream_count`), and appended in
+input order to ``OUT/part-*.parquet``. Memory stays constant: only a few batches are in flight and at most
 ``rows_per_part`` result rows are held before they are written. Each part is written under a temporary
 name and renamed, so a crash loses at most the unwritten rows; a second run skips every image id already
 in the output.
@@ -35,10 +36,12 @@ import functools
 import hashlib
 import logging
 import multiprocessing as mp
+import os
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,9 +63,12 @@ from cxrtriage.tasks import get_task
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["ScoreResult", "list_inputs", "read_scored_ids", "score", "score_dask", "heatmap_dir"]
+__all__ = ["ScoreResult", "list_inputs", "read_scored_ids", "score", "score_dask", "heatmap_dir", "stream_count"]
 
 log = logging.getLogger(__name__)
+
+#: Upper bound of the automatic :func:`stream_count` (memory grows with every stream).
+MAX_AUTO_STREAMS = 8
 
 #: One image to score: ``(id, path)``.
 Item = tuple[str, str]
@@ -182,28 +188,10 @@ def _chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
         yield items[i : i + size]
 
 
-def _prepared_batches(items: Sequence[Item], cfg: ScoreConfig, mc: ModelConfig) -> Iterator[list[tuple[Item, Any]]]:
-    """Prepared batches in input order; ``cfg.workers`` processes decode ahead (bounded: 2 batches per worker),
-    or with ``cfg.workers == 0`` one thread of this process decodes the next batch."""
+def _decoded_batches(items: Sequence[Item], cfg: ScoreConfig, mc: ModelConfig) -> Iterator[list[tuple[Item, Any]]]:
+    """Prepared batches in input order from ``cfg.workers`` (>= 1) decoding processes (bounded: 2 batches
+    per worker ahead)."""
     fn = functools.partial(_prepare, image_size=mc.image_size, intensity=mc.intensity, mean=mc.mean, std=mc.std)
-    if cfg.workers == 0:
-        # one thread decodes the next batch while the caller runs the network (PIL, NumPy and ONNX Runtime
-        # release the GIL), with no inter-process copy of the tensors
-        from concurrent.futures import ThreadPoolExecutor
-
-        def prepare_chunk(chunk: Sequence[Item]) -> list[tuple[Item, Any]]:
-            return [fn(it) for it in chunk]
-
-        with ThreadPoolExecutor(1) as ex:
-            ahead = None
-            for chunk in _chunks(items, cfg.batch_size):
-                nxt = ex.submit(prepare_chunk, chunk)
-                if ahead is not None:
-                    yield ahead.result()
-                ahead = nxt
-            if ahead is not None:
-                yield ahead.result()
-        return
     # fork: the workers start at once and share the parent's pages (PIL, NumPy, the code) copy-on-write;
     # they only decode and resize (PIL/NumPy), never touch torch or ONNX Runtime state they inherit
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
@@ -216,6 +204,72 @@ def _prepared_batches(items: Sequence[Item], cfg: ScoreConfig, mc: ModelConfig) 
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def stream_count(cfg: ScoreConfig, backend: OnnxBackend | TorchBackend) -> int:
+    """Batches :func:`score` keeps in flight: ``cfg.streams``, or when it is 0 the usable CPU cores divided
+    by ``cfg.threads``, between 1 and :data:`MAX_AUTO_STREAMS`, for ONNX Runtime on the CPU and 1 for PyTorch
+    (a GPU).
+
+    On the 2-core reference machine two streams of one ONNX Runtime thread each, every stream decoding its
+    own batch, score faster than one stream of two threads with decoding beside it (``docs/scaling.md``).
+    Each stream holds its own batch and ONNX Runtime buffers (about 120 MB at 128 px, batch 32), hence the
+    cap; on bigger machines raise ``threads`` instead.
+    """
+    if cfg.streams:
+        return cfg.streams
+    if not isinstance(backend, OnnxBackend):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_STREAMS, cores // cfg.threads))
+
+
+#: A batch after its forward pass: the prepared items, then logits ``float32 (n_ok, K)`` and CAM feature maps
+#: ``float32 (n_ok, C, h, w)`` (or ``(n_ok, 0)``) of its readable images, in order (``None`` when none is).
+Forwarded = tuple[list[tuple[Item, Any]], np.ndarray | None, np.ndarray | None]
+
+
+def _forward(backend: OnnxBackend | TorchBackend, batch: list[tuple[Item, Any]], want_maps: bool) -> Forwarded:
+    ok = [x for _, x in batch if isinstance(x, np.ndarray)]
+    if not ok:
+        return batch, None, None
+    logits, fmaps = backend.run([np.stack(ok)], features="map" if want_maps else "none")
+    return batch, logits, fmaps
+
+
+def _forwarded_batches(
+    backend: OnnxBackend | TorchBackend, items: Sequence[Item], cfg: ScoreConfig, want_maps: bool
+) -> Iterator[Forwarded]:
+    """Batches after their forward pass, in input order, :func:`stream_count` of them in flight.
+
+    Each stream is a thread that decodes its batch (``cfg.workers == 0``; PIL, NumPy and ONNX Runtime
+    release the GIL) or takes it from the decoding processes, then runs the network on it.
+    """
+    mc = backend.require_config()
+    fn = functools.partial(_prepare, image_size=mc.image_size, intensity=mc.intensity, mean=mc.mean, std=mc.std)
+    streams = stream_count(cfg, backend)
+    job: Callable[[Any], Forwarded]
+    inputs: Iterable[Any]
+    if cfg.workers == 0:
+        inputs = _chunks(items, cfg.batch_size)
+
+        def job(chunk: Any) -> Forwarded:
+            return _forward(backend, [fn(it) for it in chunk], want_maps)
+
+    else:
+        inputs = _decoded_batches(items, cfg, mc)
+
+        def job(batch: Any) -> Forwarded:
+            return _forward(backend, batch, want_maps)
+
+    with ThreadPoolExecutor(streams, thread_name_prefix="score") as ex:
+        pending: deque[Future[Forwarded]] = deque()
+        for x in inputs:
+            pending.append(ex.submit(job, x))
+            if len(pending) > streams:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _load_backend(model_dir: str | Path, cfg: ScoreConfig) -> OnnxBackend | TorchBackend:
@@ -279,23 +333,20 @@ def _heatmap_name(key: str, path: str) -> str:
     return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.png"
 
 
-def _score_batch(
-    backend: OnnxBackend | TorchBackend, batch: list[tuple[Item, Any]], mc: ModelConfig, heat_dir: Path | None
-) -> list[dict]:
-    """Result rows of one prepared batch (one :meth:`Backend.run` call for the readable images)."""
+def _rows(forwarded: Forwarded, mc: ModelConfig, heat_dir: Path | None, head: Any) -> list[dict]:
+    """Result rows of one batch after its forward pass (and its heatmap PNGs)."""
     task = get_task(mc.task)
+    batch, logits, fmaps = forwarded
     rows: list[dict] = []
-    ok = [(item, x) for item, x in batch if isinstance(x, np.ndarray)]
+    ok = [item for item, x in batch if isinstance(x, np.ndarray)]
     for (key, path), reason in ((item, x) for item, x in batch if not isinstance(x, np.ndarray)):
         log.warning("skipped %s: %s", path, reason)
         rows.append({"id": key, "path": path, "error": str(reason), "model": mc.version})
-    if not ok:
+    if logits is None:
         return rows
-    want_maps = heat_dir is not None and backend.head is not None
-    logits, fmaps = backend.run([np.stack([x for _, x in ok])], features="map" if want_maps else "none")
     probs = softmax(logits, mc.temperature)
     idx = decide(probs, mc)
-    for i, ((key, path), _) in enumerate(ok):
+    for i, (key, path) in enumerate(ok):
         label = mc.classes[int(idx[i])]
         row = {
             "id": key,
@@ -305,8 +356,8 @@ def _score_batch(
             **{f"p_{c}": float(p) for c, p in zip(mc.classes, probs[i])},
             "model": mc.version,
         }
-        if want_maps and row["triage"] == "finding" and heat_dir is not None and backend.head is not None:
-            heat = normalize_cam(cam_from_features(fmaps[i], backend.head[0], int(idx[i])))
+        if heat_dir is not None and fmaps is not None and row["triage"] == "finding":
+            heat = normalize_cam(cam_from_features(fmaps[i], head[0], int(idx[i])))
             png = heat_dir / _heatmap_name(key, path)
             heatmap_overlay(read_image(path), heat).save(png)
             row["heatmap"] = str(png)
@@ -323,12 +374,12 @@ def _score_items(
 ) -> tuple[int, int]:
     """Score ``items`` into ``writer``; returns ``(scored, errors)``."""
     mc = backend.require_config()
-    heat_dir = heatmap_dir(cfg.out) if cfg.heatmaps else None
+    heat_dir = heatmap_dir(cfg.out) if cfg.heatmaps and backend.head is not None else None
     if heat_dir is not None:
         heat_dir.mkdir(parents=True, exist_ok=True)
     scored = errors = 0
-    for batch in _prepared_batches(items, cfg, mc):
-        rows = _score_batch(backend, batch, mc, heat_dir)
+    for forwarded in _forwarded_batches(backend, items, cfg, want_maps=heat_dir is not None):
+        rows = _rows(forwarded, mc, heat_dir, backend.head)
         writer.add(rows)
         n_err = sum(1 for r in rows if r.get("error"))
         errors += n_err
@@ -398,9 +449,10 @@ def _score_partition(model_dir: str, items: list[Item], cfg: ScoreConfig, name: 
 def score_dask(cfg: ScoreConfig, client: Any, partition_size: int = 1024) -> ScoreResult:
     """:func:`score` as a Dask job: one task per ``partition_size`` images, run by the client's workers.
 
-    Each task decodes in its worker process (``cfg.workers`` is ignored: Dask's workers are the parallelism),
-    loads the model once per worker and writes its own part files into ``cfg.out``, which must be a folder
-    every worker can write (a shared file system on a cluster). Resuming works as for :func:`score`.
+    Each task decodes in its worker process (``cfg.workers`` and ``cfg.streams`` are ignored: Dask's workers
+    are the parallelism), loads the model once per worker and writes its own part files into ``cfg.out``,
+    which must be a folder every worker can write (a shared file system on a cluster). Resuming works as
+    for :func:`score`.
 
     Parameters
     ----------
@@ -424,7 +476,7 @@ def score_dask(cfg: ScoreConfig, client: Any, partition_size: int = 1024) -> Sco
     t0 = time.time()
     model_dir = str(resolve_model_dir(cfg.model))
     todo, done = _todo(cfg)
-    task_cfg = replace(cfg, workers=0)
+    task_cfg = replace(cfg, workers=0, streams=1)
     run = uuid.uuid4().hex[:8]
     parts = [list(todo[i : i + partition_size]) for i in range(0, len(todo), partition_size)]
     futures = client.map(
