@@ -30,6 +30,9 @@ def test_gate_artifact_is_small_and_documented(gate):
     test = gate.info["test_part"]
     assert test["chest_radiographs"] and test["not_chest_radiographs"]
     assert np.isfinite(gate.threshold)
+    # the real elevation maps are selection data: the chosen C refuses them on the threshold part
+    assert gate.info["threshold_part"]["not_chest_radiographs"]["elevation_map"]["refusal_rate"] == 1.0
+    assert gate.info["C"] in [c["C"] for c in gate.info["C_selection"]]
 
 
 def _test_part_cxrs(data: Path) -> dict[str, list[Path]]:
@@ -58,20 +61,16 @@ def test_chest_radiographs_of_every_population_accepted(gate, shared_data_dir):
     assert all(r >= 0.99 for r in rates.values()), rates
 
 
-#: Kinds whose only sources fall in the test part (never fitted on): measured in gate.json, not asserted here.
-#: matplotlib's Jacksboro fault elevation map and some of its crops pass the gate (a known limitation, README).
-UNSEEN_KINDS = {"elevation_map"}
+#: Kinds of package images only ever in the test part (``PART_OVERRIDES``): no fit nor choice saw one.
+UNSEEN_KINDS = {"depth_map", "digit"}
 
 
 def test_non_chest_radiographs_refused(gate):
-    # package images of the test part (the same keys as at fit time) and newly drawn pages, plots, patterns
-    imgs = [
-        (k, key, im)
-        for k, key, im in non_cxr_images(seed=12345, rendered=15, crops=2)
-        if gate_part(key) == "test" and k not in UNSEEN_KINDS
-    ]
+    # package images of the test part (the same keys as at fit time, other crops), newly drawn pages, plots,
+    # patterns and elevation maps, and the kinds never seen by any fit or choice
+    imgs = [(k, key, im) for k, key, im in non_cxr_images(seed=12345, rendered=15, crops=2) if gate_part(key) == "test"]
     kinds = {k for k, _, _ in imgs}
-    assert {"photo", "lfw_face", "text_page", "plot", "synthetic"} <= kinds, kinds
+    assert {"photo", "lfw_face", "text_page", "plot", "synthetic", "terrain"} | UNSEEN_KINDS <= kinds, kinds
     scores = gate.score_images([im for _, _, im in imgs])
     accepted = [key for (_, key, _), s in zip(imgs, scores) if s >= gate.threshold]
     assert not accepted, f"{len(accepted)}/{len(imgs)} non-radiographs accepted: {accepted}"

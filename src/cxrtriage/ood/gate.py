@@ -15,7 +15,7 @@ Data (see :func:`cxr_samples` and :func:`non_cxr_images`):
 * negatives: images that ship inside installed packages (scikit-image
   ``data`` photos and ``lfw_subset``, scikit-learn ``load_sample_images``)
   and images drawn at run time (text pages with PIL, plots with matplotlib,
-  simple synthetic grayscale patterns).
+  simple synthetic grayscale patterns, elevation maps).
 
 Every image (or all images of a patient / of a source photo) is assigned to
 one part by a hash of its key (:func:`gate_part`): ``fit`` (60 %),
@@ -75,6 +75,18 @@ CXR_DATASETS: dict[str, str | None] = {
 _FRONTAL = {"PA", "AP", "AP Supine"}
 
 
+#: Source images whose part is set, not drawn by hash. matplotlib's two real elevation maps were the test
+#: images the earlier gates let through; once they had been looked at they could no longer test anything, so they
+#: are selection data now (they help choose ``C``, never fitted). The package images no version of the gate was
+#: ever checked on (a disparity map, handwritten digits) are the test of kinds never seen.
+PART_OVERRIDES: dict[str, str] = {
+    "matplotlib:topobathy": "threshold",
+    "matplotlib:jacksboro_fault_dem": "threshold",
+    "skimage:motorcycle_disp.npz": "test",
+    "sklearn:load_digits": "test",
+}
+
+
 def gate_part(key: str) -> str:
     """The part (``"fit"``, ``"threshold"`` or ``"test"``) an image key belongs to.
 
@@ -86,8 +98,11 @@ def gate_part(key: str) -> str:
     Returns
     -------
     str
-        ``"fit"`` for 60 % of keys, ``"threshold"`` for 20 %, ``"test"`` for 20 % (SHA-256 of the key).
+        The part of :data:`PART_OVERRIDES` for the keys listed there; else ``"fit"`` for 60 % of keys,
+        ``"threshold"`` for 20 %, ``"test"`` for 20 % (SHA-256 of the key).
     """
+    if key in PART_OVERRIDES:
+        return PART_OVERRIDES[key]
     h = int(hashlib.sha256(key.encode()).hexdigest(), 16) % 100
     return "fit" if h < 60 else "threshold" if h < 80 else "test"
 
@@ -424,6 +439,75 @@ def _synthetic(rng: np.random.Generator) -> np.ndarray:
     return np.clip(a, 0, 255).astype(np.uint8)
 
 
+def _power_law_field(rng: np.random.Generator, n: int, beta: float) -> np.ndarray:
+    """``float64 (n, n)`` Gaussian random field with amplitude spectrum ``|f| ** -beta``, zero mean, unit std."""
+    f = np.fft.fftfreq(n)
+    r = np.hypot(*np.meshgrid(f, f)) + 1.0 / n
+    field = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, n))) * r**-beta))
+    return (field - field.mean()) / max(float(field.std()), 1e-9)
+
+
+def flow_accumulation(z: np.ndarray) -> np.ndarray:
+    """Cells draining through each cell of an elevation grid (D8 steepest descent), ``float64`` like ``z``.
+
+    Every cell passes its water, plus what it received, to the steepest-descending of its 8 neighbours
+    (none at a pit); the log of the result traces a dendritic drainage network (O'Callaghan & Mark 1984,
+    Computer Vision, Graphics, and Image Processing 28:323-344).
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        ``(H, W)`` elevations (any unit).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64 (H, W)``, >= 1.
+    """
+    h, w = z.shape
+    pad = np.pad(np.asarray(z, np.float64), 1, mode="edge")
+    offsets = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+    drop = np.stack([z - pad[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in offsets])
+    drop /= np.array([np.hypot(dy, dx) for dy, dx in offsets])[:, None, None]
+    k = drop.argmax(0)
+    dy, dx = np.array(offsets)[k].transpose(2, 0, 1)
+    ty = np.clip(np.arange(h)[:, None] + dy, 0, h - 1)
+    tx = np.clip(np.arange(w)[None] + dx, 0, w - 1)
+    target = np.where(drop.max(0) <= 0, -1, ty * w + tx).ravel()
+    acc = np.ones(h * w)
+    for i in np.argsort(-z.ravel(), kind="stable"):  # highest first: a cell is done before its receiver
+        t = target[i]
+        if t >= 0:
+            acc[t] += acc[i]
+    return acc.reshape(h, w)
+
+
+def _terrain(rng: np.random.Generator) -> np.ndarray:
+    """An elevation map drawn at run time (grayscale = height), the kind of image of a DEM viewer or atlas."""
+    n = int(rng.integers(128, 320))
+    kind = int(rng.integers(0, 5))
+    z = _power_law_field(rng, n, rng.uniform(2.0, 3.5))
+    if kind <= 1:  # eroded relief: smooth hills carved by their own drainage network
+        acc = np.log1p(flow_accumulation(z))
+        a = z - rng.uniform(0.3, 3.0) * acc / acc.max()
+    elif kind == 2:  # ridged multifractal: branching ridges or (negated) valleys
+        a = sum(0.5**o * (1 - np.abs(_power_law_field(rng, n, rng.uniform(1.0, 2.0)))) for o in range(4))
+        a = a if rng.random() < 0.5 else -a
+    elif kind == 3:  # shaded relief (hillshade) under a random sun
+        az, alt = np.radians(rng.uniform(0, 360)), np.radians(rng.uniform(20, 60))
+        gy, gx = np.gradient(z * rng.uniform(5, 40))
+        slope, aspect = np.pi / 2 - np.arctan(np.hypot(gx, gy)), np.arctan2(-gx, gy)
+        a = np.sin(alt) * np.sin(slope) + np.cos(alt) * np.cos(slope) * np.cos(az - aspect)
+    else:  # valleys along the zero crossings of a field
+        a = np.abs(z) ** rng.uniform(0.3, 1.0) + rng.uniform(0, 0.5) * z
+    a = np.asarray(a, np.float64)
+    if rng.random() < 0.4:  # a sea: flat below a level
+        a = np.maximum(a, np.quantile(a, rng.uniform(0.05, 0.4)))
+    a = ((a - a.min()) / max(float(np.ptp(a)), 1e-9)) ** rng.uniform(0.6, 1.6)
+    im = Image.fromarray(np.round(255 * a).astype(np.uint8))
+    return np.asarray(im.resize((n, int(n * rng.uniform(0.7, 1.3))), Image.Resampling.BILINEAR))
+
+
 def _crops(img: np.ndarray, rng: np.random.Generator, n: int) -> Iterable[np.ndarray]:
     h, w = img.shape
     for _ in range(n):
@@ -437,6 +521,7 @@ def _crops(img: np.ndarray, rng: np.random.Generator, n: int) -> Iterable[np.nda
 
 def _stretch(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, np.float64)
+    a = np.where(np.isfinite(a), a, np.nan)  # no-data cells (NaN, inf) become the lowest value
     lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
     return np.round(255 * (np.nan_to_num(a, nan=lo) - lo) / max(hi - lo, 1e-9)).astype(np.uint8)
 
@@ -475,6 +560,31 @@ def _matplotlib_samples() -> list[tuple[str, str, np.ndarray]]:
     return out
 
 
+def _unseen_package_samples(rng: np.random.Generator, crops: int) -> list[tuple[str, str, np.ndarray]]:
+    """Test-only package images (:data:`PART_OVERRIDES`): scikit-image's motorcycle disparity map (a depth
+    image, grayscale = distance, with crops) and 20 of scikit-learn's 8 x 8 handwritten digits (64 px)."""
+    out: list[tuple[str, str, np.ndarray]] = []
+    try:
+        import skimage
+
+        with np.load(Path(skimage.__file__).parent / "data" / "motorcycle_disp.npz") as z:
+            disp = _stretch(z["arr_0"])
+        key = "skimage:motorcycle_disp.npz"
+        out.append(("depth_map", key, disp))
+        out.extend(("depth_map", key, c) for c in _crops(disp, rng, crops))
+    except (ImportError, OSError, KeyError):
+        pass
+    try:
+        from sklearn.datasets import load_digits
+
+        for d in load_digits().images[:20]:
+            digit = Image.fromarray(np.round(255 - d * (255 / 16)).astype(np.uint8))  # dark ink on white
+            out.append(("digit", "sklearn:load_digits", np.asarray(digit.resize((64, 64), Image.Resampling.BILINEAR))))
+    except ImportError:
+        pass
+    return out
+
+
 def non_cxr_images(seed: int = 0, rendered: int = 150, crops: int = 10) -> list[tuple[str, str, np.ndarray]]:
     """Images that are not chest radiographs: shipped with installed packages or drawn at run time.
 
@@ -483,7 +593,7 @@ def non_cxr_images(seed: int = 0, rendered: int = 150, crops: int = 10) -> list[
     seed : int
         Seed of the drawn images and crops (reproducible).
     rendered : int
-        Images of each drawn kind (``text_page``, ``plot``, ``synthetic``).
+        Images of each drawn kind (``text_page``, ``plot``, ``synthetic``, ``terrain``).
     crops : int
         Random crops (40-90 % of the side, some mirrored) added per photo; they share the photo's key.
 
@@ -492,9 +602,12 @@ def non_cxr_images(seed: int = 0, rendered: int = 150, crops: int = 10) -> list[
     list of (kind, key, image)
         ``image`` ``uint8 (H, W)``; kinds: ``photo`` (scikit-image ``data`` PNG/JPEG and scikit-learn
         ``load_sample_images``, matplotlib ``sample_data`` photos, converted to grayscale), ``mri_slice``
-        (matplotlib's MRI head slice), ``elevation_map`` (matplotlib's elevation grids), ``lfw_face`` and ``lfw_nonface`` (scikit-image
-        ``lfw_subset``, 25 x 25), ``text_page`` (PIL), ``plot`` (matplotlib), ``synthetic`` (noise,
-        flat, ramps, checkerboards, shapes, power-law random fields, blobs).
+        (matplotlib's MRI head slice), ``elevation_map`` (matplotlib's two real elevation grids),
+        ``lfw_face`` and ``lfw_nonface`` (scikit-image ``lfw_subset``, 25 x 25), ``text_page`` (PIL),
+        ``plot`` (matplotlib), ``synthetic`` (noise, flat, ramps, checkerboards, shapes, power-law random
+        fields, blobs), ``terrain`` (drawn elevation maps: eroded relief with drainage networks, ridged
+        fields, hillshades, valley networks); test part only: ``depth_map`` (scikit-image's motorcycle
+        disparity map) and ``digit`` (scikit-learn's handwritten digits).
     """
     from cxrtriage.ood.fit import natural_images
 
@@ -511,9 +624,10 @@ def non_cxr_images(seed: int = 0, rendered: int = 150, crops: int = 10) -> list[
     for kind, name, img in _matplotlib_samples():
         out.append((kind, name, img))
         out.extend((kind, name, c) for c in _crops(img, rng, crops))
-    for kind, fn in (("text_page", _text_page), ("plot", _plot), ("synthetic", _synthetic)):
+    for kind, fn in (("text_page", _text_page), ("plot", _plot), ("synthetic", _synthetic), ("terrain", _terrain)):
         for i in range(rendered):
             out.append((kind, f"{kind}:{seed}:{i}", fn(rng)))
+    out.extend(_unseen_package_samples(rng, crops))
     return out
 
 
@@ -537,9 +651,13 @@ def fit_gate(
     per_set: int = 400,
     rendered: int = 150,
     seed: int = 0,
-    C: float = 0.1,
+    Cs: Sequence[float] = (0.03, 0.1, 0.3, 1.0, 3.0),
 ) -> dict:
-    """Fit, calibrate on the threshold part, measure on the test part, and save the gate.
+    """Fit, choose ``C`` and the threshold on the threshold part, measure on the test part, and save the gate.
+
+    For each ``C`` the classifier is fitted on the fit part and its threshold set on the threshold part's chest
+    radiographs; the ``C`` whose threshold accepts the fewest threshold-part non-radiographs is kept (ties: the
+    smallest, i.e. the strongest regularisation). The test part is only measured.
 
     Parameters
     ----------
@@ -552,8 +670,8 @@ def fit_gate(
     rendered : int
         Drawn non-radiographs per kind.
     seed : int
-    C : float
-        Inverse L2 regularisation strength of the logistic regression.
+    Cs : sequence of float
+        Candidate inverse L2 regularisation strengths of the logistic regression.
 
     Returns
     -------
@@ -579,21 +697,28 @@ def fit_gate(
     y = np.array([1] * len(cxr) + [0] * len(neg))
     feats = GateFeatures()(images)
 
-    fit = parts == "fit"
-    scaler = StandardScaler().fit(feats[fit])
-    clf = LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit(scaler.transform(feats[fit]), y[fit])
-    gate = CxrGate(scaler.mean_, scaler.scale_, clf.coef_[0], float(clf.intercept_[0]), float("-inf"))
-    s = gate.score(feats)
-
-    thr_part = parts == "threshold"
+    fit, thr_part = parts == "fit", parts == "threshold"
     g = np.asarray(groups)
-    # highest threshold that refuses at most TARGET_REFUSAL of each population's threshold-part radiographs
-    per_pop = [
-        float(np.quantile(s[thr_part & (g == pop) & (y == 1)], TARGET_REFUSAL, method="lower"))
-        for pop in sorted({pop for pop, _, _ in cxr})
-        if (thr_part & (g == pop) & (y == 1)).any()
-    ]
-    gate.threshold = float(min(per_pop))
+    pops = sorted({pop for pop, _, _ in cxr if (thr_part & (g == pop)).any()})
+    scaler = StandardScaler().fit(feats[fit])
+    z = scaler.transform(feats)
+
+    def candidate(c: float) -> tuple[CxrGate, dict]:
+        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(z[fit], y[fit])
+        cand = CxrGate(scaler.mean_, scaler.scale_, clf.coef_[0], float(clf.intercept_[0]), float("-inf"))
+        sc = cand.score(feats)
+        # highest threshold that refuses at most TARGET_REFUSAL of each population's threshold-part radiographs
+        cand.threshold = min(
+            float(np.quantile(sc[thr_part & (g == pop) & (y == 1)], TARGET_REFUSAL, method="lower")) for pop in pops
+        )
+        accepted = int((thr_part & (y == 0) & (sc >= cand.threshold)).sum())
+        refused = int((thr_part & (y == 1) & (sc < cand.threshold)).sum())
+        return cand, {"C": c, "threshold_part_not_cxr_accepted": accepted, "threshold_part_cxr_refused": refused}
+
+    candidates = [candidate(c) for c in sorted(Cs)]
+    gate, chosen = min(candidates, key=lambda cr: (cr[1]["threshold_part_not_cxr_accepted"], cr[1]["C"]))
+    C = chosen["C"]
+    s = gate.score(feats)
     refused = s < gate.threshold
 
     def report(part: str) -> dict:
@@ -613,10 +738,14 @@ def fit_gate(
         "features of the frozen ImageNet EfficientNet-Lite0 shipped with cxrtriage; score = log-odds of chest radiograph",
         "input": f"grayscale, whole image resized to {GATE_SIZE}x{GATE_SIZE} (bilinear), (x/255-0.5)/0.5",
         "C": C,
+        "C_selection": [r for _, r in candidates],
+        "C_rule": "fewest non-radiographs of the threshold part accepted at each C's threshold; ties: smallest C",
         "seed": seed,
         "target_refusal_per_population": TARGET_REFUSAL,
         "threshold_rule": "lowest over populations of the 1st percentile of chest-radiograph scores on the threshold part",
-        "parts": "SHA-256 of patient id (or file path) / source image: 60 % fit, 20 % threshold, 20 % test",
+        "parts": "SHA-256 of patient id (or file path) / source image: 60 % fit, 20 % threshold, 20 % test; "
+        "set by hand (PART_OVERRIDES): matplotlib's real elevation maps in the threshold part, scikit-image's "
+        "disparity map and scikit-learn's digits in the test part",
         "n": {
             p: {"cxr": int(((parts == p) & (y == 1)).sum()), "not_cxr": int(((parts == p) & (y == 0)).sum())}
             for p in ("fit", "threshold", "test")
@@ -626,8 +755,9 @@ def fit_gate(
             "Viral_Pneumonia), nih-cxr14-normal-abnormal-64px (adult, 64 px), ieee8023-cxr (PA/AP/AP Supine views, "
             f"without COVID-19 Radiography duplicates); {per_set} drawn per dataset",
             "not_chest_radiographs": "scikit-image data PNG/JPEG photos (+ random crops), scikit-image lfw_subset "
-            "(faces, non-face patches), scikit-learn load_sample_images, matplotlib sample_data (photos, logo, MRI slice, elevation maps) (+ crops); drawn at run time: text pages "
-            f"(PIL), plots (matplotlib), synthetic grayscale patterns; {rendered} per drawn kind",
+            "(faces, non-face patches), scikit-learn load_sample_images, matplotlib sample_data (photos, logo, MRI slice, "
+            "elevation maps) (+ crops); drawn at run time: text pages (PIL), plots (matplotlib), synthetic grayscale "
+            f"patterns, elevation maps (eroded relief, ridged fields, hillshades); {rendered} per drawn kind",
         },
         "threshold_part": report("threshold"),
         "test_part": report("test"),
