@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +117,25 @@ def test_stream_count_defaults_to_one_per_core_on_onnxruntime(tmp_path: Path) ->
     assert stream_count(ScoreConfig(threads=cores), backend) == 1
     with pytest.raises(ValueError, match="streams must be >= 0"):
         ScoreConfig(streams=-1)
+
+
+def test_onnx_scoring_never_imports_pytorch(archive: Path, tmp_path: Path) -> None:
+    """ONNX Runtime scoring on the CPU (``--device auto`` without a GPU driver, heatmaps included) runs without
+    importing torch, torchvision or timm: they would hold most of the scorer's memory."""
+    from cxrtriage.inference.device import _gpu_driver_present
+
+    device = "cpu" if _gpu_driver_present() else "auto"  # with a GPU driver, auto rightly asks PyTorch
+    code = (
+        "import sys\n"
+        "from cxrtriage.cli.main import main\n"
+        f"rc = main(['score', '--data', {str(archive)!r}, '--out', {str(tmp_path / 'p.parquet')!r}, "
+        f"'--device', {device!r}, '--heatmaps', '--quiet'])\n"
+        "loaded = [m for m in ('torch', 'torchvision', 'timm') if m in sys.modules]\n"
+        "assert rc == 0 and not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(_table(tmp_path / "p.parquet")) == 9
 
 
 def test_bad_inputs_are_clear_errors(tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ from cxrtriage.cards.tables import external_markdown, markdown_table
 from cxrtriage.data.dedupe import dataset_tag
 from cxrtriage.metrics.report import Estimate, format_estimate
 from cxrtriage.models.bundle import README_FILE, ModelBundle
-from cxrtriage.models.registry import parameter_count
 from cxrtriage.tasks import get_task
 
 __all__ = [
@@ -396,7 +395,7 @@ def render_card(bundle: ModelBundle) -> str:
         "",
         "## Model",
         f"- Task: `{task.name}` — classes {', '.join(mcfg.classes)}",
-        f"- Architecture: {mcfg.arch} ({parameter_count(mcfg.arch, len(mcfg.classes)) / 1e6:.2f} M parameters, "
+        f"- Architecture: {mcfg.arch} ({_parameter_count(mcfg.arch, len(mcfg.classes)) / 1e6:.2f} M parameters, "
         f"{bundle.weights_mb():.1f} MB weights)",
         f"- Initial weights: {weights}",
         f"- Preprocessing: {preprocessing}",
@@ -519,3 +518,10 @@ def write_card(bundle: ModelBundle) -> Path:
     path = bundle.directory / README_FILE
     path.write_text(render_card(bundle))
     return path
+
+
+def _parameter_count(arch: str, num_classes: int) -> int:
+    """:func:`cxrtriage.models.registry.parameter_count`, imported on use (it builds the network with PyTorch)."""
+    from cxrtriage.models.registry import parameter_count
+
+    return parameter_count(arch, num_classes)

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import io
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageFilter, ImageOps
-from torchvision.transforms import v2
 
 from cxrtriage.config import AUGMENT_LEVELS, INTENSITY_METHODS
 from cxrtriage.data.cache import resize_gray
+
+if TYPE_CHECKING:  # torch and torchvision are only imported by the training transforms, not by inference
+    import torch
+    from torchvision.transforms import v2
 
 __all__ = [
     "INTENSITY_METHODS",
@@ -244,6 +247,8 @@ class ToNormalizedTensor:
         self.mean, self.std = mean, std
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
+        import torch
+
         x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
         return (x - self.mean) / self.std
 
@@ -294,6 +299,8 @@ def build_train_transform(
     ValueError
         Unknown ``augment`` or ``intensity``.
     """
+    from torchvision.transforms import v2
+
     if augment not in AUGMENT_LEVELS:
         raise ValueError(f"unknown augmentation level {augment!r}; choose from {', '.join(AUGMENT_LEVELS)}")
     strong = augment == "strong"
@@ -327,5 +334,7 @@ class _SameSizeResizedCrop:
     """``RandomResizedCrop`` back to the input image's own size (when the size is not known in advance)."""
 
     def __call__(self, img: Image.Image) -> Image.Image:
+        from torchvision.transforms import v2
+
         crop = v2.RandomResizedCrop(img.size[::-1], scale=(0.7, 1.0), ratio=(0.85, 1.18), antialias=True)
         return crop(img)

@@ -29,19 +29,32 @@ def resolve_device(device: str) -> str:
     ValueError
         Malformed string, or CUDA asked for but not available (or ``N`` out of range).
     """
+    check_device(device)
+    if device == "cpu" or (device == "auto" and not _gpu_driver_present()):
+        return "cpu"  # without importing PyTorch (ONNX Runtime scoring does not need it)
     import torch
 
-    check_device(device)
     if device == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
     index = int(device.partition(":")[2] or 0)
     if not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU (use --device cpu or auto)")
     if index >= torch.cuda.device_count():
         raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
     return f"cuda:{index}"
+
+
+#: Files one of which exists wherever a CUDA GPU can be visible: the NVIDIA driver's control device and
+#: proc entry on Linux (also inside containers given a GPU), and WSL 2's GPU device.
+GPU_DRIVER_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version", "/dev/dxg")
+
+
+def _gpu_driver_present() -> bool:
+    """Whether a GPU driver is visible; when it is not, CUDA cannot be available and ``auto`` is the CPU."""
+    import os
+    import sys
+
+    return not sys.platform.startswith("linux") or any(os.path.exists(f) for f in GPU_DRIVER_FILES)
 
 
 def fabric_device(device: str, devices: int) -> tuple[str, int | list[int]]:

@@ -22,14 +22,13 @@ import json
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cxrtriage.config import ConfigKeyError, ModelConfig, TrainConfig, strict_from_dict
 from cxrtriage.metrics.report import Estimate, MetricReport
-from cxrtriage.models.registry import create_model
+
+if TYPE_CHECKING:  # torch and timm are imported by the methods that build or save a network, not by ONNX inference
+    from torch import nn
 
 __all__ = [
     "BUNDLE_JSON",
@@ -673,7 +672,10 @@ class ModelBundle:
         ModelLoadError
             Weights missing or not matching the architecture.
         """
+        import torch
         from safetensors.torch import load_file
+
+        from cxrtriage.models.registry import create_model
 
         path = self.weights_path()
         try:
