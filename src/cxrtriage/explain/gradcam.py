@@ -8,12 +8,12 @@ last convolutional block of each registered architecture.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from typing import TYPE_CHECKING
 
-from cxrtriage.models.registry import cam_target_layer
+import numpy as np
+
+if TYPE_CHECKING:  # PyTorch and pytorch-grad-cam are imported by gradcam() itself: ONNX inference never needs them
+    import torch
 
 __all__ = ["gradcam"]
 
@@ -37,6 +37,12 @@ def gradcam(model: torch.nn.Module, arch: str, x: np.ndarray, class_index: int) 
     numpy.ndarray
         ``float32 (S, S)`` heatmap in [0, 1] (pytorch-grad-cam normalises each map).
     """
+    import torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from cxrtriage.models.registry import cam_target_layer
+
     layer = cam_target_layer(arch, model)
     device = next(model.parameters(), torch.empty(0)).device  # the input goes where the weights are (CPU or GPU)
     inp = torch.from_numpy(np.ascontiguousarray(x))[None].float().to(device).requires_grad_(False)
