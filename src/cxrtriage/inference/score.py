@@ -188,10 +188,11 @@ def _chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
         yield items[i : i + size]
 
 
-def _decoded_batches(items: Sequence[Item], cfg: ScoreConfig, mc: ModelConfig) -> Iterator[list[tuple[Item, Any]]]:
-    """Prepared batches in input order from ``cfg.workers`` (>= 1) decoding processes (bounded: 2 batches
-    per worker ahead)."""
-    fn = functools.partial(_prepare, image_size=mc.image_size, intensity=mc.intensity, mean=mc.mean, std=mc.std)
+def _decoded_batches(
+    items: Sequence[Item], cfg: ScoreConfig, fn: Callable[[Item], tuple[Item, Any]]
+) -> Iterator[list[tuple[Item, Any]]]:
+    """Batches prepared by ``fn`` (:func:`_prepare` with the model's settings) in ``cfg.workers`` (>= 1)
+    decoding processes, in input order (bounded: 2 batches per worker ahead)."""
     # fork: the workers start at once and share the parent's pages (PIL, NumPy, the code) copy-on-write;
     # they only decode and resize (PIL/NumPy), never touch torch or ONNX Runtime state they inherit
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
@@ -213,8 +214,8 @@ def stream_count(cfg: ScoreConfig, backend: OnnxBackend | TorchBackend) -> int:
 
     On the 2-core reference machine two streams of one ONNX Runtime thread each, every stream decoding its
     own batch, score faster than one stream of two threads with decoding beside it (``docs/scaling.md``).
-    Each stream holds its own batch and ONNX Runtime buffers (about 120 MB at 128 px, batch 32), hence the
-    cap; on bigger machines raise ``threads`` instead.
+    Memory grows with streams x batch size (two streams, PyTorch still loaded: peak RSS 1,106 / 1,244 /
+    1,527 MB at batch 16 / 32 / 64), hence the cap; on bigger machines raise ``threads`` instead.
     """
     if cfg.streams:
         return cfg.streams
@@ -257,7 +258,7 @@ def _forwarded_batches(
             return _forward(backend, [fn(it) for it in chunk], want_maps)
 
     else:
-        inputs = _decoded_batches(items, cfg, mc)
+        inputs = _decoded_batches(items, cfg, fn)
 
         def job(batch: Any) -> Forwarded:
             return _forward(backend, batch, want_maps)
