@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     AUTH,
+    add_models_argument,
     cxr_serve,
     machine,
     percentiles,
@@ -137,13 +138,7 @@ def main(argv=None) -> int:
     from cxrtriage.models import default_model_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--model",
-        type=Path,
-        action="append",
-        default=None,
-        help="model folder (repeatable; default: every shipped model)",
-    )
+    add_models_argument(ap)
     ap.add_argument("--requests", type=int, default=300, help="single-client requests (after 20 warm-up)")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--out", default="serve.json", help="file name under benchmarks/results/")

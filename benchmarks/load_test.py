@@ -35,6 +35,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     AUTH,
+    add_models_argument,
     cxr_serve,
     machine,
     percentiles,
@@ -81,13 +82,7 @@ def main(argv=None) -> int:
     from cxrtriage.data.io import decode_image
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--model",
-        type=Path,
-        action="append",
-        default=None,
-        help="model folder (repeatable; default: every shipped model)",
-    )
+    add_models_argument(ap)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--requests", type=int, default=500, help="per client")
     ap.add_argument("--max-upload-mb", type=float, default=2.0)
