@@ -337,6 +337,8 @@ def render_card(bundle: ModelBundle) -> str:
     ValueError
         A required section is missing.
     """
+    from cxrtriage.models.registry import parameter_count  # builds the network with PyTorch: only here
+
     _require(bundle)
     tc, tr, sp, cal, ev, mcfg = (
         bundle.train_config,
@@ -395,7 +397,7 @@ def render_card(bundle: ModelBundle) -> str:
         "",
         "## Model",
         f"- Task: `{task.name}` — classes {', '.join(mcfg.classes)}",
-        f"- Architecture: {mcfg.arch} ({_parameter_count(mcfg.arch, len(mcfg.classes)) / 1e6:.2f} M parameters, "
+        f"- Architecture: {mcfg.arch} ({parameter_count(mcfg.arch, len(mcfg.classes)) / 1e6:.2f} M parameters, "
         f"{bundle.weights_mb():.1f} MB weights)",
         f"- Initial weights: {weights}",
         f"- Preprocessing: {preprocessing}",
@@ -518,10 +520,3 @@ def write_card(bundle: ModelBundle) -> Path:
     path = bundle.directory / README_FILE
     path.write_text(render_card(bundle))
     return path
-
-
-def _parameter_count(arch: str, num_classes: int) -> int:
-    """:func:`cxrtriage.models.registry.parameter_count`, imported on use (it builds the network with PyTorch)."""
-    from cxrtriage.models.registry import parameter_count
-
-    return parameter_count(arch, num_classes)

@@ -6,6 +6,9 @@ One place for the choice every command makes (``train``, ``cv``, ``compare``, ``
 
 from __future__ import annotations
 
+import os
+import sys
+
 from cxrtriage.config import PRECISION_AUTO, check_device
 
 __all__ = ["resolve_device", "resolve_precision", "fabric_device"]
@@ -51,9 +54,6 @@ GPU_DRIVER_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/versi
 
 def _gpu_driver_present() -> bool:
     """Whether a GPU driver is visible; when it is not, CUDA cannot be available and ``auto`` is the CPU."""
-    import os
-    import sys
-
     return not sys.platform.startswith("linux") or any(os.path.exists(f) for f in GPU_DRIVER_FILES)
 
 

@@ -426,9 +426,7 @@ def _synthetic(rng: np.random.Generator) -> np.ndarray:
         a = np.asarray(im, np.float64)
     elif kind == 5:
         # random smooth field with a power-law spectrum (terrain- or cloud-like texture)
-        f = np.fft.fftfreq(n)
-        r = np.hypot(*np.meshgrid(f, f)) + 1.0 / n
-        field = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, n))) * r ** -rng.uniform(1.0, 2.5)))
+        field = _spectral_field(rng.normal(size=(n, n)), rng.uniform(1.0, 2.5))
         a = 255 * (field - field.min()) / max(float(np.ptp(field)), 1e-9)
     else:
         a = np.zeros((n, n))
@@ -439,11 +437,17 @@ def _synthetic(rng: np.random.Generator) -> np.ndarray:
     return np.clip(a, 0, 255).astype(np.uint8)
 
 
-def _power_law_field(rng: np.random.Generator, n: int, beta: float) -> np.ndarray:
-    """``float64 (n, n)`` Gaussian random field with amplitude spectrum ``|f| ** -beta``, zero mean, unit std."""
+def _spectral_field(noise: np.ndarray, beta: float) -> np.ndarray:
+    """``float64 (n, n)`` white ``noise`` (n x n) filtered to the amplitude spectrum ``|f| ** -beta``."""
+    n = noise.shape[0]
     f = np.fft.fftfreq(n)
     r = np.hypot(*np.meshgrid(f, f)) + 1.0 / n
-    field = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, n))) * r**-beta))
+    return np.real(np.fft.ifft2(np.fft.fft2(noise) * r**-beta))
+
+
+def _power_law_field(rng: np.random.Generator, n: int, beta: float) -> np.ndarray:
+    """``float64 (n, n)`` Gaussian random field with amplitude spectrum ``|f| ** -beta``, zero mean, unit std."""
+    field = _spectral_field(rng.normal(size=(n, n)), beta)
     return (field - field.mean()) / max(float(field.std()), 1e-9)
 
 
