@@ -211,6 +211,7 @@ API_SNAPSHOT = {
         "list_models",
         "load_model",
         "read_image",
+        "segment_lungs",
     ],
     "list_models": "() -> 'list[str]'",
     "load_model": "(name_or_path: 'str | os.PathLike', *, device: 'str' = 'cpu', "
@@ -218,6 +219,7 @@ API_SNAPSHOT = {
     "evaluate": "(model: 'Model', dataset: 'str | os.PathLike | ImageDataset', *, split: 'str | None' = None, "
     "n_boot: 'int' = 1000, seed: 'int' = 0, batch_size: 'int' = 32) -> 'MetricReport'",
     "read_image": "(path: 'str | Path', *, max_pixels: 'int' = 50000000) -> 'np.ndarray'",
+    "segment_lungs": "(image: 'Any', *, segmenter: 'str | Path | None' = None) -> 'np.ndarray'",
     "Model.probabilities": "(self, inputs: 'Any', *, batch_size: 'int' = 32, workers: 'int' = 2) -> 'np.ndarray'",
     "Model.predict": "(self, inputs: 'Any', *, batch_size: 'int' = 32, workers: 'int' = 2, cxr_gate: 'bool' = True) "
     "-> 'list[Prediction]'",
@@ -232,7 +234,7 @@ API_SNAPSHOT = {
 
 def test_public_api_snapshot(model):
     got = {"__all__": list(cxrtriage.__all__)}
-    for name in ("list_models", "load_model", "evaluate", "read_image", "ImageDataset", "Prediction"):
+    for name in ("list_models", "load_model", "evaluate", "read_image", "segment_lungs", "ImageDataset", "Prediction"):
         got[name] = str(inspect.signature(getattr(cxrtriage, name)))
     for meth in ("probabilities", "predict", "explain"):
         got[f"Model.{meth}"] = str(inspect.signature(getattr(cxrtriage.Model, meth)))

@@ -60,6 +60,12 @@ def test_export_without_onnx_names_the_extra(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().startswith("cxr export needs the serve extra")
 
 
+def test_segment_without_onnxruntime_names_the_extra(tmp_path):
+    example = next((REPO / "src" / "cxrtriage" / "examples").glob("*.jpg"))
+    proc = _run_without({"onnxruntime"}, ["segment", str(example), "--out", str(tmp_path / "o")], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("cxr segment needs the serve extra"), proc.stderr
+
+
 def test_other_missing_modules_still_raise(tmp_path):
     # a module that no extra provides is a bug, not a missing extra: the traceback stays
     proc = _run_without({"sklearn"}, ["models"], tmp_path)

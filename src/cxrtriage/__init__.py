@@ -13,6 +13,7 @@ The Python API (:mod:`cxrtriage.api`)::
     model.predict(["a.png", "b.dcm"])               # list[Prediction]
     model.explain("a.png")                          # float32 (H, W) heatmap in [0, 1]
     cxrtriage.read_image("b.dcm")                   # uint8 (H, W), any DICOM transfer syntax
+    cxrtriage.segment_lungs("b.dcm")                # bool (H, W) lung fields (the shipped U-Net, ONNX)
     cxrtriage.evaluate(model, "data/manifest.csv")  # MetricReport with 95 % CIs
 
 The API names are imported on first use, so ``import cxrtriage`` stays light
@@ -46,6 +47,7 @@ _API = {
     "list_models": "cxrtriage.api",
     "load_model": "cxrtriage.api",
     "read_image": "cxrtriage.data.io",
+    "segment_lungs": "cxrtriage.segment.runtime",
 }
 
 __all__ = ["DISCLAIMER", "__version__", *sorted(_API)]

@@ -13,6 +13,7 @@ from cxrtriage.inference.predictor import Prediction as Prediction
 from cxrtriage.metrics.report import MetricReport as MetricReport
 from cxrtriage.models.bundle import ModelBundle as ModelBundle
 from cxrtriage.models.bundle import ModelLoadError as ModelLoadError
+from cxrtriage.segment.runtime import segment_lungs as segment_lungs
 
 __version__: str
 DISCLAIMER: str

@@ -28,6 +28,9 @@ __all__ = [
     "DEVICES",
     "RUNTIME_FIELDS",
     "AUGMENT_LEVELS",
+    "LUNG_INPUTS",
+    "SegmenterConfig",
+    "SegmenterTrainConfig",
 ]
 
 #: Validation metrics that may choose the best epoch (``TrainConfig.select_metric``);
@@ -45,6 +48,13 @@ INTENSITY_METHODS = ("equalize", "minmax", "none")
 
 #: Training augmentation levels (``TrainConfig.augment``; see :func:`cxrtriage.data.transforms.build_train_transform`).
 AUGMENT_LEVELS = ("standard", "strong")
+
+#: What a classifier sees (``ModelConfig.input``): the whole image, the image with everything outside the lung
+#: fields set to 0 (``lungs``), or the lungs' bounding box with a margin (``lung-crop``); the lung mask comes from
+#: the shipped lung segmenter (:mod:`cxrtriage.segment`).
+LUNG_INPUTS = ("full", "lungs", "lung-crop")
+#: augmentation strengths of ``cxr train-segmenter`` (``cxrtriage.training.segmenter.build_segment_augment``)
+SEGMENT_AUGMENTS = ("standard", "mild")
 
 #: Device kinds (``TrainConfig.device``, ``ScoreConfig.device`` and ``--device`` of the other commands): ``auto``
 #: picks CUDA when available, else CPU; ``cuda:N`` names one GPU (:func:`check_device`).
@@ -169,6 +179,12 @@ class TrainConfig:
     val_fraction: float = _opt(0.15, "validation share of the patient-level split when the data has no val split")
     seed: int = _opt(0, "seed for the split, initialisation, batch order and augmentation")
     intensity: str = _opt("equalize", "intensity normalisation", INTENSITY_METHODS)
+    input: str = _opt(
+        "full",
+        "what the network sees: the full image, the lung fields only (outside set to 0) or the lungs' bounding "
+        "box (lung-crop); the shipped lung segmenter draws the mask, at training and at every inference",
+        LUNG_INPUTS,
+    )
     augment: str = _opt(
         "standard",
         "training augmentation: standard (affine, blur/sharpen, gamma, brightness/contrast) or strong (adds a "
@@ -317,6 +333,9 @@ class ModelConfig:
         The population the model was trained and validated on (gate 2,
         :data:`cxrtriage.ood.population.POPULATIONS`): the server shows the model's
         result on an image of another population with a warning. None: not declared (never warned).
+    input : {"full", "lungs", "lung-crop"}
+        What the network sees (:data:`LUNG_INPUTS`); ``lungs`` and ``lung-crop`` put the shipped lung
+        segmenter in front of the model, at training and at every inference (:mod:`cxrtriage.segment`).
 
     Training summary, calibration details and the ONNX checksum live in the
     model bundle's sections (:class:`cxrtriage.models.bundle.ModelBundle`), not here.
@@ -335,10 +354,13 @@ class ModelConfig:
     temperature: float = 1.0
     version: str = "0"
     population: str | None = None
+    input: str = "full"
 
     def __post_init__(self) -> None:
         if self.population not in (None, "pediatric", "adult"):
             raise ValueError(f"population {self.population!r}: 'pediatric', 'adult' or null expected")
+        if self.input not in LUNG_INPUTS:
+            raise ValueError(f"input {self.input!r}: one of {', '.join(LUNG_INPUTS)} expected")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` (JSON-serialisable)."""
@@ -370,3 +392,112 @@ class ModelConfig:
     def load(cls, path: str | Path) -> ModelConfig:
         """Read from JSON written by :meth:`save` (strict: see :meth:`from_dict`)."""
         return cls.from_dict(json.loads(Path(path).read_text()), source=str(path))
+
+
+@dataclass
+class SegmenterConfig:
+    """What a trained lung segmenter needs at inference time (``config.json`` of its folder).
+
+    Attributes
+    ----------
+    arch : str
+        Network: ``unet-efficientnet_lite0`` (segmentation-models-pytorch U-Net, timm encoder).
+    image_size : int
+        Square network input side, pixels; masks are resized back to each input's own size.
+    intensity : str
+        Intensity normalisation before standardisation (:data:`INTENSITY_METHODS`).
+    mean, std : float
+        Standardisation on the [0, 1] scale.
+    decoder_channels : list of int
+        U-Net decoder widths, deepest first.
+    threshold : float
+        Probability at or above which a pixel is lung, in (0, 1).
+    min_fraction, max_fraction : float
+        A mask covering less than ``min_fraction`` or more than ``max_fraction`` of the image (after
+        post-processing) is a failed segmentation: flagged, never used.
+    keep_components : int
+        Connected components kept (the largest ones; 2 = the two lungs).
+    version : str
+        Version string shown in cards and reports.
+    """
+
+    arch: str = "unet-efficientnet_lite0"
+    image_size: int = 160
+    intensity: str = "equalize"
+    mean: float = 0.5
+    std: float = 0.5
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
+    threshold: float = 0.5
+    min_fraction: float = 0.05
+    max_fraction: float = 0.50
+    keep_components: int = 2
+    version: str = "0"
+
+    def __post_init__(self) -> None:
+        if self.intensity not in INTENSITY_METHODS:
+            raise ValueError(f"intensity {self.intensity!r}: one of {', '.join(INTENSITY_METHODS)} expected")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if not 0.0 <= self.min_fraction < self.max_fraction <= 1.0:
+            raise ValueError(
+                f"need 0 <= min_fraction < max_fraction <= 1, got {self.min_fraction}, {self.max_fraction}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``dict`` (JSON-serialisable)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> SegmenterConfig:
+        """Build from a ``dict`` (strict: an unknown key raises :class:`ConfigKeyError` naming it and ``source``)."""
+        return strict_from_dict(cls, data, source)
+
+
+@_document_fields
+@dataclass
+class SegmenterTrainConfig:
+    """Settings of one lung-segmenter training run (``cxr train-segmenter``).
+
+    The network, loss and augmentation are fixed by :mod:`cxrtriage.training.segmenter`; these fields are
+    what a run may change. Each field carries its help text for the command line.
+    """
+
+    data: str = _opt("", "mask dataset folder with manifest.csv (image, mask[, label]) such as shared/data/lung-masks")
+    out: str = _opt("runs/lung-segmenter", "output folder: the segmenter bundle, checkpoints and history")
+    image_size: int = _opt(160, "square network input side in pixels")
+    epochs: int = _opt(10, "maximum number of epochs")
+    batch_size: int = _opt(16, "images per optimisation step")
+    lr: float = _opt(2e-3, "peak learning rate (warm-up then cosine decay per step, timm CosineLRScheduler)")
+    optimizer: str = _opt("adamw", "optimiser from timm.optim.create_optimizer_v2", OPTIMIZERS)
+    weight_decay: float = _opt(1e-4, "decoupled weight decay")
+    patience: int = _opt(4, "early stopping patience (epochs without a validation Dice gain)")
+    val_fraction: float = _opt(0.15, "validation share of the patient-level split")
+    seed: int = _opt(0, "seed for the split, initialisation, batch order and augmentation")
+    intensity: str = _opt("equalize", "intensity normalisation", INTENSITY_METHODS)
+    pretrained: bool = _opt(True, "initialise the encoder from the packaged EfficientNet-Lite0 ImageNet weights")
+    init: str | None = _opt(
+        None, "start from the weights of this segmenter folder (fine-tuning); overrides --pretrained"
+    )
+    augment: str = _opt(
+        "standard", "augmentation strength: standard or mild (half the warp and intensity ranges)", SEGMENT_AUGMENTS
+    )
+    max_train_images: int | None = _opt(None, "cap on training images (random subset) for quick runs")
+    max_val_images: int | None = _opt(None, "cap on validation images (random subset) for quick runs")
+    threads: int = _opt(2, "torch CPU threads")
+    device: str = _opt("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N", parse=check_device)
+    precision: str = _opt(PRECISION_AUTO, "auto or a Lightning Fabric precision: 32-true, bf16-mixed, 16-mixed")
+    devices: int = _opt(1, "devices (processes) for Lightning Fabric")
+    strategy: str = _opt("auto", "Lightning Fabric strategy")
+    cache_dir: str | None = _opt(None, "decoded-image cache folder (default $CXRTRIAGE_CACHE or ~/.cache/cxrtriage)")
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``dict`` (JSON-serialisable)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> SegmenterTrainConfig:
+        """Build from a ``dict`` (strict: an unknown key raises :class:`ConfigKeyError`)."""
+        return strict_from_dict(cls, data, source)

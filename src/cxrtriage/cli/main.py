@@ -18,6 +18,7 @@ from cxrtriage.cli import models as models_cli
 from cxrtriage.cli import pacs as pacs_cli
 from cxrtriage.cli import predict as predict_cli
 from cxrtriage.cli import score as score_cli
+from cxrtriage.cli import segment as segment_cli
 from cxrtriage.cli import serve as serve_cli
 from cxrtriage.cli import train as train_cli
 from cxrtriage.cli import users as users_cli
@@ -51,6 +52,7 @@ COMMAND_GROUPS = [
     experiments_cli,
     audit_cli,
     score_cli,
+    segment_cli,
 ]
 
 

@@ -1,0 +1,137 @@
+"""The lung segmenter's folder, laid out like the classifiers' (Hugging Face Hub / timm style).
+
+```
+DIR/config.json        SegmenterConfig (strict: an unknown or missing key is an error naming it)
+DIR/model.safetensors  the PyTorch weights (training, export, the ONNX-equals-PyTorch check)
+DIR/model.onnx         what inference runs (ONNX Runtime; no PyTorch needed)
+DIR/bundle.json        sections: training (split, epochs, wall time) and evaluation (Dice, adult area statistics)
+DIR/README.md          the card, rendered from the sections (cxrtriage.segment.card)
+```
+Loading reads JSON only: torch is imported by :meth:`SegmenterBundle.save` and :meth:`SegmenterBundle.torch_model`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cxrtriage.config import SegmenterConfig
+
+__all__ = ["SegmenterBundle", "SegmenterBundleError", "ONNX_INPUT", "ONNX_OUTPUT", "ONNX_OPSET"]
+
+#: Input and output names of the exported graph: ``image`` float32 (N, 1, S, S) -> ``lung_logits`` (N, 1, S, S).
+ONNX_INPUT, ONNX_OUTPUT = "image", "lung_logits"
+ONNX_OPSET = 17
+
+
+class SegmenterBundleError(ValueError):
+    """A segmenter folder is incomplete or inconsistent (the message names the folder and the file)."""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class SegmenterBundle:
+    """A lung segmenter's folder in memory.
+
+    Attributes
+    ----------
+    config : SegmenterConfig
+    training : dict
+        How it was trained (data, split sizes and patients, validation images, best epoch, wall time).
+    evaluation : dict
+        Measured figures (:func:`cxrtriage.experiments.segmenter.evaluate_segmenter`); empty until measured.
+    onnx_sha256 : str
+        Checksum of ``model.onnx`` written by :meth:`save`.
+    """
+
+    config: SegmenterConfig
+    training: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    onnx_sha256: str = ""
+
+    def save(self, out: str | Path, net: Any) -> Path:
+        """Write ``config.json``, ``model.safetensors``, ``model.onnx``, ``bundle.json`` and the card.
+
+        Parameters
+        ----------
+        out : path
+            Folder (created).
+        net : torch.nn.Module
+            The trained network (:func:`cxrtriage.segment.network.build_segmenter_net`), on the CPU.
+        """
+        import torch
+        from safetensors.torch import save_file
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        net = net.cpu().eval()
+        state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+        save_file(state, str(out / "model.safetensors"))
+        s = self.config.image_size
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 1, s, s),),
+            str(out / "model.onnx"),
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
+            dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+        self.onnx_sha256 = _sha256(out / "model.onnx")
+        self.write_metadata(out)
+        return out
+
+    def write_metadata(self, out: str | Path) -> None:
+        """Write ``config.json``, ``bundle.json`` and the card (not the weights)."""
+        from cxrtriage.segment.card import render_segmenter_card
+
+        out = Path(out)
+        (out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        sections = {"training": self.training, "evaluation": self.evaluation, "onnx_sha256": self.onnx_sha256}
+        (out / "bundle.json").write_text(json.dumps(sections, indent=2) + "\n")
+        (out / "README.md").write_text(render_segmenter_card(self))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SegmenterBundle:
+        """Read a folder written by :meth:`save` (JSON only).
+
+        Raises
+        ------
+        SegmenterBundleError
+            ``config.json``, ``model.onnx`` or ``bundle.json`` missing or unreadable.
+        cxrtriage.config.ConfigKeyError
+            ``config.json`` has an unknown or missing key.
+        """
+        folder = Path(folder)
+        for name in ("config.json", "model.onnx", "bundle.json"):
+            if not (folder / name).is_file():
+                raise SegmenterBundleError(f"{folder}: not a lung-segmenter folder ({name} missing)")
+        try:
+            raw = json.loads((folder / "config.json").read_text())
+            sections = json.loads((folder / "bundle.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SegmenterBundleError(f"{folder}: unreadable bundle metadata: {exc}") from exc
+        config = SegmenterConfig.from_dict(raw, source=str(folder / "config.json"))
+        return cls(
+            config,
+            training=sections.get("training", {}),
+            evaluation=sections.get("evaluation", {}),
+            onnx_sha256=sections.get("onnx_sha256", ""),
+        )
+
+    def torch_model(self, folder: str | Path) -> Any:
+        """The PyTorch network with the folder's ``model.safetensors`` loaded (eval mode, CPU)."""
+        from safetensors.torch import load_file
+
+        from cxrtriage.segment.network import build_from_config
+
+        net = build_from_config(self.config)
+        net.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
+        return net.eval()

@@ -1,0 +1,166 @@
+"""Lung-mask post-processing: keep the largest components, fill holes, flag implausible areas.
+
+Pure NumPy/SciPy (no network code), so the serve process, the audit and the tests share one definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["LungMask", "clean_mask", "contour_of", "lung_fraction", "assess_mask", "lung_bbox"]
+
+
+@dataclass(frozen=True)
+class LungMask:
+    """A lung-field mask of one image.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        ``bool`` array ``(H, W)`` at the input image's own size; ``True`` = lung field.
+    fraction : float
+        Share of the image's pixels inside ``mask``, in [0, 1].
+    failed : bool
+        The segmentation is implausible (``fraction`` outside the segmenter's
+        ``[min_fraction, max_fraction]``, default 5-50 %): callers must not use ``mask``.
+    reason : str
+        Why it failed (empty when it did not).
+    components : int
+        Connected components kept (0-2 for lungs).
+    """
+
+    mask: np.ndarray
+    fraction: float
+    failed: bool
+    reason: str
+    components: int
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready summary (no pixels): fraction rounded to 4 decimals, the flag, its reason, components."""
+        return {
+            "lung_fraction": round(self.fraction, 4),
+            "failed": self.failed,
+            "reason": self.reason,
+            "components": self.components,
+        }
+
+
+def clean_mask(mask: np.ndarray, keep: int = 2) -> tuple[np.ndarray, int]:
+    """Keep the ``keep`` largest 8-connected components of a binary mask and fill their holes.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Array ``(H, W)``, any dtype; non-zero = foreground.
+    keep : int
+        Components to keep, >= 1 (2 for the two lungs).
+
+    Returns
+    -------
+    (numpy.ndarray, int)
+        ``bool`` mask ``(H, W)`` and the number of components kept (<= ``keep``).
+
+    Raises
+    ------
+    ValueError
+        ``mask`` is not 2-D or ``keep`` < 1.
+    """
+    m = np.asarray(mask) != 0
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D (H, W), got shape {m.shape}")
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    labels, n = ndimage.label(m, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return m, 0
+    sizes = np.bincount(labels.ravel())[1:]
+    kept = np.argsort(sizes)[::-1][:keep] + 1
+    out = np.isin(labels, kept)
+    # holes are filled per component: the gap between the two lungs is not a hole of either
+    filled = np.zeros_like(out)
+    for lab in kept:
+        filled |= ndimage.binary_fill_holes(labels == lab)
+    return filled, int(len(kept))
+
+
+def lung_fraction(mask: np.ndarray) -> float:
+    """Share of pixels of a ``(H, W)`` mask that are non-zero, in [0, 1]."""
+    m = np.asarray(mask)
+    return float(np.count_nonzero(m)) / float(max(1, m.size))
+
+
+def assess_mask(mask: np.ndarray, min_fraction: float = 0.05, max_fraction: float = 0.50, keep: int = 2) -> LungMask:
+    """Clean a raw binary lung mask (:func:`clean_mask`) and flag an implausible one.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Raw thresholded network output ``(H, W)``; non-zero = lung.
+    min_fraction, max_fraction : float
+        Plausible share of the image covered by the lungs (defaults 0.05 and 0.50). The RSNA adult masks'
+        1st-99th percentile is 8.8-37.5 % (``shared/data/rsna-lungs``); the pediatric pseudo-masks
+        (``shared/data/lung-masks``) sit at 22-24 % median.
+    keep : int
+        Components kept (2 = both lungs).
+
+    Returns
+    -------
+    LungMask
+    """
+    cleaned, n = clean_mask(mask, keep)
+    frac = lung_fraction(cleaned)
+    reason = ""
+    if n == 0:
+        reason = "no lung field found"
+    elif frac < min_fraction:
+        reason = f"lung fields cover {frac:.1%} of the image (< {min_fraction:.0%})"
+    elif frac > max_fraction:
+        reason = f"lung fields cover {frac:.1%} of the image (> {max_fraction:.0%})"
+    return LungMask(mask=cleaned, fraction=frac, failed=bool(reason), reason=reason, components=n)
+
+
+def lung_bbox(mask: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, int]:
+    """Bounding box of a lung mask, grown by a margin and clipped to the image.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        ``(H, W)``; non-zero = lung.
+    margin : float
+        Added on every side as a fraction of the image's height (top/bottom) and width (left/right).
+
+    Returns
+    -------
+    (top, bottom, left, right) : tuple of int
+        Half-open pixel bounds: ``image[top:bottom, left:right]``. The whole image when the mask is empty.
+    """
+    m = np.asarray(mask) != 0
+    h, w = m.shape
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if len(rows) == 0:
+        return 0, h, 0, w
+    dy, dx = int(round(margin * h)), int(round(margin * w))
+    return (
+        max(0, int(rows[0]) - dy),
+        min(h, int(rows[-1]) + 1 + dy),
+        max(0, int(cols[0]) - dx),
+        min(w, int(cols[-1]) + 1 + dx),
+    )
+
+
+def contour_of(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """The outline of a mask, ``width`` pixels wide (inside the mask), as ``bool (H, W)``.
+
+    Raises
+    ------
+    ValueError
+        ``width`` < 1.
+    """
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    m = np.asarray(mask, dtype=bool)
+    inner = ndimage.binary_erosion(m, iterations=width, border_value=0)
+    return m & ~inner
