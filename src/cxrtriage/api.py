@@ -38,7 +38,6 @@ from cxrtriage.data.cache import default_cache_dir
 from cxrtriage.data.dataset import ImageDataset
 from cxrtriage.data.discover import DatasetError, discover
 from cxrtriage.data.io import ImageReadError, as_gray_uint8, read_image
-from cxrtriage.data.transforms import preprocess
 from cxrtriage.explain.cam import cam_from_features, normalize_cam, upsample_cam
 from cxrtriage.explain.gradcam import gradcam
 from cxrtriage.inference.backend import ONNX_NAME, OnnxBackend, TorchBackend
@@ -286,12 +285,11 @@ class Model:
         skip: list[tuple[str, str]] | None,
         gate_scores: dict[str, float] | None = None,
     ) -> np.ndarray | None:
-        c = self.config
         try:
             gray = _to_gray(name, item)
             if gate_scores is not None and self._gate is not None:
                 gate_scores[name] = float(self._gate.score_images([gray])[0])
-            return preprocess(gray, c.image_size, c.intensity, c.mean, c.std)
+            return self.backend.preprocess(gray)
         except ImageReadError as exc:
             if skip is None:
                 raise
@@ -470,7 +468,7 @@ class Model:
         name, item = items[0]
         img = _to_gray(name, item)
         c = self.config
-        x = preprocess(img, c.image_size, c.intensity, c.mean, c.std)
+        x = self.backend.preprocess(img)
         if class_name is None:
             probs = softmax(self.backend.run([x[None]])[0], c.temperature)
             index = int(decide(probs, c)[0])

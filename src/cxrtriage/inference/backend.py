@@ -128,8 +128,24 @@ def preprocessed_batches(
 
 
 def config_batches(images: ImageInput, config: ModelConfig, batch_size: int = 32) -> Iterator[np.ndarray]:
-    """:func:`preprocessed_batches` with the preprocessing of ``config``."""
-    return preprocessed_batches(images, config.image_size, config.intensity, config.mean, config.std, batch_size)
+    """Model input batches ``float32 (B, 1, S, S)`` with the preprocessing of ``config``.
+
+    For ``config.input`` ``full`` this is :func:`preprocessed_batches`; ``lungs`` and ``lung-crop`` add the
+    lung step (:func:`cxrtriage.inference.lung_input.model_inputs`, one segmenter call per batch).
+    """
+    if config.input == "full":
+        return preprocessed_batches(images, config.image_size, config.intensity, config.mean, config.std, batch_size)
+    return _lung_batches(images, config, batch_size)
+
+
+def _lung_batches(images: ImageInput, config: ModelConfig, batch_size: int) -> Iterator[np.ndarray]:
+    from cxrtriage.inference.lung_input import model_inputs
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        yield model_inputs([read_image(im) if isinstance(im, str | Path) else np.asarray(im) for im in chunk], config)
 
 
 def _empty(num_classes: int, features: FeatureKind) -> tuple[np.ndarray, np.ndarray]:
@@ -200,9 +216,15 @@ class _ConfigMixin:
         return self.config
 
     def preprocess(self, img: np.ndarray) -> np.ndarray:
-        """``uint8 (H, W)`` -> ``float32 (1, S, S)``, see :func:`cxrtriage.data.transforms.preprocess`."""
+        """``uint8 (H, W)`` -> ``float32 (1, S, S)``: :func:`cxrtriage.data.transforms.preprocess`, after the
+        model's lung step when ``config.input`` is ``lungs`` or ``lung-crop``
+        (:func:`cxrtriage.inference.lung_input.model_inputs`)."""
         c = self.require_config()
-        return preprocess(img, c.image_size, c.intensity, c.mean, c.std)
+        if c.input == "full":
+            return preprocess(img, c.image_size, c.intensity, c.mean, c.std)
+        from cxrtriage.inference.lung_input import model_inputs
+
+        return model_inputs([img], c)[0]
 
     def logits(self, images: ImageInput, batch_size: int = 32) -> np.ndarray:
         """Logits ``float32 (N, K)`` of ``uint8 (H, W)`` images or image paths (model preprocessing)."""

@@ -49,12 +49,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxrtriage.config import ModelConfig, ScoreConfig
+from cxrtriage.data.cache import resize_gray
 from cxrtriage.data.io import IMAGE_SUFFIXES, ImageReadError, read_image
 from cxrtriage.data.transforms import preprocess
 from cxrtriage.explain.cam import cam_from_features, normalize_cam
 from cxrtriage.explain.overlay import heatmap_overlay
 from cxrtriage.inference.backend import OnnxBackend, TorchBackend
 from cxrtriage.inference.loading import load_backend
+from cxrtriage.inference.lung_input import model_inputs
 from cxrtriage.metrics.calibration import softmax
 from cxrtriage.metrics.decision import decide
 from cxrtriage.models.bundle import resolve_model_dir
@@ -173,9 +175,17 @@ def heatmap_dir(out: str | Path) -> Path:
     return o.with_name(o.stem + "_heatmaps")
 
 
-def _prepare(item: Item, image_size: int, intensity: str, mean: float, std: float) -> tuple[Item, Any]:
-    """Worker: ``(item, float32 (1, S, S))`` or ``(item, reason)`` for an unreadable file."""
+def _prepare(
+    item: Item, image_size: int, intensity: str, mean: float, std: float, lung_input: str = "full"
+) -> tuple[Item, Any]:
+    """Worker: ``(item, float32 (1, S, S))`` or ``(item, reason)`` for an unreadable file.
+
+    For a model with a lung step (``lung_input`` not ``full``) the worker only decodes and squashes
+    (``uint8 (S, S)``); the segmenter runs per batch in the stream (:func:`_forward`), never in a forked worker.
+    """
     try:
+        if lung_input != "full":
+            return item, resize_gray(read_image(item[1]), image_size)
         return item, preprocess(read_image(item[1]), image_size, intensity, mean, std)
     except ImageReadError as exc:
         return item, exc.reason
@@ -234,7 +244,9 @@ def _forward(backend: OnnxBackend | TorchBackend, batch: list[tuple[Item, Any]],
     ok = [x for _, x in batch if isinstance(x, np.ndarray)]
     if not ok:
         return batch, None, None
-    logits, fmaps = backend.run([np.stack(ok)], features="map" if want_maps else "none")
+    mc = backend.require_config()
+    x = model_inputs(ok, mc) if mc.input != "full" else np.stack(ok)
+    logits, fmaps = backend.run([x], features="map" if want_maps else "none")
     return batch, logits, fmaps
 
 
@@ -247,7 +259,9 @@ def _forwarded_batches(
     release the GIL) or takes it from the decoding processes, then runs the network on it.
     """
     mc = backend.require_config()
-    fn = functools.partial(_prepare, image_size=mc.image_size, intensity=mc.intensity, mean=mc.mean, std=mc.std)
+    fn = functools.partial(
+        _prepare, image_size=mc.image_size, intensity=mc.intensity, mean=mc.mean, std=mc.std, lung_input=mc.input
+    )
     streams = stream_count(cfg, backend)
     job: Callable[[Any], Forwarded]
     inputs: Iterable[Any]

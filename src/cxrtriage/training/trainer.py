@@ -280,6 +280,12 @@ def train(
     va_rows = np.nonzero(cache.index >= n_tr)[0]
     x_tr, y_tr = cache.images[tr_rows], targets_all[cache.index[tr_rows]]
     x_va, y_va = cache.images[va_rows], targets_all[cache.index[va_rows]]
+    lung_fallbacks = 0
+    if cfg.input != "full":  # the same lung step every inference path applies (cxrtriage.inference.lung_input)
+        x_tr, n_tr_fb = _lung_step(x_tr, cfg.input)
+        x_va, n_va_fb = _lung_step(x_va, cfg.input)
+        lung_fallbacks = n_tr_fb + n_va_fb
+        fabric.print(f"input {cfg.input}: lung segmentation failed on {lung_fallbacks} image(s), kept whole")
     if len(np.unique(y_tr)) < 2 or len(np.unique(y_va)) < 2:
         raise ValueError(f"{cfg.data}: training and validation splits each need at least two classes")
     skipped = [list(f) for f in cache.failures]
@@ -517,6 +523,7 @@ def train(
             "channels_last": cfg.channels_last,
             "workers": cfg.workers,
             "compile": cfg.compile,
+            **({"input": cfg.input, "lung_segmentation_fallbacks": lung_fallbacks} if cfg.input != "full" else {}),
         },
     )
     mcfg = ModelConfig(
@@ -529,6 +536,7 @@ def train(
         threshold_rule=rule,
         positive_class=task.positive_class,
         version=f"{task.name}-{cfg.arch}-{cfg.image_size}px-seed{cfg.seed}",
+        input=cfg.input,
     )
     net = net.cpu().to(memory_format=torch.contiguous_format)
     if isinstance(net, nn.Module) and fabric.world_size > 1 and fabric.device.type == "cuda":
@@ -539,6 +547,18 @@ def train(
         plot_history(history, out)
     fabric.barrier()
     return TrainResult(out, int(best["epoch"]), metrics, wall, cache.failures)
+
+
+def _lung_step(images: np.ndarray, mode: str, chunk: int = 256) -> tuple[np.ndarray, int]:
+    """``uint8 (N, S, S)`` after the lung step ``mode``, and how many images kept whole (failed segmentation)."""
+    from cxrtriage.inference.lung_input import apply_lung_input
+
+    parts, fallbacks = [], 0
+    for start in range(0, len(images), chunk):
+        res = apply_lung_input(np.asarray(images[start : start + chunk]), mode)
+        parts.append(res.images)
+        fallbacks += sum(res.fallback)
+    return (np.concatenate(parts) if parts else np.asarray(images)), fallbacks
 
 
 def _plain_batchnorm(module: nn.Module) -> nn.Module:
