@@ -15,8 +15,9 @@ Nat. Mach. Intell. 3, 2021; Zech et al., PLoS Med. 15(11), 2018):
 3. **Heatmap in the lungs.** Per image, the share of the predicted class's CAM
    mass inside the lung mask, against the mask's own area (the chance level).
 
-The lung fields are an anatomical approximation (:mod:`cxrtriage.explain.lungs`),
-not a segmentation; every output says so.
+The lung fields come from the shipped lung segmenter (:mod:`cxrtriage.segment`): images
+that are already lung-only are detected and keep their own lung region; an image whose
+segmentation failed (mask < 5 % or > 50 % of the image) is left out and listed.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from cxrtriage.data.cache import load_cached
 from cxrtriage.data.dedupe import dataset_tag, duplicate_pairs, image_hashes
 from cxrtriage.data.discover import DatasetError, Sample, discover
 from cxrtriage.explain.cam import cam_from_features, upsample_cam
-from cxrtriage.explain.lungs import LUNG_MASK_METHOD, HideFill, hide_region, lung_mask
+from cxrtriage.explain.lungs import HideFill, hide_region
 from cxrtriage.explain.overlay import heatmap_overlay
 from cxrtriage.inference.backend import config_batches
 from cxrtriage.inference.loading import load_backend
@@ -50,6 +51,7 @@ from cxrtriage.metrics.classification import report_at_operating_point
 from cxrtriage.metrics.decision import decide
 from cxrtriage.metrics.report import MetricReport
 from cxrtriage.models.bundle import AuditSection, ModelBundle
+from cxrtriage.segment.runtime import LungSegmenter, load_segmenter
 from cxrtriage.tasks import get_task
 
 __all__ = ["AuditResult", "CONDITIONS", "hidden_lung_reports", "run_audit", "select_samples"]
@@ -128,7 +130,7 @@ def hidden_lung_reports(
     images : numpy.ndarray
         ``uint8 (N, H, W)``.
     masks : numpy.ndarray
-        ``bool (N, H, W)`` lung masks (:func:`cxrtriage.explain.lungs.lung_mask`).
+        ``bool (N, H, W)`` lung masks (:func:`cxrtriage.segment.segment_lungs`).
     y : int array ``(N,)``
         True class indices of ``config.classes``.
     probabilities : callable
@@ -182,6 +184,16 @@ def _example_panel(img: np.ndarray, mask: np.ndarray, heat: np.ndarray | None, f
     return Image.fromarray(np.concatenate(tiles, axis=1).astype(np.uint8))
 
 
+def lung_mask_method(seg: LungSegmenter, failed: int, total: int) -> str:
+    """One line naming the lung masks an audit used: the segmenter, its held-out Dice, the images left out."""
+    held = seg.bundle.evaluation.get("heldout", {})
+    dice = f", held-out Dice {held['dice_mean']:.3f} against pseudo-masks" if "dice_mean" in held else ""
+    return (
+        f"lung segmenter {seg.config.version} (U-Net, {seg.folder.name}{dice}); lung-only images detected and "
+        f"their own lung region used; {failed} of {total} images left out (failed segmentation)"
+    )
+
+
 def run_audit(
     model: str | Path | None,
     data: Sequence[str | Path],
@@ -196,6 +208,7 @@ def run_audit(
     n_examples: int = 4,
     command: str = "",
     device: str = "cpu",
+    segmenter: str | Path | None = None,
 ) -> AuditResult:
     """Run the shortcut audit of a model on one or more labelled datasets.
 
@@ -231,6 +244,8 @@ def run_audit(
         The command line, recorded.
     device : str
         ``auto``, ``cpu``, ``cuda`` or ``cuda:N``: a GPU runs the model in PyTorch, the CPU in ONNX Runtime.
+    segmenter : path, optional
+        Lung segmenter folder (default: the shipped one, :func:`cxrtriage.segment.load_segmenter`).
 
     Returns
     -------
@@ -284,10 +299,18 @@ def run_audit(
                 dropped.append({"path": samples[keep[b]].path, "duplicate_of": samples[keep[a]].path})
         rows = [r for r in range(len(keep)) if r not in drop]
         keep, images = [keep[r] for r in rows], images[rows]
+    # lung fields from the segmenter; images whose segmentation failed are left out, never masked wrongly
+    seg = load_segmenter(segmenter)
+    lung = [m for start in range(0, len(images), 64) for m in seg.segment_batch(list(images[start : start + 64]))]
+    seg_failed = [{"path": samples[keep[r]].path, "reason": m.reason} for r, m in enumerate(lung) if m.failed]
+    rows = [r for r, m in enumerate(lung) if not m.failed]
+    if not rows:
+        raise DatasetError(f"{', '.join(map(str, data))}: lung segmentation failed on all {len(lung)} images")
+    keep, images = [keep[r] for r in rows], images[rows]
+    masks = np.stack([lung[r].mask for r in rows])
     kept = [samples[i] for i in keep]
     src = [sources[i] for i in keep]
     y = np.array([s.target for s in kept])
-    masks = np.stack([lung_mask(im) for im in images])
 
     backend = load_backend(bundle.directory or model or "", export_if_missing=False, device=device)
 
@@ -336,7 +359,7 @@ def run_audit(
     section = AuditSection(
         data=[dataset_tag(d) for d in data],
         n=len(kept),
-        lung_mask=LUNG_MASK_METHOD,
+        lung_mask=lung_mask_method(seg, len(seg_failed), len(lung)),
         fill="image mean intensity" if fill == "mean" else "neutral grey (128)",
         original=reports["original"],
         lungs_hidden=reports["lungs_hidden"],
@@ -373,6 +396,7 @@ def run_audit(
         if head is not None
         else "unavailable: the model has no GAP + linear head",
         "duplicates_dropped": dropped,
+        "segmentation_failed": seg_failed,
         "skipped": [{"path": p, "reason": r} for p, r in cache.failures],
         "examples": examples,
         "seconds": round(time.time() - t0, 1),
