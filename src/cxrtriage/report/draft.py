@@ -85,6 +85,7 @@ def _model_part(r: Mapping[str, Any]) -> dict:
         if applicable
         else (r.get("population_warning") or "outside the validated population"),
         "heatmap_url": r.get("heatmap_url"),
+        "cam_in_lungs": r.get("cam_in_lungs"),
     }
 
 
@@ -109,7 +110,8 @@ def build_report(
         ``probabilities`` (dict str -> float in [0, 1]), ``threshold`` (float or
         None), ``positive_class``, ``triage`` ({"no_finding", "finding"}),
         ``model_name``, ``model_version`` and optionally ``applicable`` (bool,
-        default True), ``population_warning`` (str) and ``heatmap_url``.
+        default True), ``population_warning`` (str), ``heatmap_url`` and ``cam_in_lungs`` (share of the
+        heatmap inside the lung fields, in [0, 1], or None).
     study_id : str
     created_at : str, optional
         ISO 8601 UTC time; default now.
@@ -313,6 +315,8 @@ def ai_result_line(ai: Mapping[str, Any]) -> str:
         f"{ai['model_name']} (version {ai['model_version']}): {ai['label']} ({_pct(ai['probability'])}); "
         f"probabilities: {probs}; threshold: {thr}; triage: {ai['triage']}."
     )
+    if ai.get("cam_in_lungs") is not None:
+        line += f" Heatmap inside the lung fields: {_pct(ai['cam_in_lungs'])}."
     if not ai.get("applicable", True):
         line += f" WARNING: {ai.get('population_warning')}; shown for information, not used in the triage."
     return line

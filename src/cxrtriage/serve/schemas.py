@@ -99,6 +99,17 @@ class AIResult(BaseModel):
     applicable: bool = Field(description="the image lies inside the population the model was validated on")
     population_warning: str | None
     heatmap_url: str | None
+    cam_in_lungs: float | None = Field(None, description="share of the heatmap inside the lung fields, in [0, 1]")
+
+
+class LungsOut(BaseModel):
+    """The lung segmentation of a study's image (the shipped lung segmenter, ONNX Runtime)."""
+
+    lung_fraction: float = Field(ge=0, le=1, description="share of the image inside the lung mask")
+    failed: bool = Field(description="implausible mask (< 5 % or > 50 % of the image): not used")
+    reason: str = Field(description="why it failed (empty when it did not)")
+    components: int = Field(description="connected components kept (2 = both lungs)")
+    segmenter: str = Field(description="segmenter version")
 
 
 class ReaderCall(BaseModel):
@@ -137,6 +148,7 @@ class Timings(BaseModel):
 
     decode_ms: float = 0.0
     gates_ms: float = Field(0.0, description="gate 1 (chest radiograph?) and gate 2 (population), one feature pass")
+    segment_ms: float = Field(0.0, description="lung segmentation (ONNX Runtime U-Net and post-processing)")
     inference_ms: float = Field(0.0, description="forward passes of every model")
     heatmap_ms: float = Field(0.0, description="class activation maps and OOD scores of every model")
     report_ms: float = 0.0
@@ -154,11 +166,12 @@ def study_links(study_id: str) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``image_url``, ``report_urls``, ``page_url``.
+        ``image_url``, ``lungs_url``, ``report_urls``, ``page_url``.
     """
     base = f"/api/v1/studies/{study_id}"
     return {
         "image_url": f"{base}/image.png",
+        "lungs_url": f"{base}/lungs.png",
         "report_urls": {f: f"{base}/report.{f}" for f in ("json", "html", "pdf")},
         "page_url": f"/studies/{study_id}",
     }
@@ -208,6 +221,11 @@ class ModelResultOut(BaseModel):
         description="why not, when applicable is false, e.g. 'outside the validated population: pediatric model, adult image'"
     )
     heatmap_class: str | None = Field(validation_alias=AliasChoices("heatmap_class", "heat_class"))
+    cam_in_lungs: float | None = Field(
+        None,
+        description="share of the heatmap's mass inside the lung fields (chance level: lungs.lung_fraction); "
+        "None without a heatmap or a usable lung mask",
+    )
     ood_score: float | None = Field(
         description="squared Mahalanobis distance of the model's pooled features (lower = more typical)"
     )
@@ -256,6 +274,8 @@ class StudyOut(BaseModel):
         description="de-identified DICOM attributes (DICOM uploads only)",
     )
     image_url: str
+    lungs: LungsOut | None = Field(None, description="lung segmentation of the image (None: no segmenter ran)")
+    lungs_url: str = Field(description="the image with the lung contour (PNG)")
     report: ReportOut
     report_urls: dict[str, str] = Field(description="json, html and pdf downloads")
     page_url: str

@@ -28,6 +28,7 @@ from cxrtriage.explain.cam import cam_from_features, normalize_cam, upsample_cam
 from cxrtriage.inference.backend import OnnxBackend, TorchBackend
 from cxrtriage.inference.loading import load_backend
 from cxrtriage.inference.predictor import predictions_from_probs
+from cxrtriage.metrics.audit import mass_in_mask
 from cxrtriage.metrics.calibration import softmax
 from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness_of_bytes
 from cxrtriage.ood.gate import CxrGate, GateFeatures, load_gate
@@ -35,6 +36,9 @@ from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
 from cxrtriage.ood.population import PopulationGate, load_population_gate, population_warning
 from cxrtriage.report.draft import build_report, sign_off
 from cxrtriage.report.render import render_html, render_json, render_pdf
+from cxrtriage.segment.bundle import SegmenterBundleError
+from cxrtriage.segment.postprocess import LungMask
+from cxrtriage.segment.runtime import LungSegmenter, shipped_segmenter_dir
 from cxrtriage.serve.lan import public_url
 from cxrtriage.serve.schemas import StudyOut, result_links
 from cxrtriage.serve.settings import ServeSettings
@@ -223,6 +227,8 @@ class Analysis:
         Inside the population the model was validated on (gate 2).
     population_warning : str or None
         Why not, when not applicable.
+    cam_in_lungs : float or None
+        Share of the CAM's mass inside the lung mask (None: no CAM or no usable mask).
     """
 
     probabilities: np.ndarray
@@ -236,6 +242,7 @@ class Analysis:
     priority: float = 0.0
     applicable: bool = True
     population_warning: str | None = None
+    cam_in_lungs: float | None = None
 
 
 def finding_priority(probabilities: np.ndarray, config: ModelConfig) -> float:
@@ -419,6 +426,14 @@ class Engine:
             self.population_gate = load_population_gate()
             if self.population_gate is None:
                 log.warning("no population gate shipped (run `cxr fit-population`); every result is marked applicable")
+        #: the lung segmenter (ONNX Runtime); None when switched off or not shipped
+        self.segmenter: LungSegmenter | None = None
+        if settings.lung_segmenter:
+            try:
+                self.segmenter = LungSegmenter(shipped_segmenter_dir(), threads=settings.threads)
+                self.segmenter.segment(np.full((64, 64), 128, np.uint8))  # warm-up
+            except SegmenterBundleError as exc:
+                log.warning("no lung segmenter: %s; studies carry no lung mask", exc)
         self._features: GateFeatures | None = None
         if self.gate is not None or self.population_gate is not None:
             self._features = GateFeatures(threads=settings.gate_threads)
@@ -467,6 +482,14 @@ class Engine:
             out.population, out.population_score = pops[0], float(scores[0])
         out.ms = (time.perf_counter() - t0) * 1e3
         return out
+
+    def segment(self, img: np.ndarray) -> tuple[LungMask | None, float]:
+        """The lung mask of one ``uint8 (H, W)`` image (None without a segmenter) and its milliseconds."""
+        if self.segmenter is None:
+            return None, 0.0
+        t0 = time.perf_counter()
+        mask = self.segmenter.segment(img)
+        return mask, (time.perf_counter() - t0) * 1e3
 
     def analyze(self, img: np.ndarray, population: str | None = None) -> list[Analysis]:
         """Every model on one ``uint8 (H, W)`` image, in order, with its applicability (gate 2).
@@ -663,8 +686,15 @@ class StudyService:
         existing = self.store.find(sha, self.engine.model_set)
         if existing is not None:
             return existing, True, {"total_ms": (time.perf_counter() - t0) * 1e3}
+        lungs, segment_ms = self.engine.segment(img)
         t1 = time.perf_counter()
         analyses = self.engine.analyze(img, g.population)
+        if lungs is not None and not lungs.failed:
+            for a in analyses:
+                if a.cam is not None:
+                    a.cam_in_lungs = round(
+                        mass_in_mask(upsample_cam(a.cam, (img.shape[1], img.shape[0])), lungs.mask), 4
+                    )
         if not any(a.applicable for a in analyses):
             why = "; ".join(a.population_warning or "" for a in analyses)
             raise ApiError(
@@ -691,8 +721,9 @@ class StudyService:
         rel = self.store.save_image(sha, img)
         original_rel = self.store.save_original(sha, original.pixels) if original is not None else None
         timings = {
-            "decode_ms": (t1 - t0) * 1e3 - g.ms,
+            "decode_ms": (t1 - t0) * 1e3 - g.ms - segment_ms,
             "gates_ms": g.ms,
+            "segment_ms": segment_ms,
             "inference_ms": sum(a.inference_ms for a in analyses),
             "heatmap_ms": sum(a.heatmap_ms for a in analyses),
             "report_ms": (t3 - t2) * 1e3,
@@ -719,6 +750,9 @@ class StudyService:
             results=results,
             original_file=original_rel,
             original_offset=original.offset if original is not None else None,
+            lungs=None
+            if lungs is None or self.engine.segmenter is None
+            else {**lungs.as_dict(), "segmenter": self.engine.segmenter.config.version},
         )
         t4 = time.perf_counter()
         timings["store_ms"] = (t4 - t3) * 1e3
@@ -754,6 +788,7 @@ class StudyService:
             if a.cam is not None
             else None,
             ood_score=a.ood_score if a.ood_score is not None and np.isfinite(a.ood_score) else None,
+            cam_in_lungs=a.cam_in_lungs,
         )
 
     # -- read back --------------------------------------------------------
@@ -785,6 +820,8 @@ class StudyService:
 
         if kind == "image":
             return self.store.root / rec.image_file
+        if kind == "lungs":
+            return self._lung_picture(rec)
         res = rec.result(model)
         if res is None:
             raise ApiError(404, "not_found", f"study {rec.id} has no result of model {str(model)[:80]!r}")
@@ -808,6 +845,35 @@ class StudyService:
         else:
             raise ApiError(404, "not_found", f"unknown picture {kind!r}")
         return self.store.write_derived(rec.id, f"{kind}-{res.position}", png_bytes(pil))
+
+    def _lung_picture(self, rec: Study) -> Path:
+        """The lung contour (green; red when the segmentation failed) on a transparent PNG of the image's size,
+        rendered once and cached.
+
+        The mask is recomputed from the stored image by the same segmenter (deterministic), not stored.
+
+        Raises
+        ------
+        ApiError
+            404 when the server runs no segmenter.
+        """
+        from PIL import Image
+
+        from cxrtriage.segment.postprocess import contour_of
+
+        seg = self.engine.segmenter
+        if seg is None:
+            raise ApiError(404, "not_found", "this server runs no lung segmenter")
+        path = self.store.derived_path(rec.id, "lungs")
+        if path.is_file():
+            return path
+        img = self.store.load_image(rec.image_file)
+        m = seg.segment(img)
+        rgba = np.zeros((*img.shape, 4), np.uint8)  # transparent except the contour: drawn over the viewer's image
+        rgba[contour_of(m.mask, width=max(1, round(max(img.shape) / 300)))] = (
+            (220, 40, 40, 255) if m.failed else (40, 220, 60, 255)
+        )
+        return self.store.write_derived(rec.id, "lungs", png_bytes(Image.fromarray(rgba, mode="RGBA")))
 
     def model_names(self) -> list[str]:
         """Names of the models this server runs, in display order."""

@@ -165,6 +165,10 @@ class ServeSettings:
         Gate 2: mark each model's result ``applicable=False`` with a warning when the image lies outside the
         population that model was validated on; ``outside_population`` (422) only when no model applies.
         Off: every result is marked applicable.
+    lung_segmenter : bool
+        Segment the lung fields of every upload with the shipped segmenter (ONNX Runtime): the study's lung
+        area and failure flag, each heatmap's share inside the lungs, the lung contour picture. Models declaring
+        ``input: lungs | lung-crop`` get their lung step from the same mask whatever this says.
     model_dirs : tuple of pathlib.Path
         The models run on every upload, in display order. Empty (and no ``model_dir``): every shipped model
         (:func:`cxrtriage.models.bundle.shipped_models`), the default model first.
@@ -194,6 +198,7 @@ class ServeSettings:
     prefer_onnx: bool = True
     cxr_gate: bool = True
     population_gate: bool = True
+    lung_segmenter: bool = True
     model_dirs: tuple[Path, ...] = ()
     notify: NotifySettings = field(default_factory=NotifySettings)
     dicom_return_to: str | None = None

@@ -125,6 +125,9 @@ class Study(Base):
         Sort key of the worklist (:func:`cxrtriage.store.reads.worklist_key`): unread first, then flagged,
         then AI priority descending, then oldest first; one indexed column so that keyset pagination is one
         comparison.
+    lungs : dict or None
+        The lung segmentation of the image (:meth:`cxrtriage.segment.LungMask.as_dict`: ``lung_fraction``,
+        ``failed``, ``reason``, ``components``) and the segmenter's ``version``; None when no segmenter ran.
     results : list of ModelResult
         One per model, ordered by :attr:`ModelResult.position` (loaded with the study).
     """
@@ -163,6 +166,7 @@ class Study(Base):
     original_file: Mapped[str | None] = mapped_column(Text, default=None)
     original_offset: Mapped[float | None] = mapped_column(Double, default=None)
     worklist_key: Mapped[str] = mapped_column(String(120), default="", server_default="")
+    lungs: Mapped[dict[str, Any] | None] = mapped_column(JSONValue, default=None)
     results: Mapped[list[ModelResult]] = relationship(
         back_populates="study",
         order_by="ModelResult.position",
@@ -236,6 +240,9 @@ class ModelResult(Base):
         ``(h, w)`` normalised class activation map in [0, 1].
     ood_score : float or None
         Squared Mahalanobis distance on the model's pooled features (when a detector is fitted).
+    cam_in_lungs : float or None
+        Share in [0, 1] of the activation map's mass inside the lung fields (None: no heatmap or the
+        segmentation failed); the lungs' own area share is the chance level.
     """
 
     __tablename__ = "model_results"
@@ -258,6 +265,7 @@ class ModelResult(Base):
     heat_class: Mapped[str | None] = mapped_column(Text)
     cam: Mapped[list[list[float]] | None] = mapped_column(JSONValue)
     ood_score: Mapped[float | None] = mapped_column(Double)
+    cam_in_lungs: Mapped[float | None] = mapped_column(Double, default=None)
     study: Mapped[Study] = relationship(back_populates="results")
 
     def to_dict(self) -> dict[str, Any]:

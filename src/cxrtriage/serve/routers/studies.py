@@ -91,6 +91,7 @@ class PictureKind(StrEnum):
     image = "image"
     annotated = "annotated"
     heatmap = "heatmap"
+    lungs = "lungs"
 
 
 class ReportFormat(StrEnum):
@@ -129,7 +130,7 @@ def get_study(
     "/{study_id}/{kind}.png",
     responses={**_PNG, **_404},
     response_class=FileResponse,
-    summary="Stored image, annotated image or heatmap overlay (PNG)",
+    summary="Stored image, annotated image, heatmap overlay or lung contour (PNG)",
 )
 def picture(
     request: Request,

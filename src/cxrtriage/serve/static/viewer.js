@@ -1,5 +1,6 @@
 // Study viewer: zoom (wheel, buttons), pan (drag), window/level on the original pixels (16-bit for DICOM,
-// else the stored 8-bit image), heatmap overlay per model with an opacity slider. Plain canvas, no library.
+// else the stored 8-bit image), heatmap overlay per model with an opacity slider, the lung contour of the lung
+// segmenter (a transparent PNG drawn on top). Plain canvas, no library.
 (function () {
   "use strict";
   var root = document.getElementById("viewer");
@@ -18,6 +19,8 @@
   var base = document.createElement("canvas"); // the image after window/level, full resolution
   var heat = document.createElement("canvas"); // the selected heatmap, coloured, CAM resolution
   var heatOn = false;
+  var lungsBox = document.getElementById("lungs-toggle");
+  var lungs = null; // the lung contour picture (Image), loaded on first use
   var zoom = 1, tx = 0, ty = 0, fitted = false;
   var defaultWindow = [128, 256]; // level, window of a fresh view (the file's percentiles for 16-bit pixels)
 
@@ -65,6 +68,10 @@
       ctx.imageSmoothingEnabled = true;
       ctx.drawImage(heat, 0, 0, w, h);
       ctx.globalAlpha = 1;
+    }
+    if (lungsBox && lungsBox.checked && lungs && lungs.complete) {
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(lungs, 0, 0, w, h);
     }
     root.dataset.zoom = zoom.toFixed(3);
   }
@@ -153,6 +160,17 @@
   width.addEventListener("input", applyWindow);
   opacity.addEventListener("input", draw);
   heatSelect.addEventListener("change", function () { loadHeat(heatSelect.value); });
+  if (lungsBox) {
+    lungsBox.addEventListener("change", function () {
+      if (lungsBox.checked && !lungs) {
+        lungs = new Image();
+        lungs.onload = function () { root.dataset.lungs = "1"; draw(); };
+        lungs.onerror = function () { info.textContent = "Viewer: the lung contour did not load"; };
+        lungs.src = lungsBox.dataset.src;
+      }
+      draw();
+    });
+  }
   document.getElementById("zoom-in").addEventListener("click", function () { zoom *= 1.25; draw(); });
   document.getElementById("zoom-out").addEventListener("click", function () { zoom /= 1.25; draw(); });
   document.getElementById("zoom-reset").addEventListener("click", function () {
