@@ -84,16 +84,32 @@ def test_shipped_segmenter_bundle_is_complete_and_small():
     assert "not a medical device" in card and "Dice" in card
 
 
-def test_onnx_segmenter_equals_pytorch(example_paths):
+def test_onnx_segmenter_equals_pytorch(example_paths, tmp_path):
+    """The float32 export equals PyTorch; the shipped int8 model.onnx stays close to it and draws the same masks."""
     torch = pytest.importorskip("torch")
+    from cxrtriage.segment.bundle import export_onnx
+
     seg = LungSegmenter(SEG)
     net = seg.bundle.torch_model(SEG)
-    x = np.stack([seg.preprocess(read_image(p)) for p in example_paths[:4]])
+    images = [read_image(p) for p in example_paths[:4]]
+    x = np.stack([seg.preprocess(im) for im in images])
     with torch.no_grad():
         ref = net(torch.from_numpy(x)).numpy()[:, 0]
-    got = seg.logits([read_image(p) for p in example_paths[:4]])
-    assert got.shape == ref.shape == (4, seg.config.image_size, seg.config.image_size)
-    assert float(np.abs(got - ref).max()) < 1e-3
+    fp32 = tmp_path / "fp32"
+    fp32.mkdir()
+    for name in ("config.json", "bundle.json", "model.safetensors"):
+        (fp32 / name).write_bytes((SEG / name).read_bytes())
+    export_onnx(net, fp32 / "model.onnx", seg.config.image_size)
+    exact = LungSegmenter(fp32).logits(images)
+    assert exact.shape == ref.shape == (4, seg.config.image_size, seg.config.image_size)
+    assert float(np.abs(exact - ref).max()) < 1e-3
+    assert seg.config.onnx_precision == "int8"
+    got = seg.logits(images)
+    # int8: probabilities within a few percent, masks (probability >= 0.5) nearly identical
+    prob = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    assert float(np.abs(prob(got) - prob(ref)).mean()) < 0.01
+    for g, r in zip(got, ref):
+        assert _dice(g >= 0, r >= 0) > 0.98
 
 
 @pytest.mark.shared_data

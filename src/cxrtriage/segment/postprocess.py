@@ -78,11 +78,13 @@ def clean_mask(mask: np.ndarray, keep: int = 2) -> tuple[np.ndarray, int]:
         return m, 0
     sizes = np.bincount(labels.ravel())[1:]
     kept = np.argsort(sizes)[::-1][:keep] + 1
-    out = np.isin(labels, kept)
-    # holes are filled per component: the gap between the two lungs is not a hole of either
-    filled = np.zeros_like(out)
+    # holes are filled per component (the gap between the two lungs is not a hole of either), each inside its
+    # own bounding box: a hole never reaches outside it, and the box is a fraction of the image
+    boxes = ndimage.find_objects(labels)
+    filled = np.zeros(m.shape, dtype=bool)
     for lab in kept:
-        filled |= ndimage.binary_fill_holes(labels == lab)
+        box = boxes[lab - 1]
+        filled[box] |= ndimage.binary_fill_holes(labels[box] == lab)
     return filled, int(len(kept))
 
 

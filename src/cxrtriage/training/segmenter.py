@@ -334,5 +334,7 @@ def train_segmenter(cfg: SegmenterTrainConfig, progress: bool = True, resume: bo
         training["init"] = cfg.init
         training["init_training"] = {k: v for k, v in init_training.items() if k != "val_images_relative"}
     seg_cfg.version = f"lungs-unet-efficientnet_lite0-{s}px-seed{cfg.seed}"
-    SegmenterBundle(seg_cfg, training=training).save(out, net)
+    # int8 calibration: the first (up to) 64 training images, un-augmented, standardised like inference
+    calibration = _standardise(x_tr[:64], "none", seg_cfg.mean, seg_cfg.std)
+    SegmenterBundle(seg_cfg, training=training).save(out, net, calibration=calibration)
     return out
