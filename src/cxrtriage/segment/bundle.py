@@ -67,7 +67,7 @@ def quantize_onnx(src: str | Path, dst: str | Path, calibration: Any) -> Path:
 
     batches = [np.asarray(c, dtype=np.float32)[None] for c in calibration]
 
-    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+    class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self._it = iter(batches)
 

@@ -77,10 +77,18 @@ def render_segmenter_card(bundle: SegmenterBundle) -> str:
             if k in defaults and v != defaults[k] and not isinstance(v, bool) and v is not None
         ]
         lines.append(f"- command: `cxr train-segmenter {' '.join(args)}`")
-    if t.get("init_training"):
-        lines.append(
-            f"- fine-tuned from `{t.get('init', '—')}`: {t['init_training'].get('note', 'an earlier run of this recipe')}"
+    # the chain of runs this one started from (``--init``), newest first
+    run, where = t, t.get("init")
+    while run.get("init_training"):
+        start = run["init_training"]
+        stc = start.get("train_config", {})
+        what = start.get("note") or (
+            f"{stc.get('image_size')} px, {start.get('epochs_run')} epochs, lr {stc.get('lr')}, "
+            f"{stc.get('augment', 'standard')} augmentation, held-out Dice {start.get('val_dice_at_best')} "
+            "before post-processing"
         )
+        lines.append(f"- started from `{where or '—'}`: {what}")
+        run, where = start, start.get("init")
     lines += [
         "",
     ]
