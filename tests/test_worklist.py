@@ -126,9 +126,9 @@ def test_sign_amend_and_versions(store):  # noqa: F811
 def test_migration_fills_existing_studies(tmp_path):
     """A database at revision 0003 with a signed and an unsigned study: 0004 gives them status, key and version 1."""
     from alembic import command
-    from sqlalchemy import column, insert, table
+    from sqlalchemy import MetaData, Table, column, insert, table
 
-    from cxrtriage.store import ModelResult, Study, StudyStore
+    from cxrtriage.store import Study, StudyStore
     from cxrtriage.store.store import _alembic_config, make_engine, resolve_database_url
 
     engine = make_engine(resolve_database_url(None, tmp_path))
@@ -149,8 +149,10 @@ def test_migration_fills_existing_studies(tmp_path):
     with engine.begin() as conn:
         for st in (signed, draft):
             conn.execute(insert(old_studies), {k: v for k, v in st.to_dict().items() if k in old_columns})
-            row = {k: v for k, v in st.results[0].to_dict().items() if k != "id"}
-            conn.execute(insert(ModelResult.__table__), {**row, "study_id": st.id})
+            # the model_results table as it was at 0003 (later revisions add columns)
+            old_results = Table("model_results", MetaData(), autoload_with=conn)
+            row = {k: v for k, v in st.results[0].to_dict().items() if k != "id" and k in old_results.c}
+            conn.execute(insert(old_results), {**row, "study_id": st.id})
     engine.dispose()
     migrated = StudyStore(tmp_path)  # upgrade to head
     try:
