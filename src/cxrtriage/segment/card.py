@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cxrtriage.segment.bundle import SegmenterBundle
 
 __all__ = ["render_segmenter_card"]
-
-
-def _fmt(v: Any, nd: int = 3) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.{nd}f}"
-    return str(v)
 
 
 def render_segmenter_card(bundle: SegmenterBundle) -> str:

@@ -24,10 +24,8 @@ are drawn per process, so a data-parallel run matches the single-process run clo
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +56,7 @@ from cxrtriage.models.registry import create_model, model_entry
 from cxrtriage.tasks import get_task
 from cxrtriage.training.aux import AuxHeadNet, aux_targets
 from cxrtriage.training.global_bn import global_batchnorm
+from cxrtriage.training.loop import rng_states, save_checkpoint, seed_all, set_rng_states, write_history
 from cxrtriage.training.optim import build_optimizer, build_scheduler
 from cxrtriage.training.sampling import GlobalBatchSampler, SeededItems
 
@@ -89,22 +88,6 @@ class TrainResult:
     val_metrics: MetricReport
     wall_seconds: float
     skipped: list
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_states() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
 
 
 def launched_by_torchrun() -> bool:
@@ -190,24 +173,6 @@ def _subset(samples: list[Sample], n: int | None, seed: int) -> list[Sample]:
     return [samples[i] for i in sorted(keep)]
 
 
-def _write_history(history: list[dict], path: Path) -> None:
-    if not history:
-        return
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-
-
-def _save(fabric: Fabric, state: dict[str, Any], path: Path) -> None:
-    """``fabric.save`` to a temporary file, then rename: a kill mid-write leaves the previous file intact."""
-    tmp = path.with_suffix(".tmp")
-    fabric.save(tmp, state)
-    if fabric.is_global_zero:
-        tmp.replace(path)
-    fabric.barrier()
-
-
 def train(
     cfg: TrainConfig,
     progress: bool = True,
@@ -260,7 +225,7 @@ def train(
     fabric = make_fabric(cfg)
     rank0 = fabric.is_global_zero
     progress = progress and rank0
-    _seed_all(cfg.seed)
+    seed_all(cfg.seed)
     task = get_task(cfg.task)
     if split is None:
         train_s, val_s = train_val_from_samples(discover(cfg.data, task), cfg.val_fraction, cfg.seed)
@@ -365,7 +330,7 @@ def train(
         elapsed_before = rest.get("elapsed", 0.0)
         num_updates = rest.get("num_updates", 0)
         if "rng" in rest:
-            _set_rng_states(rest["rng"])
+            set_rng_states(rest["rng"])
         scheduler.t_initial = t_initial
         scheduler.step_update(num_updates=num_updates)
         log.info("resuming %s after epoch %d", out, rest["epoch"])
@@ -385,7 +350,7 @@ def train(
         if stale >= cfg.patience:
             log.info("early stopping: no validation %s gain for %d epochs", cfg.select_metric, stale)
             break
-        _seed_all(cfg.seed * 1000 + epoch)  # per-epoch seed: a resumed run draws the same batches
+        seed_all(cfg.seed * 1000 + epoch)  # per-epoch seed: a resumed run draws the same batches
         sampler.set_epoch(epoch)
         loader = DataLoader(
             dataset,
@@ -458,11 +423,11 @@ def train(
         score = selected if selected is not None else -row["val_loss"]
         if score > best["auroc"]:
             best = {"auroc": score, "epoch": epoch}
-            _save(fabric, {"model": ema.module if ema is not None else net}, ckpt_dir / "best.pt")
+            save_checkpoint(fabric, {"model": ema.module if ema is not None else net}, ckpt_dir / "best.pt")
             stale = 0
         else:
             stale += 1
-        _save(
+        save_checkpoint(
             fabric,
             {
                 "model": model,
@@ -473,14 +438,14 @@ def train(
                 "num_updates": num_updates,
                 "history": history,
                 "best": best,
-                "rng": _rng_states(),
+                "rng": rng_states(),
                 "config": cfg.to_dict(),
                 "elapsed": elapsed_before + time.time() - t0,
             },
             last_path,
         )
         if rank0:
-            _write_history(history, out / "history.csv")
+            write_history(history, out / "history.csv")
         fabric.print(
             f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
             f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} AUROC {row['val_auroc']} "
@@ -543,7 +508,7 @@ def train(
         net = _plain_batchnorm(net)
     if rank0:
         ModelBundle(mcfg, train_config=cfg, training=summary, split=split_section).save(out, net)
-        _write_history(history, out / "history.csv")
+        write_history(history, out / "history.csv")
         plot_history(history, out)
     fabric.barrier()
     return TrainResult(out, int(best["epoch"]), metrics, wall, cache.failures)
