@@ -35,8 +35,9 @@ def main() -> None:
     root = Path(a.data).resolve()
     held = set(bundle.training["val_images_relative"])
     held_paths = {str((root / h).resolve()) for h in held}
-    train = [p for p in read_mask_manifest(root) if p.image not in held_paths]
-    if len(train) + len(held) != len(read_mask_manifest(root)):
+    pairs = read_mask_manifest(root)
+    train = [p for p in pairs if p.image not in held_paths]
+    if len(train) + len(held) != len(pairs):
         raise SystemExit(f"{root}: the folder's held-out images are not all in this manifest")
     seg = LungSegmenter(folder)
     calibration = np.stack([seg.preprocess(read_image(p.image)) for p in train[: a.images]])

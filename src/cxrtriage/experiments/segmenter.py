@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from cxrtriage.data.io import ImageReadError, read_image
-from cxrtriage.segment.postprocess import LungMask, clean_mask, contour_of
+from cxrtriage.segment.postprocess import LungMask, clean_mask, contour_of, dice_scores
 from cxrtriage.segment.runtime import LungSegmenter
 
 __all__ = [
@@ -41,10 +41,9 @@ ADULT_RANGE = (0.08, 0.40)
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two binary ``(H, W)`` masks in [0, 1] (1.0 when both are empty)."""
-    p, t = np.asarray(pred) != 0, np.asarray(truth) != 0
-    total = int(p.sum()) + int(t.sum())
-    return 1.0 if total == 0 else 2.0 * float((p & t).sum()) / total
+    """Dice of two binary ``(H, W)`` masks in [0, 1] (1.0 when both are empty); one pair of
+    :func:`cxrtriage.segment.postprocess.dice_scores`."""
+    return float(dice_scores(np.asarray(pred)[None], np.asarray(truth)[None])[0])
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -111,8 +110,8 @@ def heldout_dice(
                 names.append(r)
             except ImageReadError:
                 unreadable += 1
-        masks = seg.segment_batch(imgs, detect_lung_only_input=False)
-        logits = seg.logits(imgs)
+        logits = seg.logits(imgs)  # one network call: the raw and the post-processed masks come from it
+        masks = seg.masks_from_logits(logits, [im.shape for im in imgs])
         for m, lg, t, im, r in zip(masks, logits, truths, imgs, names):
             cleaned, _ = clean_mask(t, keep=2)
             extra += int(ndimage.label(t, structure=np.ones((3, 3), dtype=bool))[1] > 2)

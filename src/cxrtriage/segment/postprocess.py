@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["LungMask", "clean_mask", "contour_of", "lung_fraction", "assess_mask", "lung_bbox"]
+__all__ = ["LungMask", "clean_mask", "contour_of", "lung_fraction", "assess_mask", "lung_bbox", "dice_scores"]
 
 
 @dataclass(frozen=True)
@@ -166,3 +166,23 @@ def contour_of(mask: np.ndarray, width: int = 1) -> np.ndarray:
     m = np.asarray(mask, dtype=bool)
     inner = ndimage.binary_erosion(m, iterations=width, border_value=0)
     return m & ~inner
+
+
+def dice_scores(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-image Dice of binary masks.
+
+    Parameters
+    ----------
+    pred, truth : numpy.ndarray
+        ``(N, H, W)``; non-zero = foreground.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64 (N,)`` in [0, 1]; 1.0 where both masks are empty.
+    """
+    p = np.asarray(pred).reshape(len(pred), -1) != 0
+    t = np.asarray(truth).reshape(len(truth), -1) != 0
+    inter = (p & t).sum(1)
+    total = p.sum(1) + t.sum(1)
+    return np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))

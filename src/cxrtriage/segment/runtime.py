@@ -167,11 +167,19 @@ class LungSegmenter:
         if todo:
             with self._lock:
                 logits = self.logits([images[i] for i in todo])
-            thr = float(np.log(c.threshold / (1.0 - c.threshold)))
-            for i, lg in zip(todo, logits):
-                raw = self._to_size(lg, images[i].shape) >= thr
-                out[i] = assess_mask(raw, c.min_fraction, c.max_fraction, c.keep_components)
+            for i, m in zip(todo, self.masks_from_logits(logits, [images[i].shape for i in todo])):
+                out[i] = m
         return [r for r in out if r is not None]
+
+    def masks_from_logits(self, logits: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> list[LungMask]:
+        """Post-processed masks from :meth:`logits` output ``float32 (N, S, S)``, each resized to its ``(H, W)``
+        in ``shapes``, thresholded at ``config.threshold``, cleaned and assessed (:func:`assess_mask`)."""
+        c = self.config
+        thr = float(np.log(c.threshold / (1.0 - c.threshold)))
+        return [
+            assess_mask(self._to_size(lg, shape) >= thr, c.min_fraction, c.max_fraction, c.keep_components)
+            for lg, shape in zip(logits, shapes)
+        ]
 
     def segment(self, img: np.ndarray) -> LungMask:
         """:meth:`segment_batch` of one ``uint8 (H, W)`` image."""

@@ -34,11 +34,12 @@ from cxrtriage.data.patients import patient_id_from_filename
 from cxrtriage.data.split import patient_train_val_split
 from cxrtriage.data.transforms import normalize_intensity
 from cxrtriage.segment.bundle import SegmenterBundle
+from cxrtriage.segment.postprocess import dice_scores
 from cxrtriage.training.loop import fit
 from cxrtriage.training.optim import build_optimizer, build_scheduler
 from cxrtriage.training.trainer import make_fabric
 
-__all__ = ["MaskPair", "read_mask_manifest", "train_segmenter", "dice_scores", "build_segment_augment"]
+__all__ = ["MaskPair", "read_mask_manifest", "train_segmenter", "build_segment_augment"]
 
 log = logging.getLogger(__name__)
 
@@ -150,26 +151,6 @@ class _PairDataset(Dataset):
         image = torch.as_tensor(item["image"]).float().clamp(0.0, 1.0)
         mask = torch.as_tensor(item["mask"]).float().clamp(0.0, 1.0)
         return (image - self.mean) / self.std, mask
-
-
-def dice_scores(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-image Dice of binary masks.
-
-    Parameters
-    ----------
-    pred, truth : numpy.ndarray
-        ``(N, H, W)``; non-zero = foreground.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``float64 (N,)`` in [0, 1]; 1.0 where both masks are empty.
-    """
-    p = np.asarray(pred).reshape(len(pred), -1) != 0
-    t = np.asarray(truth).reshape(len(truth), -1) != 0
-    inter = (p & t).sum(1)
-    total = p.sum(1) + t.sum(1)
-    return np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))
 
 
 def _predict_logits(net: torch.nn.Module, x: np.ndarray, device: torch.device, batch: int = 64) -> torch.Tensor:
