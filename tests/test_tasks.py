@@ -39,6 +39,21 @@ def test_subgroup_values():
     assert subgroup_value(s, "split") == "test"
 
 
+def test_dataset_label_kept_for_subgroups(tmp_path):
+    """The dataset's own label survives the alias table: COVID and Viral Pneumonia apart, both a finding."""
+    from cxrtriage.data.discover import DATASET_LABEL, discover
+
+    (tmp_path / "manifest.csv").write_text("path,label\na.png,COVID\nb.png,Viral Pneumonia\nc.png,Normal\n")
+    got = {subgroup_value(s, DATASET_LABEL): s.label for s in discover(tmp_path, get_task("finding"))}
+    assert got == {"COVID": "finding", "Viral Pneumonia": "finding", "Normal": "no_finding"}
+    (tmp_path / "manifest.csv").unlink()
+    for label in ("Lung_Opacity", "Normal"):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        (tmp_path / "train" / label / "x.png").write_bytes(b"")
+    got = {subgroup_value(s, DATASET_LABEL): s.label for s in discover(tmp_path, get_task("lung-opacity"))}
+    assert got == {"Lung_Opacity": "lung_opacity", "Normal": "no_opacity"}
+
+
 @pytest.mark.parametrize(
     ("task", "label", "expected"),
     [
@@ -66,6 +81,22 @@ def test_subgroup_values():
         ("finding", "legionella", "finding"),
         ("finding", "Lipoid", "finding"),
         ("finding", "Cardiomegaly", "finding"),
+        ("finding", "Normal", "no_finding"),  # rsna-lungs
+        ("finding", "Lung_Opacity", "finding"),
+        ("finding", "No_Lung_Opacity_Not_Normal", "finding"),
+        ("finding", "COVID", "finding"),  # covid19-radiography folders
+        ("finding", "Viral Pneumonia", "finding"),
+        ("lung-opacity", "Normal", "no_opacity"),
+        ("lung-opacity", "No_Lung_Opacity_Not_Normal", "no_opacity"),  # RSNA: abnormal, but no opacity
+        ("lung-opacity", "Lung_Opacity", "lung_opacity"),
+        ("lung-opacity", "No Finding", "no_opacity"),
+        ("lung-opacity", "COVID-19", "lung_opacity"),
+        ("lung-opacity", "Klebsiella", "lung_opacity"),
+        ("lung-opacity", "Pneumonia", "lung_opacity"),
+        ("lung-opacity", "COVID", "lung_opacity"),
+        ("lung-opacity", "Viral Pneumonia", "lung_opacity"),
+        ("lung-opacity", "ARDS", None),  # may or may not show an opacity: left out
+        ("lung-opacity", "Tuberculosis", None),
     ],
 )
 def test_ieee8023_findings(task, label, expected):
@@ -75,7 +106,7 @@ def test_ieee8023_findings(task, label, expected):
     assert t.map_label(label.upper(), "unsplit/x/img.jpg") == got  # case-insensitive
 
 
-@pytest.mark.parametrize("task", ["pneumonia", "pneumonia-type", "covid", "finding"])
+@pytest.mark.parametrize("task", ["pneumonia", "pneumonia-type", "covid", "finding", "lung-opacity"])
 def test_todo_is_never_labelled(task):
     t = get_task(task)
     assert t.map_label("todo", "x.jpg") is None

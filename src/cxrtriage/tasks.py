@@ -36,6 +36,18 @@ Sources of the label conventions:
     have no class in this task and are left out.
   - ``finding``: ``No Finding`` -> no_finding; every disease finding of the
     collection (and the 14 NIH ChestX-ray14 findings) -> finding.
+* RSNA Pneumonia Detection Challenge labels (Shih et al., Radiology: AI 2019;
+  ``rsna-lungs``): ``Normal`` -> no_finding; ``Lung_Opacity`` and
+  ``No_Lung_Opacity_Not_Normal`` -> finding (``finding``); the COVID-19
+  Radiography Database's ``COVID`` and ``Viral Pneumonia`` folders are findings
+  too (its ``Normal`` is no_finding, as before).
+* ``lung-opacity``: RSNA's own definition, ``Lung_Opacity`` (opacity suspicious
+  for pneumonia) versus the rest (``Normal`` and ``No_Lung_Opacity_Not_Normal``).
+  Out of source, every infectious pneumonia finding of ieee8023 (bacterial,
+  viral, COVID-19, fungal, generic ``Pneumonia``) and the COVID-19 Radiography
+  Database's ``COVID`` / ``Viral Pneumonia`` / ``Lung_Opacity`` folders map to
+  lung_opacity; ``No Finding`` and ``Normal`` to no_opacity. Other findings
+  (ARDS, tuberculosis, ...) are left out: they may or may not show an opacity.
 """
 
 from __future__ import annotations
@@ -238,12 +250,35 @@ TASKS: dict[str, TaskSpec] = {
                 "no finding": "no_finding",
                 "abnormal": "finding",
                 "1_abnormal": "finding",
+                "lung_opacity": "finding",
+                "no_lung_opacity_not_normal": "finding",
+                "covid": "finding",
+                "viral pneumonia": "finding",
                 **{
                     k: "finding"
                     for k in _BACTERIAL + _VIRAL_NON_COVID + _COVID + _FUNGAL + _OTHER_FINDINGS + _NIH_FINDINGS
                 },
             },
-            description='"No finding" vs finding triage (NIH ChestX-ray14).',
+            description='"No finding" vs finding triage (NIH ChestX-ray14, RSNA Pneumonia Detection Challenge).',
+        ),
+        TaskSpec(
+            name="lung-opacity",
+            classes=("no_opacity", "lung_opacity"),
+            normal_classes=("no_opacity",),
+            positive_class="lung_opacity",
+            aliases={
+                "normal": "no_opacity",
+                "no finding": "no_opacity",
+                "no_lung_opacity_not_normal": "no_opacity",
+                "lung_opacity": "lung_opacity",
+                "lung opacity": "lung_opacity",
+                "pneumonia": "lung_opacity",
+                "covid": "lung_opacity",
+                "viral pneumonia": "lung_opacity",
+                "viral_pneumonia": "lung_opacity",
+                **{k: "lung_opacity" for k in _BACTERIAL + _VIRAL_NON_COVID + _COVID + _FUNGAL},
+            },
+            description="Lung opacity suspicious for pneumonia vs the rest (RSNA Pneumonia Detection Challenge, adults).",
         ),
     ]
 }

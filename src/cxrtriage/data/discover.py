@@ -20,7 +20,11 @@ from cxrtriage.data.io import IMAGE_SUFFIXES
 from cxrtriage.data.patients import patient_id_from_filename
 from cxrtriage.tasks import TaskSpec
 
-__all__ = ["Sample", "DatasetError", "discover", "SPLIT_NAMES", "normalise_split"]
+__all__ = ["Sample", "DatasetError", "discover", "SPLIT_NAMES", "normalise_split", "DATASET_LABEL"]
+
+#: Key in :attr:`Sample.extra` of the label as the dataset writes it (``cxr evaluate --by dataset_label``:
+#: e.g. sensitivity on ``COVID`` and on ``Viral Pneumonia`` apart, both mapped to one class of the task).
+DATASET_LABEL = "dataset_label"
 
 #: Folder / manifest split names and their canonical form.
 SPLIT_NAMES = {
@@ -64,7 +68,8 @@ class Sample:
     split : str or None
         ``train`` / ``val`` / ``test`` (or another name from a manifest), if known.
     extra : dict
-        Other manifest columns (e.g. ``sha256``, ``nih_patient_sex``).
+        Other manifest columns (e.g. ``sha256``, ``nih_patient_sex``), and :data:`DATASET_LABEL`: the label
+        as the dataset writes it (manifest ``label`` or folder name), before the task's alias table.
     """
 
     path: str
@@ -93,6 +98,7 @@ def _from_manifest(manifest: Path, task: TaskSpec) -> list[Sample]:
         if not rel:
             continue
         extra = {k: v for k, v in row.items() if k not in ("path", "label", "split", "patient_id") and k is not None}
+        extra[DATASET_LABEL] = (row.get("label") or "").strip()
         target = task.map_label(row.get("label") or "", rel, extra)
         if target is None:
             continue
@@ -118,7 +124,14 @@ def _from_folder(root: Path, task: TaskSpec) -> list[Sample]:
                 split = SPLIT_NAMES[part.lower()]
                 break
         samples.append(
-            Sample(str(path.resolve()), task.classes[target], target, patient_id_from_filename(path), split, {})
+            Sample(
+                str(path.resolve()),
+                task.classes[target],
+                target,
+                patient_id_from_filename(path),
+                split,
+                {DATASET_LABEL: label},
+            )
         )
     return samples
 

@@ -6,7 +6,10 @@ derived column:
 
 * ``age_band``: ``nih_patient_age`` (or ``age``) in bands 0-17, 18-39,
   40-59, 60-79, 80+ years;
-* ``label`` / ``split`` / ``patient_id``: the sample's own fields.
+* ``label`` / ``split`` / ``patient_id``: the sample's own fields (``label`` is the task's class);
+* ``dataset_label``: the label as the dataset writes it, before the task's alias table
+  (:data:`cxrtriage.data.discover.DATASET_LABEL`), e.g. ``COVID`` and ``Viral Pneumonia`` apart
+  when both are a ``finding``.
 
 Within each group the metrics are computed at the model's saved operating
 point (the same rule as :func:`cxrtriage.metrics.decision.decide`). Small
