@@ -48,6 +48,15 @@ Sources of the label conventions:
   Database's ``COVID`` / ``Viral Pneumonia`` / ``Lung_Opacity`` folders map to
   lung_opacity; ``No Finding`` and ``Normal`` to no_opacity. Other findings
   (ARDS, tuberculosis, ...) are left out: they may or may not show an opacity.
+* ``covid4``: the four classes of the COVID-19 Radiography Database's later
+  release and of the LDC paper's model (COVID / Lung_Opacity / Viral_Pneumonia /
+  Normal). ``Lung_Opacity`` is RSNA's class (``rsna-lungs``; its
+  ``No_Lung_Opacity_Not_Normal`` has no class here and is left out);
+  ``Viral_Pneumonia`` of the COVID-19 Radiography Database is Kermany's
+  pediatric viral pneumonia. In ieee8023, COVID-19 -> COVID, non-COVID viral
+  pneumonias -> Viral_Pneumonia, bacterial, fungal and generic pneumonias ->
+  Lung_Opacity (an opacity suspicious for pneumonia, RSNA's definition),
+  ``No Finding`` -> Normal.
 """
 
 from __future__ import annotations
@@ -254,6 +263,7 @@ TASKS: dict[str, TaskSpec] = {
                 "no_lung_opacity_not_normal": "finding",
                 "covid": "finding",
                 "viral pneumonia": "finding",
+                "viral_pneumonia": "finding",
                 **{
                     k: "finding"
                     for k in _BACTERIAL + _VIRAL_NON_COVID + _COVID + _FUNGAL + _OTHER_FINDINGS + _NIH_FINDINGS
@@ -279,6 +289,24 @@ TASKS: dict[str, TaskSpec] = {
                 **{k: "lung_opacity" for k in _BACTERIAL + _VIRAL_NON_COVID + _COVID + _FUNGAL},
             },
             description="Lung opacity suspicious for pneumonia vs the rest (RSNA Pneumonia Detection Challenge, adults).",
+        ),
+        TaskSpec(
+            name="covid4",
+            classes=("COVID", "Lung_Opacity", "Viral_Pneumonia", "Normal"),
+            normal_classes=("Normal",),
+            positive_class="COVID",
+            aliases={
+                "covid": "covid",
+                "lung_opacity": "lung_opacity",
+                "lung opacity": "lung_opacity",
+                "viral pneumonia": "viral_pneumonia",
+                "no finding": "normal",
+                "pneumonia": "lung_opacity",
+                **{k: "covid" for k in _COVID},
+                **{k: "viral_pneumonia" for k in _VIRAL_NON_COVID},
+                **{k: "lung_opacity" for k in _BACTERIAL + _FUNGAL},
+            },
+            description="COVID-19 / lung opacity / viral pneumonia / normal (COVID-19 Radiography Database + RSNA).",
         ),
     ]
 }

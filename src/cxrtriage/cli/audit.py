@@ -1,4 +1,4 @@
-"""``cxr audit``: does the model look at the lungs? (hidden lungs, source probe, heatmap in lungs)."""
+"""``cxr audit``: does the model look at the lungs? (hidden lungs, source probe, heatmap in lungs); ``cxr covid-rule``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,29 @@ def _cmd_audit(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_covid_rule(a: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from cxrtriage.experiments.covid_rule import covid_rule, rule_summary
+
+    passed, results = covid_rule(a.model, a.data, a.cache_dir, a.exclude_where)
+    for r in results:
+        auc = "n/a" if r.auroc is None else f"{r.auroc:.3f}"
+        share = "n/a" if r.pneumonia_called_covid is None else f"{r.pneumonia_called_covid:.3f}"
+        print(
+            f"{r.name}: COVID {r.n_covid} / non-COVID {r.n_non_covid} (pneumonias {r.n_pneumonia}); "
+            f"AUROC {auc}; non-COVID pneumonias called COVID {share}; {'pass' if r.passed else 'FAIL'}"
+        )
+    print("rule holds: the model may ship" if passed else "rule fails: the model stays withdrawn")
+    if a.out:
+        record = rule_summary(str(a.model), passed, results)
+        record["command"] = "cxr " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(record, indent=2) + "\n")
+    return 0 if passed else 3
+
+
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add ``audit`` to the ``cxr`` parser."""
     p = sub.add_parser("audit", help="shortcut audit: hidden lungs, source probe, heatmap share in the lungs")
@@ -59,3 +82,14 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument("--cache-dir", default=None)
     add_device_argument(p)
     commands["audit"] = _cmd_audit
+
+    p = sub.add_parser(
+        "covid-rule",
+        help="the out-of-source rule of a COVID model: AUROC >= 0.80 and <= 20%% of other pneumonias called COVID",
+    )
+    add_model_argument(p)
+    p.add_argument("--data", nargs="+", required=True, help="datasets of sources the model was not trained on")
+    p.add_argument("--exclude-where", action="append", default=[], metavar="COLUMN", help="leave out rows where set")
+    p.add_argument("--out", default=None, help="JSON file for the figures and the verdict")
+    p.add_argument("--cache-dir", default=None)
+    commands["covid-rule"] = _cmd_covid_rule
