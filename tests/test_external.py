@@ -197,3 +197,8 @@ def test_score_dataset_leaves_out_images_flagged_in_a_manifest_column(two_sets):
     assert not any(s.extra.get("covid19_radiography_duplicate") for s in kept.samples)
     with pytest.raises(DatasetError, match="no_such_column"):
         score_dataset(predictor, ieee, n_boot=0, exclude_where=["no_such_column"])
+    by_label = score_dataset(predictor, ieee, n_boot=0, exclude_where=["dataset_label=klebsiella"])
+    assert (by_label.report.n, by_label.excluded) == (15, 5)  # the 5 Klebsiella images, matched case-insensitively
+    assert {s.extra["dataset_label"] for s in by_label.samples} == {"No Finding", "COVID-19"}
+    no_column = score_dataset(predictor, ieee, n_boot=0, exclude_where=["no_such_column=x"])
+    assert (no_column.report.n, no_column.excluded) == (20, 0)  # a COLUMN=VALUE rule is no error where absent

@@ -354,9 +354,10 @@ def _add_external_scoring_arguments(p: argparse.ArgumentParser) -> None:
         "--exclude-where",
         action="append",
         default=[],
-        metavar="COLUMN",
+        metavar="COLUMN[=VALUE]",
         help="leave out images whose manifest column COLUMN is non-empty, e.g. covid19_radiography_duplicate in "
-        "ieee8023-cxr (images also in a model's training source); repeatable",
+        "ieee8023-cxr (images also in a model's training source), or equals VALUE, e.g. "
+        "dataset_label=Viral_Pneumonia; repeatable",
     )
 
 

@@ -143,7 +143,9 @@ def score_dataset(
         Manifest columns: an image whose value in any of them is non-empty is left out
         (e.g. ieee8023-cxr's ``covid19_radiography_duplicate``, set for images that are
         also in the COVID-19 Radiography Database, so a model trained there is not
-        scored on its own training images).
+        scored on its own training images). ``COLUMN=VALUE`` leaves out the images whose
+        column equals ``VALUE`` (case-insensitive), e.g. ``dataset_label=Viral_Pneumonia``
+        (:data:`cxrtriage.data.discover.DATASET_LABEL`); a dataset without that column keeps all.
 
     Returns
     -------
@@ -159,7 +161,11 @@ def score_dataset(
     task = get_task(cfg.task)
     samples = discover(data, task, split)
     n_all = len(samples)
-    for col in exclude_where:
+    for rule in exclude_where:
+        col, has_value, value = rule.partition("=")
+        if has_value:
+            samples = [s for s in samples if str(s.extra.get(col) or "").strip().lower() != value.strip().lower()]
+            continue
         if samples and not any(col in s.extra for s in samples):
             raise DatasetError(f"{data}: no manifest column {col!r} (given to exclude images)")
         samples = [s for s in samples if not str(s.extra.get(col) or "").strip()]

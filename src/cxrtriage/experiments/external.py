@@ -88,7 +88,8 @@ def score_external(
         f"{title + '. ' if title else ''}All {rep.n} readable images of the task's classes ({counts}); "
         f"dataset labels mapped onto the `{rep.task}` classes by the task's alias table, other labels left out"
         + (
-            f"; {scored.excluded} images left out because {' or '.join(f'`{c}`' for c in exclude_where)} is set"
+            f"; {scored.excluded} images left out because "
+            + " or ".join(f"`{c.replace('=', '` is `')}`" if "=" in c else f"`{c}` is set" for c in exclude_where)
             if scored.excluded
             else ""
         )
