@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cxrtriage.ood.gate import CXR_DATASETS, GATE_DIR, gate_part, load_gate, non_cxr_images, read_gate_rows, read_gray
+from cxrtriage.ood.gate import (
+    CXR_DATASETS,
+    GATE_DIR,
+    GATE_FEATURES_DIR,
+    GATE_FEATURES_JSON,
+    GATE_FEATURES_ONNX,
+    GateFeatures,
+    cxr_samples,
+    gate_part,
+    load_gate,
+    non_cxr_images,
+    read_gate_rows,
+    read_gray,
+)
 
 #: Test-part chest radiographs scored per population (the gate's fit and threshold parts are never used here).
 PER_POPULATION = 100
@@ -74,6 +89,52 @@ def test_non_chest_radiographs_refused(gate):
     scores = gate.score_images([im for _, _, im in imgs])
     accepted = [key for (_, key, _), s in zip(imgs, scores) if s >= gate.threshold]
     assert not accepted, f"{len(accepted)}/{len(imgs)} non-radiographs accepted: {accepted}"
+
+
+# -- the feature extractor in ONNX Runtime ---------------------------------------
+#: Scores this close to a gate's threshold may change side with float noise (one image's score *is* gate 1's
+#: threshold: the threshold is a quantile of the threshold part's scores); outside it no decision may change.
+TIE = 1e-3
+
+
+def test_shipped_feature_extractor_is_small_and_documented():
+    onnx_file = GATE_FEATURES_DIR / GATE_FEATURES_ONNX
+    assert onnx_file.stat().st_size <= 25 * 2**20, f"{onnx_file.stat().st_size / 2**20:.1f} MB"
+    info = json.loads((GATE_FEATURES_DIR / GATE_FEATURES_JSON).read_text())
+    assert info["sha256"] == hashlib.sha256(onnx_file.read_bytes()).hexdigest()
+    assert info["output"] == {"name": "features", "shape": ["batch", 1280], "dtype": "float32"}
+    assert info["check_vs_pytorch"]["max_abs_feature_difference"] < 1e-3
+
+
+def test_onnx_gate_features_equal_pytorch_and_keep_every_decision(gate, shared_data_dir, example_paths):
+    """ONNX Runtime features = the PyTorch network's on real chest radiographs of every source and on
+    non-radiographs; both gates' scores and decisions unchanged."""
+    pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    from cxrtriage.ood.gate import torch_gate_features
+    from cxrtriage.ood.population import load_population_gate
+
+    rows = cxr_samples(shared_data_dir, per_set=30, seed=11)
+    assert {pop.split("/")[0] for pop, _, _ in rows} == set(CXR_DATASETS)
+    images = [read_gray(p) for p in example_paths] + [read_gray(p) for _, _, p in rows]
+    n_cxr = len(images)
+    images += [im for _, _, im in non_cxr_images(seed=5, rendered=3, crops=0)][::4]
+    ref = torch_gate_features(images)
+    got = GateFeatures(threads=1)(images)
+    assert got.shape == ref.shape == (len(images), 1280) and got.dtype == np.float32
+    assert float(np.abs(got - ref).max()) < 1e-3
+    assert np.array_equal(GateFeatures(threads=1)(images[:5], batch_size=2), got[:5])  # batching changes nothing
+    st, so = gate.score(ref), gate.score(got)
+    assert float(np.abs(st - so).max()) < 1e-3
+    clear = np.abs(st - gate.threshold) > TIE
+    assert np.array_equal((st >= gate.threshold)[clear], (so >= gate.threshold)[clear])
+    assert (so[:n_cxr] >= gate.threshold).mean() >= 0.97 and (so[n_cxr:] < gate.threshold).all()
+    population = load_population_gate()
+    assert population is not None
+    (pt, sp), (po, sq) = population.population_of(ref), population.population_of(got)
+    assert float(np.abs(sp - sq).max()) < 1e-3
+    clear = np.abs(sp - population.threshold) > TIE
+    assert [a for a, c in zip(pt, clear) if c] == [b for b, c in zip(po, clear) if c]
 
 
 # -- live server ------------------------------------------------------------

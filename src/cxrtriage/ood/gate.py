@@ -2,7 +2,9 @@
 
 Features: global average pool (1280 values) of the last feature map of the
 ImageNet EfficientNet-Lite0 shipped with the package (frozen, grayscale input
-resized to :data:`GATE_SIZE` px, stem filters summed over RGB). Classifier:
+resized to :data:`GATE_SIZE` px, stem filters summed over RGB), run in ONNX
+Runtime (:class:`GateFeatures`; the graph is exported once from PyTorch and
+shipped, so scoring needs neither PyTorch nor scikit-learn). Classifier:
 scikit-learn ``StandardScaler`` + ``LogisticRegression`` (class-balanced) of
 chest radiograph vs anything else; the gate's score is the classifier's
 log-odds of "chest radiograph".
@@ -35,16 +37,20 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self, cast
+from typing import Any, Self
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 __all__ = [
     "GATE_DIR",
+    "GATE_FEATURES_DIR",
     "GATE_SIZE",
     "CxrGate",
     "GateFeatures",
+    "torch_gate_features",
+    "torch_gate_network",
+    "gate_input",
     "gate_part",
     "cxr_samples",
     "read_gate_rows",
@@ -62,6 +68,12 @@ GATE_NPZ = "gate.npz"
 GATE_JSON = "gate.json"
 #: Side of the square grayscale input of the feature extractor (px).
 GATE_SIZE = 128
+#: Folder of the feature extractor's ONNX graph (``model.onnx``) and how it was made (``export.json``).
+GATE_FEATURES_DIR = Path(__file__).parent / "gate_features"
+GATE_FEATURES_ONNX = "model.onnx"
+GATE_FEATURES_JSON = "export.json"
+#: Length of the pooled feature vector (channels of EfficientNet-Lite0's last feature map).
+GATE_FEATURES_DIM = 1280
 #: Largest share of the chest radiographs of a population the threshold may refuse (on the threshold part).
 TARGET_REFUSAL = 0.01
 
@@ -128,40 +140,138 @@ def gate_input(img: np.ndarray) -> np.ndarray:
 
 
 class GateFeatures:
-    """Frozen ImageNet EfficientNet-Lite0 (packaged weights): pooled features of grayscale images.
+    """Frozen ImageNet EfficientNet-Lite0 in ONNX Runtime: pooled features of grayscale images.
+
+    Runs the graph shipped in :data:`GATE_FEATURES_DIR` (``model.onnx``, exported from PyTorch by
+    ``scripts/export_gate_features.py``; ``export.json`` says how): input :func:`gate_input` of each image,
+    output the spatial mean of the network's last feature map, ``float32 (N, 1280)``. Neither PyTorch
+    nor timm is imported; :func:`torch_gate_features` is the PyTorch reference the export is checked against.
 
     Calls are serialised by a lock (one forward pass at a time).
 
     Parameters
     ----------
     threads : int, optional
-        PyTorch intra-op threads set before each call (``torch.set_num_threads``, process-wide);
-        None: leave PyTorch's setting. The server uses 1: on 2 shared cores, two OpenMP threads
-        made one image up to 20 times slower when other processes competed for the cores.
+        ONNX Runtime intra-op threads of this session; None: ONNX Runtime's default (one per core).
+        The server uses 1: on 2 shared cores, a second thread made one image up to 20 times slower
+        when other processes competed for the cores.
+    path : path, optional
+        Another exported graph (default :data:`GATE_FEATURES_DIR` ``/ model.onnx``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No graph at ``path``.
+    ValueError
+        The graph's input or output is not the one described above.
     """
 
-    dim = 1280
+    dim = GATE_FEATURES_DIM
 
-    def __init__(self, threads: int | None = None) -> None:
-        from cxrtriage.models.registry import create_model
+    def __init__(self, threads: int | None = None, path: str | Path | None = None) -> None:
+        import onnxruntime as ort
 
-        self.model = create_model("efficientnet_lite0", num_classes=2, in_chans=1, pretrained=True).eval()
+        self.path = Path(path) if path is not None else GATE_FEATURES_DIR / GATE_FEATURES_ONNX
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path} not found (run `python scripts/export_gate_features.py`)")
+        so = ort.SessionOptions()
+        if threads is not None:
+            so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle worker threads would otherwise busy-wait after each run and take the cores from the rest
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if [i.name for i in inputs] != ["input"] or [o.name for o in outputs] != ["features"]:
+            raise ValueError(f"{self.path}: expected input 'input' and output 'features'")
+        if list(inputs[0].shape[1:]) != [1, GATE_SIZE, GATE_SIZE] or outputs[0].shape[-1] != self.dim:
+            raise ValueError(
+                f"{self.path}: input {inputs[0].shape}, output {outputs[0].shape}; "
+                f"expected (N, 1, {GATE_SIZE}, {GATE_SIZE}) -> (N, {self.dim})"
+            )
         self._lock = threading.Lock()
         self.threads = threads
 
     def __call__(self, images: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
-        """Pooled features ``float32 (N, 1280)`` of ``uint8 (H, W)`` images."""
-        import torch
+        """Pooled features of images.
 
+        Parameters
+        ----------
+        images : sequence of numpy.ndarray
+            ``uint8 (H, W)`` grayscale images (any size; :func:`gate_input` resizes them).
+        batch_size : int
+            Images per forward pass.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``float32 (N, 1280)``; ``(0, 1280)`` for no image.
+
+        Raises
+        ------
+        ValueError
+            An image that is not 2-D (:func:`gate_input`).
+        """
         out = [np.zeros((0, self.dim), np.float32)]
-        with self._lock, torch.inference_mode():
-            if self.threads is not None and torch.get_num_threads() != self.threads:
-                torch.set_num_threads(self.threads)
+        with self._lock:
             for i in range(0, len(images), batch_size):
-                x = torch.from_numpy(np.stack([gate_input(im) for im in images[i : i + batch_size]]))
-                fmap = cast(Any, self.model).forward_features(x)
-                out.append(fmap.mean(dim=(2, 3)).numpy().astype(np.float32))
+                x = np.stack([gate_input(im) for im in images[i : i + batch_size]])
+                out.append(np.asarray(self.session.run(["features"], {"input": x})[0], np.float32))
         return np.concatenate(out)
+
+
+def torch_gate_network() -> Any:
+    """The PyTorch network behind :class:`GateFeatures` (needs torch and timm; export and checks only).
+
+    Returns
+    -------
+    torch.nn.Module
+        In eval mode: ``float32 (N, 1, GATE_SIZE, GATE_SIZE)`` (:func:`gate_input`) -> ``float32 (N, 1280)``,
+        the spatial mean of ``forward_features`` of the packaged ImageNet EfficientNet-Lite0 (grayscale stem:
+        RGB filters summed, :func:`cxrtriage.models.registry.create_model` with ``pretrained=True``).
+    """
+    import torch
+
+    from cxrtriage.models.registry import create_model
+
+    class PooledFeatures(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net: Any = create_model("efficientnet_lite0", num_classes=2, in_chans=1, pretrained=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net.forward_features(x).mean(dim=(2, 3))
+
+    return PooledFeatures().eval()
+
+
+def torch_gate_features(images: Sequence[np.ndarray], batch_size: int = 64, network: Any = None) -> np.ndarray:
+    """:class:`GateFeatures` computed in PyTorch (the reference its ONNX export is checked against).
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        ``uint8 (H, W)`` grayscale images.
+    batch_size : int
+    network : torch.nn.Module, optional
+        :func:`torch_gate_network` (built when not given).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32 (N, 1280)``.
+    """
+    import torch
+
+    net = network if network is not None else torch_gate_network()
+    out = [np.zeros((0, GATE_FEATURES_DIM), np.float32)]
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.stack([gate_input(im) for im in images[i : i + batch_size]]))
+            out.append(net(x).numpy().astype(np.float32))
+    return np.concatenate(out)
 
 
 @dataclass
