@@ -110,3 +110,47 @@ def test_cam_equals_gradcam(exported, images):
                 continue
             corrs.append(float(np.corrcoef(cam.ravel(), ref.ravel())[0, 1]))
     assert min(corrs) >= 0.99, corrs
+
+
+def _overlay_with_matplotlib(img: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """The heatmap overlay as it was drawn before the shipped colour table: matplotlib's ``jet`` per pixel."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    from cxrtriage.explain.overlay import display_image
+
+    base = display_image(img)
+    h = Image.fromarray(np.clip(heat * 255, 0, 255).astype(np.uint8)).resize(base.size, Image.Resampling.BILINEAR)
+    colour = (colormaps["jet"](np.asarray(h, dtype=np.float32) / 255.0)[..., :3] * 255).astype(np.uint8)
+    out = (1 - alpha) * np.asarray(base, dtype=np.float32) + alpha * colour.astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def test_heatmap_overlay_is_the_matplotlib_one_without_matplotlib(example_paths):
+    """The shipped colour table is matplotlib's ``jet`` at every level, and the server's overlays of real CAMs of the
+    shipped model are pixel-identical to the ones drawn with matplotlib."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("onnxruntime")
+    from matplotlib import colormaps
+
+    from cxrtriage.explain.overlay import colormap_lut, display_image, heatmap_overlay
+    from cxrtriage.inference.backend import OnnxBackend
+
+    levels = np.arange(256, dtype=np.uint8).astype(np.float32) / 255.0
+    assert np.array_equal(colormap_lut(), (colormaps["jet"](levels)[:, :3] * 255).astype(np.uint8))
+    src = find_model_dir()
+    if src is None:
+        pytest.skip("no shipped model")
+    backend = OnnxBackend(src, threads=1)
+    ramp = np.tile(np.linspace(0, 1, 300, dtype=np.float32), (40, 1))  # every level, and both ends
+    pairs = [(read_image(example_paths[0]), ramp)]
+    for p in example_paths:
+        img = read_image(p)
+        _, fmap = backend.run([backend.preprocess(img)[None]], features="map")
+        assert backend.head is not None
+        for k in range(backend.head[0].shape[0]):
+            cam = normalize_cam(cam_from_features(fmap[0], backend.head[0], k))
+            pairs.append((img, upsample_cam(cam, display_image(img).size)))  # as the server draws it
+    for img, heat in pairs:
+        got = np.asarray(heatmap_overlay(img, heat))
+        assert got.dtype == np.uint8 and np.array_equal(got, _overlay_with_matplotlib(img, heat))

@@ -436,13 +436,114 @@ def test_restart_keeps_studies(model_dir, tmp_path, example_paths):
             assert again["duplicate"] and again["study_id"] == j["study_id"]
 
 
-def test_torch_fallback_server(model_dir, tmp_path, example_paths):
-    with running_server(_settings(model_dir, tmp_path / "d", prefer_onnx=False)) as url:
-        with _client(url) as c:
-            assert c.get("/api/v1/model").json()["backend"] == "torch"
-            j = _post(c, "a.jpg", example_paths[5].read_bytes()).json()
-            assert _r0(j)["backend"] == "torch" and _r0(j)["heatmap_url"]
-            assert c.get(_r0(j)["heatmap_url"]).status_code == 200
+def test_model_without_onnx_is_a_startup_error(model_dir, tmp_path):
+    """The server runs model.onnx only: a folder without it stops the start with the command that exports it."""
+    from cxrtriage.models.bundle import ModelLoadError
+    from cxrtriage.serve.service import StudyService
+
+    bare = copy_model_dir(model_dir, tmp_path / "no-onnx" / model_dir.name, export=False)
+    (bare / "model.onnx").unlink(missing_ok=True)
+    with pytest.raises(ModelLoadError, match=r"no model\.onnx.*`cxr export --model "):
+        StudyService(_settings(bare, tmp_path / "d", cxr_gate=False, population_gate=False, lung_segmenter=False))
+    assert not (bare / "model.onnx").exists()  # nothing exported behind the user's back
+
+
+#: Modules a serving process must never import (the training stack, plotting, scikit-learn).
+HEAVY_MODULES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "lightning",
+    "pytorch_grad_cam",
+    "matplotlib",
+    "sklearn",
+    "monai",
+    "segmentation_models_pytorch",
+)
+
+#: A whole serving process in a fresh interpreter: import the app, serve every shipped model with both gates and
+#: the segmenter, send the uploads in argv[1], fetch every picture and report; print what it imported and mapped.
+_TORCH_FREE_SERVER = """
+import json, sys
+from pathlib import Path
+
+import httpx
+
+import cxrtriage.serve.app  # noqa: F401
+after_import = sorted(m for m in sys.modules if m.split(".")[0] in (*HEAVY, "scipy"))
+
+from cxrtriage.serve.settings import ServeSettings
+from cxrtriage.serve.testing import add_user, running_server
+
+data = Path(sys.argv[2])
+add_user(data, "rad", "rad-password-1")
+settings = ServeSettings(model_dir=None, data_dir=data, host="127.0.0.1", port=0)
+codes = []
+with running_server(settings) as url, httpx.Client(base_url=url, timeout=60, auth=("rad", "rad-password-1")) as c:
+    served = c.get("/api/v1/models").json()
+    models, backends = [m["name"] for m in served], {m["backend"] for m in served}
+    for f in sorted(Path(sys.argv[1]).iterdir()):
+        r = c.post("/api/v1/predict", files={"file": (f.name, f.read_bytes(), "application/octet-stream")})
+        codes.append((f.name, r.status_code, r.json().get("error")))
+        if r.status_code != 200:
+            continue
+        j = r.json()
+        urls = [j["image_url"], j["lungs_url"], j["page_url"], *j["report_urls"].values()]
+        urls += [u for res in j["results"] for u in (res["heatmap_url"], res["annotated_image_url"]) if u]
+        codes += [(u, c.get(u).status_code, None) for u in urls]
+maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
+print(json.dumps({
+    "after_import": after_import,
+    "heavy": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY),
+    "codes": codes,
+    "models": models,
+    "backends": sorted(backends),
+    "torch_libraries": sorted({line.split()[-1] for line in maps.splitlines() if "libtorch" in line or "libc10" in line}),
+}))
+"""
+
+
+def test_serving_process_imports_no_training_stack(tmp_path, example_paths, shared_data_dir):
+    """A fresh process that imports the app, serves every shipped model, both gates and the segmenter, and handles
+    real uploads (PNG, JPEG, DICOM, a refused photo) with every picture and report: no torch, timm, lightning,
+    pytorch-grad-cam, matplotlib, scikit-learn, MONAI or segmentation-models-pytorch in ``sys.modules``, no libtorch
+    mapped; SciPy only once a mask was post-processed."""
+    import json
+    import subprocess
+    import sys
+
+    from cxrtriage.serve.settings import all_shipped_model_dirs
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    for p in example_paths[:3]:
+        (uploads / p.name).write_bytes(p.read_bytes())
+    (uploads / "b-normal.png").write_bytes(_png(read_image(example_paths[4])))
+    (uploads / "c-pneumonia.dcm").write_bytes(_dicom(read_image(example_paths[6]), bits=8))
+    adult = sorted((shared_data_dir / "covid19-radiography").rglob("*.png"))[:1]
+    for i, a in enumerate(adult):
+        (uploads / f"d-adult-{i}.png").write_bytes(a.read_bytes())
+    skimage_data = pytest.importorskip("skimage.data")
+    buf = io.BytesIO()
+    Image.fromarray(skimage_data.camera()).save(buf, format="PNG")
+    (uploads / "e-camera.png").write_bytes(buf.getvalue())
+
+    script = f"HEAVY = {HEAVY_MODULES!r}\n" + _TORCH_FREE_SERVER
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(uploads), str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["after_import"] == [], got["after_import"]  # not even SciPy at import
+    assert got["heavy"] == [] and got["torch_libraries"] == [], got
+    assert got["models"] == [d.name for d in all_shipped_model_dirs()] and got["backends"] == ["onnxruntime"]
+    codes = {name: (code, err) for name, code, err in got["codes"]}
+    assert codes["e-camera.png"] == (422, "not_a_chest_radiograph"), codes
+    assert all(code == 200 for name, (code, _) in codes.items() if name != "e-camera.png"), codes
+    assert sum(name.startswith("/") and "heatmap" in name for name in codes) >= 3 * 3  # every model's heatmap
 
 
 def test_cli_serve_subprocess_prints_qr(model_dir, tmp_path):
@@ -556,6 +657,8 @@ def test_sigkilled_server_loses_no_accepted_study(model_dir, tmp_path, example_p
             t.start()
         while len(accepted) < 15 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
+        maps = Path(f"/proc/{proc.pid}/maps")
+        mapped = maps.read_text() if maps.exists() else ""
         proc.send_signal(signal.SIGKILL)  # requests in flight
         proc.wait(timeout=30)
         stop.set()
@@ -567,6 +670,8 @@ def test_sigkilled_server_loses_no_accepted_study(model_dir, tmp_path, example_p
             proc.kill()
             proc.wait()
     assert len(accepted) >= 15, proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    # the serving process (gates, segmenter, model, CAM: ONNX Runtime and NumPy) never mapped PyTorch's libraries
+    assert "onnxruntime" in mapped and "libtorch" not in mapped and "libc10" not in mapped
     store = StudyStore(data, db_url)
     try:
         assert [sid for sid in accepted if store.get(sid) is None] == []

@@ -99,6 +99,9 @@ def test_wheel_contents_and_metadata(wheel):
         "cxrtriage/report/templates/report.html",
         "cxrtriage/ood/cxr_gate/gate.npz",
         "cxrtriage/ood/cxr_gate/gate.json",
+        "cxrtriage/ood/gate_features/model.onnx",
+        "cxrtriage/ood/gate_features/export.json",
+        "cxrtriage/explain/jet_lut.npy",
     ):
         assert required in names, required
     meta = zipfile.ZipFile(wheel).read(f"cxrtriage-{cxrtriage.__version__}.dist-info/METADATA").decode()

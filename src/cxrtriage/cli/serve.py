@@ -195,16 +195,15 @@ def _cmd_fit_gate(a: argparse.Namespace) -> int:
 
 
 def _cmd_fit_population(a: argparse.Namespace) -> int:
-    import torch
-
+    from cxrtriage.ood.gate import GateFeatures
     from cxrtriage.ood.population import POPULATION_DIR, fit_population
 
     data = Path(a.data)
     if not data.is_dir():
         raise ValueError(f"{data}: no such folder (the chest X-ray datasets, e.g. ../shared/data)")
-    torch.set_num_threads(max(1, a.threads))
     out = Path(a.out) if a.out else POPULATION_DIR
-    info = fit_population(data, out, per_source=a.per_source, seed=a.seed)
+    features = GateFeatures(threads=max(1, a.threads))
+    info = fit_population(data, out, per_source=a.per_source, seed=a.seed, features=features)
     print(
         f"population gate written to {out} (gate.npz, gate.json); threshold (log-odds of pediatric) {info['threshold']:.2f}"
     )
@@ -221,7 +220,7 @@ def _cmd_fit_population(a: argparse.Namespace) -> int:
 def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
     """The options of the models and gates behind an upload (``cxr serve``, ``cxr listen``).
 
-    ``--model`` (repeatable), ``--threads``, ``--torch``, ``--no-cxr-gate``, ``--no-population-gate``,
+    ``--model`` (repeatable), ``--threads``, ``--no-cxr-gate``, ``--no-population-gate``,
     ``--no-ood``; :func:`analysis_settings` turns them into :class:`~cxrtriage.serve.settings.ServeSettings` fields.
     """
     p.add_argument(
@@ -231,8 +230,9 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
         help="model folder or shipped model name (`cxr models`); repeat for several models, run on every upload "
         "in this order (default: every shipped model)",
     )
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--torch", action="store_true", help="serve with PyTorch even if model.onnx exists")
+    p.add_argument(
+        "--threads", type=int, default=2, help="ONNX Runtime threads of each model (the models run model.onnx)"
+    )
     p.add_argument(
         "--no-cxr-gate",
         action="store_true",
@@ -252,7 +252,6 @@ def analysis_settings(a: argparse.Namespace) -> dict[str, Any]:
         "model_dir": None,
         "model_dirs": tuple(_model_dir(m) for m in a.model or ()),
         "threads": a.threads,
-        "prefer_onnx": not a.torch,
         "cxr_gate": not (a.no_ood or a.no_cxr_gate),
         "population_gate": not (a.no_ood or a.no_population_gate),
     }
@@ -350,6 +349,6 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     )
     p.add_argument("--per-source", type=int, default=400, help="images drawn per source (dataset or class)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="PyTorch threads of the feature extractor")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads of the feature extractor")
     p.add_argument("--json", default=None, help="also write the figures (misrouted rates per source) to this file")
     commands["fit-population"] = _cmd_fit_population

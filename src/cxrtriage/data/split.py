@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from cxrtriage.data.discover import DatasetError, Sample
 
@@ -56,6 +55,8 @@ def patient_kfold(
     g = np.asarray(groups)
     if len(np.unique(g)) < n_splits:
         raise DatasetError(f"only {len(np.unique(g))} patients for {n_splits} folds")
+    from sklearn.model_selection import StratifiedGroupKFold  # here: importing cxrtriage.data stays light
+
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return [(tr.astype(np.int64), va.astype(np.int64)) for tr, va in cv.split(np.zeros(len(y)), y, g)]
 

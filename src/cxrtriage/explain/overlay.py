@@ -1,12 +1,43 @@
-"""Pictures for people: heatmap overlays and probability annotations."""
+"""Pictures for people: heatmap overlays and probability annotations.
+
+Drawn with NumPy and PIL only: the heatmap colour map is a lookup table shipped in the package
+(:data:`COLORMAP_LUT_PATH`, matplotlib's ``jet`` evaluated once by ``scripts/make_colormap_lut.py``), so the
+server draws heatmaps without importing matplotlib.
+"""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["heatmap_overlay", "annotate_probabilities", "display_image"]
+__all__ = ["heatmap_overlay", "annotate_probabilities", "display_image", "colormap_lut", "COLORMAP_LUT_PATH"]
+
+#: The ``jet`` colour map at the 256 levels of a ``uint8`` heatmap, ``uint8 (256, 3)`` RGB (``.npy``).
+COLORMAP_LUT_PATH = Path(__file__).parent / "jet_lut.npy"
+
+
+@functools.cache
+def colormap_lut() -> np.ndarray:
+    """The heatmap colour map: RGB of each ``uint8`` heatmap level.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8 (256, 3)``, read once from :data:`COLORMAP_LUT_PATH` (read-only).
+
+    Raises
+    ------
+    ValueError
+        The file does not hold a ``uint8 (256, 3)`` array.
+    """
+    lut = np.load(COLORMAP_LUT_PATH, allow_pickle=False)
+    if lut.shape != (256, 3) or lut.dtype != np.uint8:
+        raise ValueError(f"{COLORMAP_LUT_PATH}: {lut.shape} {lut.dtype}, expected (256, 3) uint8")
+    lut.setflags(write=False)
+    return lut
 
 
 def display_image(img: np.ndarray, min_side: int = 512) -> Image.Image:
@@ -19,7 +50,7 @@ def display_image(img: np.ndarray, min_side: int = 512) -> Image.Image:
 
 
 def heatmap_overlay(img: np.ndarray, heat: np.ndarray, alpha: float = 0.4, min_side: int = 512) -> Image.Image:
-    """Blend a heatmap onto the image with the ``jet`` colour map.
+    """Blend a heatmap onto the image with the ``jet`` colour map (:func:`colormap_lut`).
 
     Parameters
     ----------
@@ -39,7 +70,7 @@ def heatmap_overlay(img: np.ndarray, heat: np.ndarray, alpha: float = 0.4, min_s
     """
     base = display_image(img, min_side)
     h = Image.fromarray(np.clip(heat * 255, 0, 255).astype(np.uint8)).resize(base.size, Image.Resampling.BILINEAR)
-    colour = (colormaps["jet"](np.asarray(h, dtype=np.float32) / 255.0)[..., :3] * 255).astype(np.uint8)
+    colour = colormap_lut()[np.asarray(h, dtype=np.uint8)]
     out = (1 - alpha) * np.asarray(base, dtype=np.float32) + alpha * colour.astype(np.float32)
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 

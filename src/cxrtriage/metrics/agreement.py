@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from cxrtriage.metrics.classification import safe_div
 from cxrtriage.metrics.intervals import bootstrap_intervals
-from cxrtriage.metrics.report import Estimate
+from cxrtriage.metrics.report import Estimate, safe_div
 
 __all__ = ["AGREEMENT_METRICS", "Agreement", "agreement", "agreement_over_time", "TurnaroundSummary", "turnaround"]
 

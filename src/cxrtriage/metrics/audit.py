@@ -20,11 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from cxrtriage.metrics.intervals import bootstrap_intervals
 from cxrtriage.metrics.report import Estimate
@@ -127,6 +122,8 @@ class SourceProbe:
 
 
 def _source_auroc(y: np.ndarray, p: np.ndarray, k: int) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
     present = np.unique(y)
     if len(present) < 2:
         return None
@@ -197,6 +194,12 @@ def source_probe(
     k = min(n_splits, smallest)
     if k < 2:
         raise ValueError(f"n_splits must be >= 2, got {n_splits}")
+    # scikit-learn here, not at import: the server imports mass_in_mask from this module
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     oof = np.zeros((len(y), len(names)), np.float64)
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     for train, test in cv.split(x, y, grp):

@@ -18,8 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp
 
 __all__ = [
     "softmax",
@@ -79,6 +77,9 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, max_iter: int = 200)
     ValueError
         Empty input or mismatched lengths.
     """
+    from scipy.optimize import minimize_scalar  # here, not at import: softmax alone must not load SciPy
+    from scipy.special import logsumexp
+
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y_true, dtype=np.int64)
     if z.ndim != 2 or len(z) == 0 or len(z) != len(y):

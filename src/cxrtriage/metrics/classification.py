@@ -26,7 +26,7 @@ from sklearn.metrics import (
 from cxrtriage.config import ModelConfig
 from cxrtriage.metrics.decision import decide, decide_indices
 from cxrtriage.metrics.intervals import bootstrap_intervals
-from cxrtriage.metrics.report import METRIC_NAMES, PER_CLASS_NAMES, Estimate, MetricReport
+from cxrtriage.metrics.report import METRIC_NAMES, PER_CLASS_NAMES, Estimate, MetricReport, safe_div
 
 __all__ = ["auroc", "metric_report", "report_at_operating_point", "safe_div"]
 
@@ -42,11 +42,6 @@ def _quiet() -> Iterator[None]:
         for msg in _EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=msg)
         yield
-
-
-def safe_div(num: float, den: float) -> float | None:
-    """``num / den`` as float, or ``None`` when ``den`` is 0 (undefined metric)."""
-    return float(num) / float(den) if den else None
 
 
 def _auc(truth: np.ndarray, score: np.ndarray) -> float | None:

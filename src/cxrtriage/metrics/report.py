@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["METRIC_NAMES", "PER_CLASS_NAMES", "Estimate", "MetricReport", "format_estimate"]
+__all__ = ["METRIC_NAMES", "PER_CLASS_NAMES", "Estimate", "MetricReport", "format_estimate", "safe_div"]
 
 #: Headline metric names, the same for binary and multi-class tasks.
 METRIC_NAMES: tuple[str, ...] = (
@@ -72,6 +72,11 @@ class Estimate:
 
     def __str__(self) -> str:
         return format_estimate(self)
+
+
+def safe_div(num: float, den: float) -> float | None:
+    """``num / den`` as float, or ``None`` when ``den`` is 0 (undefined metric)."""
+    return float(num) / float(den) if den else None
 
 
 def format_estimate(est: Estimate | None, digits: int = 3) -> str:

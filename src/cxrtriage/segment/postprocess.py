@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["LungMask", "clean_mask", "contour_of", "lung_fraction", "assess_mask", "lung_bbox", "dice_scores"]
 
@@ -73,6 +72,8 @@ def clean_mask(mask: np.ndarray, keep: int = 2) -> tuple[np.ndarray, int]:
         raise ValueError(f"mask must be 2-D (H, W), got shape {m.shape}")
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
+    from scipy import ndimage  # at the first mask, not at import
+
     labels, n = ndimage.label(m, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
         return m, 0
@@ -164,6 +165,8 @@ def contour_of(mask: np.ndarray, width: int = 1) -> np.ndarray:
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
     m = np.asarray(mask, dtype=bool)
+    from scipy import ndimage
+
     inner = ndimage.binary_erosion(m, iterations=width, border_value=0)
     return m & ~inner
 

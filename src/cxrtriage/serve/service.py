@@ -25,11 +25,11 @@ from cxrtriage.config import ModelConfig
 from cxrtriage.data.dicom import OriginalPixels, decode_dicom_with_original, is_dicom
 from cxrtriage.data.io import ImageReadError, decode_image
 from cxrtriage.explain.cam import cam_from_features, normalize_cam, upsample_cam
-from cxrtriage.inference.backend import OnnxBackend, TorchBackend
-from cxrtriage.inference.loading import load_backend
+from cxrtriage.inference.backend import OnnxBackend
 from cxrtriage.inference.predictor import predictions_from_probs
 from cxrtriage.metrics.audit import mass_in_mask
 from cxrtriage.metrics.calibration import softmax
+from cxrtriage.models.bundle import ModelLoadError
 from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness_of_bytes
 from cxrtriage.ood.gate import CxrGate, GateFeatures, load_gate
 from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
@@ -52,6 +52,7 @@ __all__ = [
     "ModelEngine",
     "Analysis",
     "finding_priority",
+    "onnx_backend",
     "StudyService",
     "safe_filename",
     "sniff_format",
@@ -269,8 +270,42 @@ def finding_priority(probabilities: np.ndarray, config: ModelConfig) -> float:
     return float(min(1.0, max(0.0, p)))
 
 
+def onnx_backend(model_dir: str | Path, threads: int) -> OnnxBackend:
+    """The ONNX Runtime backend of a served model: the server never runs PyTorch.
+
+    Parameters
+    ----------
+    model_dir : path
+        Model bundle folder with ``model.onnx`` (written by ``cxr export``).
+    threads : int
+        ONNX Runtime intra-op threads.
+
+    Returns
+    -------
+    OnnxBackend
+
+    Raises
+    ------
+    cxrtriage.models.bundle.ModelLoadError
+        No ``model.onnx``, or one whose SHA-256 differs from the one recorded in ``bundle.json`` (a stale
+        export); the message names the folder and the command that exports it.
+    """
+    d = Path(model_dir)
+    try:
+        return OnnxBackend(d, threads)
+    except FileNotFoundError as exc:
+        if isinstance(exc, ModelLoadError):
+            raise
+        raise ModelLoadError(
+            f"{d}: no model.onnx; the server runs models in ONNX Runtime only: export it first with "
+            f"`cxr export --model {d}`"
+        ) from None
+    except ValueError as exc:
+        raise ModelLoadError(f"{exc}; the server runs model.onnx only: run `cxr export --model {d}`") from None
+
+
 class ModelEngine:
-    """One model behind the server: backend (ONNX Runtime or torch), decision rule, CAM, OOD detector.
+    """One model behind the server: ONNX Runtime backend, decision rule, CAM, OOD detector.
 
     Parameters
     ----------
@@ -281,12 +316,17 @@ class ModelEngine:
         Shared by the models of one server: one forward pass at a time.
     position : int
         Order of the model on the server.
+
+    Raises
+    ------
+    cxrtriage.models.bundle.ModelLoadError
+        Not a model folder, or no up-to-date ``model.onnx`` in it (:func:`onnx_backend`).
     """
 
     def __init__(self, model_dir: Path, settings: ServeSettings, lock: threading.Lock, position: int = 0):
         self.position = position
         self.model_dir = Path(model_dir)
-        self.backend = load_backend(self.model_dir, threads=settings.threads, prefer_onnx=settings.prefer_onnx)
+        self.backend = onnx_backend(self.model_dir, settings.threads)
         self.config: ModelConfig = self.backend.require_config()
         self.model_name = self.model_dir.resolve().name
         self.detector = MahalanobisDetector.load(self.model_dir)
@@ -451,7 +491,7 @@ class Engine:
         return self.models[0].model_name
 
     @property
-    def backend(self) -> OnnxBackend | TorchBackend:
+    def backend(self) -> OnnxBackend:
         """Backend of the first model."""
         return self.models[0].backend
 

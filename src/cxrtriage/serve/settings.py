@@ -110,9 +110,9 @@ class ServeSettings:
     Attributes
     ----------
     model_dir : pathlib.Path or None
-        One model bundle folder (``config.json`` + ``model.safetensors`` + ``bundle.json``, optionally
-        ``model.onnx``, ``ood.npz``): shorthand for ``model_dirs=(model_dir,)``. After construction it
-        is the first of ``model_dirs``.
+        One model bundle folder (``config.json``, ``bundle.json``, ``model.onnx`` written by ``cxr export``,
+        optionally ``ood.npz``; the server runs ``model.onnx`` in ONNX Runtime, never PyTorch): shorthand for
+        ``model_dirs=(model_dir,)``. After construction it is the first of ``model_dirs``.
     data_dir : pathlib.Path
         Where the images live, and the SQLite database ``studies.sqlite3``
         unless ``database_url`` is given.
@@ -150,12 +150,9 @@ class ServeSettings:
     upload_quota_per_hour : int
         Uploads one user may send per hour (sliding window, in memory); more -> 429. 0: no quota.
     threads : int
-        Inference threads of each model (ONNX Runtime intra-op / torch).
+        ONNX Runtime intra-op threads of each model and of the lung segmenter.
     gate_threads : int
-        PyTorch threads of the gates' feature extractor (:class:`cxrtriage.ood.gate.GateFeatures`); process-wide,
-        so models served with PyTorch (``prefer_onnx=False``) run with it too after the first upload.
-    prefer_onnx : bool
-        Serve with ONNX Runtime when possible (export ``model.onnx`` on start if missing and writable).
+        ONNX Runtime intra-op threads of the gates' feature extractor (:class:`cxrtriage.ood.gate.GateFeatures`).
     notify : NotifySettings
         Critical-finding notifications (webhook, e-mail); off by default.
     cxr_gate : bool
@@ -195,7 +192,6 @@ class ServeSettings:
     upload_quota_per_hour: int = 2000
     threads: int = 2
     gate_threads: int = 1
-    prefer_onnx: bool = True
     cxr_gate: bool = True
     population_gate: bool = True
     lung_segmenter: bool = True
