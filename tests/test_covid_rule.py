@@ -108,6 +108,8 @@ def test_rule_figures_are_those_of_the_scored_images(covid4_model, tmp_path):
     assert record["passed"] is passed and record["verdict"] == ("ships" if passed else "stays withdrawn")
     assert record["rule"] == {"min_auroc": 0.8, "max_pneumonia_called_covid": 0.2}
     assert record["datasets"][0]["auroc"] == pytest.approx(res.auroc)
+    table = out.with_suffix(".md").read_text()
+    assert f"Verdict: {record['verdict']}" in table and "| SARS | " in table
 
 
 def test_rule_refuses_a_model_without_a_covid_class(covid4_model, tmp_path):

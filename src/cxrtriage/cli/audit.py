@@ -48,7 +48,7 @@ def _cmd_covid_rule(a: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from cxrtriage.experiments.covid_rule import covid_rule, rule_summary
+    from cxrtriage.experiments.covid_rule import covid_rule, rule_markdown, rule_summary
 
     passed, results = covid_rule(a.model, a.data, a.cache_dir, a.exclude_where)
     for r in results:
@@ -64,6 +64,7 @@ def _cmd_covid_rule(a: argparse.Namespace) -> int:
         record["command"] = "cxr " + " ".join(shlex.quote(x) for x in sys.argv[1:])
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(record, indent=2) + "\n")
+        Path(a.out).with_suffix(".md").write_text(rule_markdown(record))
     return 0 if passed else 3
 
 
@@ -90,6 +91,6 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     add_model_argument(p)
     p.add_argument("--data", nargs="+", required=True, help="datasets of sources the model was not trained on")
     p.add_argument("--exclude-where", action="append", default=[], metavar="COLUMN", help="leave out rows where set")
-    p.add_argument("--out", default=None, help="JSON file for the figures and the verdict")
+    p.add_argument("--out", default=None, help="JSON file for the figures and the verdict (a .md table beside it)")
     p.add_argument("--cache-dir", default=None)
     commands["covid-rule"] = _cmd_covid_rule

@@ -29,7 +29,7 @@ from cxrtriage.inference.predictor import Predictor
 from cxrtriage.metrics.classification import auroc
 from cxrtriage.tasks import TaskSpec, get_task
 
-__all__ = ["MIN_AUROC", "MAX_PNEUMONIA_CALLED_COVID", "CovidRuleResult", "covid_rule", "rule_summary"]
+__all__ = ["MIN_AUROC", "MAX_PNEUMONIA_CALLED_COVID", "CovidRuleResult", "covid_rule", "rule_summary", "rule_markdown"]
 
 #: Lowest COVID-vs-non-COVID AUROC on a source the model never saw.
 MIN_AUROC = 0.80
@@ -160,3 +160,41 @@ def rule_summary(model: str, passed: bool, results: Sequence[CovidRuleResult]) -
         "verdict": "ships" if passed else "stays withdrawn",
         "datasets": [asdict(r) for r in results],
     }
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def rule_markdown(record: dict) -> str:
+    """Markdown table of a :func:`rule_summary` record (verdict, figures per dataset, calls per dataset label)."""
+    rule = record["rule"]
+    lines = [
+        f"# COVID shipping rule: {record['model']}",
+        "",
+        f"Rule (fixed before measuring): on every source the model was not trained on, COVID-vs-non-COVID AUROC "
+        f">= {rule['min_auroc']:.2f} and at most {100 * rule['max_pneumonia_called_covid']:.0f} % of the non-COVID "
+        f"pneumonias called COVID. **Verdict: {record['verdict']}.**",
+        "",
+    ]
+    if record.get("command"):
+        lines += [f"Command: `{record['command']}`", ""]
+    lines += [
+        "| dataset | COVID | non-COVID (pneumonias) | AUROC | non-COVID pneumonias called COVID | COVID sensitivity | pass |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in record["datasets"]:
+        lines.append(
+            f"| {d['name']} | {d['n_covid']} | {d['n_non_covid']} ({d['n_pneumonia']}) | {_fmt(d['auroc'])} | "
+            f"{_fmt(d['pneumonia_called_covid'])} | {_fmt(d['covid_sensitivity'])} | {'yes' if d['passed'] else 'no'} |"
+        )
+    for d in record["datasets"]:
+        lines += [
+            "",
+            f"Called COVID per label of {d['name']}:",
+            "",
+            "| label | called COVID | images |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {k} | {c} | {n} |" for k, (c, n) in d["called_covid_by_label"].items()]
+    return "\n".join(lines) + "\n"
