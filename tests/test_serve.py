@@ -678,3 +678,18 @@ def test_sigkilled_server_loses_no_accepted_study(model_dir, tmp_path, example_p
         assert store.count() >= len(accepted)
     finally:
         store.close()
+
+
+def test_malloc_settings_of_the_server():
+    """``cxr serve`` caps glibc's arenas, fixes the mmap threshold and trims the heap (no-ops elsewhere)."""
+    import ctypes.util
+
+    from cxrtriage.serve.memory import configure_malloc, release_free_memory
+
+    glibc = ctypes.util.find_library("c") is not None and Path("/proc/self/maps").exists()
+    assert configure_malloc(arenas=8, mmap_threshold=128 * 1024) is glibc  # glibc's own defaults
+    assert isinstance(release_free_memory(), bool)
+    with pytest.raises(ValueError, match="arena"):
+        configure_malloc(arenas=0)
+    with pytest.raises(ValueError, match="mmap_threshold"):
+        configure_malloc(mmap_threshold=10)

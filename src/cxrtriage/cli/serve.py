@@ -76,6 +76,9 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         threadpool_limits(1, user_api="blas")
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         pass
+    from cxrtriage.serve.memory import configure_malloc, release_free_memory
+
+    configure_malloc()  # before any request thread: 2 malloc arenas for all of them
     try:
         service = StudyService(settings)  # load the model and open the database before listening
         created = ensure_initial_user(service.store)
@@ -118,6 +121,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         app.state.wake_sender = sender.wake
         print(f"STOW-RS results (SR + heatmap Secondary Capture) go to {settings.dicom_return_to}")
     sys.stdout.flush()
+    release_free_memory()  # what loading the models freed (parsed ONNX files, copies) goes back to the system
     try:
         uvicorn.run(
             app,

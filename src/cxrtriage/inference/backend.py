@@ -367,6 +367,9 @@ class OnnxBackend(_ConfigMixin):
     onnx_path : path, optional
         Another ``.onnx`` file for this folder's model (e.g. a fresh export being
         checked); its checksum is not compared.
+    memory_arena : bool
+        Let ONNX Runtime keep its CPU memory arena (faster for large batches; the server, one image
+        per call, turns it off to keep its resident memory down).
 
     Attributes
     ----------
@@ -393,6 +396,7 @@ class OnnxBackend(_ConfigMixin):
         check_sha256: bool = True,
         spin: bool = False,
         onnx_path: str | Path | None = None,
+        memory_arena: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -413,6 +417,7 @@ class OnnxBackend(_ConfigMixin):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.enable_cpu_mem_arena = memory_arena
         if not spin:
             # Idle worker threads would otherwise busy-wait after each run and take the
             # cores from the rest of the request (decoding, NumPy, the web server).

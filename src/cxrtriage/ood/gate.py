@@ -157,6 +157,9 @@ class GateFeatures:
         when other processes competed for the cores.
     path : path, optional
         Another exported graph (default :data:`GATE_FEATURES_DIR` ``/ model.onnx``).
+    memory_arena : bool
+        Let ONNX Runtime keep its CPU memory arena (faster for large batches, as when fitting; the server,
+        one image per call, turns it off to keep its resident memory down).
 
     Raises
     ------
@@ -168,7 +171,7 @@ class GateFeatures:
 
     dim = GATE_FEATURES_DIM
 
-    def __init__(self, threads: int | None = None, path: str | Path | None = None) -> None:
+    def __init__(self, threads: int | None = None, path: str | Path | None = None, memory_arena: bool = True) -> None:
         import onnxruntime as ort
 
         self.path = Path(path) if path is not None else GATE_FEATURES_DIR / GATE_FEATURES_ONNX
@@ -180,6 +183,7 @@ class GateFeatures:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.enable_cpu_mem_arena = memory_arena
         # idle worker threads would otherwise busy-wait after each run and take the cores from the rest
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])

@@ -84,6 +84,9 @@ class LungSegmenter:
         A folder written by :meth:`cxrtriage.segment.bundle.SegmenterBundle.save`.
     threads : int
         ONNX Runtime intra-op threads.
+    memory_arena : bool
+        Let ONNX Runtime keep its CPU memory arena (the server turns it off: one image per call gains nothing
+        from it, and the arena keeps the memory of the largest call).
 
     Raises
     ------
@@ -93,7 +96,7 @@ class LungSegmenter:
         ONNX Runtime is not installed (it comes with the ``serve`` extra); the message says so.
     """
 
-    def __init__(self, folder: str | Path, threads: int = 1) -> None:
+    def __init__(self, folder: str | Path, threads: int = 1, memory_arena: bool = True) -> None:
         try:
             import onnxruntime as ort
         except ModuleNotFoundError as exc:
@@ -108,6 +111,7 @@ class LungSegmenter:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+        so.enable_cpu_mem_arena = memory_arena
         self._session = ort.InferenceSession(str(self.folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()
 

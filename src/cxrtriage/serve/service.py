@@ -292,7 +292,7 @@ def onnx_backend(model_dir: str | Path, threads: int) -> OnnxBackend:
     """
     d = Path(model_dir)
     try:
-        return OnnxBackend(d, threads)
+        return OnnxBackend(d, threads, memory_arena=False)  # one image per call: the arena only holds memory
     except FileNotFoundError as exc:
         if isinstance(exc, ModelLoadError):
             raise
@@ -470,13 +470,13 @@ class Engine:
         self.segmenter: LungSegmenter | None = None
         if settings.lung_segmenter:
             try:
-                self.segmenter = LungSegmenter(shipped_segmenter_dir(), threads=settings.threads)
+                self.segmenter = LungSegmenter(shipped_segmenter_dir(), threads=settings.threads, memory_arena=False)
                 self.segmenter.segment(np.full((64, 64), 128, np.uint8))  # warm-up
             except SegmenterBundleError as exc:
                 log.warning("no lung segmenter: %s; studies carry no lung mask", exc)
         self._features: GateFeatures | None = None
         if self.gate is not None or self.population_gate is not None:
-            self._features = GateFeatures(threads=settings.gate_threads)
+            self._features = GateFeatures(threads=settings.gate_threads, memory_arena=False)
             self.gates(np.full((64, 64), 128, np.uint8))  # warm-up
 
     # the first model: the default one (``/api/v1/model``, start-up message)
@@ -590,6 +590,8 @@ class StudyService:
         from PIL import Image
 
         warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        self._uploads_lock = threading.Lock()
+        self._uploads_since_release = 0
 
     # -- decoding ---------------------------------------------------------
     def decode(self, data: bytes, filename: str | None) -> tuple[np.ndarray, str, dict | None]:
@@ -711,6 +713,27 @@ class StudyService:
             ``outside_population`` (gate 2: no loaded model was validated on the image's population);
             nothing is stored then.
         """
+        try:
+            return self._predict(data, filename, source)
+        finally:
+            self._count_upload()
+
+    def _count_upload(self) -> None:
+        """Every ``settings.release_memory_every`` uploads, return the C heap's free memory to the system."""
+        every = self.settings.release_memory_every
+        if every <= 0:
+            return
+        with self._uploads_lock:
+            self._uploads_since_release += 1
+            due = self._uploads_since_release >= every
+            if due:
+                self._uploads_since_release = 0
+        if due:
+            from cxrtriage.serve.memory import release_free_memory
+
+            release_free_memory()
+
+    def _predict(self, data: bytes, filename: str | None, source: str) -> tuple[Study, bool, dict]:
         t0 = time.perf_counter()
         img, fmt, meta, original = self.decode_with_original(data, filename)
         g = self.engine.gates(img)

@@ -149,6 +149,9 @@ class ServeSettings:
         Mark the session cookie ``Secure`` (set when a TLS reverse proxy is in front).
     upload_quota_per_hour : int
         Uploads one user may send per hour (sliding window, in memory); more -> 429. 0: no quota.
+    release_memory_every : int
+        After this many analysed uploads, hand the memory freed inside the C heap back to the system
+        (:func:`cxrtriage.serve.memory.release_free_memory`, about a millisecond); 0: never.
     threads : int
         ONNX Runtime intra-op threads of each model and of the lung segmenter.
     gate_threads : int
@@ -190,6 +193,7 @@ class ServeSettings:
     upload_link_minutes: float = 15.0
     https_only: bool = False
     upload_quota_per_hour: int = 2000
+    release_memory_every: int = 50
     threads: int = 2
     gate_threads: int = 1
     cxr_gate: bool = True
