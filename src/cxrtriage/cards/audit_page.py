@@ -26,8 +26,10 @@ HOW_TO_READ = [
     "compare images with the same label from different sources and measure the source alone.",
     "**Heatmap in lungs**: the share of the predicted class's activation-map mass inside the lung mask. The mask's "
     "own area is the chance level: a share near or below it means the heatmap is not concentrated on the lungs.",
-    "The lung fields are an anatomical approximation (two ellipses refined by intensity), not a segmentation; "
-    "images not centred or not frontal are masked poorly.",
+    "The lung fields come from the lung segmenter named above (trained on pseudo-masks, not expert contours; dense "
+    "consolidation may be left outside the mask); images it fails on are left out and counted. For a model with "
+    "lung-only input (`input: lungs`) the lung step masks the images again before the network: hiding the lungs then "
+    "leaves it almost nothing, and the heatmap's share in the lungs is measured on the blurred low-resolution map.",
 ]
 
 

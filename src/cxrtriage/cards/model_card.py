@@ -31,6 +31,7 @@ __all__ = [
     "DATASETS",
     "WEIGHTS",
     "LIMITATIONS",
+    "DATASET_LIMITATIONS",
     "DATASET_LICENSES",
     "front_matter",
     "render_card",
@@ -103,6 +104,20 @@ LIMITATIONS = {
         "Only ~1000 images; NIH labels were mined from reports by NLP and are noisy (~1 'normal' has a finding).",
         "The source split was not patient-level (abnormal images cluster in few patients with many follow-ups); here "
         "all 1000 images are re-split by patient, so the test split is small and its intervals are wide.",
+    ],
+}
+
+#: Known limitations by training dataset (folder name of ``train_config.data``); used before the task's entry.
+DATASET_LIMITATIONS = {
+    "rsna-lungs": [
+        "Trained on lung-only images (outside the lungs black) whose masks came from the source author's U-Net; at "
+        "inference the shipped lung segmenter draws the mask, a different model with its own habits (dense "
+        "consolidation may fall outside either mask), so the inputs of training and of use are not identical.",
+        "RSNA Pneumonia Detection Challenge labels (Shih et al., Radiology: AI 2019): one image per patient, "
+        "radiologists' reads of NIH ChestX-ray14 images; the lung pixels were inverted and restored by the "
+        "redistributor and resized from 448 to 224 px.",
+        "The COVID-19 Radiography Database's Normal images and the NIH images also come from NIH ChestX-ray14: "
+        "specificity measured on them is not independent of the training source.",
     ],
 }
 
@@ -494,7 +509,9 @@ def render_card(bundle: ModelBundle) -> str:
             "",
         ]
     lines += _audit_lines(bundle)
-    limitations = LIMITATIONS.get(task.name, []) + [
+    trained_on = Path(bundle.train_config.data).name if bundle.train_config else ""
+    limitations = DATASET_LIMITATIONS.get(trained_on) or LIMITATIONS.get(task.name, [])
+    limitations = limitations + [
         f"Validation{' and test' if has_test else ''} images come from the same source as the training images; "
         "performance on other hospitals, devices or populations is unknown."
     ]

@@ -62,7 +62,7 @@ def shipped_model_rows() -> list[dict[str, str]]:
                 "task": cfg.task,
                 "classes": ", ".join(cfg.classes),
                 "arch": cfg.arch,
-                "image_size": f"{cfg.image_size} px",
+                "image_size": f"{cfg.image_size} px" + ("" if cfg.input == "full" else f", {cfg.input}"),
                 "size_mb": f"{b.weights_mb():.1f}",
                 "validation": "; ".join(fmt(ev.validation, k) for k in keys) if ev else "–",
                 "test": "; ".join(fmt(ev.test, k) for k in keys)
