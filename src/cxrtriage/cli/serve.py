@@ -225,7 +225,8 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
     """The options of the models and gates behind an upload (``cxr serve``, ``cxr listen``).
 
     ``--model`` (repeatable), ``--threads``, ``--no-cxr-gate``, ``--no-population-gate``,
-    ``--no-ood``; :func:`analysis_settings` turns them into :class:`~cxrtriage.serve.settings.ServeSettings` fields.
+    ``--no-ood``, ``--max-batch``, ``--max-wait-ms``, ``--batch-queue``; :func:`analysis_settings` turns them
+    into :class:`~cxrtriage.serve.settings.ServeSettings` fields.
     """
     p.add_argument(
         "--model",
@@ -248,6 +249,28 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
         help="gate 2 off: mark every model's result applicable, whatever the image's population (not recommended)",
     )
     p.add_argument("--no-ood", action="store_true", help="both gates off (--no-cxr-gate --no-population-gate)")
+    from cxrtriage.serve.settings import ServeSettings
+
+    g = p.add_argument_group("micro-batching across uploads (one ONNX Runtime call per network for several uploads)")
+    g.add_argument(
+        "--max-batch",
+        type=int,
+        default=ServeSettings.max_batch,
+        help="most uploads sharing one call of a network (%(default)s; 1: each upload alone)",
+    )
+    g.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=ServeSettings.max_wait_ms,
+        help="longest wait of a network for more uploads, ms, only while its previous call had several "
+        "(%(default)s: take what is queued; a lone upload never waits)",
+    )
+    g.add_argument(
+        "--batch-queue",
+        type=int,
+        default=ServeSettings.batch_queue,
+        help="most uploads waiting for one network; beyond, 503 busy with Retry-After (%(default)s)",
+    )
 
 
 def analysis_settings(a: argparse.Namespace) -> dict[str, Any]:
@@ -258,6 +281,9 @@ def analysis_settings(a: argparse.Namespace) -> dict[str, Any]:
         "threads": a.threads,
         "cxr_gate": not (a.no_ood or a.no_cxr_gate),
         "population_gate": not (a.no_ood or a.no_population_gate),
+        "max_batch": a.max_batch,
+        "max_wait_ms": a.max_wait_ms,
+        "batch_queue": a.batch_queue,
     }
 
 

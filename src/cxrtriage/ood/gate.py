@@ -221,9 +221,23 @@ class GateFeatures:
         out = [np.zeros((0, self.dim), np.float32)]
         with self._lock:
             for i in range(0, len(images), batch_size):
-                x = np.stack([gate_input(im) for im in images[i : i + batch_size]])
-                out.append(np.asarray(self.session.run(["features"], {"input": x})[0], np.float32))
+                out.append(self.run_inputs(np.stack([gate_input(im) for im in images[i : i + batch_size]])))
         return np.concatenate(out)
+
+    def run_inputs(self, x: np.ndarray) -> np.ndarray:
+        """Pooled features of preprocessed images, one ONNX Runtime call (no lock: the caller serialises).
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            ``float32 (N, 1, GATE_SIZE, GATE_SIZE)``, rows of :func:`gate_input`; N >= 1.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``float32 (N, 1280)``.
+        """
+        return np.asarray(self.session.run(["features"], {"input": np.ascontiguousarray(x, np.float32)})[0], np.float32)
 
 
 def torch_gate_network() -> Any:

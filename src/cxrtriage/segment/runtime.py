@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -113,7 +115,8 @@ class LungSegmenter:
         so.inter_op_num_threads = 1
         so.enable_cpu_mem_arena = memory_arena
         self._session = ort.InferenceSession(str(self.folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
-        self._lock = threading.Lock()
+        self._lock: contextlib.AbstractContextManager[Any] = threading.Lock()
+        self._runner: Callable[[np.ndarray], np.ndarray] = self.run_inputs
 
     def preprocess(self, img: np.ndarray) -> np.ndarray:
         """``uint8 (H, W)`` -> network input ``float32 (1, S, S)`` (squash, normalise, standardise)."""
@@ -126,9 +129,33 @@ class LungSegmenter:
         if not len(images):
             s = self.config.image_size
             return np.zeros((0, s, s), np.float32)
-        x = np.stack([self.preprocess(im) for im in images])
-        out = self._session.run(None, {ONNX_INPUT: x})[0]
+        return self._runner(np.stack([self.preprocess(im) for im in images]))
+
+    def run_inputs(self, x: np.ndarray) -> np.ndarray:
+        """Lung logits ``float32 (N, S, S)`` of preprocessed inputs ``float32 (N, 1, S, S)`` (:meth:`preprocess`
+        rows), one ONNX Runtime call."""
+        out = self._session.run(None, {ONNX_INPUT: np.ascontiguousarray(x, np.float32)})[0]
         return np.asarray(out, dtype=np.float32)[:, 0]
+
+    def with_runner(self, runner: Callable[[np.ndarray], np.ndarray]) -> LungSegmenter:
+        """This segmenter with its network calls made by ``runner`` (e.g. a server's micro-batcher).
+
+        Parameters
+        ----------
+        runner : callable
+            ``float32 (N, 1, S, S)`` -> logits ``float32 (N, S, S)``, as :meth:`run_inputs` (which it
+            normally calls, batched with other callers' inputs).
+
+        Returns
+        -------
+        LungSegmenter
+            A shallow copy sharing the session and configuration; it takes no lock of its own (the runner
+            serialises the network calls), so concurrent callers can meet in one batch.
+        """
+        twin = copy.copy(self)
+        twin._runner = runner
+        twin._lock = contextlib.nullcontext()
+        return twin
 
     def probability(self, img: np.ndarray) -> np.ndarray:
         """Lung probability ``float32 (H, W)`` in [0, 1] at the image's own size (bilinear resize of the logits)."""

@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,13 @@ from cxrtriage.data.dicom import OriginalPixels, decode_dicom_with_original, is_
 from cxrtriage.data.io import ImageReadError, decode_image
 from cxrtriage.explain.cam import cam_from_features, normalize_cam, upsample_cam
 from cxrtriage.inference.backend import OnnxBackend
+from cxrtriage.inference.lung_input import model_inputs
 from cxrtriage.inference.predictor import predictions_from_probs
 from cxrtriage.metrics.audit import mass_in_mask
 from cxrtriage.metrics.calibration import softmax
 from cxrtriage.models.bundle import ModelLoadError
 from cxrtriage.ood.colour import COLOURFULNESS_LIMIT, colourfulness_of_bytes
-from cxrtriage.ood.gate import CxrGate, GateFeatures, load_gate
+from cxrtriage.ood.gate import CxrGate, GateFeatures, gate_input, load_gate
 from cxrtriage.ood.mahalanobis import MahalanobisDetector, pooled_features
 from cxrtriage.ood.population import PopulationGate, load_population_gate, population_warning
 from cxrtriage.report.draft import build_report, sign_off
@@ -39,6 +41,7 @@ from cxrtriage.report.render import render_html, render_json, render_pdf
 from cxrtriage.segment.bundle import SegmenterBundleError
 from cxrtriage.segment.postprocess import LungMask
 from cxrtriage.segment.runtime import LungSegmenter, shipped_segmenter_dir
+from cxrtriage.serve.batching import MicroBatcher, QueueFullError
 from cxrtriage.serve.lan import public_url
 from cxrtriage.serve.schemas import StudyOut, result_links
 from cxrtriage.serve.settings import ServeSettings
@@ -316,6 +319,15 @@ class ModelEngine:
         Shared by the models of one server: one forward pass at a time.
     position : int
         Order of the model on the server.
+    segmenter : LungSegmenter, optional
+        The lung step of a model declaring ``input: lungs | lung-crop`` (the server's micro-batched
+        segmenter); None: the shipped one (:func:`cxrtriage.segment.load_segmenter`).
+
+    Attributes
+    ----------
+    batcher : MicroBatcher
+        The model's queue and worker (:mod:`cxrtriage.serve.batching`): network inputs ``float32 (1, S, S)``
+        of concurrent uploads share one ONNX Runtime call, ``(logits (K,), feature map (C, h, w))`` back.
 
     Raises
     ------
@@ -323,7 +335,14 @@ class ModelEngine:
         Not a model folder, or no up-to-date ``model.onnx`` in it (:func:`onnx_backend`).
     """
 
-    def __init__(self, model_dir: Path, settings: ServeSettings, lock: threading.Lock, position: int = 0):
+    def __init__(
+        self,
+        model_dir: Path,
+        settings: ServeSettings,
+        lock: threading.Lock,
+        position: int = 0,
+        segmenter: LungSegmenter | None = None,
+    ):
         self.position = position
         self.model_dir = Path(model_dir)
         self.backend = onnx_backend(self.model_dir, settings.threads)
@@ -340,20 +359,50 @@ class ModelEngine:
             )
             self.detector = None
         self._lock = lock
+        self.segmenter = segmenter
+        self.batcher: MicroBatcher[np.ndarray, tuple[np.ndarray, np.ndarray]] = MicroBatcher(
+            self._run_batch, self.model_name, settings.max_batch, settings.max_wait_ms, settings.batch_queue
+        )
         # warm-up: first run allocates buffers
         self.analyze(np.full((self.config.image_size, self.config.image_size), 128, np.uint8))
+
+    def _run_batch(self, inputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One ONNX Runtime call on ``float32 (1, S, S)`` inputs; each input's logits and feature map."""
+        with self._lock:
+            logits, fmap = self.backend.run([np.stack(inputs)], features="map")
+        return [(logits[i], fmap[i]) for i in range(len(inputs))]
+
+    def inputs(self, img: np.ndarray) -> np.ndarray:
+        """Network input ``float32 (1, S, S)`` of one ``uint8 (H, W)`` image (with the model's lung step)."""
+        return model_inputs([img], self.config, self.segmenter)[0]
 
     def analyze(self, img: np.ndarray) -> Analysis:
         """Classify one ``uint8 (H, W)`` image: probabilities, decision, CAM of the predicted class, OOD score.
 
-        Applicability is decided by the caller (:meth:`Engine.analyze`, gate 2); the Mahalanobis score is
-        only reported (``ood_score``).
+        The forward pass goes through :attr:`batcher` (shared with concurrent uploads). Applicability is
+        decided by the caller (:meth:`Engine.analyze`, gate 2); the Mahalanobis score is only reported
+        (``ood_score``).
+
+        Raises
+        ------
+        cxrtriage.serve.batching.QueueFullError
+            ``settings.batch_queue`` images already wait for this model.
+        """
+        t0 = time.perf_counter()
+        return self.finish(self.batcher(self.inputs(img)), t0)
+
+    def finish(self, output: tuple[np.ndarray, np.ndarray], t0: float) -> Analysis:
+        """The :class:`Analysis` of one image from its network output.
+
+        Parameters
+        ----------
+        output : (numpy.ndarray, numpy.ndarray)
+            ``float32 (K,)`` logits and ``float32 (C, h, w)`` feature map (a :attr:`batcher` result).
+        t0 : float
+            ``time.perf_counter()`` when the image's preprocessing began (for ``inference_ms``).
         """
         c = self.config
-        t0 = time.perf_counter()
-        x = self.backend.preprocess(img)[None]
-        with self._lock:
-            logits, fmap = self.backend.run([x], features="map")
+        logits, fmap = output[0][None], output[1][None]
         probs = softmax(logits, c.temperature)
         pred = predictions_from_probs(probs, c)[0]
         t1 = time.perf_counter()
@@ -439,16 +488,35 @@ class Engine:
 
     Notes
     -----
-    The forward passes share one lock: the backend uses all ``settings.threads``
-    threads for one image, so requests are served one at a time by the models
-    while decoding and storing run in parallel.
+    Each network (the gates' features, the lung segmenter, each model) has a
+    :class:`~cxrtriage.serve.batching.MicroBatcher`: concurrent uploads share
+    one ONNX Runtime call of it, up to ``settings.max_batch``. The models'
+    calls share one lock (one classifier forward pass at a time, using all
+    ``settings.threads`` threads), while decoding, preprocessing, CAM and
+    storing run in parallel in the request threads.
     """
 
     def __init__(self, settings: ServeSettings):
         self.settings = settings
         self._lock = threading.Lock()
+        #: the lung segmenter (ONNX Runtime); None when switched off or not shipped
+        self.segmenter: LungSegmenter | None = None
+        #: :attr:`segmenter` with its network calls micro-batched (used for uploads and the models' lung step)
+        self._segmenter: LungSegmenter | None = None
+        self._segment_batcher: MicroBatcher[np.ndarray, np.ndarray] | None = None
+        self._gate_batcher: MicroBatcher[np.ndarray, np.ndarray] | None = None
+        if settings.lung_segmenter:
+            try:
+                seg = LungSegmenter(shipped_segmenter_dir(), threads=settings.threads, memory_arena=False)
+                self.segmenter = seg
+                self._segment_batcher = self._batcher(self._segmenter_run, "segmenter")
+                self._segmenter = seg.with_runner(self._batched_runner(self._segment_batcher))
+                self._segmenter.segment(np.full((64, 64), 128, np.uint8))  # warm-up
+            except SegmenterBundleError as exc:
+                log.warning("no lung segmenter: %s; studies carry no lung mask", exc)
         self.models: list[ModelEngine] = [
-            ModelEngine(d, settings, self._lock, position=i) for i, d in enumerate(settings.model_dirs)
+            ModelEngine(d, settings, self._lock, position=i, segmenter=self._segmenter)
+            for i, d in enumerate(settings.model_dirs)
         ]
         names = [m.model_name for m in self.models]
         if len(set(names)) != len(names):
@@ -466,18 +534,45 @@ class Engine:
             self.population_gate = load_population_gate()
             if self.population_gate is None:
                 log.warning("no population gate shipped (run `cxr fit-population`); every result is marked applicable")
-        #: the lung segmenter (ONNX Runtime); None when switched off or not shipped
-        self.segmenter: LungSegmenter | None = None
-        if settings.lung_segmenter:
-            try:
-                self.segmenter = LungSegmenter(shipped_segmenter_dir(), threads=settings.threads, memory_arena=False)
-                self.segmenter.segment(np.full((64, 64), 128, np.uint8))  # warm-up
-            except SegmenterBundleError as exc:
-                log.warning("no lung segmenter: %s; studies carry no lung mask", exc)
         self._features: GateFeatures | None = None
         if self.gate is not None or self.population_gate is not None:
             self._features = GateFeatures(threads=settings.gate_threads, memory_arena=False)
+            self._gate_batcher = self._batcher(self._features_run, "gate-features")
             self.gates(np.full((64, 64), 128, np.uint8))  # warm-up
+
+    def _batcher(
+        self, run: Callable[[list[np.ndarray]], list[np.ndarray]], name: str
+    ) -> MicroBatcher[np.ndarray, np.ndarray]:
+        s = self.settings
+        return MicroBatcher(run, name, s.max_batch, s.max_wait_ms, s.batch_queue)
+
+    def _features_run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        assert self._features is not None
+        return list(self._features.run_inputs(np.stack(inputs)))
+
+    def _segmenter_run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        assert self.segmenter is not None
+        return list(self.segmenter.run_inputs(np.stack(inputs)))
+
+    @staticmethod
+    def _batched_runner(batcher: MicroBatcher[np.ndarray, np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        """``float32 (N, 1, S, S)`` -> ``(N, ...)``: each row through ``batcher`` (all queued before waiting)."""
+
+        def run(x: np.ndarray) -> np.ndarray:
+            futures = [batcher.submit(row) for row in x]
+            return np.stack([f.result() for f in futures])
+
+        return run
+
+    def batchers(self) -> list[MicroBatcher]:
+        """The micro-batchers of this engine's networks: gates' features, segmenter (those that run), models."""
+        out: list[MicroBatcher] = [b for b in (self._gate_batcher, self._segment_batcher) if b is not None]
+        return out + [m.batcher for m in self.models]
+
+    def close(self) -> None:
+        """Stop the networks' worker threads (queued uploads are finished first)."""
+        for b in self.batchers():
+            b.close()
 
     # the first model: the default one (``/api/v1/model``, start-up message)
     @property
@@ -513,7 +608,8 @@ class Engine:
         out = GateResult()
         if self._features is None:
             return out
-        feats = self._features([img])
+        assert self._gate_batcher is not None
+        feats = self._gate_batcher(gate_input(img))[None]
         if self.gate is not None:
             out.cxr_score = float(self.gate.score(feats)[0])
             out.is_cxr = out.cxr_score >= self.gate.threshold
@@ -528,7 +624,7 @@ class Engine:
         if self.segmenter is None:
             return None, 0.0
         t0 = time.perf_counter()
-        mask = self.segmenter.segment(img)
+        mask = (self._segmenter or self.segmenter).segment(img)
         return mask, (time.perf_counter() - t0) * 1e3
 
     def analyze(self, img: np.ndarray, population: str | None = None) -> list[Analysis]:
@@ -542,7 +638,10 @@ class Engine:
             The image's population from :meth:`gates`; None (or ``settings.population_gate`` off): every
             result is applicable.
         """
-        out = [m.analyze(img) for m in self.models]
+        t0 = time.perf_counter()
+        inputs = [m.inputs(img) for m in self.models]
+        futures = [m.batcher.submit(x) for m, x in zip(self.models, inputs)]  # every model queued, then awaited
+        out = [m.finish(f.result(), t0) for m, f in zip(self.models, futures)]
         if self.settings.population_gate:
             for m, a in zip(self.models, out):
                 a.population_warning = population_warning(m.config.population, population)
@@ -711,10 +810,19 @@ class StudyService:
         ApiError
             413/415/422 for unusable uploads, ``not_a_chest_radiograph`` (gate 1) and
             ``outside_population`` (gate 2: no loaded model was validated on the image's population);
-            nothing is stored then.
+            nothing is stored then. 503 ``busy`` with ``Retry-After``: no decode slot in time, or a network's
+            queue is full (``settings.batch_queue``; :class:`cxrtriage.serve.batching.QueueFullError`).
         """
         try:
             return self._predict(data, filename, source)
+        except QueueFullError as exc:
+            raise ApiError(
+                503,
+                "busy",
+                f"{safe_filename(filename)}: server at capacity ({exc.max_queue} images already wait for its "
+                f"{exc.name} network); nothing was stored, retry in a second",
+                {"Retry-After": "1"},
+            ) from None
         finally:
             self._count_upload()
 

@@ -156,6 +156,15 @@ class ServeSettings:
         ONNX Runtime intra-op threads of each model and of the lung segmenter.
     gate_threads : int
         ONNX Runtime intra-op threads of the gates' feature extractor (:class:`cxrtriage.ood.gate.GateFeatures`).
+    max_batch : int
+        Micro-batching across requests (:mod:`cxrtriage.serve.batching`): most uploads sharing one ONNX Runtime
+        call of each network (gates' features, lung segmenter, each classifier); 1: each upload alone.
+    max_wait_ms : float
+        Longest wait of a network's worker for more uploads once it has one, milliseconds; waited only while
+        its previous call had several (a lone client never waits). 0: take what is queued and go.
+    batch_queue : int
+        Most uploads waiting for one network; beyond, the upload is refused with 503 ``busy`` and
+        ``Retry-After`` (back-pressure: memory stays bounded).
     notify : NotifySettings
         Critical-finding notifications (webhook, e-mail); off by default.
     cxr_gate : bool
@@ -196,6 +205,9 @@ class ServeSettings:
     release_memory_every: int = 50
     threads: int = 2
     gate_threads: int = 1
+    max_batch: int = 16
+    max_wait_ms: float = 0.0
+    batch_queue: int = 32
     cxr_gate: bool = True
     population_gate: bool = True
     lung_segmenter: bool = True
@@ -213,6 +225,11 @@ class ServeSettings:
             self.model_dirs = all_shipped_model_dirs()
         self.model_dir = self.model_dirs[0]
         self.data_dir = Path(self.data_dir)
+        if self.max_batch < 1 or self.batch_queue < 1 or self.max_wait_ms < 0:
+            raise ValueError(
+                f"max_batch >= 1, batch_queue >= 1 and max_wait_ms >= 0 expected, got {self.max_batch}, "
+                f"{self.batch_queue}, {self.max_wait_ms}"
+            )
         if not self.secret_key:
             self.secret_key = os.environ.get(SECRET_ENV) or None
 
