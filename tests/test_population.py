@@ -16,6 +16,7 @@ from cxrtriage.config import ModelConfig
 from cxrtriage.models.bundle import zoo_dir
 from cxrtriage.ood.gate import GateFeatures, gate_part, non_cxr_images, read_gray
 from cxrtriage.ood.population import POPULATION_DIR, load_population_gate, population_rows, population_warning
+from cxrtriage.segment.runtime import load_segmenter
 
 httpx = pytest.importorskip("httpx")
 
@@ -57,8 +58,13 @@ def test_population_gate_is_small_documented_and_routes_test_images(pop_gate, sh
         "nih-cxr14-normal-abnormal-64px",
         "ieee8023-cxr",
     }
-    feats = GateFeatures()([read_gray(p) for rows in parts.values() for _, p in rows])
-    called, _ = pop_gate.population_of(feats)
+    images = [read_gray(p) for rows in parts.values() for _, p in rows]
+    feats = GateFeatures()(images)
+    masks = load_segmenter().segment_batch(images) if pop_gate.uses_lung_shape else None
+    called, _ = pop_gate.population_of(feats, masks)
+    if pop_gate.uses_lung_shape:
+        with pytest.raises(ValueError, match="one lung mask per image"):
+            pop_gate.population_of(feats)
     truth = [pop for rows in parts.values() for pop, _ in rows]
     right = np.array(called) == np.array(truth)
     src = [s for s, rows in parts.items() for _ in rows]

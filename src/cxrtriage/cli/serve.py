@@ -207,7 +207,9 @@ def _cmd_fit_population(a: argparse.Namespace) -> int:
         raise ValueError(f"{data}: no such folder (the chest X-ray datasets, e.g. ../shared/data)")
     out = Path(a.out) if a.out else POPULATION_DIR
     features = GateFeatures(threads=max(1, a.threads))
-    info = fit_population(data, out, per_source=a.per_source, seed=a.seed, features=features)
+    info = fit_population(
+        data, out, per_source=a.per_source, seed=a.seed, lung_shape=not a.no_lung_shape, features=features
+    )
     print(
         f"population gate written to {out} (gate.npz, gate.json); threshold (log-odds of pediatric) {info['threshold']:.2f}"
     )
@@ -377,8 +379,11 @@ def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argp
     p.add_argument(
         "--out", default=None, help="output folder (default: the packaged gate, cxrtriage/ood/population_gate)"
     )
-    p.add_argument("--per-source", type=int, default=400, help="images drawn per source (dataset or class)")
+    p.add_argument("--per-source", type=int, default=5000, help="at most N images drawn per source (dataset or class)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--no-lung-shape", action="store_true", help="image features only (no lung segmenter shape statistics)"
+    )
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads of the feature extractor")
     p.add_argument("--json", default=None, help="also write the figures (misrouted rates per source) to this file")
     commands["fit-population"] = _cmd_fit_population

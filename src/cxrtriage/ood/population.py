@@ -7,9 +7,14 @@ image of another population is shown with an explicit warning instead of
 silently (:mod:`cxrtriage.serve.service`).
 
 Method: the same frozen features as gate 1 (:class:`cxrtriage.ood.gate.GateFeatures`,
-computed once per image for both gates) and the same linear scorer
+computed once per image for both gates), followed by the lung segmenter's shape
+statistics of the image (:func:`cxrtriage.segment.postprocess.lung_shape_features`:
+how much of the frame the lungs fill and where they sit; a child's radiograph holds
+more of the arms, neck and abdomen), and the same linear scorer
 (:class:`cxrtriage.ood.gate.CxrGate`: standardisation + logistic regression,
-class-balanced); the score is the log-odds of "pediatric".
+class-balanced, its L2 strength chosen on the threshold part); the score is the
+log-odds of "pediatric". A gate fitted without the shape statistics (1,280
+coefficients) still loads and scores from the image features alone.
 
 Data (``../shared/data``): pediatric = Kermany (Guangzhou Women and Children's
 Medical Center, ages 1-5, all of it); adult = COVID-19 Radiography Database
@@ -43,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrtriage.ood.gate import CxrGate, GateFeatures, gate_part, read_gate_rows, read_gray
+from cxrtriage.segment.postprocess import LUNG_SHAPE_FEATURES, LungMask, lung_shape_features
 
 __all__ = [
     "POPULATIONS",
@@ -66,26 +72,72 @@ ADULT_AGE = 18
 
 
 class PopulationGate(CxrGate):
-    """Gate 2: linear scorer on gate 1's features; score = log-odds of "pediatric".
+    """Gate 2: linear scorer on gate 1's features (and lung shape); score = log-odds of "pediatric".
 
     Same attributes as :class:`cxrtriage.ood.gate.CxrGate`; ``threshold`` separates
-    pediatric (score >= threshold) from adult images.
+    pediatric (score >= threshold) from adult images. ``mean``, ``scale`` and ``coef`` have
+    1280 entries (image features only) or 1280 + ``len(LUNG_SHAPE_FEATURES)`` (image features,
+    then :func:`cxrtriage.segment.postprocess.lung_shape_features`).
     """
 
-    def population_of(self, feats: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """Population of each image from its pooled gate features.
+    @property
+    def uses_lung_shape(self) -> bool:
+        """The gate needs the lung mask's shape statistics beside the image features."""
+        return len(self.coef) > GateFeatures.dim
+
+    def inputs(self, feats: np.ndarray, masks: list[LungMask | None] | None = None) -> np.ndarray:
+        """The gate's input rows: image features, followed by lung shape statistics when it uses them.
 
         Parameters
         ----------
         feats : numpy.ndarray
             ``float32 (N, 1280)`` features of :class:`cxrtriage.ood.gate.GateFeatures`.
+        masks : list of LungMask or None, optional
+            The segmenter's mask of each image (None for an image without one: all-zero statistics).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``float64 (N, D)``, D = ``len(self.coef)``.
+
+        Raises
+        ------
+        ValueError
+            The gate uses lung shape and ``masks`` is missing or of another length.
+        """
+        x = np.asarray(feats, np.float64)
+        if not self.uses_lung_shape:
+            return x
+        if masks is None or len(masks) != len(x):
+            raise ValueError(f"gate 2 needs one lung mask per image ({len(x)} images, masks: {masks and len(masks)})")
+        shape = np.stack(
+            [lung_shape_features(m.mask) if m is not None else np.zeros(len(LUNG_SHAPE_FEATURES)) for m in masks]
+        )
+        return np.hstack([x, shape])
+
+    def population_of(
+        self, feats: np.ndarray, masks: list[LungMask | None] | None = None
+    ) -> tuple[list[str], np.ndarray]:
+        """Population of each image from its pooled gate features (and lung masks).
+
+        Parameters
+        ----------
+        feats : numpy.ndarray
+            ``float32 (N, 1280)`` features of :class:`cxrtriage.ood.gate.GateFeatures`.
+        masks : list of LungMask or None, optional
+            Needed when :attr:`uses_lung_shape` (see :meth:`inputs`).
 
         Returns
         -------
         (populations, scores) : (list of str, numpy.ndarray)
             ``"pediatric"`` or ``"adult"`` per image; ``float64 (N,)`` log-odds of pediatric.
+
+        Raises
+        ------
+        ValueError
+            Masks needed and missing (:meth:`inputs`).
         """
-        s = self.score(feats)
+        s = self.score(self.inputs(feats, masks))
         return ["pediatric" if v >= self.threshold else "adult" for v in s], s
 
 
@@ -224,12 +276,13 @@ def fit_population(
     data_root: str | Path,
     out_dir: str | Path = POPULATION_DIR,
     *,
-    per_source: int = 400,
+    per_source: int = 5000,
     seed: int = 0,
-    C: float = 0.01,
+    Cs: tuple[float, ...] = (0.03, 0.1, 0.3),
+    lung_shape: bool = True,
     features: GateFeatures | None = None,
 ) -> dict:
-    """Fit gate 2 on the fit part, choose its threshold on the threshold part, measure the test part, save it.
+    """Fit gate 2 on the fit part, choose its L2 strength and threshold on the threshold part, measure the test part.
 
     Parameters
     ----------
@@ -238,10 +291,14 @@ def fit_population(
     out_dir : path
         Where ``gate.npz`` and ``gate.json`` are written.
     per_source : int
-        Images drawn per source (dataset, or dataset class for Kermany and COVID-19 Radiography).
+        At most this many images drawn per source (dataset, or dataset class for Kermany and COVID-19
+        Radiography); the default takes every image of the shared datasets.
     seed : int
-    C : float
-        Inverse L2 regularisation strength of the logistic regression.
+    Cs : tuple of float
+        Inverse L2 strengths tried; the one with the smallest largest misrouted rate over the sources of the
+        threshold part wins (ties: the strongest regularisation).
+    lung_shape : bool
+        Append the lung segmenter's shape statistics to the image features (needs the shipped segmenter).
     features : GateFeatures, optional
         Feature extractor (built when not given).
 
@@ -254,11 +311,13 @@ def fit_population(
     Raises
     ------
     ValueError
-        No image of one of the two populations under ``data_root``.
+        No image of one of the two populations under ``data_root``, or an empty ``Cs``.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    if not Cs:
+        raise ValueError("Cs: at least one regularisation strength")
     rows = _sample(population_rows(data_root), per_source, seed)
     pops = np.array([r[0] for r in rows])
     if not {"pediatric", "adult"} <= set(pops.tolist()):
@@ -266,14 +325,33 @@ def fit_population(
     src = np.array([r[1] for r in rows])
     parts = np.array([gate_part(r[2]) for r in rows])
     y = (pops == "pediatric").astype(int)
-    feats = (features or GateFeatures())([read_gray(r[3]) for r in rows])
+    images = [read_gray(r[3]) for r in rows]
+    feats = np.asarray((features or GateFeatures())(images), np.float64)
+    segmenter = None
+    if lung_shape:
+        from cxrtriage.segment.runtime import load_segmenter
 
-    fit = parts == "fit"
+        segmenter = load_segmenter()
+        masks: list[LungMask] = []
+        for i in range(0, len(images), 64):
+            masks.extend(segmenter.segment_batch(images[i : i + 64]))
+        feats = np.hstack([feats, np.stack([lung_shape_features(m.mask) for m in masks])])
+    del images
+
+    fit, thr = parts == "fit", parts == "threshold"
     scaler = StandardScaler().fit(feats[fit])
-    clf = LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit(scaler.transform(feats[fit]), y[fit])
-    gate = PopulationGate(scaler.mean_, scaler.scale_, clf.coef_[0], float(clf.intercept_[0]), 0.0)
+    z = scaler.transform(feats)
+    trials = []
+    for C in sorted(Cs):
+        clf = LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit(z[fit], y[fit])
+        s = clf.decision_function(z)
+        t = minimax_threshold(s[thr], y[thr], src[thr])
+        wrong = np.where(y == 1, s < t, s >= t)
+        worst = max(float(wrong[thr & (src == k)].mean()) for k in sorted(set(src[thr].tolist())))
+        trials.append((worst, C, clf, t))
+    worst_thr, C, clf, threshold = min(trials, key=lambda r: (r[0], r[1]))
+    gate = PopulationGate(scaler.mean_, scaler.scale_, clf.coef_[0], float(clf.intercept_[0]), threshold)
     s = gate.score(feats)
-    gate.threshold = minimax_threshold(s[parts == "threshold"], y[parts == "threshold"], src[parts == "threshold"])
     called_pediatric = s >= gate.threshold
     misrouted = np.where(y == 1, ~called_pediatric, called_pediatric)
 
@@ -287,8 +365,14 @@ def fit_population(
 
     gate.info = {
         "method": "logistic regression (scikit-learn, class-balanced, L2) on gate 1's standardised pooled features of "
-        "the frozen ImageNet EfficientNet-Lite0; score = log-odds of pediatric",
+        "the frozen ImageNet EfficientNet-Lite0"
+        + (" and the lung segmenter's shape statistics (lung_shape_features)" if lung_shape else "")
+        + "; score = log-odds of pediatric",
+        "features": ["1280 pooled image features", *(LUNG_SHAPE_FEATURES if lung_shape else ())],
+        "segmenter": segmenter.config.version if segmenter is not None else None,
         "C": C,
+        "C_trials": {str(c): round(w, 4) for w, c, _, _ in trials},
+        "C_rule": "the C with the smallest largest misrouted rate over the sources of the threshold part",
         "seed": seed,
         "positive": "pediatric",
         "threshold_rule": "minimax on the threshold part: the largest misrouted rate over the sources (Kermany NORMAL, "
@@ -302,11 +386,12 @@ def fit_population(
             "pediatric": "../shared/data/kermany-pneumonia (NORMAL, PNEUMONIA)",
             "adult": "../shared/data: covid19-radiography Normal and COVID (Viral_Pneumonia left out: Kermany images), "
             f"nih-cxr14-normal-abnormal-64px, ieee8023-cxr frontal views aged >= {ADULT_AGE}; "
-            f"{per_source} drawn per source",
+            f"at most {per_source} drawn per source",
         },
         "caveat": "source confound: all pediatric images come from one dataset (Kermany, one hospital), so the "
         "classifier also separates Kermany from the other sources; accepted for routing images to the models "
-        "validated on these sources, not an age estimator",
+        "validated on these sources, not an age estimator. rsna-lungs adults are lung-only images (no full frame) "
+        "and cannot join an image-level gate",
         "threshold_part": report("threshold"),
         "test_part": report("test"),
     }

@@ -9,7 +9,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LungMask", "clean_mask", "contour_of", "lung_fraction", "assess_mask", "lung_bbox", "dice_scores"]
+__all__ = [
+    "LungMask",
+    "clean_mask",
+    "contour_of",
+    "lung_fraction",
+    "assess_mask",
+    "lung_bbox",
+    "dice_scores",
+    "LUNG_SHAPE_FEATURES",
+    "lung_shape_features",
+]
+
+#: Names of :func:`lung_shape_features`, in order (fractions of the image side or area unless stated).
+LUNG_SHAPE_FEATURES = (
+    "lung_fraction",
+    "top",
+    "bottom",
+    "left",
+    "right",
+    "height",
+    "width",
+    "height_to_width",
+    "centroid_row",
+    "centroid_col",
+    "left_half_fraction",
+    "right_half_fraction",
+    "rows_covered",
+    "widest_row",
+    "bbox_fill",
+)
 
 
 @dataclass(frozen=True)
@@ -151,6 +180,58 @@ def lung_bbox(mask: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, in
         min(h, int(rows[-1]) + 1 + dy),
         max(0, int(cols[0]) - dx),
         min(w, int(cols[-1]) + 1 + dx),
+    )
+
+
+def lung_shape_features(mask: np.ndarray) -> np.ndarray:
+    """Size, position and shape of the lung fields in the frame, independent of the image's resolution.
+
+    Where the lungs sit in the frame and how much of it they fill tells a child's radiograph (arms, neck and
+    abdomen in the field) from an adult's; gate 2 (:mod:`cxrtriage.ood.population`) uses these beside its
+    image features.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        ``(H, W)`` lung mask (non-zero = lung), e.g. :attr:`LungMask.mask`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64 (15,)`` in :data:`LUNG_SHAPE_FEATURES` order: covered share of the image; bounding box top,
+        bottom, left, right, height and width (fractions of the image's height or width); height / width of the
+        box; centroid row and column (fractions); covered share of the left and of the right image half; share
+        of image rows holding lung; widest lung row (fraction of the width); covered share of the box. All zero
+        for an empty mask.
+    """
+    m = np.asarray(mask) != 0
+    h, w = m.shape
+    if not m.any():
+        return np.zeros(len(LUNG_SHAPE_FEATURES))
+    rows, cols = np.nonzero(m)
+    top, bottom = rows.min() / h, (rows.max() + 1) / h
+    left, right = cols.min() / w, (cols.max() + 1) / w
+    height, width = bottom - top, right - left
+    frac = float(m.mean())
+    return np.array(
+        [
+            frac,
+            top,
+            bottom,
+            left,
+            right,
+            height,
+            width,
+            height / width,
+            rows.mean() / h,
+            cols.mean() / w,
+            float(m[:, : w // 2].mean()),
+            float(m[:, w // 2 :].mean()),
+            float(m.any(axis=1).mean()),
+            float(m.sum(axis=1).max()) / w,
+            frac / (height * width),
+        ],
+        dtype=np.float64,
     )
 
 

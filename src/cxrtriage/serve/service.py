@@ -200,6 +200,8 @@ class GateResult:
         Gate 2 log-odds of pediatric (NaN when not run).
     ms : float
         Milliseconds of both gates.
+    features : numpy.ndarray or None
+        ``float32 (1, 1280)`` pooled gate features (kept for gate 2 when it waits for the lung mask).
     """
 
     is_cxr: bool = True
@@ -207,6 +209,7 @@ class GateResult:
     population: str | None = None
     population_score: float = float("nan")
     ms: float = 0.0
+    features: np.ndarray | None = None
 
 
 @dataclass
@@ -613,11 +616,26 @@ class Engine:
         if self.gate is not None:
             out.cxr_score = float(self.gate.score(feats)[0])
             out.is_cxr = out.cxr_score >= self.gate.threshold
-        if self.population_gate is not None:
+        out.features = feats
+        if self.population_gate is not None and not self.population_gate.uses_lung_shape:
             pops, scores = self.population_gate.population_of(feats)
             out.population, out.population_score = pops[0], float(scores[0])
         out.ms = (time.perf_counter() - t0) * 1e3
         return out
+
+    def route(self, g: GateResult, lungs: LungMask | None) -> GateResult:
+        """Gate 2 from the gate features of :meth:`gates` and the image's lung mask (when the gate uses its shape).
+
+        Sets ``g.population`` and ``g.population_score`` in place (unchanged when gate 2 is off, already
+        decided, or the features are missing) and returns ``g``.
+        """
+        if self.population_gate is None or g.population is not None or g.features is None:
+            return g
+        t0 = time.perf_counter()
+        pops, scores = self.population_gate.population_of(g.features, [lungs])
+        g.population, g.population_score = pops[0], float(scores[0])
+        g.ms += (time.perf_counter() - t0) * 1e3
+        return g
 
     def segment(self, img: np.ndarray) -> tuple[LungMask | None, float]:
         """The lung mask of one ``uint8 (H, W)`` image (None without a segmenter) and its milliseconds."""
@@ -858,6 +876,7 @@ class StudyService:
         if existing is not None:
             return existing, True, {"total_ms": (time.perf_counter() - t0) * 1e3}
         lungs, segment_ms = self.engine.segment(img)
+        g = self.engine.route(g, lungs)
         t1 = time.perf_counter()
         analyses = self.engine.analyze(img, g.population)
         if lungs is not None and not lungs.failed:
