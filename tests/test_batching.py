@@ -158,6 +158,7 @@ def engine(tmp_path_factory):
 def _whole(engine, img):
     g = engine.gates(img)
     lungs, _ = engine.segment(img)
+    g = engine.route(g, lungs)  # gate 2, with the lung mask
     return g, lungs, engine.analyze(img, g.population)
 
 
@@ -174,6 +175,7 @@ def test_batched_results_equal_results_alone(engine, examples_dir, shared_data_d
     for (g1, m1, a1), (g2, m2, a2) in zip(alone * 2, together):
         assert g1.is_cxr == g2.is_cxr and g1.population == g2.population
         assert g1.cxr_score == pytest.approx(g2.cxr_score, abs=1e-3)
+        assert g1.population is not None
         assert g1.population_score == pytest.approx(g2.population_score, abs=1e-3)
         assert (m1 is None) == (m2 is None)
         if m1 is not None:
