@@ -93,6 +93,13 @@ LIMITATIONS = {
         "grouped by their Kermany patient through duplicate detection.",
         "Images are a 256 px re-encoding of the database; Lung_Opacity class not available.",
     ],
+    "covid4": [
+        "Each class comes mostly from one source: COVID from the COVID-19 Radiography Database's collection, "
+        "Lung_Opacity from RSNA, Viral_Pneumonia from Kermany's pediatric images, Normal from both RSNA-derived "
+        "sets. The classes can be told apart by source and age alone; `cxr covid-rule` decides whether a model ships "
+        "(docs/adult-models.md).",
+        "No patient ids in the COVID-19 Radiography Database: each of its images is its own group.",
+    ],
     "pneumonia-type": [
         "Pediatric patients (1-5 years) from one hospital (Guangzhou); not validated on adults or other sites.",
         "Bacterial vs viral labels come from the file names of the Kermany release; radiographic appearance overlaps "
