@@ -155,8 +155,10 @@ def test_streaming_keeps_at_most_two_batches_in_flight(model, example_paths, mon
 
 
 def test_unknown_model_lists_the_known_ones():
-    assert cxrtriage.list_models() == ["finding", "pneumonia", "pneumonia-type"]
-    with pytest.raises(cxrtriage.ModelLoadError, match="known models: finding, pneumonia, pneumonia-type"):
+    assert cxrtriage.list_models() == ["finding", "lung-opacity", "pneumonia", "pneumonia-type"]
+    with pytest.raises(
+        cxrtriage.ModelLoadError, match="known models: finding, lung-opacity, pneumonia, pneumonia-type"
+    ):
         cxrtriage.load_model("pneumonai")
     with pytest.raises(cxrtriage.ModelLoadError, match="withdrawn"):
         cxrtriage.load_model("covid")
