@@ -413,11 +413,11 @@ class Model:
         """
         gate_scores: dict[str, float] | None = None
         if cxr_gate and self._gate is None:
-            from cxrtriage.ood.gate import GateFeatures, load_gate
+            from cxrtriage.ood.gate import gate_features, load_gate
 
             self._gate = load_gate()
             if self._gate is not None:
-                self._gate.features = GateFeatures()
+                self._gate.features = gate_features()
         if cxr_gate and self._gate is not None:
             gate_scores = {}
         probs, scores, names = self._run(inputs, batch_size, workers, with_ood=True, gate_scores=gate_scores)

@@ -48,6 +48,8 @@ __all__ = [
     "GATE_SIZE",
     "CxrGate",
     "GateFeatures",
+    "TorchGateFeatures",
+    "gate_features",
     "torch_gate_features",
     "torch_gate_network",
     "gate_input",
@@ -292,6 +294,72 @@ def torch_gate_features(images: Sequence[np.ndarray], batch_size: int = 64, netw
     return np.concatenate(out)
 
 
+class TorchGateFeatures:
+    """:class:`GateFeatures` computed in PyTorch, for installs without ONNX Runtime (the base install).
+
+    Same network, input and output as :class:`GateFeatures` (:func:`torch_gate_network`: the packaged
+    ImageNet EfficientNet-Lite0, spatial mean of its last feature map); the two agree to float32 rounding
+    (``tests/test_gate.py`` compares them). Calls are serialised by a lock. Needs torch and timm.
+
+    Parameters
+    ----------
+    threads : int, optional
+        Accepted for symmetry with :class:`GateFeatures`; PyTorch's intra-op thread count is process-wide
+        and left as it is.
+    """
+
+    dim = GATE_FEATURES_DIM
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.network = torch_gate_network()
+        self.threads = threads
+        self._lock = threading.Lock()
+
+    def __call__(self, images: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """Pooled features ``float32 (N, 1280)`` of ``uint8 (H, W)`` grayscale images (see :class:`GateFeatures`)."""
+        with self._lock:
+            return torch_gate_features(images, batch_size=batch_size, network=self.network)
+
+    def run_inputs(self, x: np.ndarray) -> np.ndarray:
+        """Pooled features ``float32 (N, 1280)`` of preprocessed inputs ``float32 (N, 1, GATE_SIZE, GATE_SIZE)``."""
+        import torch
+
+        with torch.inference_mode():
+            return self.network(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy().astype(np.float32)
+
+
+def gate_features(threads: int | None = None, memory_arena: bool = True) -> GateFeatures | TorchGateFeatures:
+    """The gate's feature extractor: ONNX Runtime when it is installed, else PyTorch.
+
+    The server and ``cxr fit-*`` use :class:`GateFeatures` directly (no PyTorch in the serve process);
+    the Python API and ``cxr predict`` call this, so that the base install (no ``serve`` extra, hence
+    no ONNX Runtime) still checks its inputs with gate 1.
+
+    Parameters
+    ----------
+    threads : int, optional
+        Intra-op threads (ONNX Runtime only).
+    memory_arena : bool
+        ONNX Runtime's CPU memory arena (see :class:`GateFeatures`).
+
+    Returns
+    -------
+    GateFeatures or TorchGateFeatures
+
+    Raises
+    ------
+    FileNotFoundError
+        ONNX Runtime is installed but the shipped graph is missing.
+    ModuleNotFoundError
+        Neither ONNX Runtime nor torch/timm is installed.
+    """
+    try:
+        import onnxruntime  # noqa: F401
+    except ModuleNotFoundError:
+        return TorchGateFeatures(threads=threads)
+    return GateFeatures(threads=threads, memory_arena=memory_arena)
+
+
 @dataclass
 class CxrGate:
     """Logistic regression on standardised pooled features; score = log-odds of "chest radiograph".
@@ -315,7 +383,7 @@ class CxrGate:
     intercept: float
     threshold: float
     info: dict = field(default_factory=dict)
-    features: GateFeatures | None = field(default=None, repr=False)
+    features: GateFeatures | TorchGateFeatures | None = field(default=None, repr=False)
 
     def score(self, feats: np.ndarray) -> np.ndarray:
         """Log-odds ``float64 (N,)`` of "chest radiograph" for pooled features ``(N, 1280)``."""
@@ -325,7 +393,7 @@ class CxrGate:
     def score_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Log-odds ``float64 (N,)`` for ``uint8 (H, W)`` images (builds the feature extractor once)."""
         if self.features is None:
-            self.features = GateFeatures()
+            self.features = gate_features()
         return self.score(self.features(images))
 
     def is_cxr(self, img: np.ndarray) -> tuple[bool, float]:
