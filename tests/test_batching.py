@@ -159,7 +159,7 @@ def _whole(engine, img):
     g = engine.gates(img)
     lungs, _ = engine.segment(img)
     g = engine.route(g, lungs)  # gate 2, with the lung mask
-    return g, lungs, engine.analyze(img, g.population)
+    return g, lungs, engine.analyze(img, g.population, lungs)  # the lung-input models reuse the mask
 
 
 def test_batched_results_equal_results_alone(engine, examples_dir, shared_data_dir):
@@ -206,6 +206,25 @@ def test_batched_equals_the_unbatched_networks(engine, examples_dir):
         np.testing.assert_allclose(a.cam, cam, atol=1e-4)
     direct = seg.segment(img)
     assert np.mean(direct.mask != engine.segment(img)[0].mask) < 1e-3
+
+
+def test_one_segmenter_call_per_upload(engine, examples_dir):
+    """The upload's mask feeds gate 2 and every lung-input model: the segmenter runs once, not once per model,
+    and the lung-input models get the input they get when they segment the image themselves."""
+    from cxrtriage.data.io import read_image
+
+    lung_models = [m for m in engine.models if m.config.input != "full"]
+    if not lung_models:
+        pytest.skip("no shipped lung-input model")
+    seg_batcher = next(b for b in engine.batchers() if b.name == "segmenter")
+    for p in sorted(examples_dir.glob("*.jpg"))[:3]:
+        img = read_image(p)
+        before = seg_batcher.stats["items"]
+        lungs = _whole(engine, img)[1]
+        assert seg_batcher.stats["items"] - before == 1
+        for m in lung_models:
+            np.testing.assert_array_equal(m.inputs(img, lungs), m.inputs(img))  # reused = segmented again
+        assert seg_batcher.stats["items"] - before == 1 + len(lung_models)  # m.inputs(img) alone segments
 
 
 def test_a_bad_upload_in_a_batch_fails_alone(engine, examples_dir):

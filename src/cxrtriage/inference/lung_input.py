@@ -57,7 +57,10 @@ class LungInputResult:
 
 
 def apply_lung_input(
-    images: np.ndarray | Sequence[np.ndarray], mode: str, segmenter: LungSegmenter | None = None
+    images: np.ndarray | Sequence[np.ndarray],
+    mode: str,
+    segmenter: LungSegmenter | None = None,
+    logits: Sequence[np.ndarray | None] | None = None,
 ) -> LungInputResult:
     """Apply a model's lung preprocessing to square images at its input size.
 
@@ -69,6 +72,12 @@ def apply_lung_input(
         :data:`cxrtriage.config.LUNG_INPUTS`.
     segmenter : LungSegmenter, optional
         Default: the shipped one (:func:`cxrtriage.segment.load_segmenter`).
+    logits : sequence of (numpy.ndarray or None), optional
+        One per image: the segmenter's logits ``float32 (S_seg, S_seg)`` of that image, already computed
+        (``LungMask.logits``; the server segments each upload once). They must be the logits the segmenter
+        gives for the squashed image, which holds when the original was segmented and the model's size
+        equals the segmenter's (squashing to the segmenter's size is then the same resize). Images with
+        None, or all when not given, are segmented here.
 
     Returns
     -------
@@ -77,7 +86,7 @@ def apply_lung_input(
     Raises
     ------
     ValueError
-        Unknown ``mode``.
+        Unknown ``mode``, or ``logits`` not one per image.
     """
     if mode not in LUNG_INPUTS:
         raise ValueError(f"unknown model input {mode!r}; choose from {', '.join(LUNG_INPUTS)}")
@@ -91,6 +100,15 @@ def apply_lung_input(
     lung_only = [d is not None for d in detected]
     todo = [i for i, d in enumerate(detected) if d is None]
     masks: list[LungMask | None] = list(detected)
+    if logits is not None and len(logits) != n:
+        raise ValueError(f"{len(logits)} logits for {n} images")
+    given = {i: lg for i in todo if logits is not None and (lg := logits[i]) is not None}
+    if given:
+        for i, seg_mask in zip(
+            given, seg.masks_from_logits(np.stack(list(given.values())), [arr[i].shape for i in given])
+        ):
+            masks[i] = seg_mask
+        todo = [i for i in todo if i not in given]
     for i, seg_mask in zip(todo, seg.segment_batch([arr[i] for i in todo], detect_lung_only_input=False)):
         masks[i] = seg_mask
     out, fallback = [], []
@@ -119,7 +137,10 @@ def resize_gray_to(img: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def model_inputs(
-    images: Sequence[np.ndarray], config: ModelConfig, segmenter: LungSegmenter | None = None
+    images: Sequence[np.ndarray],
+    config: ModelConfig,
+    segmenter: LungSegmenter | None = None,
+    lungs: Sequence[LungMask | None] | None = None,
 ) -> np.ndarray:
     """Network input of decoded images for a model: squash, the lung step of ``config.input``, normalise.
 
@@ -131,6 +152,10 @@ def model_inputs(
         ``image_size``, ``input``, ``intensity``, ``mean``, ``std``.
     segmenter : LungSegmenter, optional
         Default: the shipped one (only loaded when ``config.input`` is not ``full``).
+    lungs : sequence of (LungMask or None), optional
+        One per image: masks ``segmenter`` already drew from these images at their own size. Their logits
+        are reused, without a second network call, when the model's ``image_size`` is the segmenter's (the
+        network input, hence the mask, is then the same); otherwise the squashed images are segmented.
 
     Returns
     -------
@@ -143,7 +168,11 @@ def model_inputs(
             np.float32, copy=False
         )
     squashed = [resize_gray(np.ascontiguousarray(im), s) for im in images]
-    stepped = apply_lung_input(squashed, config.input, segmenter).images
+    seg = segmenter or load_segmenter()
+    logits = None
+    if lungs is not None and seg.config.image_size == s:
+        logits = [m.logits if m is not None else None for m in lungs]
+    stepped = apply_lung_input(squashed, config.input, seg, logits=logits).images
     return np.stack([preprocess(im, s, config.intensity, config.mean, config.std) for im in stepped]).astype(
         np.float32, copy=False
     )

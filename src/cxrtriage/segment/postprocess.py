@@ -5,7 +5,7 @@ Pure NumPy/SciPy (no network code), so the serve process, the audit and the test
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -58,6 +58,11 @@ class LungMask:
         Why it failed (empty when it did not).
     components : int
         Connected components kept (0-2 for lungs).
+    logits : numpy.ndarray or None
+        The segmenter's output this mask was drawn from, ``float32 (S, S)`` at the segmenter's input size
+        (:meth:`cxrtriage.segment.runtime.LungSegmenter.logits`); None when no network ran (an already
+        lung-only image, a blank image, a mask built by hand). Lets a lung-input model of the same input
+        size reuse the segmentation instead of running the network again (:func:`cxrtriage.inference.lung_input.apply_lung_input`).
     """
 
     mask: np.ndarray
@@ -65,6 +70,7 @@ class LungMask:
     failed: bool
     reason: str
     components: int
+    logits: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready summary (no pixels): fraction rounded to 4 decimals, the flag, its reason, components."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -204,11 +205,15 @@ class LungSegmenter:
 
     def masks_from_logits(self, logits: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> list[LungMask]:
         """Post-processed masks from :meth:`logits` output ``float32 (N, S, S)``, each resized to its ``(H, W)``
-        in ``shapes``, thresholded at ``config.threshold``, cleaned and assessed (:func:`assess_mask`)."""
+        in ``shapes``, thresholded at ``config.threshold``, cleaned and assessed (:func:`assess_mask`); each
+        mask keeps its logits (``LungMask.logits``)."""
         c = self.config
         thr = float(np.log(c.threshold / (1.0 - c.threshold)))
         return [
-            assess_mask(self._to_size(lg, shape) >= thr, c.min_fraction, c.max_fraction, c.keep_components)
+            dataclasses.replace(
+                assess_mask(self._to_size(lg, shape) >= thr, c.min_fraction, c.max_fraction, c.keep_components),
+                logits=lg,
+            )
             for lg, shape in zip(logits, shapes)
         ]
 

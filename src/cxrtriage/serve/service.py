@@ -375,9 +375,13 @@ class ModelEngine:
             logits, fmap = self.backend.run([np.stack(inputs)], features="map")
         return [(logits[i], fmap[i]) for i in range(len(inputs))]
 
-    def inputs(self, img: np.ndarray) -> np.ndarray:
-        """Network input ``float32 (1, S, S)`` of one ``uint8 (H, W)`` image (with the model's lung step)."""
-        return model_inputs([img], self.config, self.segmenter)[0]
+    def inputs(self, img: np.ndarray, lungs: LungMask | None = None) -> np.ndarray:
+        """Network input ``float32 (1, S, S)`` of one ``uint8 (H, W)`` image (with the model's lung step).
+
+        ``lungs``: the upload's mask from the server's segmenter; its logits are reused for the lung step
+        when the model's input size is the segmenter's (:func:`cxrtriage.inference.lung_input.model_inputs`).
+        """
+        return model_inputs([img], self.config, self.segmenter, lungs=None if lungs is None else [lungs])[0]
 
     def analyze(self, img: np.ndarray) -> Analysis:
         """Classify one ``uint8 (H, W)`` image: probabilities, decision, CAM of the predicted class, OOD score.
@@ -645,7 +649,7 @@ class Engine:
         mask = (self._segmenter or self.segmenter).segment(img)
         return mask, (time.perf_counter() - t0) * 1e3
 
-    def analyze(self, img: np.ndarray, population: str | None = None) -> list[Analysis]:
+    def analyze(self, img: np.ndarray, population: str | None = None, lungs: LungMask | None = None) -> list[Analysis]:
         """Every model on one ``uint8 (H, W)`` image, in order, with its applicability (gate 2).
 
         Parameters
@@ -655,9 +659,12 @@ class Engine:
         population : {"pediatric", "adult"} or None
             The image's population from :meth:`gates`; None (or ``settings.population_gate`` off): every
             result is applicable.
+        lungs : LungMask, optional
+            The image's mask from :meth:`segment`: lung-input models reuse it instead of segmenting again
+            (one segmenter call per upload).
         """
         t0 = time.perf_counter()
-        inputs = [m.inputs(img) for m in self.models]
+        inputs = [m.inputs(img, lungs) for m in self.models]
         futures = [m.batcher.submit(x) for m, x in zip(self.models, inputs)]  # every model queued, then awaited
         out = [m.finish(f.result(), t0) for m, f in zip(self.models, futures)]
         if self.settings.population_gate:
@@ -878,7 +885,7 @@ class StudyService:
         lungs, segment_ms = self.engine.segment(img)
         g = self.engine.route(g, lungs)
         t1 = time.perf_counter()
-        analyses = self.engine.analyze(img, g.population)
+        analyses = self.engine.analyze(img, g.population, lungs)
         if lungs is not None and not lungs.failed:
             for a in analyses:
                 if a.cam is not None:
