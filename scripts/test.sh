@@ -40,8 +40,10 @@ python3 -m mypy || failed+=("mypy")
 # The docs site (MkDocs + mkdocstrings, API reference from the NumPy docstrings): any warning fails it.
 NO_MKDOCS_2_WARNING=1 python3 -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)" || failed+=("mkdocs build --strict")
 
+# pytest-xdist: one worker per core (PYTEST_WORKERS overrides; 0 = in this process), tests handed out
+# as workers free up (worksteal: the long end-to-end tests do not queue behind each other).
 status=0
-python3 -m pytest -q -p no:cacheprovider "$@" || status=$?
+python3 -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-auto}" --dist worksteal "$@" || status=$?
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "static checks failed: ${failed[*]}" >&2
   [ "$status" -ne 0 ] || status=1

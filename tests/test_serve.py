@@ -454,6 +454,7 @@ HEAVY_MODULES = (
     "torchvision",
     "timm",
     "lightning",
+    "lightning_fabric",
     "pytorch_grad_cam",
     "matplotlib",
     "sklearn",

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.fabric import Fabric
+from lightning_fabric import Fabric
 from torch import nn
 
 __all__ = ["LoopResult", "fit", "seed_all", "rng_states", "set_rng_states", "write_history", "save_checkpoint"]
