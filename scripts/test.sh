@@ -30,20 +30,30 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 python3 -m pip install --quiet -e ".[serve,dev]"
 
-# Static checks (configured in pyproject.toml): lint, formatting, import layers, types. Each one that
-# fails is named at the end; the tests run either way.
+# Static checks (configured in pyproject.toml): lint, formatting, import layers, types, the docs site.
+# Each one that fails is named at the end; the tests run either way. mypy (about 40 s from a cold cache)
+# and the MkDocs build run beside pytest at a lower CPU priority, in the moments its workers wait;
+# their output is printed after the tests.
 failed=()
 python3 -m ruff check src tests benchmarks scripts || failed+=("ruff check")
 python3 -m ruff format --check src tests benchmarks scripts || failed+=("ruff format --check")
 lint-imports || failed+=("lint-imports")
-python3 -m mypy || failed+=("mypy")
+checks_dir="$(mktemp -d)"
+nice -n 10 python3 -m mypy > "$checks_dir/mypy.log" 2>&1 &
+mypy_pid=$!
 # The docs site (MkDocs + mkdocstrings, API reference from the NumPy docstrings): any warning fails it.
-NO_MKDOCS_2_WARNING=1 python3 -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)" || failed+=("mkdocs build --strict")
+NO_MKDOCS_2_WARNING=1 nice -n 10 python3 -m mkdocs build --strict --quiet --site-dir "$checks_dir/site" \
+  > "$checks_dir/mkdocs.log" 2>&1 &
+mkdocs_pid=$!
 
 # pytest-xdist: one worker per core (PYTEST_WORKERS overrides; 0 = in this process), tests handed out
 # as workers free up (worksteal: the long end-to-end tests do not queue behind each other).
 status=0
 python3 -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-auto}" --dist worksteal "$@" || status=$?
+wait "$mypy_pid" || failed+=("mypy")
+echo "--- mypy"; cat "$checks_dir/mypy.log"
+wait "$mkdocs_pid" || failed+=("mkdocs build --strict")
+echo "--- mkdocs build --strict"; cat "$checks_dir/mkdocs.log"
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "static checks failed: ${failed[*]}" >&2
   [ "$status" -ne 0 ] || status=1
