@@ -230,6 +230,8 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
     ``--no-ood``, ``--max-batch``, ``--max-wait-ms``, ``--batch-queue``; :func:`analysis_settings` turns them
     into :class:`~cxrtriage.serve.settings.ServeSettings` fields.
     """
+    from cxrtriage.serve.settings import ServeSettings
+
     p.add_argument(
         "--model",
         action="append",
@@ -238,7 +240,11 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
         "in this order (default: every shipped model)",
     )
     p.add_argument(
-        "--threads", type=int, default=2, help="ONNX Runtime threads of each model (the models run model.onnx)"
+        "--threads",
+        type=int,
+        default=ServeSettings.threads,
+        help="ONNX Runtime intra-op threads of each model and of the segmenter (%(default)s; each network has its "
+        "own worker thread already)",
     )
     p.add_argument(
         "--no-cxr-gate",
@@ -251,8 +257,6 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
         help="gate 2 off: mark every model's result applicable, whatever the image's population (not recommended)",
     )
     p.add_argument("--no-ood", action="store_true", help="both gates off (--no-cxr-gate --no-population-gate)")
-    from cxrtriage.serve.settings import ServeSettings
-
     g = p.add_argument_group("micro-batching across uploads (one ONNX Runtime call per network for several uploads)")
     g.add_argument(
         "--max-batch",

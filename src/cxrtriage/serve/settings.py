@@ -153,7 +153,10 @@ class ServeSettings:
         After this many analysed uploads, hand the memory freed inside the C heap back to the system
         (:func:`cxrtriage.serve.memory.release_free_memory`, about a millisecond); 0: never.
     threads : int
-        ONNX Runtime intra-op threads of each model and of the lung segmenter.
+        ONNX Runtime intra-op threads of each model and of the lung segmenter. Default 1: every network has its
+        own worker thread, so the models of one upload already run side by side on the cores; two threads per
+        network made a lone upload slower on 2 cores (p95 58-78 ms against 47-55 ms, and fewer uploads/s at 16
+        clients; ``benchmarks/results/serve_batching*.json``).
     gate_threads : int
         ONNX Runtime intra-op threads of the gates' feature extractor (:class:`cxrtriage.ood.gate.GateFeatures`).
     max_batch : int
@@ -203,7 +206,7 @@ class ServeSettings:
     https_only: bool = False
     upload_quota_per_hour: int = 2000
     release_memory_every: int = 50
-    threads: int = 2
+    threads: int = 1
     gate_threads: int = 1
     max_batch: int = 16
     max_wait_ms: float = 0.0
