@@ -29,6 +29,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 python3 -m pip install --quiet -e ".[serve,dev]"
+installs_s=$SECONDS
 
 # Static checks (configured in pyproject.toml): lint, formatting, import layers, types, the docs site.
 # Each one that fails is named at the end; the tests run either way. mypy (about 40 s from a cold cache)
@@ -54,6 +55,7 @@ wait "$mypy_pid" || failed+=("mypy")
 echo "--- mypy"; cat "$checks_dir/mypy.log"
 wait "$mkdocs_pid" || failed+=("mkdocs build --strict")
 echo "--- mkdocs build --strict"; cat "$checks_dir/mkdocs.log"
+echo "wall time: installs ${installs_s} s, static checks and tests $((SECONDS - installs_s)) s"
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "static checks failed: ${failed[*]}" >&2
   [ "$status" -ne 0 ] || status=1
