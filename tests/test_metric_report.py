@@ -91,6 +91,46 @@ def test_bad_shapes_raise() -> None:
         metric_report([0, 1], np.zeros((3, 2)), ["a", "b"], task="t")
     with pytest.raises(ValueError):
         metric_report([0, 5], np.full((2, 2), 0.5), ["a", "b"], task="t")
+    with pytest.raises(ValueError, match="y_pred"):
+        metric_report([0, 1], np.full((2, 2), 0.5), ["a", "b"], task="t", y_pred=[0, 2])
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_counts_and_auroc_equal_scikit_learn(k: int) -> None:
+    """The bincount counts and the Mann-Whitney AUROC are scikit-learn's, with tied scores, calls of classes
+    absent from the truth and classes absent altogether, on every bootstrap-sized resample."""
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        multilabel_confusion_matrix,
+        roc_auc_score,
+    )
+
+    from cxrtriage.metrics.classification import _point
+
+    rng = np.random.default_rng(k)
+    for trial in range(30):
+        n = int(rng.integers(5, 80))
+        present = k if trial % 3 else k - 1  # every third sample lacks the last class in the truth
+        y = rng.integers(0, present, n)
+        probs = rng.dirichlet(np.ones(k), n).round(1)  # rounding makes many ties
+        pred = rng.integers(0, k, n)
+        head, per = _point(y, probs, pred, k, 1 if k == 2 else None)
+        mcm = multilabel_confusion_matrix(y, pred, labels=list(range(k)))
+        for c in range(k):
+            (tn, fp), (fn, tp) = mcm[c]
+            assert per[c]["sensitivity"] == (tp / (tp + fn) if tp + fn else None)
+            assert per[c]["specificity"] == (tn / (tn + fp) if tn + fp else None)
+            assert per[c]["ppv"] == (tp / (tp + fp) if tp + fp else None)
+            truth = y == c
+            if 0 < truth.sum() < n:
+                assert per[c]["auroc"] == pytest.approx(roc_auc_score(truth, probs[:, c]), abs=1e-12)
+            else:
+                assert per[c]["auroc"] is None
+        assert head["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+        with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")
+            assert head["macro_sensitivity"] == pytest.approx(balanced_accuracy_score(y, pred), abs=1e-12)
 
 
 def test_scipy_temperature_equals_grid_minimum() -> None:
