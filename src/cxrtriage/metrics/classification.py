@@ -16,9 +16,7 @@ metric 1,000 times, where scikit-learn's input checks took about 10 ms per repli
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -32,17 +30,6 @@ from cxrtriage.metrics.report import METRIC_NAMES, PER_CLASS_NAMES, Estimate, Me
 __all__ = ["auroc", "metric_report", "report_at_operating_point", "safe_div"]
 
 _SEP = "\x1f"  # joins class and metric name in the flat bootstrap statistic
-#: scikit-learn warnings that are expected here (a sample or resample lacking a class) and carry no news
-_EXPECTED_WARNINGS = ("y_pred contains classes not in y_true", "A single label was found")
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence :data:`_EXPECTED_WARNINGS` (absent classes are handled explicitly)."""
-    with warnings.catch_warnings():
-        for msg in _EXPECTED_WARNINGS:
-            warnings.filterwarnings("ignore", message=msg)
-        yield
 
 
 def _auc(truth: np.ndarray, score: np.ndarray) -> float | None:
@@ -202,8 +189,7 @@ def metric_report(
         raise ValueError(f"y_pred has {len(pred)} calls for {len(y)} images")
     if len(pred) and (pred.min() < 0 or pred.max() >= k):
         raise ValueError(f"calls (y_pred) must lie in [0, {k}), got {pred.min()}..{pred.max()}")
-    with _quiet():
-        head, per = _point(y, p, pred, k, positive)
+    head, per = _point(y, p, pred, k, positive)
 
     def statistic(idx: np.ndarray) -> dict[str, float | None]:
         h, pc = _point(y[idx], p[idx], pred[idx], k, positive)
@@ -212,8 +198,7 @@ def metric_report(
             flat.update({f"{c}{_SEP}{name}": v for name, v in m.items()})
         return flat
 
-    with _quiet():
-        ci = bootstrap_intervals(statistic, len(y), n_boot=n_boot, seed=seed) if n_boot and len(y) else {}
+    ci = bootstrap_intervals(statistic, len(y), n_boot=n_boot, seed=seed) if n_boot and len(y) else {}
     present = [classes[c] for c in np.unique(y)]
     return MetricReport(
         task=task,

@@ -299,33 +299,20 @@ class TorchGateFeatures:
 
     Same network, input and output as :class:`GateFeatures` (:func:`torch_gate_network`: the packaged
     ImageNet EfficientNet-Lite0, spatial mean of its last feature map); the two agree to float32 rounding
-    (``tests/test_gate.py`` compares them). Calls are serialised by a lock. Needs torch and timm.
-
-    Parameters
-    ----------
-    threads : int, optional
-        Accepted for symmetry with :class:`GateFeatures`; PyTorch's intra-op thread count is process-wide
-        and left as it is.
+    (``tests/test_gate.py`` compares them). Calls are serialised by a lock. Needs torch and timm; PyTorch's
+    intra-op thread count is process-wide and left as it is.
     """
 
     dim = GATE_FEATURES_DIM
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self) -> None:
         self.network = torch_gate_network()
-        self.threads = threads
         self._lock = threading.Lock()
 
     def __call__(self, images: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Pooled features ``float32 (N, 1280)`` of ``uint8 (H, W)`` grayscale images (see :class:`GateFeatures`)."""
         with self._lock:
             return torch_gate_features(images, batch_size=batch_size, network=self.network)
-
-    def run_inputs(self, x: np.ndarray) -> np.ndarray:
-        """Pooled features ``float32 (N, 1280)`` of preprocessed inputs ``float32 (N, 1, GATE_SIZE, GATE_SIZE)``."""
-        import torch
-
-        with torch.inference_mode():
-            return self.network(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy().astype(np.float32)
 
 
 def gate_features(threads: int | None = None, memory_arena: bool = True) -> GateFeatures | TorchGateFeatures:
@@ -338,7 +325,7 @@ def gate_features(threads: int | None = None, memory_arena: bool = True) -> Gate
     Parameters
     ----------
     threads : int, optional
-        Intra-op threads (ONNX Runtime only).
+        ONNX Runtime intra-op threads (ignored by the PyTorch fallback).
     memory_arena : bool
         ONNX Runtime's CPU memory arena (see :class:`GateFeatures`).
 
@@ -356,7 +343,7 @@ def gate_features(threads: int | None = None, memory_arena: bool = True) -> Gate
     try:
         import onnxruntime  # noqa: F401
     except ModuleNotFoundError:
-        return TorchGateFeatures(threads=threads)
+        return TorchGateFeatures()
     return GateFeatures(threads=threads, memory_arena=memory_arena)
 
 
