@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = [tuple(float(x) for x in s.split(":")) for s in a.settings.split(",")]
     from cxrtriage.serve.settings import ServeSettings
 
-    threads = a.threads if a.threads is not None else ServeSettings.__dataclass_fields__["threads"].default
+    threads = a.threads if a.threads is not None else ServeSettings.threads
     sizes = {1: a.single, 4: 4 * a.per_client, 16: 16 * a.per_client}
     uploads = real_uploads(sum(sizes.values()))
     result: dict = {

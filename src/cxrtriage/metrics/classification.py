@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import confusion_matrix
 
 from cxrtriage.config import ModelConfig
 from cxrtriage.metrics.decision import decide, decide_indices
@@ -72,13 +71,18 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """``int64 (K, K)`` confusion matrix (rows: truth, columns: call) of class indices in ``[0, K)``."""
+    return np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+
+
 def _point(
     y: np.ndarray, probs: np.ndarray, pred: np.ndarray, k: int, positive: int | None
 ) -> tuple[dict[str, float | None], list[dict[str, float | None]]]:
     """Headline metrics and per-class metrics (list indexed by class) on one sample."""
     labels = list(range(k))
     n = len(y)
-    cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)  # rows: truth, columns: call
+    cm = _confusion(y, pred, k)
     per: list[dict[str, float | None]] = []
     for c in labels:
         tp = int(cm[c, c])
@@ -214,7 +218,7 @@ def metric_report(
             }
             for c in range(k)
         },
-        confusion_matrix=confusion_matrix(y, pred, labels=list(range(k))).tolist(),
+        confusion_matrix=_confusion(y, pred, k).tolist(),
         positive_class=positive_class,
         threshold=None if threshold is None else float(threshold),
         n_boot=int(n_boot),
