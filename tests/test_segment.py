@@ -179,6 +179,31 @@ def test_lung_only_images_are_detected_and_the_lungs_step_leaves_them_unchanged(
     assert np.array_equal(again.images, imgs)
 
 
+@pytest.mark.shared_data
+def test_equalize_lungs_spreads_the_lung_pixels_whatever_the_mask_area(shared_data_dir):
+    from cxrtriage.data.transforms import normalize_intensity
+
+    root = shared_data_dir / "rsna-lungs"
+    with (root / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))[::613][:12]
+    fractions, floors, medians = [], [], []
+    for r in rows:
+        im = read_image(root / r["path"])
+        lung = im > 0
+        glob = normalize_intensity(im, "equalize")
+        eq = normalize_intensity(im, "equalize-lungs")
+        assert (eq[~lung] == 0).all() and eq[lung].min() >= 1
+        fractions.append(lung.mean())
+        floors.append(np.percentile(glob[lung], 1))
+        medians.append(np.median(eq[lung]))
+    # global equalisation: the lungs' darkest grey level is set by the black background's share
+    assert np.corrcoef(fractions, floors)[0, 1] < -0.9 and min(floors) > 100
+    # over the lung pixels only: centred and spread over the range for every mask area
+    assert all(abs(m - 128) < 12 for m in medians)
+    full = np.arange(1, 257, dtype=np.int64).reshape(16, 16).clip(1, 255).astype(np.uint8)
+    assert np.abs(normalize_intensity(full, "equalize-lungs").astype(int) - full.astype(int)).max() <= 2
+
+
 def test_lung_input_step_masks_and_crops_ordinary_images(example_paths):
     from cxrtriage.inference.backend import config_batches
     from cxrtriage.inference.lung_input import apply_lung_input

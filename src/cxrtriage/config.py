@@ -44,7 +44,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd", "adagrad")
 BALANCE_MODES = ("sampler", "loss", "none")
 
 #: Intensity normalisation methods (``TrainConfig.intensity``; see :func:`cxrtriage.data.transforms.normalize_intensity`).
-INTENSITY_METHODS = ("equalize", "minmax", "none")
+INTENSITY_METHODS = ("equalize", "equalize-lungs", "minmax", "none")
 
 #: Training augmentation levels (``TrainConfig.augment``; see :func:`cxrtriage.data.transforms.build_train_transform`).
 AUGMENT_LEVELS = ("standard", "strong")

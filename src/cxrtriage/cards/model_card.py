@@ -130,6 +130,11 @@ DATASET_LIMITATIONS = {
 
 
 #: Hub license identifiers of the datasets (``other`` where the terms are not a standard license).
+_INTENSITY_NOTES = {
+    "equalize": " (global histogram equalisation)",
+    "equalize-lungs": " (histogram equalisation over the lung pixels only; outside the lungs stays 0)",
+}
+
 DATASET_LICENSES = {"kermany-pneumonia": "cc-by-4.0"}
 
 INTENDED_USE = (
@@ -388,7 +393,7 @@ def render_card(bundle: ModelBundle) -> str:
     weights = WEIGHTS.get(mcfg.arch, "random initialisation") if tc.pretrained else "random initialisation"
     preprocessing = (
         f"grayscale, resized (squashed) to {mcfg.image_size}x{mcfg.image_size}, intensity '{mcfg.intensity}'"
-        f"{' (global histogram equalisation)' if mcfg.intensity == 'equalize' else ''}, scaled to [0,1], "
+        f"{_INTENSITY_NOTES.get(mcfg.intensity, '')}, scaled to [0,1], "
         f"standardised (x - {mcfg.mean}) / {mcfg.std}"
     )
     val, test = ev.validation, ev.test

@@ -11,6 +11,14 @@ histogram, which removes most of that difference. Histogram equalisation for
 CXR classifiers is studied in Rahman et al., "Exploring the effect of image
 enhancement techniques on COVID-19 detection using chest X-ray images",
 Computers in Biology and Medicine 132:104319, 2021.
+
+For lung-only input (``input: lungs``, outside the lungs 0) the global
+equalisation spends the black background's share of the histogram on the
+lowest grey levels, so the lung pixels land in ``[255 * (1 - f), 255]`` for a
+lung fraction ``f``: the lungs' contrast shrinks to a quarter of the range and
+their brightness encodes the mask's area (and so the segmenter that drew
+it). ``equalize-lungs`` equalises over the nonzero pixels only and leaves 0 at
+0.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ if TYPE_CHECKING:  # torch and torchvision are only imported by the training tra
 
 __all__ = [
     "INTENSITY_METHODS",
+    "equalize_nonzero",
     "normalize_intensity",
     "preprocess",
     "RandomGamma",
@@ -51,8 +60,11 @@ def normalize_intensity(img: np.ndarray, method: str) -> np.ndarray:
     ----------
     img : numpy.ndarray
         ``uint8`` array ``(H, W)``.
-    method : {"equalize", "minmax", "none"}
+    method : {"equalize", "equalize-lungs", "minmax", "none"}
         ``equalize``: global histogram equalisation (PIL ``ImageOps.equalize``);
+        ``equalize-lungs``: histogram equalisation over the nonzero pixels only, onto 1-255 (each grey
+        level to the midpoint of its cumulative share); pixels at 0 (outside the lungs of a lung-only
+        image) stay 0. On an image without zeros it is a global equalisation onto 1-255;
         ``minmax``: stretch the 0.5th-99.5th percentiles to 0-255;
         ``none``: unchanged.
 
@@ -70,6 +82,8 @@ def normalize_intensity(img: np.ndarray, method: str) -> np.ndarray:
         return img
     if method == "equalize":
         return np.asarray(ImageOps.equalize(Image.fromarray(img)))
+    if method == "equalize-lungs":
+        return equalize_nonzero(img)
     if method == "minmax":
         lo, hi = np.percentile(img, [0.5, 99.5])
         if hi <= lo:
@@ -77,6 +91,33 @@ def normalize_intensity(img: np.ndarray, method: str) -> np.ndarray:
         out = (img.astype(np.float32) - lo) * (255.0 / (hi - lo))
         return np.clip(np.round(out), 0, 255).astype(np.uint8)
     raise ValueError(f"unknown intensity normalisation {method!r}; choose from {INTENSITY_METHODS}")
+
+
+def equalize_nonzero(img: np.ndarray) -> np.ndarray:
+    """Histogram-equalise the nonzero pixels of a ``uint8`` image; zeros stay zero.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        ``uint8`` array ``(H, W)``; 0 marks pixels outside the region (a lung-only image's background).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` array ``(H, W)``: grey level ``v > 0`` maps to ``round(1 + 254 * (C(v) - h(v) / 2) / n)``
+        with ``h`` the histogram of the nonzero pixels, ``C`` its cumulative sum and ``n`` their count, so
+        the nonzero pixels spread near-uniformly over 1-255 whatever the region's area. An image with no
+        nonzero pixel is returned unchanged.
+    """
+    hist = np.bincount(img.ravel(), minlength=256).astype(np.float64)
+    hist[0] = 0.0
+    n = hist.sum()
+    if n == 0:
+        return img
+    cdf = np.cumsum(hist)
+    lut = np.clip(np.round(1.0 + 254.0 * (cdf - hist / 2.0) / n), 1, 255).astype(np.uint8)
+    lut[0] = 0
+    return lut[img]
 
 
 def preprocess(img: np.ndarray, image_size: int, intensity: str, mean: float = 0.5, std: float = 0.5) -> np.ndarray:
