@@ -32,11 +32,23 @@ def machine() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu": _cpu(),
         "onnxruntime": onnxruntime.__version__,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],
         "note": "2 shared cores: other jobs running at the same time inflate the latencies (see load average)",
     }
+
+
+def _cpu() -> dict:
+    """CPU model and the x86 extensions int8 kernels depend on (VNNI: ONNX Runtime's uint8 x int8 path)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model": platform.processor() or "unknown"}
+    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "unknown")
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    return {"model": model, "avx2": "avx2" in flags, "vnni": any("vnni" in f for f in flags)}
 
 
 @contextlib.contextmanager
