@@ -129,12 +129,13 @@ DATASET_LIMITATIONS = {
 }
 
 
-#: Hub license identifiers of the datasets (``other`` where the terms are not a standard license).
+#: What each intensity method is, in the card's preprocessing line.
 _INTENSITY_NOTES = {
     "equalize": " (global histogram equalisation)",
     "equalize-lungs": " (histogram equalisation over the lung pixels only; outside the lungs stays 0)",
 }
 
+#: Hub license identifiers of the datasets (``other`` where the terms are not a standard license).
 DATASET_LICENSES = {"kermany-pneumonia": "cc-by-4.0"}
 
 INTENDED_USE = (

@@ -15,7 +15,7 @@ Computers in Biology and Medicine 132:104319, 2021.
 For lung-only input (``input: lungs``, outside the lungs 0) the global
 equalisation spends the black background's share of the histogram on the
 lowest grey levels, so the lung pixels land in ``[255 * (1 - f), 255]`` for a
-lung fraction ``f``: the lungs' contrast shrinks to a quarter of the range and
+lung fraction ``f``: the lungs get ``f`` of the range (about a quarter) and
 their brightness encodes the mask's area (and so the segmenter that drew
 it). ``equalize-lungs`` equalises over the nonzero pixels only and leaves 0 at
 0.
