@@ -64,8 +64,8 @@ def quantize_onnx(src: str | Path, dst: str | Path, calibration: Any) -> Path:
     sums saturate with full-range weights (ONNX Runtime's quantisation guide names this and the two cures,
     ``reduce_range`` or U8U8). Measured on such a CPU with the shipped segmenter (120 held-out
     lung-masks images): full-range int8 mean |delta probability| against PyTorch 0.028 and Dice 0.905,
-    ``reduce_range`` 0.006 and 0.928 at the same speed, U8U8 0.004 and 0.931 at about 5x the time. With
-    VNNI both give the same result, so the masks no longer depend on the CPU.
+    ``reduce_range`` 0.006 and 0.928 at the same speed, U8U8 0.004 and 0.931 at about 5x the time. 7-bit
+    weights cannot saturate those pair sums, so the masks no longer depend on whether the CPU has VNNI.
     """
     import tempfile
 
