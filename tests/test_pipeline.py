@@ -94,7 +94,9 @@ def kill_and_resume(data, out: Path, epochs: int, env) -> None:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     done = state["epoch"]
     assert done < epochs, "the run finished before it could be interrupted"
-    before = _history(out)
+    # history.csv is written before last.pt, so every checkpointed epoch has its row (a kill between the two can
+    # leave one row more, for an epoch resume trains again and rewrites)
+    before = _history(out)[:done]
     assert [int(r["epoch"]) for r in before] == list(range(1, done + 1))
     res = run(*_train_args(data, out, epochs), "--resume", env=env)
     after = _history(out)

@@ -93,3 +93,33 @@ def test_dataloader_workers_do_not_change_the_run(tiny_folder_dataset: Path, tmp
         histories.append(_history(Path(cfg.out)))
     assert histories[0] == histories[1]
     assert ModelBundle.load(tmp_path / "w1").training.runtime["workers"] == 1
+
+
+def test_a_kill_between_history_and_checkpoint_loses_no_epoch(
+    tiny_folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """history.csv is written before last.pt: a crash while saving epoch 2's checkpoint leaves epoch 1's row, and
+    resume drops the orphan row of epoch 2, trains it again and ends with one row per epoch."""
+    import cxrtriage.training.trainer as trainer_module
+
+    real_save = trainer_module.save_checkpoint
+
+    def crash_on_second_last(fabric, state, path):  # type: ignore[no-untyped-def]
+        if path.name == "last.pt" and state["epoch"] == 2:
+            raise KeyboardInterrupt("killed while saving epoch 2")
+        real_save(fabric, state, path)
+
+    cfg = _tiny(tiny_folder_dataset, tmp_path, "m", epochs=3)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", crash_on_second_last)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    out = Path(cfg.out)
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 1
+    before = _history(out)
+    assert [r["epoch"] for r in before] == ["1", "2"]  # epoch 2's row came first; its checkpoint never did
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    train(cfg, resume=True, progress=False)
+    after = _history(out)
+    assert [r["epoch"] for r in after] == ["1", "2", "3"]
+    assert after[0] == before[0]

@@ -55,13 +55,20 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
 
 
 def write_history(history: list[dict[str, Any]], path: Path) -> None:
-    """Write one CSV row per epoch (columns from the first row); nothing when ``history`` is empty."""
+    """Write one CSV row per epoch (columns from the first row); nothing when ``history`` is empty.
+
+    Written to a temporary file and renamed, so a kill mid-write leaves the previous file whole. The loops call it
+    *before* saving ``last.pt``: a kill between the two leaves a row for an epoch the checkpoint does not hold, which
+    resume drops (it rewrites the file from the checkpoint), never a checkpointed epoch without its row.
+    """
     if not history:
         return
-    with path.open("w", newline="") as fh:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
+    tmp.replace(path)
 
 
 def save_checkpoint(fabric: Fabric, state: dict[str, Any], path: Path) -> None:
@@ -168,6 +175,8 @@ def fit(
             weights_only=False,
         )
         result.history = rest["history"]
+        if fabric.is_global_zero:
+            write_history(result.history, out / "history.csv")
         result.best_epoch, result.best_score = int(rest["best"]["epoch"]), float(rest["best"]["score"])
         result.elapsed = float(rest.get("elapsed", 0.0))
         start_epoch, num_updates = int(rest["epoch"]) + 1, int(rest["num_updates"])
@@ -218,6 +227,8 @@ def fit(
             save_checkpoint(fabric, {"model": best_model or model}, ckpt_dir / "best.pt")
         else:
             stale += 1
+        if fabric.is_global_zero:
+            write_history(result.history, out / "history.csv")
         save_checkpoint(
             fabric,
             {
@@ -234,8 +245,6 @@ def fit(
             },
             last_path,
         )
-        if fabric.is_global_zero:
-            write_history(result.history, out / "history.csv")
         shown = " ".join(f"{k} {v:.4f}" for k, v in scores.items())
         fabric.print(f"epoch {epoch}: train loss {row['train_loss']:.4f} | val {shown}", flush=True)
     result.elapsed += time.time() - t0

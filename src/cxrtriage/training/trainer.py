@@ -327,6 +327,8 @@ def train(
             state["ema"] = ema.module
         rest = fabric.load(last_path, state, strict=False, weights_only=False)
         history, best, start_epoch = rest["history"], rest["best"], rest["epoch"] + 1
+        if rank0:
+            write_history(history, out / "history.csv")  # drop a row whose epoch the checkpoint does not hold
         elapsed_before = rest.get("elapsed", 0.0)
         num_updates = rest.get("num_updates", 0)
         if "rng" in rest:
@@ -427,6 +429,8 @@ def train(
             stale = 0
         else:
             stale += 1
+        if rank0:
+            write_history(history, out / "history.csv")  # before last.pt: see write_history
         save_checkpoint(
             fabric,
             {
@@ -444,8 +448,6 @@ def train(
             },
             last_path,
         )
-        if rank0:
-            write_history(history, out / "history.csv")
         fabric.print(
             f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
             f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} AUROC {row['val_auroc']} "
