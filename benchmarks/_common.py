@@ -46,8 +46,9 @@ def _cpu() -> dict:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return {"model": platform.processor() or "unknown"}
-    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "unknown")
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    lines = text.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown")
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
     return {"model": model, "avx2": "avx2" in flags, "vnni": any("vnni" in f for f in flags)}
 
 
