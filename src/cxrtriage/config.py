@@ -178,6 +178,11 @@ class TrainConfig:
     patience: int = _opt(3, "early stopping patience (epochs without improvement of the selection metric)")
     val_fraction: float = _opt(0.15, "validation share of the patient-level split when the data has no val split")
     seed: int = _opt(0, "seed for the split, initialisation, batch order and augmentation")
+    split_seed: int | None = _opt(
+        None,
+        "seed of the patient-level validation split only (default: --seed); members of a seed ensemble share it, "
+        "so none of them has trained on another's validation images",
+    )
     intensity: str = _opt("equalize", "intensity normalisation", INTENSITY_METHODS)
     input: str = _opt(
         "full",
@@ -336,6 +341,9 @@ class ModelConfig:
     input : {"full", "lungs", "lung-crop"}
         What the network sees (:data:`LUNG_INPUTS`); ``lungs`` and ``lung-crop`` put the shipped lung
         segmenter in front of the model, at training and at every inference (:mod:`cxrtriage.segment`).
+    members : int
+        1: one network of ``arch``; ``M > 1``: a seed ensemble of ``M`` such networks whose logits are averaged
+        (:class:`cxrtriage.models.ensemble.SeedEnsemble`, built by ``cxr ensemble``).
 
     Training summary, calibration details and the ONNX checksum live in the
     model bundle's sections (:class:`cxrtriage.models.bundle.ModelBundle`), not here.
@@ -355,8 +363,11 @@ class ModelConfig:
     version: str = "0"
     population: str | None = None
     input: str = "full"
+    members: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.members, int) or self.members < 1:
+            raise ValueError(f"members {self.members!r}: an integer >= 1 expected")
         if self.population not in (None, "pediatric", "adult"):
             raise ValueError(f"population {self.population!r}: 'pediatric', 'adult' or null expected")
         if self.input not in LUNG_INPUTS:

@@ -24,7 +24,7 @@ from cxrtriage.cards.audit_page import HOW_TO_READ, audit_markdown
 from cxrtriage.cards.tables import external_markdown, markdown_table
 from cxrtriage.data.dedupe import dataset_tag
 from cxrtriage.metrics.report import Estimate, format_estimate
-from cxrtriage.models.bundle import README_FILE, ModelBundle
+from cxrtriage.models.bundle import README_FILE, ModelBundle, TrainingSummary
 from cxrtriage.tasks import get_task
 
 __all__ = [
@@ -344,6 +344,22 @@ def external_section(bundle: ModelBundle) -> list[str]:
     return lines
 
 
+def _member_lines(tr: TrainingSummary) -> list[str]:
+    """Card lines naming a seed ensemble's members (none for a single model)."""
+    if not tr.members:
+        return []
+    rows = [
+        f"`{m['name']}` (seed {m['seed']}, best epoch {m['best_epoch']}, validation AUROC "
+        + ("–" if m.get("val_auroc") is None else f"{m['val_auroc']:.4f}")
+        + ")"
+        for m in tr.members
+    ]
+    return [
+        f"- Seed ensemble of {len(tr.members)} runs of this recipe on one validation split (`cxr ensemble`): "
+        + ", ".join(rows)
+    ]
+
+
 def render_card(bundle: ModelBundle) -> str:
     """The model card of a bundle as Markdown with YAML front matter (``README.md``).
 
@@ -425,8 +441,14 @@ def render_card(bundle: ModelBundle) -> str:
         "",
         "## Model",
         f"- Task: `{task.name}` — classes {', '.join(mcfg.classes)}",
-        f"- Architecture: {mcfg.arch} ({parameter_count(mcfg.arch, len(mcfg.classes)) / 1e6:.2f} M parameters, "
-        f"{bundle.weights_mb():.1f} MB weights)",
+        (
+            f"- Architecture: {mcfg.arch} ({parameter_count(mcfg.arch, len(mcfg.classes)) / 1e6:.2f} M parameters, "
+            f"{bundle.weights_mb():.1f} MB weights)"
+            if mcfg.members == 1
+            else f"- Architecture: seed ensemble of {mcfg.members} {mcfg.arch} networks, mean of their logits "
+            f"({mcfg.members * parameter_count(mcfg.arch, len(mcfg.classes)) / 1e6:.2f} M parameters, "
+            f"{bundle.weights_mb():.1f} MB float16 weights; one ONNX graph)"
+        ),
         f"- Initial weights: {weights}",
         f"- Preprocessing: {preprocessing}",
         f"- Version: `{mcfg.version}`",
@@ -496,11 +518,16 @@ def render_card(bundle: ModelBundle) -> str:
             ),
         ]
     lines += external_section(bundle)
+    chosen = (
+        f"best epoch {tr.best_epoch} by validation {tr.select_metric.replace('_', ' ')}"
+        if not tr.members
+        else f"each member's epoch by validation {tr.select_metric.replace('_', ' ')}"
+    )
     lines += [
         "## Training",
-        f"- Image size {tc.image_size} px, {tc.epochs} epochs max (best epoch {tr.best_epoch} by validation "
-        f"{tr.select_metric.replace('_', ' ')}), batch {tc.batch_size}, {tc.optimizer} lr {tc.lr}, class balance: "
-        f"{tc.balance}, label smoothing {tc.label_smoothing}",
+        f"- Image size {tc.image_size} px, {tc.epochs} epochs max ({chosen}), batch {tc.batch_size}, "
+        f"{tc.optimizer} lr {tc.lr}, class balance: {tc.balance}, label smoothing {tc.label_smoothing}",
+        *_member_lines(tr),
         f"- Wall time: training {tr.wall_seconds / 60:.1f} min"
         + (
             f"; whole build (dedupe, training, calibration, test) {tr.total_seconds / 60:.1f} min"

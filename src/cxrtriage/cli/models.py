@@ -113,8 +113,28 @@ def _cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ensemble(a: argparse.Namespace) -> int:
+    from cxrtriage.experiments.ensemble import build_seed_ensemble
+
+    out = build_seed_ensemble(a.members, a.out, float16=not a.float32)
+    print(
+        f"seed ensemble of {len(a.members)} written to {out}; next: cxr calibrate --model {out}, "
+        f"cxr export --model {out}, cxr card --model {out}"
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    """Add ``models`` to the ``cxr`` parser."""
+    """Add ``models`` and ``ensemble`` to the ``cxr`` parser."""
+    e = sub.add_parser(
+        "ensemble",
+        help="merge model folders of one recipe and validation split (cxr train --split-seed) into a seed ensemble "
+        "(mean of the logits, one ONNX graph)",
+    )
+    e.add_argument("--members", nargs="+", required=True, help="model folders (at least 2)")
+    e.add_argument("--out", required=True, help="new model folder")
+    e.add_argument("--float32", action="store_true", help="store float32 weights (default float16: half the size)")
+    commands["ensemble"] = _cmd_ensemble
     p = sub.add_parser("models", help="list the shipped models (usable as --model NAME) with their headline figures")
     p.add_argument("--json", action="store_true", help="JSON instead of a Markdown table")
     p.add_argument("--link-prefix", default="", help="prefix of the card links in the Markdown table (e.g. ../../)")

@@ -88,6 +88,10 @@ class TrainingSummary:
     runtime : dict
         Where it ran (Lightning Fabric): ``device``, ``precision``, ``world_size``, ``strategy``,
         ``threads``, ``channels_last``; empty for models trained before these were recorded.
+    members : list of dict
+        A seed ensemble's members (``cxr ensemble``): ``name``, ``version``, ``seed``, ``best_epoch``,
+        ``val_auroc``, ``wall_seconds``, ``weights_sha256`` of each; then ``best_epoch`` is 0 and ``epochs_run``
+        and ``wall_seconds`` are the members' sums. Empty for a single model.
     """
 
     best_epoch: int
@@ -98,6 +102,7 @@ class TrainingSummary:
     cpu_count: int | None = None
     skipped: list[list[str]] = field(default_factory=list)
     runtime: dict[str, Any] = field(default_factory=dict)
+    members: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -559,7 +564,7 @@ class ModelBundle:
             out[key] = val.to_dict() if hasattr(val, "to_dict") else asdict(val)
         return out
 
-    def save(self, directory: str | Path, model: nn.Module | None = None) -> Path:
+    def save(self, directory: str | Path, model: nn.Module | None = None, *, float16: bool = False) -> Path:
         """Write ``config.json``, ``bundle.json`` and, when ``model`` is given, ``model.safetensors``.
 
         Parameters
@@ -569,6 +574,9 @@ class ModelBundle:
         model : nn.Module, optional
             Its ``state_dict`` is stored as contiguous float32 tensors (integer buffers as they are).
             A stale ``model.pt`` of an older version is removed when new weights are written.
+        float16 : bool
+            Store the floating-point tensors as float16 instead (half the size; :meth:`load_model` computes in
+            float32 with the rounded values, and the ONNX export keeps them in float16 too).
 
         Returns
         -------
@@ -581,7 +589,9 @@ class ModelBundle:
         d.mkdir(parents=True, exist_ok=True)
         if model is not None:
             state = {
-                k: (v.detach().float() if v.is_floating_point() else v.detach()).contiguous().clone()
+                k: ((v.detach().half() if float16 else v.detach().float()) if v.is_floating_point() else v.detach())
+                .contiguous()
+                .clone()
                 for k, v in model.state_dict().items()
             }
             tmp = d / f".{WEIGHTS_FILE}.tmp"
@@ -679,7 +689,12 @@ class ModelBundle:
 
         path = self.weights_path()
         try:
-            model = create_model(self.config.arch, len(self.config.classes), pretrained=False)
+            if self.config.members > 1:
+                from cxrtriage.models.ensemble import ensemble_skeleton
+
+                model: nn.Module = ensemble_skeleton(self.config.arch, len(self.config.classes), self.config.members)
+            else:
+                model = create_model(self.config.arch, len(self.config.classes), pretrained=False)
             if path.name == WEIGHTS_FILE:
                 state = load_file(str(path), device="cpu")
             else:

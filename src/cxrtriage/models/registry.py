@@ -182,7 +182,11 @@ def _init_classifier(model: nn.Module) -> None:
 
 
 def cam_target_layer(name: str, model: nn.Module) -> nn.Module:
-    """The module whose output Grad-CAM uses for architecture ``name``."""
+    """The module whose output Grad-CAM uses for architecture ``name`` (of a seed ensemble: its stacked maps)."""
+    from cxrtriage.models.ensemble import SeedEnsemble
+
+    if isinstance(model, SeedEnsemble):
+        return model.concat
     return _entry(name).cam_layer(model)
 
 

@@ -190,7 +190,9 @@ def fit_ood(
     imgs, idx = _load([s.path for s in train], size)
     f_train = extract_pooled(backend, imgs)
     y_train = np.array([train[i].target for i in idx])
-    det = MahalanobisDetector.fit(f_train, y_train)
+    columns = f_train.shape[1] // cfg.members if cfg.members > 1 else None  # a seed ensemble: its first member's
+    det = MahalanobisDetector.fit(f_train[:, :columns], y_train)
+    det.columns = columns
 
     vimgs, vidx = _load([s.path for s in val], size)
     f_val = extract_pooled(backend, vimgs)
@@ -252,7 +254,8 @@ def fit_ood(
             "natural_images": natural,
             "colourfulness_limit": COLOURFULNESS_LIMIT,
             "external_cxr_rejection": ext,
-            "feature": "global average pool of the last feature map (classifier input)",
+            "feature": "global average pool of the last feature map (classifier input)"
+            + (f"; of the first of the {cfg.members} ensemble members" if columns else ""),
             "backend": getattr(backend, "name", "?"),
         }
     )

@@ -59,12 +59,17 @@ class MahalanobisDetector:
         (squared Mahalanobis distance, dimensionless).
     info : dict
         Fit details and measured rates (saved in the bundle's ``ood`` section).
+    columns : int or None
+        Use only the first ``columns`` features of every input (``C`` of :attr:`means`): for a seed ensemble,
+        whose pooled features are its members' side by side, the detector models the first member's, which
+        keeps ``ood.npz`` at one member's size. ``None``: all features.
     """
 
     means: np.ndarray
     precision: np.ndarray
     threshold: float = float("inf")
     info: dict = field(default_factory=dict)
+    columns: int | None = None
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray) -> MahalanobisDetector:
@@ -120,6 +125,8 @@ class MahalanobisDetector:
             ``float64 (N,)``, >= 0; larger = further from the training data.
         """
         x = np.atleast_2d(np.asarray(features, dtype=np.float64))
+        if self.columns is not None:
+            x = x[:, : self.columns]
         best: np.ndarray | None = None
         for mu in self.means:
             d = x - mu
@@ -169,7 +176,13 @@ class MahalanobisDetector:
         bundle = ModelBundle.load(d)
         npz = d / OOD_NPZ
         tmp = d / f".{OOD_NPZ}.tmp.npz"
-        np.savez_compressed(tmp, means=self.means.astype(np.float32), precision=self.precision.astype(np.float32))
+        arrays: dict[str, np.ndarray] = {
+            "means": self.means.astype(np.float32),
+            "precision": self.precision.astype(np.float32),
+        }
+        if self.columns is not None:
+            arrays["columns"] = np.array(self.columns, np.int64)
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(npz)
         stats = {k: v for k, v in dict(self.info, method=OOD_METHOD).items() if k != "threshold"}
         bundle.ood = OODSection(threshold=float(self.threshold), file=OOD_NPZ, stats=stats)
@@ -187,5 +200,6 @@ class MahalanobisDetector:
             return None
         with np.load(d / section.file) as z:
             means, precision = z["means"].astype(np.float64), z["precision"].astype(np.float64)
+            columns = int(z["columns"]) if "columns" in z.files else None
         info = dict(section.stats, threshold=section.threshold)
-        return cls(means=means, precision=precision, threshold=float(section.threshold), info=info)
+        return cls(means=means, precision=precision, threshold=float(section.threshold), info=info, columns=columns)

@@ -227,8 +227,9 @@ def train(
     progress = progress and rank0
     seed_all(cfg.seed)
     task = get_task(cfg.task)
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
     if split is None:
-        train_s, val_s = train_val_from_samples(discover(cfg.data, task), cfg.val_fraction, cfg.seed)
+        train_s, val_s = train_val_from_samples(discover(cfg.data, task), cfg.val_fraction, split_seed)
     else:
         train_s, val_s = list(split[0]), list(split[1])
     train_s = _subset(train_s, cfg.max_train_images, cfg.seed)
@@ -256,7 +257,7 @@ def train(
     skipped = [list(f) for f in cache.failures]
     split_section = SplitSection(
         data=cfg.data,
-        seed=cfg.seed,
+        seed=split_seed,
         n_train=int(len(y_tr)),
         n_val=int(len(y_va)),
         train_counts={c: int((y_tr == i).sum()) for i, c in enumerate(task.classes)},
