@@ -99,6 +99,10 @@ def test_cli_calibrate_export_onnx_half_weights_and_cam_head(
     assert onnx.head is not None and fmap.shape[1] == onnx.head[0].shape[1] == 2 * 1280
     w, bias = onnx.head
     assert np.abs(fmap.mean(axis=(2, 3)) @ w.T + bias - lo).max() < 1e-3  # CAM's head gives the logits
+    assert main(["fit-ood", "--model", str(out)]) == 0
+    det = MahalanobisDetector.load(out)
+    assert det is not None and det.columns == 1280 and det.precision.shape == (1280, 1280)
+    assert np.isfinite(det.score(fmap.mean(axis=(2, 3)))).all()
 
 
 def test_ood_detector_of_an_ensemble_reads_its_first_member(tmp_path: Path) -> None:

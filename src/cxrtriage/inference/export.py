@@ -80,8 +80,9 @@ def store_initializers_float16(onnx_path: str | Path, min_elements: int = 64) ->
 
     Every float32 initializer with at least ``min_elements`` values, except the inputs of the final ``Gemm``
     (the linear classifier that :func:`cxrtriage.inference.backend.onnx_head_weights` reads for CAM), becomes a
-    float16 initializer followed by a ``Cast`` to float32. The arithmetic stays float32 (ONNX Runtime folds the
-    casts when the session loads); only the file halves. Exact for weights that were already float16 values.
+    float16 initializer followed by a ``Cast`` to float32: the arithmetic stays float32 and the file halves. The
+    rounding is that of float16 on the exported weights (for networks with batch norm, after the exporter has
+    folded it into the convolutions).
 
     Raises
     ------
