@@ -447,7 +447,7 @@ def render_card(bundle: ModelBundle) -> str:
             if mcfg.members == 1
             else f"- Architecture: seed ensemble of {mcfg.members} {mcfg.arch} networks, mean of their logits "
             f"({mcfg.members * parameter_count(mcfg.arch, len(mcfg.classes)) / 1e6:.2f} M parameters, "
-            f"{bundle.weights_mb():.1f} MB float16 weights; one ONNX graph)"
+            f"{bundle.weights_mb():.1f} MB weights; one ONNX graph)"
         ),
         f"- Initial weights: {weights}",
         f"- Preprocessing: {preprocessing}",
