@@ -119,8 +119,9 @@ def classifier_weights(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
     """
     import torch
 
-    get_classifier = getattr(model, "get_classifier", None)
-    head = get_classifier() if callable(get_classifier) else getattr(model, "classifier", None)
+    from cxrtriage.models.registry import classifier_head
+
+    head = classifier_head(model)
     if not isinstance(head, torch.nn.Linear):
         raise ValueError(f"CAM needs a linear classifier head, found {type(head).__name__}")
     w = head.weight.detach().float().cpu().numpy()

@@ -76,8 +76,9 @@ class SeedEnsemble(nn.Module):
 
 
 def _linear_head(model: nn.Module) -> nn.Linear:
-    get_classifier: Any = getattr(model, "get_classifier", None)
-    head = get_classifier() if callable(get_classifier) else getattr(model, "classifier", None)
+    from cxrtriage.models.registry import classifier_head
+
+    head = classifier_head(model)
     if not isinstance(head, nn.Linear):
         raise ValueError(f"a seed ensemble needs GAP + linear members, found a {type(head).__name__} head")
     return head

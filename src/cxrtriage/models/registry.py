@@ -23,6 +23,7 @@ __all__ = [
     "create_model",
     "list_models",
     "cam_target_layer",
+    "classifier_head",
     "UnknownModelError",
     "model_entry",
     "parameter_count",
@@ -167,6 +168,20 @@ def create_model(
     return model
 
 
+def classifier_head(model: nn.Module) -> nn.Module | None:
+    """The network's final classifier: timm's ``get_classifier()``, else its ``classifier`` attribute.
+
+    Returns
+    -------
+    nn.Module or None
+        For the registry's GAP-head architectures an ``nn.Linear`` (``C -> K``); ``None`` when the network has
+        neither. Callers that need a linear head check the type.
+    """
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else getattr(model, "classifier", None)
+    return head if isinstance(head, nn.Module) else None
+
+
 def _init_classifier(model: nn.Module) -> None:
     """Small initial logits: N(0, 0.01) weights and zero bias in the final linear layer.
 
@@ -174,8 +189,7 @@ def _init_classifier(model: nn.Module) -> None:
     1/sqrt(num_classes); with 2 classes and 1280 features that starts training
     with logits of +/-20 and a cross-entropy of ~6.
     """
-    get_classifier = getattr(model, "get_classifier", None)
-    head = get_classifier() if get_classifier is not None else model.classifier
+    head = classifier_head(model)
     if isinstance(head, nn.Linear):
         nn.init.normal_(head.weight, std=0.01)
         nn.init.zeros_(head.bias)

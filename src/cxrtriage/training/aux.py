@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cxrtriage.data.discover import Sample, discover
+from cxrtriage.models.registry import classifier_head
 from cxrtriage.tasks import TaskSpec
 
 __all__ = ["AuxHeadNet", "aux_targets", "IGNORE_INDEX"]
@@ -45,8 +46,7 @@ class AuxHeadNet(nn.Module):
 
     def __init__(self, net: nn.Module, num_aux_classes: int):
         super().__init__()
-        get_classifier = getattr(net, "get_classifier", None)
-        head = get_classifier() if callable(get_classifier) else getattr(net, "classifier", None)
+        head = classifier_head(net)
         if not isinstance(head, nn.Linear):
             raise ValueError(f"an auxiliary head needs a linear classifier, found {type(head).__name__}")
         self.net = net
