@@ -95,6 +95,31 @@ def test_dataloader_workers_do_not_change_the_run(tiny_folder_dataset: Path, tmp
     assert ModelBundle.load(tmp_path / "w1").training.runtime["workers"] == 1
 
 
+def test_every_epoch_draws_its_own_items(
+    tiny_folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Epoch e trains on the draw of epoch e, not epoch 0's images and augmentation seeds again.
+
+    Lightning Fabric's dataloader wrapper calls ``set_epoch`` on the sampler with its own count of iterations,
+    0 for a loader set up afresh every epoch; a sampler with ``set_epoch`` replayed one draw in every epoch.
+    """
+    from cxrtriage.training import sampling
+
+    drawn: list[tuple[int, list]] = []
+    real_iter = sampling.GlobalBatchSampler.__iter__
+
+    def recording_iter(self: sampling.GlobalBatchSampler):  # type: ignore[no-untyped-def]
+        items = list(real_iter(self))
+        drawn.append((self.epoch, items))
+        return iter(items)
+
+    monkeypatch.setattr(sampling.GlobalBatchSampler, "__iter__", recording_iter)
+    train(_tiny(tiny_folder_dataset, tmp_path, "epochs", epochs=3, threads=1), progress=False)
+    assert [e for e, _ in drawn] == [1, 2, 3]
+    items = [tuple(it) for _, it in drawn]
+    assert len(set(items)) == 3  # no epoch repeats another's (image, augmentation seed) sequence
+
+
 def test_a_kill_between_history_and_checkpoint_loses_no_epoch(
     tiny_folder_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

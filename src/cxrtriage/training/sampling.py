@@ -37,6 +37,11 @@ class GlobalBatchSampler(Sampler[tuple[int, int]]):
     seed : int
     rank, world_size : int
         This process and the number of processes (``0 <= rank < world_size``).
+    epoch : int
+        The epoch whose sequence is drawn (generator seed ``seed * 1000 + epoch``). Fixed at construction on
+        purpose: there is no ``set_epoch``, because Lightning Fabric's dataloader wrapper calls ``set_epoch`` on
+        the sampler with its own count of ``__iter__`` calls, which is 0 for a loader set up afresh every epoch
+        and so replayed epoch 0's images and augmentation seeds in every epoch.
 
     Notes
     -----
@@ -51,7 +56,15 @@ class GlobalBatchSampler(Sampler[tuple[int, int]]):
     """
 
     def __init__(
-        self, n: int, batch_size: int, weights: np.ndarray | None, seed: int, rank: int = 0, world_size: int = 1
+        self,
+        n: int,
+        batch_size: int,
+        weights: np.ndarray | None,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        *,
+        epoch: int = 0,
     ) -> None:
         if batch_size % world_size:
             raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
@@ -62,10 +75,6 @@ class GlobalBatchSampler(Sampler[tuple[int, int]]):
         self.global_batch = batch_size if n > batch_size else n - n % world_size
         self.steps = n // batch_size if n > batch_size else 1
         self.per_rank = self.global_batch // world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the sequence of ``epoch`` next (same on every process)."""
         self.epoch = epoch
 
     def __len__(self) -> int:

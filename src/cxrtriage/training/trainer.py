@@ -339,14 +339,6 @@ def train(
         log.info("resuming %s after epoch %d", out, rest["epoch"])
 
     dataset = SeededItems(CachedDataset(x_tr, y_tr, train_tf))
-    sampler = GlobalBatchSampler(
-        len(y_cls),
-        cfg.batch_size,
-        (1.0 / counts)[y_cls] if cfg.balance == "sampler" else None,
-        cfg.seed,
-        rank=fabric.global_rank,
-        world_size=fabric.world_size,
-    )
     pin = fabric.device.type == "cuda"
     stale = start_epoch - 1 - best["epoch"] if best["epoch"] else 0
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -354,7 +346,16 @@ def train(
             log.info("early stopping: no validation %s gain for %d epochs", cfg.select_metric, stale)
             break
         seed_all(cfg.seed * 1000 + epoch)  # per-epoch seed: a resumed run draws the same batches
-        sampler.set_epoch(epoch)
+        # a new sampler per epoch, its epoch fixed (Fabric's loader wrapper would reset a set_epoch to 0)
+        sampler = GlobalBatchSampler(
+            len(y_cls),
+            cfg.batch_size,
+            (1.0 / counts)[y_cls] if cfg.balance == "sampler" else None,
+            cfg.seed,
+            rank=fabric.global_rank,
+            world_size=fabric.world_size,
+            epoch=epoch,
+        )
         loader = DataLoader(
             dataset,
             batch_size=sampler.per_rank,
