@@ -339,6 +339,7 @@ def train(
         log.info("resuming %s after epoch %d", out, rest["epoch"])
 
     dataset = SeededItems(CachedDataset(x_tr, y_tr, train_tf))
+    sample_weights = (1.0 / counts)[y_cls] if cfg.balance == "sampler" else None
     pin = fabric.device.type == "cuda"
     stale = start_epoch - 1 - best["epoch"] if best["epoch"] else 0
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -350,7 +351,7 @@ def train(
         sampler = GlobalBatchSampler(
             len(y_cls),
             cfg.batch_size,
-            (1.0 / counts)[y_cls] if cfg.balance == "sampler" else None,
+            sample_weights,
             cfg.seed,
             rank=fabric.global_rank,
             world_size=fabric.world_size,
