@@ -124,8 +124,22 @@ def test_settings_refuse_nonsense():
     for kw in ({"max_batch": 0}, {"batch_queue": 0}, {"max_wait_ms": -1.0}):
         with pytest.raises(ValueError, match="max_batch >= 1"):
             ServeSettings(model_dir=None, data_dir=Path("unused"), **kw)
+    for kw in ({"threads": 0}, {"gate_threads": 0}, {"segmenter_threads": 0}):
+        with pytest.raises(ValueError, match="segmenter_threads >= 1"):
+            ServeSettings(model_dir=None, data_dir=Path("unused"), **kw)
     with pytest.raises(ValueError):
         MicroBatcher(lambda items: items, "t", max_batch=0)
+
+
+def test_a_segmenter_folder_asked_for_by_name_must_load(tmp_path):
+    from cxrtriage.segment.bundle import SegmenterBundleError
+    from cxrtriage.serve.service import Engine
+    from cxrtriage.serve.settings import ServeSettings
+
+    (tmp_path / "not-a-segmenter").mkdir()
+    settings = ServeSettings(model_dir=None, data_dir=tmp_path / "data", segmenter_dir=tmp_path / "not-a-segmenter")
+    with pytest.raises(SegmenterBundleError, match="not-a-segmenter"):
+        Engine(settings)
 
 
 # -- the server's networks: a batch gives what each image gives alone -------------------------------

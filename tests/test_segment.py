@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrtriage.config import ModelConfig
+from cxrtriage.config import ModelConfig, SegmenterTrainConfig
 from cxrtriage.data.cache import resize_gray
 from cxrtriage.data.io import decode_bytes, read_image
 from cxrtriage.segment import (
@@ -291,6 +291,20 @@ def test_train_segmenter_cli_tiny_run_resumes_and_writes_a_bundle(shared_data_di
     other = [a if a != str(out) else str(tmp_path / "other") for a in base]
     assert main(other + ["--epochs", "1", "--init", str(out), "--seed", "3"]) != 0
     assert "another validation split" in capsys.readouterr().err
+    # a narrower decoder: the encoder carries over from the bundle, the decoder starts fresh
+    narrow = [a if a != str(out) else str(tmp_path / "narrow") for a in base]
+    assert main(narrow + ["--epochs", "1", "--init", str(out), "--decoder-channels", "32,16,16,8,8"]) == 0
+    nb = SegmenterBundle.load(tmp_path / "narrow")
+    assert nb.config.decoder_channels == [32, 16, 16, 8, 8] and nb.training["init_part"] == "encoder"
+    assert record["init_part"] == "network" and "-dec32-" in nb.config.version
+    start, fresh = bundle.torch_model(out), nb.torch_model(tmp_path / "narrow")
+    assert fresh.decoder.blocks[0].conv1[0].out_channels == 32 != start.decoder.blocks[0].conv1[0].out_channels
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(narrow + ["--epochs", "1", "--decoder-channels", "32,16,8"])
+    assert "--decoder-channels" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="five comma-separated positive integers"):
+        SegmenterTrainConfig(data="x", decoder_channels="32,16,8")
 
 
 def test_a_lungs_input_model_trains_and_predicts_with_the_same_lung_step(tiny_folder_dataset, tmp_path):

@@ -90,6 +90,27 @@ def check_device(device: str) -> str:
     raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
+def parse_widths(text: str) -> str:
+    """Validate U-Net decoder widths given as five comma-separated positive ints, deepest first.
+
+    Returns
+    -------
+    str
+        The widths re-joined without spaces (``"64,32,16,16,8"``).
+
+    Raises
+    ------
+    ValueError
+        Not five positive integers.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 5 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(
+            f"decoder widths {text!r}: five comma-separated positive integers expected, e.g. 128,64,32,16,8"
+        )
+    return ",".join(str(int(p)) for p in parts)
+
+
 _T = TypeVar("_T")
 
 
@@ -482,6 +503,11 @@ class SegmenterTrainConfig:
     data: str = _opt("", "mask dataset folder with manifest.csv (image, mask[, label]) such as shared/data/lung-masks")
     out: str = _opt("runs/lung-segmenter", "output folder: the segmenter bundle, checkpoints and history")
     image_size: int = _opt(160, "square network input side in pixels")
+    decoder_channels: str = _opt(
+        "128,64,32,16,8",
+        "U-Net decoder widths, deepest first (five comma-separated ints; narrower is faster at inference)",
+        parse=parse_widths,
+    )
     epochs: int = _opt(10, "maximum number of epochs")
     batch_size: int = _opt(16, "images per optimisation step")
     lr: float = _opt(2e-3, "peak learning rate (warm-up then cosine decay per step, timm CosineLRScheduler)")
@@ -509,6 +535,12 @@ class SegmenterTrainConfig:
 
     def __post_init__(self) -> None:
         check_device(self.device)
+        self.decoder_channels = parse_widths(self.decoder_channels)
+
+    @property
+    def decoder_widths(self) -> list[int]:
+        """:attr:`decoder_channels` as a list of 5 ints (deepest first)."""
+        return [int(w) for w in self.decoder_channels.split(",")]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``dict`` (JSON-serialisable)."""

@@ -226,7 +226,7 @@ def _cmd_fit_population(a: argparse.Namespace) -> int:
 def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
     """The options of the models and gates behind an upload (``cxr serve``, ``cxr listen``).
 
-    ``--model`` (repeatable), ``--threads``, ``--no-cxr-gate``, ``--no-population-gate``,
+    ``--model`` (repeatable), ``--threads``, ``--segmenter-threads``, ``--segmenter``, ``--no-cxr-gate``, ``--no-population-gate``,
     ``--no-ood``, ``--max-batch``, ``--max-wait-ms``, ``--batch-queue``; :func:`analysis_settings` turns them
     into :class:`~cxrtriage.serve.settings.ServeSettings` fields.
     """
@@ -243,8 +243,21 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=ServeSettings.threads,
-        help="ONNX Runtime intra-op threads of each model and of the segmenter (%(default)s; each network has its "
-        "own worker thread already)",
+        help="ONNX Runtime intra-op threads of each model (%(default)s; each network has its own worker thread "
+        "already)",
+    )
+    p.add_argument(
+        "--segmenter-threads",
+        type=int,
+        default=ServeSettings.segmenter_threads,
+        help="ONNX Runtime intra-op threads of the lung segmenter (%(default)s; it runs between the gates and the "
+        "models, alone)",
+    )
+    p.add_argument(
+        "--segmenter",
+        default=None,
+        metavar="DIR",
+        help="another lung segmenter folder instead of the shipped one (`cxr train-segmenter` output)",
     )
     p.add_argument(
         "--no-cxr-gate",
@@ -285,6 +298,8 @@ def analysis_settings(a: argparse.Namespace) -> dict[str, Any]:
         "model_dir": None,
         "model_dirs": tuple(_model_dir(m) for m in a.model or ()),
         "threads": a.threads,
+        "segmenter_threads": a.segmenter_threads,
+        "segmenter_dir": Path(a.segmenter) if a.segmenter else None,
         "cxr_gate": not (a.no_ood or a.no_cxr_gate),
         "population_gate": not (a.no_ood or a.no_population_gate),
         "max_batch": a.max_batch,

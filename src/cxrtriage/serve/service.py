@@ -514,12 +514,18 @@ class Engine:
         self._gate_batcher: MicroBatcher[np.ndarray, np.ndarray] | None = None
         if settings.lung_segmenter:
             try:
-                seg = LungSegmenter(shipped_segmenter_dir(), threads=settings.threads, memory_arena=False)
+                seg = LungSegmenter(
+                    settings.segmenter_dir or shipped_segmenter_dir(),
+                    threads=settings.segmenter_threads,
+                    memory_arena=False,
+                )
                 self.segmenter = seg
                 self._segment_batcher = self._batcher(self._segmenter_run, "segmenter")
                 self._segmenter = seg.with_runner(self._batched_runner(self._segment_batcher))
                 self._segmenter.segment(np.full((64, 64), 128, np.uint8))  # warm-up
             except SegmenterBundleError as exc:
+                if settings.segmenter_dir is not None:
+                    raise  # a folder asked for by name must be usable
                 log.warning("no lung segmenter: %s; studies carry no lung mask", exc)
         self.models: list[ModelEngine] = [
             ModelEngine(d, settings, self._lock, position=i, segmenter=self._segmenter)

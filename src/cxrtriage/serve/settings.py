@@ -153,12 +153,16 @@ class ServeSettings:
         After this many analysed uploads, hand the memory freed inside the C heap back to the system
         (:func:`cxrtriage.serve.memory.release_free_memory`, about a millisecond); 0: never.
     threads : int
-        ONNX Runtime intra-op threads of each model and of the lung segmenter. Default 1: every network has its
+        ONNX Runtime intra-op threads of each model (the lung segmenter has ``segmenter_threads``). Default 1: every network has its
         own worker thread, so the models of one upload already run side by side on the cores; two threads per
         network made a lone upload slower on 2 cores (p95 58-78 ms against 47-55 ms, and fewer uploads/s at 16
         clients; ``benchmarks/results/serve_batching*.json``).
     gate_threads : int
         ONNX Runtime intra-op threads of the gates' feature extractor (:class:`cxrtriage.ood.gate.GateFeatures`).
+    segmenter_threads : int
+        ONNX Runtime intra-op threads of the lung segmenter. Default 2: an upload's segmentation runs between
+        the gates and the models (the lung-input models wait for its mask), so it has the cores to itself
+        (``benchmarks/segment_latency.py``).
     max_batch : int
         Micro-batching across requests (:mod:`cxrtriage.serve.batching`): most uploads sharing one ONNX Runtime
         call of each network (gates' features, lung segmenter, each classifier); 1: each upload alone.
@@ -181,6 +185,9 @@ class ServeSettings:
         Segment the lung fields of every upload with the shipped segmenter (ONNX Runtime): the study's lung
         area and failure flag, each heatmap's share inside the lungs, the lung contour picture. Models declaring
         ``input: lungs | lung-crop`` get their lung step from the same mask whatever this says.
+    segmenter_dir : pathlib.Path or None
+        Another lung segmenter folder (:class:`cxrtriage.segment.bundle.SegmenterBundle`) instead of the shipped
+        one, e.g. to compare a candidate in the server.
     model_dirs : tuple of pathlib.Path
         The models run on every upload, in display order. Empty (and no ``model_dir``): every shipped model
         (:func:`cxrtriage.models.bundle.shipped_models`), the default model first.
@@ -208,12 +215,14 @@ class ServeSettings:
     release_memory_every: int = 50
     threads: int = 1
     gate_threads: int = 1
+    segmenter_threads: int = 2
     max_batch: int = 16
     max_wait_ms: float = 0.0
     batch_queue: int = 32
     cxr_gate: bool = True
     population_gate: bool = True
     lung_segmenter: bool = True
+    segmenter_dir: Path | None = None
     model_dirs: tuple[Path, ...] = ()
     notify: NotifySettings = field(default_factory=NotifySettings)
     dicom_return_to: str | None = None
@@ -228,6 +237,11 @@ class ServeSettings:
             self.model_dirs = all_shipped_model_dirs()
         self.model_dir = self.model_dirs[0]
         self.data_dir = Path(self.data_dir)
+        if min(self.threads, self.gate_threads, self.segmenter_threads) < 1:
+            raise ValueError(
+                f"threads, gate_threads and segmenter_threads >= 1 expected, got {self.threads}, "
+                f"{self.gate_threads}, {self.segmenter_threads}"
+            )
         if self.max_batch < 1 or self.batch_queue < 1 or self.max_wait_ms < 0:
             raise ValueError(
                 f"max_batch >= 1, batch_queue >= 1 and max_wait_ms >= 0 expected, got {self.max_batch}, "

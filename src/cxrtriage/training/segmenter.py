@@ -19,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -186,8 +186,9 @@ def train_segmenter(cfg: SegmenterTrainConfig, progress: bool = True, resume: bo
     DatasetError
         Unusable manifest, or fewer than two patients with a readable image and mask.
     ValueError
-        Bad settings (optimizer, device, precision), or ``cfg.init`` holds another network or was trained with
-        another validation split.
+        Bad settings (optimizer, device, precision), or ``cfg.init`` holds another architecture or was trained
+        with another validation split. A ``cfg.init`` of the same architecture with other decoder widths
+        passes on its encoder only (the decoder starts fresh; ``bundle.json`` says ``init_part``).
     """
     from monai.losses import DiceCELoss
 
@@ -197,17 +198,21 @@ def train_segmenter(cfg: SegmenterTrainConfig, progress: bool = True, resume: bo
     out.mkdir(parents=True, exist_ok=True)
     pairs = read_mask_manifest(cfg.data)
     fabric = make_fabric(cfg)  # type: ignore[arg-type]
-    seg_cfg = SegmenterConfig(image_size=cfg.image_size, intensity=cfg.intensity)
+    seg_cfg = SegmenterConfig(image_size=cfg.image_size, intensity=cfg.intensity, decoder_channels=cfg.decoder_widths)
     s = cfg.image_size
     init_training: dict[str, Any] | None = None
+    init_part = "network"
     if cfg.init:
         start = SegmenterBundle.load(cfg.init)
-        if (start.config.arch, list(start.config.decoder_channels)) != (seg_cfg.arch, list(seg_cfg.decoder_channels)):
-            raise ValueError(
-                f"{cfg.init}: network {start.config.arch} {start.config.decoder_channels} "
-                f"differs from {seg_cfg.arch} {seg_cfg.decoder_channels}"
-            )
+        if start.config.arch != seg_cfg.arch:
+            raise ValueError(f"{cfg.init}: network {start.config.arch} differs from {seg_cfg.arch}")
         net = start.torch_model(cfg.init)
+        if list(start.config.decoder_channels) != seg_cfg.decoder_channels:
+            # another decoder: only the encoder carries over, the decoder and head start fresh
+            encoder = cast(torch.nn.Module, net.encoder).state_dict()
+            net = build_segmenter_net(seg_cfg.arch, seg_cfg.decoder_channels, pretrained=False)
+            cast(torch.nn.Module, net.encoder).load_state_dict(encoder)
+            init_part = "encoder"
         init_training = dict(start.training)
     else:
         net = build_segmenter_net(seg_cfg.arch, seg_cfg.decoder_channels, pretrained=cfg.pretrained)
@@ -313,8 +318,10 @@ def train_segmenter(cfg: SegmenterTrainConfig, progress: bool = True, resume: bo
     }
     if init_training is not None:
         training["init"] = cfg.init
+        training["init_part"] = init_part
         training["init_training"] = {k: v for k, v in init_training.items() if k != "val_images_relative"}
-    seg_cfg.version = f"lungs-unet-efficientnet_lite0-{s}px-seed{cfg.seed}"
+    widths = "" if seg_cfg.decoder_channels == SegmenterConfig().decoder_channels else f"-dec{cfg.decoder_widths[0]}"
+    seg_cfg.version = f"lungs-unet-efficientnet_lite0{widths}-{s}px-seed{cfg.seed}"
     # int8 calibration: the first (up to) 64 training images, un-augmented, standardised like inference
     calibration = _standardise(x_tr[:64], "none", seg_cfg.mean, seg_cfg.std)
     SegmenterBundle(seg_cfg, training=training).save(out, net, calibration=calibration)
