@@ -216,12 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--single", type=int, default=120, help="uploads of the single client")
     ap.add_argument("--batch", type=int, default=16, help="in-process batch size")
     ap.add_argument("--threads", type=int, default=None, help="cxr serve --threads (default: the server's own default)")
+    ap.add_argument(
+        "--segmenter-threads", type=int, default=None, help="cxr serve --segmenter-threads (default: the server's)"
+    )
     ap.add_argument("--out", default="serve_batching.json")
     a = ap.parse_args(argv)
     settings = [tuple(float(x) for x in s.split(":")) for s in a.settings.split(",")]
     from cxrtriage.serve.settings import ServeSettings
 
     threads = a.threads if a.threads is not None else ServeSettings.threads
+    seg_threads = a.segmenter_threads if a.segmenter_threads is not None else ServeSettings.segmenter_threads
     sizes = {1: a.single, 4: 4 * a.per_client, 16: 16 * a.per_client}
     uploads = real_uploads(sum(sizes.values()))
     result: dict = {
@@ -233,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             "by_source": dict(Counter(src for src, _, _ in uploads)),
         },
         "server": "cxr serve, every shipped model (unless --model), gate 1, gate 2, lung segmenter, "
-        f"threads {threads} per network",
+        f"threads {threads} per network, {seg_threads} for the segmenter",
         "in_process_batch": None,
         "in_process_reference": "the faster of the in-process runs with 1 and 2 threads per network",
         "settings": [],
@@ -251,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             data_dir = Path(tmp) / "data"
             extra = ("--max-batch", str(int(max_batch)), "--max-wait-ms", str(max_wait), "--threads", str(threads))
+            extra += ("--segmenter-threads", str(seg_threads))
             with cxr_serve(a.model, data_dir, *extra) as (url, _proc):
                 k = 0
                 for n in CLIENTS:
