@@ -250,8 +250,7 @@ def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
         "--segmenter-threads",
         type=int,
         default=ServeSettings.segmenter_threads,
-        help="ONNX Runtime intra-op threads of the lung segmenter (%(default)s; it runs between the gates and the "
-        "models, alone)",
+        help="ONNX Runtime intra-op threads of the lung segmenter (%(default)s)",
     )
     p.add_argument(
         "--segmenter",

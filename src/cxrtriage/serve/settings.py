@@ -160,9 +160,10 @@ class ServeSettings:
     gate_threads : int
         ONNX Runtime intra-op threads of the gates' feature extractor (:class:`cxrtriage.ood.gate.GateFeatures`).
     segmenter_threads : int
-        ONNX Runtime intra-op threads of the lung segmenter. Default 2: an upload's segmentation runs between
-        the gates and the models (the lung-input models wait for its mask), so it has the cores to itself
-        (``benchmarks/segment_latency.py``).
+        ONNX Runtime intra-op threads of the lung segmenter. Default 1: although an upload's segmentation runs
+        alone between the gates and the models, two threads made it slower in the server on 2 cores (one
+        client: p95 26-30 ms against 24 ms; 16 clients: 12.7 against 14.3 uploads/s;
+        ``benchmarks/results/segment_2026-12-08_*.json``, ``serve_batching_2026-12-08_*.json``).
     max_batch : int
         Micro-batching across requests (:mod:`cxrtriage.serve.batching`): most uploads sharing one ONNX Runtime
         call of each network (gates' features, lung segmenter, each classifier); 1: each upload alone.
@@ -215,7 +216,7 @@ class ServeSettings:
     release_memory_every: int = 50
     threads: int = 1
     gate_threads: int = 1
-    segmenter_threads: int = 2
+    segmenter_threads: int = 1
     max_batch: int = 16
     max_wait_ms: float = 0.0
     batch_queue: int = 32
