@@ -58,6 +58,26 @@ def test_clean_mask_keeps_the_two_largest_components_and_fills_their_holes():
         clean_mask(np.zeros((2, 8, 8)))
 
 
+def test_fill_holes_equals_scipy_binary_fill_holes_on_real_and_random_masks(shared_data_dir):
+    from scipy import ndimage
+
+    from cxrtriage.segment.postprocess import fill_holes
+
+    rng = np.random.default_rng(0)
+    with (shared_data_dir / "lung-masks" / "manifest.csv").open(newline="") as fh:
+        paths = [r["mask"] for r in csv.DictReader(fh)][::200]
+    masks = [np.asarray(Image.open(shared_data_dir / "lung-masks" / p)) > 127 for p in paths]
+    # the segmenter's raw (thresholded, uncleaned) masks of real adult images
+    seg = load_segmenter()
+    adult = [read_image(p) for p in sorted((shared_data_dir / "covid19-radiography").rglob("*.jpg"))[::500]]
+    masks += [lg >= 0 for lg in seg.logits(adult)]
+    masks += [rng.random((37, 53)) > q for q in (0.3, 0.5, 0.7) for _ in range(5)]
+    masks += [np.zeros((9, 9), bool), np.ones((9, 9), bool)]
+    assert len(masks) > 40
+    for m in masks:
+        assert np.array_equal(fill_holes(m), ndimage.binary_fill_holes(m))
+
+
 def test_assess_mask_flags_implausible_areas_and_bbox():
     empty = assess_mask(np.zeros((50, 50)))
     assert empty.failed and "no lung" in empty.reason
