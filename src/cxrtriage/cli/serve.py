@@ -226,9 +226,9 @@ def _cmd_fit_population(a: argparse.Namespace) -> int:
 def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
     """The options of the models and gates behind an upload (``cxr serve``, ``cxr listen``).
 
-    ``--model`` (repeatable), ``--threads``, ``--segmenter-threads``, ``--segmenter``, ``--no-cxr-gate``, ``--no-population-gate``,
-    ``--no-ood``, ``--max-batch``, ``--max-wait-ms``, ``--batch-queue``; :func:`analysis_settings` turns them
-    into :class:`~cxrtriage.serve.settings.ServeSettings` fields.
+    ``--model`` (repeatable), ``--threads``, ``--segmenter-threads``, ``--segmenter``, ``--no-cxr-gate``,
+    ``--no-population-gate``, ``--no-ood``, ``--max-batch``, ``--max-wait-ms``, ``--batch-queue``;
+    :func:`analysis_settings` turns them into :class:`~cxrtriage.serve.settings.ServeSettings` fields.
     """
     from cxrtriage.serve.settings import ServeSettings
 

@@ -130,7 +130,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill the holes of a binary mask: background regions that do not reach the array's border.
 
     The same result as ``scipy.ndimage.binary_fill_holes`` with its default 4-connected background, from one
-    labelling of the background instead of an iterated dilation (about ten times faster on lung masks).
+    labelling of the background instead of scipy's iterated erosion from the border.
 
     Parameters
     ----------

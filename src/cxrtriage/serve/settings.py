@@ -153,9 +153,9 @@ class ServeSettings:
         After this many analysed uploads, hand the memory freed inside the C heap back to the system
         (:func:`cxrtriage.serve.memory.release_free_memory`, about a millisecond); 0: never.
     threads : int
-        ONNX Runtime intra-op threads of each model (the lung segmenter has ``segmenter_threads``). Default 1: every network has its
-        own worker thread, so the models of one upload already run side by side on the cores; two threads per
-        network made a lone upload slower on 2 cores (p95 58-78 ms against 47-55 ms, and fewer uploads/s at 16
+        ONNX Runtime intra-op threads of each model (the lung segmenter has ``segmenter_threads``). Default 1:
+        every network has its own worker thread, so the models of one upload already run side by side on the
+        cores; two threads per network made a lone upload slower on 2 cores (p95 58-78 ms against 47-55 ms, and fewer uploads/s at 16
         clients; ``benchmarks/results/serve_batching*.json``).
     gate_threads : int
         ONNX Runtime intra-op threads of the gates' feature extractor (:class:`cxrtriage.ood.gate.GateFeatures`).
