@@ -72,6 +72,19 @@ def test_population_gate_is_small_documented_and_routes_test_images(pop_gate, sh
     assert all(r >= 0.9 for r in rates.values()), rates
 
 
+def test_population_gate_was_fitted_on_the_shipped_segmenters_masks(pop_gate):
+    """Gate 2 reads lung-shape statistics: a segmenter changed after the fit (even re-quantised under the same
+    version string) feeds it other inputs than it was fitted on, so the fit records the ONNX checksum."""
+    from cxrtriage.segment.bundle import SegmenterBundle
+    from cxrtriage.segment.runtime import shipped_segmenter_dir
+
+    if not pop_gate.uses_lung_shape:
+        pytest.skip("gate 2 without lung shape")
+    shipped = SegmenterBundle.load(shipped_segmenter_dir())
+    assert pop_gate.info["segmenter"] == shipped.config.version
+    assert pop_gate.info["segmenter_onnx_sha256"] == shipped.onnx_sha256, "refit gate 2: cxr fit-population"
+
+
 def test_population_warning_and_config():
     assert population_warning("pediatric", "adult") == PEDIATRIC_WARNING
     assert population_warning("adult", "pediatric") == ADULT_WARNING

@@ -278,7 +278,7 @@ def fit_population(
     *,
     per_source: int = 5000,
     seed: int = 0,
-    Cs: tuple[float, ...] = (0.03, 0.1, 0.3),
+    Cs: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
     lung_shape: bool = True,
     features: GateFeatures | None = None,
 ) -> dict:
@@ -370,6 +370,8 @@ def fit_population(
         + "; score = log-odds of pediatric",
         "features": ["1280 pooled image features", *(LUNG_SHAPE_FEATURES if lung_shape else ())],
         "segmenter": segmenter.config.version if segmenter is not None else None,
+        # the version string survives a re-quantisation; the ONNX checksum does not
+        "segmenter_onnx_sha256": segmenter.bundle.onnx_sha256 if segmenter is not None else None,
         "C": C,
         "C_trials": {str(c): round(w, 4) for w, c, _, _ in trials},
         "C_rule": "the C with the smallest largest misrouted rate over the sources of the threshold part",
