@@ -120,8 +120,8 @@ def clean_mask(mask: np.ndarray, keep: int = 2) -> tuple[np.ndarray, int]:
     filled = np.zeros(m.shape, dtype=bool)
     for lab in kept:
         comp = labels == lab
-        rows, cols = np.flatnonzero(comp.any(axis=1)), np.flatnonzero(comp.any(axis=0))
-        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        top, bottom, left, right = lung_bbox(comp, margin=0.0)
+        box = (slice(top, bottom), slice(left, right))
         filled[box] |= fill_holes(comp[box])
     return filled, int(len(kept))
 
@@ -145,8 +145,6 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     background, n = ndimage.label(~mask)
-    if n == 0:
-        return mask.copy()
     is_hole = np.ones(n + 1, dtype=bool)
     is_hole[0] = False  # the mask itself
     is_hole[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = False
