@@ -160,6 +160,8 @@ def test_cxr_audit_cli_two_datasets_and_write_bundle(shared_data_dir, tmp_path):
     assert set(summary["cam_in_lung"]) == {"NORMAL", "PNEUMONIA"}
     assert 0.1 < summary["lung_area"]["value"] < 0.5
     assert summary["lung_mask"].startswith("lung segmenter lungs-unet") and "images left out" in summary["lung_mask"]
+    # the checksum names the export: a re-quantised segmenter keeps its version string
+    assert f"ONNX sha256 {load_segmenter().bundle.onnx_sha256[:12]}" in summary["lung_mask"]
     assert isinstance(summary["segmentation_failed"], list)
     page = (out / "audit.html").read_text()
     assert "Hidden lungs" in page and "Source probe" in page and page.count("data:image/png;base64") >= 2

@@ -185,11 +185,16 @@ def _example_panel(img: np.ndarray, mask: np.ndarray, heat: np.ndarray | None, f
 
 
 def lung_mask_method(seg: LungSegmenter, failed: int, total: int) -> str:
-    """One line naming the lung masks an audit used: the segmenter, its held-out Dice, the images left out."""
+    """One line naming the lung masks an audit used: the segmenter, its ONNX checksum, held-out Dice, the images left out.
+
+    The checksum (first 12 hex digits of the SHA-256 of ``model.onnx``) tells two exports of the same version
+    apart, e.g. a re-quantised one, which keeps the version string.
+    """
     held = seg.bundle.evaluation.get("heldout", {})
     dice = f", held-out Dice {held['dice_mean']:.3f} against pseudo-masks" if "dice_mean" in held else ""
+    sha = f", ONNX sha256 {seg.bundle.onnx_sha256[:12]}" if seg.bundle.onnx_sha256 else ""
     return (
-        f"lung segmenter {seg.config.version} (U-Net, {seg.folder.name}{dice}); lung-only images detected and "
+        f"lung segmenter {seg.config.version} (U-Net, {seg.folder.name}{sha}{dice}); lung-only images detected and "
         f"their own lung region used; {failed} of {total} images left out (failed segmentation)"
     )
 
