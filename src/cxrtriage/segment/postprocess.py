@@ -117,12 +117,11 @@ def clean_mask(mask: np.ndarray, keep: int = 2) -> tuple[np.ndarray, int]:
     kept = np.argsort(sizes)[::-1][:keep] + 1
     # holes are filled per component (the gap between the two lungs is not a hole of either), each inside its
     # own bounding box: a hole never reaches outside it, and the box is a fraction of the image
+    boxes = ndimage.find_objects(labels)  # every component's box from one pass over the labels
     filled = np.zeros(m.shape, dtype=bool)
     for lab in kept:
-        comp = labels == lab
-        top, bottom, left, right = lung_bbox(comp, margin=0.0)
-        box = (slice(top, bottom), slice(left, right))
-        filled[box] |= fill_holes(comp[box])
+        box = boxes[lab - 1]
+        filled[box] |= fill_holes(labels[box] == lab)
     return filled, int(len(kept))
 
 

@@ -155,8 +155,8 @@ class ServeSettings:
     threads : int
         ONNX Runtime intra-op threads of each model (the lung segmenter has ``segmenter_threads``). Default 1:
         every network has its own worker thread, so the models of one upload already run side by side on the
-        cores; two threads per network made a lone upload slower on 2 cores (p95 58-78 ms against 47-55 ms, and fewer uploads/s at 16
-        clients; ``benchmarks/results/serve_batching*.json``).
+        cores; two threads per network made a lone upload slower on 2 cores (p95 58-78 ms against 47-55 ms,
+        and fewer uploads/s at 16 clients; ``benchmarks/results/serve_batching*.json``).
     gate_threads : int
         ONNX Runtime intra-op threads of the gates' feature extractor (:class:`cxrtriage.ood.gate.GateFeatures`).
     segmenter_threads : int
