@@ -113,3 +113,21 @@ def test_ood_detector_of_an_ensemble_reads_its_first_member(tmp_path: Path) -> N
     det.columns = 6
     stacked = np.concatenate([first, second * 100], axis=1)
     assert np.allclose(det.score(stacked), MahalanobisDetector.fit(first, labels).score(first))
+
+
+def test_members_must_share_the_lung_segmenter_export(members: list[Path], tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    copies = []
+    for i, (m, sha) in enumerate(zip(members, ("a" * 64, "b" * 64))):
+        d = tmp_path / f"m{i}"
+        shutil.copytree(m, d)
+        cfg = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**cfg, "input": "lungs", "segmenter_sha256": sha}))
+        copies.append(d)
+    with pytest.raises(ValueError, match="different lung segmenter exports.*aaaaaaaaaaaa, bbbbbbbbbbbb"):
+        build_seed_ensemble(copies, tmp_path / "bad")
+    cfg = json.loads((copies[1] / "config.json").read_text())
+    (copies[1] / "config.json").write_text(json.dumps({**cfg, "segmenter_sha256": "a" * 64}))
+    assert ModelBundle.load(build_seed_ensemble(copies, tmp_path / "ok")).config.segmenter_sha256 == "a" * 64

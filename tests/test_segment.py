@@ -352,6 +352,10 @@ def test_a_lungs_input_model_trains_and_predicts_with_the_same_lung_step(tiny_fo
     res = train(cfg, progress=False)
     bundle = ModelBundle.load(res.model_dir)
     assert bundle.config.input == "lungs"
+    # the masks came from the shipped segmenter, and the model says which export that was
+    from cxrtriage.segment.runtime import load_segmenter
+
+    assert bundle.config.segmenter_sha256 == load_segmenter().onnx_sha256
     assert bundle.training is not None and "lung_segmentation_fallbacks" in bundle.training.runtime
     import torch
     from safetensors.torch import load_file
@@ -394,3 +398,35 @@ def test_heldout_dice_reports_the_cleaned_reference_and_the_worst_images(shared_
         [(im, m, c) for im, m, _, c in worst], tmp_path / "w.png", references=[r for _, _, r, _ in worst]
     )
     assert Image.open(out).size == (8 * 160, 174)
+
+
+def test_a_lung_input_model_refuses_a_segmenter_export_it_was_not_validated_with(example_paths, tmp_path, capsys):
+    """A retrained or re-quantised segmenter keeps its version string; the recorded checksum catches it."""
+    import dataclasses
+    import shutil
+
+    from cxrtriage.cli.main import main
+    from cxrtriage.inference.backend import config_batches
+    from cxrtriage.inference.lung_input import SegmenterMismatchError
+    from cxrtriage.models.bundle import zoo_dir
+    from cxrtriage.segment.runtime import load_segmenter
+
+    shipped = load_segmenter().onnx_sha256
+    imgs = [resize_gray(read_image(p), 128) for p in example_paths[:2]]
+    base = ModelConfig("efficientnet_lite0", "finding", ["NO_FINDING", "FINDING"], 128, input="lungs")
+    ok = dataclasses.replace(base, segmenter_sha256=shipped)
+    assert np.allclose(next(config_batches(imgs, ok)), next(config_batches(imgs, base)))
+    other = dataclasses.replace(base, segmenter_sha256="0" * 64)
+    with pytest.raises(SegmenterMismatchError, match=f"000000000000.*{shipped[:12]}"):
+        next(config_batches(imgs, other))
+    with pytest.raises(ValueError, match="64 lower-case hex"):
+        dataclasses.replace(base, segmenter_sha256="184CADE")
+    # end to end: a shipped lung-input model whose record names another export is refused with the reason
+    model = tmp_path / "finding"
+    shutil.copytree(zoo_dir() / "finding-efficientnet_lite0", model)
+    cfg = json.loads((model / "config.json").read_text())
+    assert cfg["segmenter_sha256"] == shipped
+    (model / "config.json").write_text(json.dumps({**cfg, "segmenter_sha256": "f" * 64}))
+    assert main(["predict", "--model", str(model), str(example_paths[0]), "--no-gradcam"]) == 2
+    err = capsys.readouterr().err
+    assert "ffffffffffff" in err and shipped[:12] in err and "re-validate" in err

@@ -130,3 +130,17 @@ def test_readme_table_of_shipped_models_is_the_generated_one():
     table = shipped_models_markdown()
     assert "out-of-source" in table.splitlines()[0]
     assert table in readme, "README.md's shipped-model table is stale: paste the output of `cxr models`"
+
+
+def test_shipped_lung_input_models_name_the_shipped_segmenter_export():
+    """Every shipped ``input: lungs | lung-crop`` model records the checksum of the segmenter shipped beside it.
+
+    Fails when the segmenter is re-exported without re-validating (and re-recording) these models.
+    """
+    from cxrtriage.models.bundle import shipped_models, zoo_dir
+    from cxrtriage.segment.runtime import load_segmenter
+
+    configs = [ModelBundle.load(zoo_dir() / name).config for name in shipped_models()]
+    lung_models = [c for c in configs if c.input != "full"]
+    assert lung_models, "no shipped lung-input model"
+    assert {c.segmenter_sha256 for c in lung_models} == {load_segmenter().onnx_sha256}

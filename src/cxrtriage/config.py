@@ -365,6 +365,12 @@ class ModelConfig:
     members : int
         1: one network of ``arch``; ``M > 1``: a seed ensemble of ``M`` such networks whose logits are averaged
         (:class:`cxrtriage.models.ensemble.SeedEnsemble`, built by ``cxr ensemble``).
+    segmenter_sha256 : str or None
+        ``input`` ``lungs`` / ``lung-crop`` only: SHA-256 (64 lower-case hex digits) of the lung segmenter's
+        ``model.onnx`` the model was trained and validated with (recorded by ``cxr train``). The lung step
+        refuses any other segmenter (:func:`cxrtriage.inference.lung_input.check_segmenter`): the model's
+        figures, threshold and temperature hold for those masks only. None: not recorded (``input: full``, or
+        a model trained before the field existed), never checked.
 
     Training summary, calibration details and the ONNX checksum live in the
     model bundle's sections (:class:`cxrtriage.models.bundle.ModelBundle`), not here.
@@ -385,10 +391,14 @@ class ModelConfig:
     population: str | None = None
     input: str = "full"
     members: int = 1
+    segmenter_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.members, int) or self.members < 1:
             raise ValueError(f"members {self.members!r}: an integer >= 1 expected")
+        sha = self.segmenter_sha256
+        if sha is not None and not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= set("0123456789abcdef")):
+            raise ValueError(f"segmenter_sha256 {sha!r}: 64 lower-case hex digits or null expected")
         if self.population not in (None, "pediatric", "adult"):
             raise ValueError(f"population {self.population!r}: 'pediatric', 'adult' or null expected")
         if self.input not in LUNG_INPUTS:

@@ -78,7 +78,8 @@ def build_seed_ensemble(member_dirs: Sequence[str | Path], out: str | Path, *, f
     ValueError
         Fewer than 2 members, a member that is itself an ensemble, members that disagree on a field of
         :data:`ENSEMBLE_AGREES_ON`, on the validation images (the message names the folder and the field), or that
-        declare different populations (the ensemble takes the one its members declare, if any).
+        declare different populations or lung segmenter checksums (the ensemble takes the one its members
+        declare, if any).
     cxrtriage.models.ModelLoadError
         A folder is not a model folder.
     """
@@ -105,12 +106,19 @@ def build_seed_ensemble(member_dirs: Sequence[str | Path], out: str | Path, *, f
     declared = {b.config.population for b in bundles} - {None}
     if len(declared) > 1:
         raise ValueError(f"members declare different populations: {sorted(map(str, declared))}")
+    segmenters = {sha for b in bundles if (sha := b.config.segmenter_sha256) is not None}
+    if len(segmenters) > 1:
+        raise ValueError(
+            "members were trained with different lung segmenter exports (segmenter_sha256 "
+            f"{', '.join(sorted(s[:12] for s in segmenters))}): one ensemble gets one lung step"
+        )
     model = merge_members([b.load_model() for b in bundles])
     seeds = [b.train_config.seed if b.train_config is not None else "?" for b in bundles]
     config = dataclasses.replace(
         first.config,
         members=len(bundles),
         population=next(iter(declared), None),
+        segmenter_sha256=next(iter(segmenters), None),
         temperature=1.0,
         threshold=None,
         threshold_rule="not calibrated (run cxr calibrate)",

@@ -28,10 +28,62 @@ from cxrtriage.data.transforms import preprocess
 from cxrtriage.segment.postprocess import LungMask, lung_bbox
 from cxrtriage.segment.runtime import LungSegmenter, detect_lung_only, load_segmenter
 
-__all__ = ["LungInputResult", "apply_lung_input", "model_inputs", "resize_gray_to", "CROP_MARGIN"]
+__all__ = [
+    "LungInputResult",
+    "SegmenterMismatchError",
+    "apply_lung_input",
+    "check_segmenter",
+    "model_inputs",
+    "resize_gray_to",
+    "CROP_MARGIN",
+]
 
 #: Margin around the lungs' bounding box for ``lung-crop``, fraction of the image side.
 CROP_MARGIN = 0.05
+
+
+class SegmenterMismatchError(ValueError):
+    """A lung-input model was trained and validated with another lung segmenter export (the message names both)."""
+
+
+def check_segmenter(config: ModelConfig, segmenter: LungSegmenter, source: str = "") -> None:
+    """Refuse a segmenter whose ``model.onnx`` is not the one a lung-input model was validated with.
+
+    A model with ``input`` ``lungs`` or ``lung-crop`` learns from the masks of one segmenter export (the
+    shipped finding model reads the masks' outline, ``docs/adult-models.md``); a retrained or re-quantised
+    segmenter keeps its version string but draws other masks, so the model's card, threshold and
+    temperature no longer describe what it does.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        The model's ``input`` and ``segmenter_sha256``; nothing is checked for ``input: full`` or when the
+        checksum is not recorded (None).
+    segmenter : LungSegmenter
+        The segmenter about to draw the masks; its ``onnx_sha256`` (SHA-256 of the ``model.onnx`` it loaded) is
+        compared.
+    source : str
+        Where the model came from (its folder), named in the error.
+
+    Raises
+    ------
+    SegmenterMismatchError
+        The checksums differ.
+    """
+    want = config.segmenter_sha256
+    if config.input == "full" or want is None:
+        return
+    have = segmenter.onnx_sha256
+    if have == want:
+        return
+    where = f"{source}: " if source else ""
+    raise SegmenterMismatchError(
+        f"{where}model {config.version} (input {config.input}) was trained and validated with the lung segmenter "
+        f"whose model.onnx has SHA-256 {want[:12]}..., but {segmenter.folder} has {have[:12]}...; its masks differ, so the model's figures and "
+        "operating point do not hold. Use the segmenter it was validated with, or re-validate the model with this "
+        "one (set segmenter_sha256 to null in its config.json, re-run cxr calibrate, cxr card and cxr external) "
+        "and record the new checksum there"
+    )
 
 
 @dataclass(frozen=True)
@@ -161,6 +213,11 @@ def model_inputs(
     -------
     numpy.ndarray
         ``float32 (N, 1, S, S)``, identical to :func:`cxrtriage.data.transforms.preprocess` for ``full``.
+
+    Raises
+    ------
+    SegmenterMismatchError
+        ``segmenter`` is not the export the model recorded (:func:`check_segmenter`).
     """
     s = config.image_size
     if config.input == "full":
@@ -169,6 +226,7 @@ def model_inputs(
         )
     squashed = [resize_gray(np.ascontiguousarray(im), s) for im in images]
     seg = segmenter or load_segmenter()
+    check_segmenter(config, seg)
     logits = None
     if lungs is not None and seg.config.image_size == s:
         logits = [m.logits if m is not None else None for m in lungs]

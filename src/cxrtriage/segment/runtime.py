@@ -17,7 +17,7 @@ from PIL import Image
 from cxrtriage.config import SegmenterConfig
 from cxrtriage.data.cache import resize_gray
 from cxrtriage.data.transforms import normalize_intensity
-from cxrtriage.segment.bundle import ONNX_INPUT, SegmenterBundle
+from cxrtriage.segment.bundle import ONNX_INPUT, SegmenterBundle, _sha256
 from cxrtriage.segment.postprocess import LungMask, assess_mask
 
 __all__ = [
@@ -91,6 +91,12 @@ class LungSegmenter:
         Let ONNX Runtime keep its CPU memory arena (the server turns it off: one image per call gains nothing
         from it, and the arena keeps the memory of the largest call).
 
+    Attributes
+    ----------
+    onnx_sha256 : str
+        SHA-256 (hex) of the ``model.onnx`` this session loaded, computed from the file (not read from
+        ``bundle.json``): what a lung-input model's ``segmenter_sha256`` is compared with.
+
     Raises
     ------
     cxrtriage.segment.bundle.SegmenterBundleError
@@ -115,6 +121,7 @@ class LungSegmenter:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.enable_cpu_mem_arena = memory_arena
+        self.onnx_sha256 = _sha256(self.folder / "model.onnx")
         self._session = ort.InferenceSession(str(self.folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
         self._lock: contextlib.AbstractContextManager[Any] = threading.Lock()
         self._runner: Callable[[np.ndarray], np.ndarray] = self.run_inputs

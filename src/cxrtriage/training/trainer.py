@@ -507,6 +507,7 @@ def train(
         positive_class=task.positive_class,
         version=f"{task.name}-{cfg.arch}-{cfg.image_size}px-seed{cfg.seed}",
         input=cfg.input,
+        segmenter_sha256=_segmenter_sha256() if cfg.input != "full" else None,
     )
     net = net.cpu().to(memory_format=torch.contiguous_format)
     if isinstance(net, nn.Module) and fabric.world_size > 1 and fabric.device.type == "cuda":
@@ -517,6 +518,13 @@ def train(
         plot_history(history, out)
     fabric.barrier()
     return TrainResult(out, int(best["epoch"]), metrics, wall, cache.failures)
+
+
+def _segmenter_sha256() -> str:
+    """SHA-256 of the shipped lung segmenter's ``model.onnx``, the one :func:`_lung_step` draws the masks with."""
+    from cxrtriage.segment.runtime import load_segmenter
+
+    return load_segmenter().onnx_sha256
 
 
 def _lung_step(images: np.ndarray, mode: str, chunk: int = 256) -> tuple[np.ndarray, int]:
