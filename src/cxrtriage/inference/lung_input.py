@@ -46,7 +46,7 @@ class SegmenterMismatchError(ValueError):
     """A lung-input model was trained and validated with another lung segmenter export (the message names both)."""
 
 
-def check_segmenter(config: ModelConfig, segmenter: LungSegmenter, source: str = "") -> None:
+def check_segmenter(config: ModelConfig, segmenter: LungSegmenter) -> None:
     """Refuse a segmenter whose ``model.onnx`` is not the one a lung-input model was validated with.
 
     A model with ``input`` ``lungs`` or ``lung-crop`` learns from the masks of one segmenter export (the
@@ -62,8 +62,6 @@ def check_segmenter(config: ModelConfig, segmenter: LungSegmenter, source: str =
     segmenter : LungSegmenter
         The segmenter about to draw the masks; its ``onnx_sha256`` (SHA-256 of the ``model.onnx`` it loaded) is
         compared.
-    source : str
-        Where the model came from (its folder), named in the error.
 
     Raises
     ------
@@ -76,11 +74,10 @@ def check_segmenter(config: ModelConfig, segmenter: LungSegmenter, source: str =
     have = segmenter.onnx_sha256
     if have == want:
         return
-    where = f"{source}: " if source else ""
     raise SegmenterMismatchError(
-        f"{where}model {config.version} (input {config.input}) was trained and validated with the lung segmenter "
-        f"whose model.onnx has SHA-256 {want[:12]}..., but {segmenter.folder} has {have[:12]}...; its masks differ, so the model's figures and "
-        "operating point do not hold. Use the segmenter it was validated with, or re-validate the model with this "
+        f"model {config.version} (input {config.input}) was trained and validated with the lung segmenter whose "
+        f"model.onnx has SHA-256 {want[:12]}..., but {segmenter.folder} has {have[:12]}...; its masks differ, so "
+        "the model's figures and operating point do not hold. Use the segmenter it was validated with, or re-validate the model with this "
         "one (set segmenter_sha256 to null in its config.json, re-run cxr calibrate, cxr card and cxr external) "
         "and record the new checksum there"
     )
