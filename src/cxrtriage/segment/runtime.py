@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -17,7 +18,7 @@ from PIL import Image
 from cxrtriage.config import SegmenterConfig
 from cxrtriage.data.cache import resize_gray
 from cxrtriage.data.transforms import normalize_intensity
-from cxrtriage.segment.bundle import ONNX_INPUT, SegmenterBundle, _sha256
+from cxrtriage.segment.bundle import ONNX_INPUT, SegmenterBundle
 from cxrtriage.segment.postprocess import LungMask, assess_mask
 
 __all__ = [
@@ -121,8 +122,9 @@ class LungSegmenter:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.enable_cpu_mem_arena = memory_arena
-        self.onnx_sha256 = _sha256(self.folder / "model.onnx")
-        self._session = ort.InferenceSession(str(self.folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        onnx_bytes = (self.folder / "model.onnx").read_bytes()  # one read: the checksum is of what the session loads
+        self.onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()
+        self._session = ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
         self._lock: contextlib.AbstractContextManager[Any] = threading.Lock()
         self._runner: Callable[[np.ndarray], np.ndarray] = self.run_inputs
 
